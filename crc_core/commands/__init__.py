@@ -1,0 +1,1 @@
+"""Subcommands of `crc`: one module each, with ``register(subparsers)``; found by ``crc_core.cli``."""
