@@ -29,5 +29,10 @@ test: install-dev
 test-slow: install-dev
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow
 
+package: install
+	$(PY) -m pip install -q -e '.[package]'
+	$(VENV)/bin/pyinstaller --noconfirm --distpath dist --workpath build/pyinstaller packaging/crc-workbench.spec
+	QT_QPA_PLATFORM=offscreen dist/crc-workbench/crc-viewer --selftest
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
