@@ -1,0 +1,846 @@
+"""Whole-slide reading: ``open_slide()`` returns a thread-safe :class:`SlideReader`.
+
+Two backends sit behind one reader. **OpenSlide** serves every format it reads (Aperio SVS, Hamamatsu
+NDPI, MIRAX, Leica SCN, Ventana BIF, generic tiled TIFF, DICOM, ...). **Pillow** is the fallback for plain
+images (PNG, JPEG, TIFF, BMP) that OpenSlide rejects; Pillow's decompression-bomb guard stays on, so an
+image above ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a :class:`~crc_core.errors.SlideError`.
+
+Units and frames: every coordinate at this API is in **level-0 pixels** unless its name says otherwise
+(``lv_`` = pixels of the named level, ``col``/``row`` = tile indices at a level). Sizes are ``(w, h)``;
+arrays are ``(h, w, 3)`` uint8 RGB with transparent or out-of-slide areas composited on white.
+``mpp`` is ``(x, y)`` micrometres per level-0 pixel, or ``None`` when the file does not say (never guessed);
+:meth:`SlideReader.set_mpp` sets a user override.
+
+Threading: all read methods may be called from many threads at once. OpenSlide handles are thread-safe
+for reads; the Pillow backend decodes once under a lock and then serves crops of an immutable array.
+Decoded tiles (:meth:`SlideReader.read_tile`) sit in an LRU cache bounded in bytes (:class:`TileCache`).
+Arrays returned from the cache are read-only; copy them before writing into them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from crc_core.errors import ConfigError, SlideError
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "MAX_REGION_PIXELS",
+    "PILLOW_FORMATS",
+    "SlideReader",
+    "TileCache",
+    "open_slide",
+]
+
+#: Default byte budget of a reader's decoded-tile cache (overridable with ``CRC_TILE_CACHE_MB``).
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+#: Largest region one ``read_region`` call may return (pixels); read bigger areas tile by tile.
+MAX_REGION_PIXELS = 1 << 27  # 134 Mpx: 512 MiB as RGBA inside OpenSlide, 384 MiB as RGB
+#: Pillow formats accepted by the fallback backend.
+PILLOW_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO"})
+#: Suffixes of whole-slide formats: these never fall back to Pillow (a broken .svs is an error,
+#: not a plain image).
+WSI_SUFFIXES = frozenset(
+    {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm", ".czi"}
+)
+#: Plain-image suffixes the Pillow fallback is tried for.
+PLAIN_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+#: mpp read from plain-image resolution tags is kept only inside this range (µm/px); outside it the
+#: tag is a screen/print default (72 dpi = 353 µm/px), not a microscope calibration.
+_PLAUSIBLE_MPP = (0.02, 50.0)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_ACCEPTED = (
+    "accepted: whole-slide formats OpenSlide reads (.svs, .ndpi, .mrxs, .scn, .bif, tiled .tif, ...) "
+    "and plain PNG, JPEG, TIFF or BMP images"
+)
+
+Backend = Literal["openslide", "pillow"]
+
+
+def _env_cache_bytes() -> int:
+    raw = os.environ.get("CRC_TILE_CACHE_MB")
+    if not raw:
+        return DEFAULT_CACHE_BYTES
+    try:
+        return max(0, int(float(raw) * 1024 * 1024))
+    except ValueError:
+        return DEFAULT_CACHE_BYTES
+
+
+# ----------------------------------------------------------------------------------------------
+# Tile cache
+# ----------------------------------------------------------------------------------------------
+
+
+class TileCache:
+    """Thread-safe LRU of numpy arrays bounded by their total ``nbytes``.
+
+    Parameters
+    ----------
+    max_bytes
+        Byte budget; ``0`` disables caching. An item larger than the budget is not stored.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._max = max(0, int(max_bytes))
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max
+
+    @property
+    def current_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def get(self, key: Any) -> np.ndarray | None:
+        """Return the cached array (marking it recently used) or ``None``."""
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return arr
+
+    def put(self, key: Any, arr: np.ndarray) -> None:
+        """Store ``arr`` (made read-only) and evict least-recently-used items over the budget."""
+        arr.flags.writeable = False
+        size = int(arr.nbytes)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= int(old.nbytes)
+            if size > self._max:
+                return
+            self._items[key] = arr
+            self._bytes += size
+            self._evict()
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the byte budget, evicting as needed."""
+        with self._lock:
+            self._max = max(0, int(max_bytes))
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def _evict(self) -> None:
+        while self._bytes > self._max and self._items:
+            _, arr = self._items.popitem(last=False)
+            self._bytes -= int(arr.nbytes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _rgba_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """(h, w, 4) straight-alpha RGBA uint8 -> (h, w, 3) RGB composited on white."""
+    rgb = arr[..., :3]
+    alpha = arr[..., 3]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.uint16)[..., None]
+    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow image -> (h, w, 3) uint8 RGB, transparency composited on white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(np.nanmax(a)) if a.size else 1.0, 1.0)
+        g = np.clip(np.nan_to_num(a) * (255.0 / hi), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy()
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        return _rgba_to_rgb(np.asarray(img.convert("RGBA"), dtype=np.uint8))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _positive_float(value: Any) -> float | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+class _DropRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log warnings while probing a possibly broken file (errors are ours)."""
+    log = logging.getLogger("tifffile")
+    filt = _DropRecords()
+    log.addFilter(filt)
+    try:
+        yield
+    finally:
+        log.removeFilter(filt)
+
+
+def _ifd_chain_end(path: Path, size: int) -> int | None:
+    """Walk the TIFF directory chain; return the first byte position past the file it needs, if any.
+
+    Returns ``None`` when every directory (and its entry table) lies inside the file, or when the
+    file is not a TIFF this walker understands.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            if len(head) < 8:
+                return 16
+            order = "<" if head[:2] == b"II" else ">"
+            version = struct.unpack(order + "H", head[2:4])[0]
+            if version == 42:
+                off_fmt, cnt_fmt, entry, first = "I", "H", 12, struct.unpack(order + "I", head[4:8])[0]
+            elif version == 43 and len(head) >= 16:
+                off_fmt, cnt_fmt, entry, first = "Q", "Q", 20, struct.unpack(order + "Q", head[8:16])[0]
+            else:
+                return None
+            off_size, cnt_size = struct.calcsize(off_fmt), struct.calcsize(cnt_fmt)
+            seen: set[int] = set()
+            offset = int(first)
+            while offset and offset not in seen and len(seen) < 100_000:
+                seen.add(offset)
+                if offset + cnt_size > size:
+                    return offset + cnt_size
+                fh.seek(offset)
+                (count,) = struct.unpack(order + cnt_fmt, fh.read(cnt_size))
+                table_end = offset + cnt_size + count * entry + off_size
+                if table_end > size:
+                    return table_end
+                fh.seek(offset + cnt_size + count * entry)
+                (offset,) = struct.unpack(order + off_fmt, fh.read(off_size))
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _check_tiff_truncation(path: Path, size: int) -> None:
+    """Raise SlideError when a TIFF-based file's image data points past its end (truncated copy).
+
+    OpenSlide often opens a truncated SVS (its directories sit near the start) and fails only when a
+    missing tile is read; checking every page's strip/tile extents against the file size catches it
+    at open time. Files tifffile cannot parse are left for OpenSlide to judge.
+    """
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        return
+    if magic not in _TIFF_MAGIC:
+        return
+    needed = _ifd_chain_end(path, size)
+    if needed is not None:
+        raise SlideError(
+            f"{path}: truncated or corrupt slide file: its image directories run to byte "
+            f"{needed:,} but the file has only {size:,} bytes (copy it again from the source)"
+        )
+    try:
+        import tifffile
+
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tf:
+            end = 0
+            for page in tf.pages:
+                offsets = getattr(page, "dataoffsets", None)
+                counts = getattr(page, "databytecounts", None)
+                if not offsets or not counts:
+                    continue
+                off = np.asarray(offsets, dtype=np.int64)
+                cnt = np.asarray(counts, dtype=np.int64)
+                used = cnt > 0
+                if used.any():
+                    end = max(end, int((off[used] + cnt[used]).max()))
+    except Exception:  # noqa: BLE001 - unparseable TIFF: OpenSlide decides below
+        return
+    if end > size:
+        raise SlideError(
+            f"{path}: truncated or corrupt slide file: image data runs to byte {end:,} but the file "
+            f"has only {size:,} bytes (copy it again from the source)"
+        )
+
+
+def _openslide_error_types() -> tuple[type[BaseException], ...]:
+    import openslide
+
+    return (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backends (internal): each exposes metadata and read_level_region(level, l0_xy, size) -> RGB
+# ----------------------------------------------------------------------------------------------
+
+
+class _OpenSlideBackend:
+    name: Backend = "openslide"
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        import openslide
+
+        self.path = path
+        self.format = fmt
+        try:
+            self._osr = openslide.OpenSlide(str(path))
+        except _openslide_error_types() as exc:
+            raise SlideError(
+                f"{path}: OpenSlide cannot open this {fmt} slide (corrupt or truncated?): {exc}"
+            ) from None
+        osr = self._osr
+        self.level_dimensions = [tuple(int(v) for v in d) for d in osr.level_dimensions]
+        self.level_downsamples = [float(d) for d in osr.level_downsamples]
+        self.properties = {str(k): str(v) for k, v in osr.properties.items()}
+        self.associated_names = list(osr.associated_images.keys())
+
+    def read(self, level: int, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        try:
+            img = self._osr.read_region(l0_xy, level, size)
+        except _openslide_error_types() as exc:
+            raise SlideError(
+                f"{self.path}: reading level {level} at {l0_xy} failed; the slide is corrupt or "
+                f"truncated and cannot be read further: {exc}"
+            ) from None
+        return _rgba_to_rgb(np.asarray(img, dtype=np.uint8))
+
+    def associated(self, name: str) -> np.ndarray:
+        try:
+            img = self._osr.associated_images[name]
+        except KeyError:
+            raise
+        except _openslide_error_types() as exc:
+            raise SlideError(f"{self.path}: associated image {name!r} cannot be read: {exc}") from None
+        return _pil_to_rgb(img)
+
+    def close(self) -> None:
+        self._osr.close()
+
+
+class _PillowBackend:
+    name: Backend = "pillow"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._array: np.ndarray | None = None
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise SlideError(
+                f"{path}: image too large for the plain-image reader ({exc}); convert it to a "
+                "tiled pyramidal TIFF that OpenSlide reads"
+            ) from None
+        except UnidentifiedImageError:
+            raise SlideError(f"{path}: not a slide or image this program can read; {_ACCEPTED}") from None
+        except Exception as exc:  # noqa: BLE001 - corrupt headers raise many types
+            raise SlideError(f"{path}: cannot read image header: {exc}") from None
+        try:
+            if img.format not in PILLOW_FORMATS:
+                raise SlideError(f"{path}: {img.format} images are not supported; {_ACCEPTED}")
+            w, h = img.size
+            limit = Image.MAX_IMAGE_PIXELS or (1 << 30)
+            if w <= 0 or h <= 0:
+                raise SlideError(f"{path}: image header gives an empty size {w}x{h}")
+            if w * h > limit:
+                raise SlideError(
+                    f"{path}: image of {w}x{h} px exceeds the plain-image limit of {limit:,} px "
+                    "(decompression-bomb guard); convert it to a tiled pyramidal TIFF"
+                )
+            self.format = str(img.format).lower()
+            self._orientation = int(img.getexif().get(0x0112, 1) or 1)
+            if self._orientation in (5, 6, 7, 8):
+                w, h = h, w
+            self.level_dimensions = [(int(w), int(h))]
+            self.level_downsamples = [1.0]
+            self.associated_names: list[str] = []
+            self.properties = {
+                "pillow.format": str(img.format),
+                "pillow.mode": str(img.mode),
+            }
+            self.mpp = self._resolution_mpp(img)
+            if self.mpp is not None:
+                self.properties["pillow.mpp-x"] = repr(self.mpp[0])
+                self.properties["pillow.mpp-y"] = repr(self.mpp[1])
+        finally:
+            img.close()
+
+    @staticmethod
+    def _resolution_mpp(img: Image.Image) -> tuple[float, float] | None:
+        """µm/px from TIFF resolution tags (unit inch or cm) or PNG/JPEG dpi, when plausible."""
+        xres = yres = None
+        per_um: float | None = None
+        tags = getattr(img, "tag_v2", None)
+        if tags is not None and 282 in tags and 283 in tags:
+            unit = int(tags.get(296, 2))
+            per_um = {2: 25400.0, 3: 10000.0}.get(unit)
+            xres, yres = _positive_float(tags[282]), _positive_float(tags[283])
+        elif "dpi" in img.info:
+            dpi = img.info["dpi"]
+            per_um = 25400.0
+            xres, yres = _positive_float(dpi[0]), _positive_float(dpi[1])
+        if per_um is None or xres is None or yres is None:
+            return None
+        mx, my = per_um / xres, per_um / yres
+        lo, hi = _PLAUSIBLE_MPP
+        if lo <= mx <= hi and lo <= my <= hi:
+            return (mx, my)
+        return None
+
+    def _load(self) -> np.ndarray:
+        arr = self._array
+        if arr is not None:
+            return arr
+        with self._lock:
+            if self._array is None:
+                try:
+                    with Image.open(self.path) as img:
+                        img.load()
+                        img = ImageOps.exif_transpose(img) if self._orientation != 1 else img
+                        arr = _pil_to_rgb(img)
+                except SlideError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - truncated data raises OSError & co.
+                    raise SlideError(
+                        f"{self.path}: image data cannot be decoded (corrupt or truncated?): {exc}"
+                    ) from None
+                arr.flags.writeable = False
+                self._array = arr
+            return self._array
+
+    def read(self, level: int, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        arr = self._load()
+        h, w = arr.shape[:2]
+        x, y = l0_xy
+        rw, rh = size
+        out = np.full((rh, rw, 3), 255, dtype=np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + rw, w), min(y + rh, h)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = arr[y0:y1, x0:x1]
+        return out
+
+    def associated(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._array = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public reader
+# ----------------------------------------------------------------------------------------------
+
+
+class SlideReader:
+    """A whole-slide image opened for reading (see module docstring for frames and threading).
+
+    Create it with :func:`open_slide`. Use it as a context manager or call :meth:`close`.
+
+    Attributes
+    ----------
+    path : Path
+        The slide file.
+    backend : {"openslide", "pillow"}
+        Which library reads it.
+    format : str
+        OpenSlide's format name (``"aperio"``, ``"generic-tiff"``, ...) or the Pillow format in lower case.
+    vendor : str or None
+        ``openslide.vendor`` (OpenSlide backend) or ``None``.
+    """
+
+    def __init__(self, path: Path, backend: _OpenSlideBackend | _PillowBackend, cache_bytes: int) -> None:
+        self.path = path
+        self._b = backend
+        self.backend: Backend = backend.name
+        self.format: str = backend.format
+        self.level_dimensions: list[tuple[int, int]] = list(backend.level_dimensions)  # (w, h)
+        self.level_downsamples: list[float] = list(backend.level_downsamples)
+        self.level_count = len(self.level_dimensions)
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.properties: dict[str, str] = dict(backend.properties)
+        self.associated_names: list[str] = list(backend.associated_names)
+        self.vendor: str | None = self.properties.get("openslide.vendor") or None
+        self.objective_power: float | None = _positive_float(
+            self.properties.get("openslide.objective-power")
+        )
+        if isinstance(backend, _PillowBackend):
+            self._file_mpp = backend.mpp
+        else:
+            mx = _positive_float(self.properties.get("openslide.mpp-x"))
+            my = _positive_float(self.properties.get("openslide.mpp-y"))
+            self._file_mpp = (mx, my) if mx is not None and my is not None else None
+        self._user_mpp: tuple[float, float] | None = None
+        self.cache = TileCache(cache_bytes)
+        self._state = threading.Condition()
+        self._active = 0
+        self._closed = False
+        self._thumbs: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._fingerprint: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        w, h = self.dimensions
+        return f"SlideReader({str(self.path)!r}, backend={self.backend!r}, {w}x{h}, levels={self.level_count})"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the file; waits for reads in progress. Later reads raise SlideError."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            while self._active:
+                self._state.wait()
+        self.cache.clear()
+        self._thumbs.clear()
+        self._b.close()
+
+    def _enter(self) -> None:
+        with self._state:
+            if self._closed:
+                raise SlideError(f"{self.path}: slide is closed")
+            self._active += 1
+
+    def _exit(self) -> None:
+        with self._state:
+            self._active -= 1
+            if not self._active:
+                self._state.notify_all()
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """(x, y) µm per level-0 pixel: the user override if set, else the file's value, else None."""
+        return self._user_mpp if self._user_mpp is not None else self._file_mpp
+
+    @property
+    def file_mpp(self) -> tuple[float, float] | None:
+        """mpp as the file states it (ignores :meth:`set_mpp`)."""
+        return self._file_mpp
+
+    @property
+    def mpp_source(self) -> Literal["file", "user"] | None:
+        if self._user_mpp is not None:
+            return "user"
+        return "file" if self._file_mpp is not None else None
+
+    def set_mpp(self, mpp: float | tuple[float, float] | None) -> None:
+        """Set a user mpp override (one number or ``(x, y)``); ``None`` returns to the file's value."""
+        if mpp is None:
+            self._user_mpp = None
+            return
+        vals = (mpp, mpp) if isinstance(mpp, (int, float)) else tuple(mpp)
+        if len(vals) != 2:
+            raise ConfigError(f"mpp must be one number or (x, y); got {mpp!r}")
+        x, y = _positive_float(vals[0]), _positive_float(vals[1])
+        if x is None or y is None:
+            raise ConfigError(f"mpp must be positive finite micrometres per pixel; got {mpp!r}")
+        self._user_mpp = (x, y)
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """Associated image (label, macro, thumbnail, ...) as (H, W, 3) uint8 RGB."""
+        if name not in self.associated_names:
+            raise SlideError(
+                f"{self.path}: no associated image {name!r}; available: "
+                f"{', '.join(self.associated_names) or 'none'}"
+            )
+        self._enter()
+        try:
+            return self._b.associated(name)
+        finally:
+            self._exit()
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Highest-index level whose downsample does not exceed ``downsample`` (0.1 % tolerance)."""
+        best = 0
+        for i, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * 1.001:
+                best = i
+        return best
+
+    def _check_level(self, level: int) -> None:
+        if not isinstance(level, (int, np.integer)) or not 0 <= level < self.level_count:
+            raise SlideError(
+                f"{self.path}: level {level} does not exist; levels are 0..{self.level_count - 1}"
+            )
+
+    # -- pixels --------------------------------------------------------------------------------
+
+    def read_region(
+        self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Read ``size`` = (w, h) pixels of ``level`` whose top-left is at level-0 ``l0_xy``.
+
+        Returns
+        -------
+        np.ndarray
+            (h, w, 3) uint8 RGB; outside the slide and transparent areas are white.
+        """
+        self._check_level(level)
+        x, y = int(l0_xy[0]), int(l0_xy[1])
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise SlideError(f"{self.path}: region size must be positive, got {w}x{h}")
+        if w * h > MAX_REGION_PIXELS:
+            raise SlideError(
+                f"{self.path}: region {w}x{h} exceeds {MAX_REGION_PIXELS:,} px; read it in tiles"
+            )
+        self._enter()
+        try:
+            return self._b.read(int(level), (x, y), (w, h))
+        except MemoryError:
+            raise SlideError(f"{self.path}: out of memory reading a {w}x{h} region") from None
+        finally:
+            self._exit()
+
+    def tile_grid(self, level: int, tile_size: int = 256) -> tuple[int, int]:
+        """(cols, rows) of ``tile_size`` tiles covering ``level``."""
+        self._check_level(level)
+        w, h = self.level_dimensions[level]
+        return (-(-w // tile_size), -(-h // tile_size))
+
+    def read_tile(self, level: int, col: int, row: int, tile_size: int = 256) -> np.ndarray:
+        """Tile (col, row) of a ``tile_size`` grid at ``level``, cached in the byte-bounded LRU.
+
+        Edge tiles are clipped to the level (smaller than ``tile_size``). The returned array is
+        shared with the cache and read-only.
+        """
+        if tile_size <= 0:
+            raise SlideError(f"tile size must be positive, got {tile_size}")
+        cols, rows = self.tile_grid(level, tile_size)
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise SlideError(
+                f"{self.path}: tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
+            )
+        key = (int(level), int(col), int(row), int(tile_size))
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        lw, lh = self.level_dimensions[level]
+        lv_x, lv_y = col * tile_size, row * tile_size
+        w, h = min(tile_size, lw - lv_x), min(tile_size, lh - lv_y)
+        ds = self.level_downsamples[level]
+        l0 = (int(round(lv_x * ds)), int(round(lv_y * ds)))
+        arr = self.read_region(l0, level, (w, h))
+        self.cache.put(key, arr)
+        return arr
+
+    def iter_level_chunks(
+        self, level: int, chunk: int = 2048
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(lv_x, lv_y, rgb)`` chunks covering a whole level in raster order (not cached)."""
+        self._check_level(level)
+        lw, lh = self.level_dimensions[level]
+        ds = self.level_downsamples[level]
+        for lv_y in range(0, lh, chunk):
+            for lv_x in range(0, lw, chunk):
+                w, h = min(chunk, lw - lv_x), min(chunk, lh - lv_y)
+                l0 = (int(round(lv_x * ds)), int(round(lv_y * ds)))
+                yield lv_x, lv_y, self.read_region(l0, level, (w, h))
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        """Whole slide scaled so its longer side is at most ``max_px``; (h, w, 3) uint8 RGB.
+
+        Reads the level nearest above the target size in chunks (memory stays bounded) and keeps
+        the last few thumbnails.
+        """
+        max_px = int(max_px)
+        if max_px <= 0:
+            raise SlideError(f"thumbnail size must be positive, got {max_px}")
+        with self._state:
+            cached = self._thumbs.get(max_px)
+        if cached is not None:
+            return cached
+        W, H = self.dimensions
+        scale = min(1.0, max_px / max(W, H))
+        tw, th = max(1, round(W * scale)), max(1, round(H * scale))
+        level = self.best_level_for_downsample(1.0 / scale if scale > 0 else 1.0)
+        lw, lh = self.level_dimensions[level]
+        if (lw, lh) == (tw, th):
+            out = self.read_region((0, 0), level, (lw, lh))
+        else:
+            sx, sy = tw / lw, th / lh
+            canvas = Image.new("RGB", (tw, th), (255, 255, 255))
+            chunk = 2048
+            for lv_x, lv_y, arr in self.iter_level_chunks(level, chunk):
+                tx0, ty0 = math.floor(lv_x * sx), math.floor(lv_y * sy)
+                tx1 = math.floor((lv_x + arr.shape[1]) * sx) if lv_x + arr.shape[1] < lw else tw
+                ty1 = math.floor((lv_y + arr.shape[0]) * sy) if lv_y + arr.shape[0] < lh else th
+                if tx1 <= tx0 or ty1 <= ty0:
+                    continue
+                part = Image.fromarray(arr).resize((tx1 - tx0, ty1 - ty0), Image.Resampling.BOX)
+                canvas.paste(part, (tx0, ty0))
+            out = np.asarray(canvas, dtype=np.uint8).copy()
+        out.flags.writeable = False
+        with self._state:
+            self._thumbs[max_px] = out
+            while len(self._thumbs) > 4:
+                self._thumbs.popitem(last=False)
+        return out
+
+    # -- identity and summary ------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Cheap identity of the file: sha256 of its size and first and last MiB (hex)."""
+        if self._fingerprint is None:
+            mib = 1 << 20
+            try:
+                size = self.path.stat().st_size
+                h = hashlib.sha256(f"{size}:".encode())
+                with open(self.path, "rb") as fh:
+                    h.update(fh.read(mib))
+                    if size > mib:
+                        fh.seek(max(mib, size - mib))
+                        h.update(fh.read(mib))
+            except OSError as exc:
+                raise SlideError(f"{self.path}: cannot read file for fingerprint: {exc}") from None
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def info(self, properties: bool = False) -> dict[str, Any]:
+        """Plain-JSON summary (what ``crc info --json`` prints)."""
+        mpp = self.mpp
+        d: dict[str, Any] = {
+            "path": str(self.path),
+            "name": self.path.name,
+            "backend": self.backend,
+            "format": self.format,
+            "vendor": self.vendor,
+            "width": self.dimensions[0],
+            "height": self.dimensions[1],
+            "level_count": self.level_count,
+            "levels": [
+                {"level": i, "width": w, "height": h, "downsample": ds}
+                for i, ((w, h), ds) in enumerate(zip(self.level_dimensions, self.level_downsamples))
+            ],
+            "mpp": None if mpp is None else (mpp[0] + mpp[1]) / 2,
+            "mpp_x": None if mpp is None else mpp[0],
+            "mpp_y": None if mpp is None else mpp[1],
+            "mpp_source": self.mpp_source,
+            "objective_power": self.objective_power,
+            "associated_images": [],
+            "fingerprint": self.fingerprint(),
+        }
+        for name in self.associated_names:
+            entry: dict[str, Any] = {"name": name}
+            try:
+                arr = self.associated_image(name)
+                entry["width"], entry["height"] = int(arr.shape[1]), int(arr.shape[0])
+            except SlideError as exc:
+                entry["error"] = str(exc)
+            d["associated_images"].append(entry)
+        if properties:
+            d["properties"] = dict(self.properties)
+        return d
+
+
+def open_slide(path: str | os.PathLike[str], *, cache_bytes: int | None = None) -> SlideReader:
+    """Open a whole-slide image or plain image for reading.
+
+    Parameters
+    ----------
+    path
+        Slide file. OpenSlide formats first; PNG/JPEG/TIFF/BMP through Pillow when OpenSlide
+        rejects them.
+    cache_bytes
+        Byte budget of the decoded-tile LRU (default :data:`DEFAULT_CACHE_BYTES`, or the
+        ``CRC_TILE_CACHE_MB`` environment variable).
+
+    Raises
+    ------
+    SlideError
+        Missing file, folder, empty file, truncated or corrupt slide, unsupported or oversized image.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise SlideError(f"{p}: slide file not found")
+    if p.is_dir():
+        raise SlideError(f"{p}: is a folder, not a slide file; {_ACCEPTED}")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise SlideError(f"{p}: cannot read file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise SlideError(f"{p}: file is empty (0 bytes); not a slide")
+    budget = _env_cache_bytes() if cache_bytes is None else int(cache_bytes)
+
+    import openslide
+
+    suffix = p.suffix.lower()
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(p))
+    except _openslide_error_types():
+        fmt = None
+    backend: _OpenSlideBackend | _PillowBackend
+    if fmt is not None:
+        _check_tiff_truncation(p, size)
+        backend = _OpenSlideBackend(p, fmt)
+    elif suffix in WSI_SUFFIXES:
+        _check_tiff_truncation(p, size)
+        raise SlideError(
+            f"{p}: not a readable {suffix} slide (OpenSlide does not recognise it: corrupt, "
+            f"truncated or not a slide); {_ACCEPTED}"
+        )
+    else:
+        backend = _PillowBackend(p)
+    reader = SlideReader(p, backend, budget)
+    # OpenSlide: probe one pixel of the smallest level so a broken pyramid fails here with a clear
+    # message. Pillow: decode now (bounded by the bomb guard) so truncated data fails at open.
+    try:
+        reader.read_region((0, 0), reader.level_count - 1, (1, 1))
+    except SlideError:
+        reader.close()
+        raise
+    return reader
