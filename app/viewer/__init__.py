@@ -1,0 +1,1 @@
+"""Slide view, tile loader and overlay layers."""
