@@ -531,7 +531,7 @@ class _Reader:
     def class_for(self, name: str | None, color: Any, where: str) -> str:
         """Class id for a class name from the file; unknown names are added to the scheme."""
         name = (name or "").strip() or UNCLASSIFIED
-        c = self.scheme.find(name)
+        c = self.scheme.find_name(name) or self.scheme.find(name)
         if c is not None:
             return c.id
         rgb = _color_or_none(color)

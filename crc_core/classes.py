@@ -158,6 +158,14 @@ class ClassScheme:
         """Label index (position in the scheme) of a class given by id or name."""
         return self.classes.index(self.get(name_or_id))
 
+    def find_name(self, name: str) -> ClassDef | None:
+        """The class with this name only (case-insensitive, spaces trimmed), ignoring ids."""
+        key = name.strip().casefold()
+        for c in self.classes:
+            if c.name.casefold() == key:
+                return c
+        return None
+
     def by_key(self, key: str) -> ClassDef | None:
         for c in self.classes:
             if c.key == key:
@@ -183,7 +191,7 @@ class ClassScheme:
         name = name.strip()
         if not name:
             raise ClassSchemeError("a class needs a non-empty name")
-        if self.find(name) is not None and self.find(name).name.casefold() == name.casefold():  # type: ignore[union-attr]
+        if self.find_name(name) is not None:
             raise ClassSchemeError(f"class {name!r} already exists")
         new_id = id or slugify(name)
         base, n = new_id, 2
@@ -202,8 +210,8 @@ class ClassScheme:
         new_name = new_name.strip()
         if not new_name:
             raise ClassSchemeError("a class needs a non-empty name")
-        other = self.find(new_name)
-        if other is not None and other is not c and other.name.casefold() == new_name.casefold():
+        other = self.find_name(new_name)
+        if other is not None and other is not c:
             raise ClassSchemeError(f"class {new_name!r} already exists")
         c.name = new_name
         return c
@@ -252,6 +260,7 @@ class ClassScheme:
         if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
             raise ClassSchemeError(f"{where}: expected an object with a 'classes' list")
         scheme = cls([])
+        auto_key: list[ClassDef] = []
         for i, item in enumerate(data["classes"]):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise ClassSchemeError(f"{where}: class #{i + 1} has no 'name' string")
@@ -261,10 +270,21 @@ class ClassScheme:
             key = item.get("key")
             if key is not None and not isinstance(key, str):
                 raise ClassSchemeError(f"{where}: class {item['name']!r} has a non-string key")
-            c = scheme.add(item["name"], color=item.get("color"), key=key, id=cid)
+            if cid is not None and cid in scheme.ids:
+                raise ClassSchemeError(f"{where}: class id {cid!r} is used twice")
+            try:
+                c = scheme.add(item["name"], color=item.get("color"), key=key, id=cid)
+            except ClassSchemeError as exc:
+                raise ClassSchemeError(f"{where}: {exc}") from None
             if key is None:
-                c.key = None if "key" in item else c.key
+                # Explicit null keeps no key; a missing key is given one once every explicit key is
+                # known, so an earlier class never takes the key a later one asks for.
+                c.key = None
+                if "key" not in item:
+                    auto_key.append(c)
             c.description = str(item.get("description", "") or "")
+        for c in auto_key:
+            c.key = scheme._next_key()
         return scheme
 
     def save(self, path: str | Path) -> None:
@@ -277,6 +297,8 @@ class ClassScheme:
             data = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ClassSchemeError(f"{p}: class scheme file not found") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
+            raise ClassSchemeError(f"{p}: cannot read the class scheme ({exc.strerror or exc})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ClassSchemeError(f"{p}: not a JSON class scheme ({exc})") from None
         return cls.from_json(data, where=str(p))
