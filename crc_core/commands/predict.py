@@ -1,0 +1,244 @@
+"""`crc predict`: class maps, CAM heatmaps and per-region results for one or more slides.
+
+For each slide the command writes ``prediction.npz`` (probability grid, geo-reference, CAM heatmap,
+classes, model and slide identity; see :mod:`crc_core.inference`), ``regions.geojson`` and
+``regions.csv`` (per-region results, :mod:`crc_core.regions`; the whole predicted area is one region
+when ``--regions`` is not given), ``overlay.png`` (thumbnail with the class map blended in) and, with
+``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap). With several slides each gets a subfolder
+of ``--out`` named after the slide. Under ``torchrun`` the slides are shared among the processes
+(rank r takes slides r, r + world, ...), each on its own GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from crc_core.atomic import atomic_path
+from crc_core.errors import ConfigError
+
+THUMB_PX = 1024
+OVERLAY_ALPHA = 0.45
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict class maps (and CAM heatmaps) on slides",
+        description="Predict patch classes over slides with a trained checkpoint; write "
+        "prediction.npz, regions.geojson, regions.csv, overlay.png and (with --cam) heatmap.png.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint from `crc train` (.pt)")
+    p.add_argument("--slide", required=True, nargs="+", type=Path, help="slide file(s)")
+    p.add_argument("--regions", nargs="+", type=Path, default=None,
+                   help="annotation file(s) (QuPath GeoJSON or ASAP XML), one per slide: predict "
+                   "only inside these regions and compare with their labels")
+    p.add_argument("--stride", type=int, default=None,
+                   help="pixels between windows at the checkpoint's scale (default: patch size)")
+    p.add_argument("--cam", action="store_true", help="compute the CAM heatmap (heatmap.png)")
+    p.add_argument("--cam-method", choices=("cam", "gradcam"), default="cam")
+    p.add_argument("--cam-class", default=None,
+                   help="class (name or id) whose CAM is drawn (default: each patch's predicted class)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--workers", type=int, default=2, help="reader threads (default 2)")
+    p.add_argument("--min-tissue", type=float, default=0.25,
+                   help="skip windows with less tissue than this fraction (default 0.25)")
+    p.add_argument("--all-windows", action="store_true", help="predict every window, tissue or not")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------------------------ rendering
+def _cell_index_image(pred: Any, shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """For a (h, w) image at ``scale`` image px per level-0 px: each pixel's cell (row, col), -1 off-grid."""
+    g = pred.grid
+    h, w = shape
+    x = (np.arange(w) + 0.5) / scale
+    y = (np.arange(h) + 0.5) / scale
+    half = (g.window - g.stride) / 2
+
+    def idx(v: np.ndarray, origin: int, n: int) -> np.ndarray:
+        i = np.floor((v - origin - half) / g.stride).astype(np.int64)
+        i = np.clip(i, 0, max(n - 1, 0))
+        inside = (v >= origin + i * g.stride) & (v < origin + i * g.stride + g.window)
+        return np.where(inside & (n > 0), i, -1)
+
+    return idx(y, g.origin[1], g.rows), idx(x, g.origin[0], g.cols)
+
+
+def render_overlay(thumb: np.ndarray, pred: Any, scale: float, alpha: float = OVERLAY_ALPHA
+                   ) -> np.ndarray:
+    """Thumbnail ``(h, w, 3)`` with the class map blended (``scale`` = thumbnail px per level-0 px)."""
+    ri, ci = _cell_index_image(pred, thumb.shape[:2], scale)
+    cmap = pred.class_map()
+    colors = np.array(pred.scheme.colors, dtype=np.float32).reshape(-1, 3)
+    R, Cc = np.meshgrid(ri, ci, indexing="ij")
+    valid = (R >= 0) & (Cc >= 0)
+    cls = np.full(R.shape, -1, dtype=np.int64)
+    cls[valid] = cmap[R[valid], Cc[valid]]
+    out = thumb.astype(np.float32).copy()
+    m = cls >= 0
+    out[m] = (1 - alpha) * out[m] + alpha * colors[cls[m]]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_heatmap(thumb: np.ndarray, pred: Any, scale: float, alpha: float = 0.5,
+                   cmap: str = "jet") -> np.ndarray:
+    """Thumbnail with the CAM heatmap blended where it is defined (matplotlib colour map)."""
+    from matplotlib import colormaps
+
+    g = pred.grid
+    h, w = thumb.shape[:2]
+    heat = pred.cam
+    hy = np.floor(((np.arange(h) + 0.5) / scale - g.origin[1]) / g.cam_scale).astype(np.int64)
+    hx = np.floor(((np.arange(w) + 0.5) / scale - g.origin[0]) / g.cam_scale).astype(np.int64)
+    vy = (hy >= 0) & (hy < heat.shape[0])
+    vx = (hx >= 0) & (hx < heat.shape[1])
+    vals = np.full((h, w), np.nan, dtype=np.float32)
+    vals[np.ix_(vy, vx)] = heat[np.ix_(hy[vy], hx[vx])]
+    rgba = colormaps[cmap](np.nan_to_num(vals, nan=0.0))[..., :3] * 255.0
+    out = thumb.astype(np.float32).copy()
+    m = ~np.isnan(vals)
+    out[m] = (1 - alpha) * out[m] + alpha * rgba[m]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _with_legend(img: np.ndarray, items: list[tuple[str, tuple[int, int, int]]]) -> Image.Image:
+    row = 16
+    legend_h = row * len(items) + 8
+    canvas = Image.new("RGB", (img.shape[1], img.shape[0] + legend_h), (255, 255, 255))
+    canvas.paste(Image.fromarray(img), (0, 0))
+    d = ImageDraw.Draw(canvas)
+    for k, (name, color) in enumerate(items):
+        y = img.shape[0] + 4 + k * row
+        d.rectangle([4, y, 16, y + 11], fill=tuple(color), outline=(0, 0, 0))
+        d.text((22, y - 1), name, fill=(0, 0, 0))
+    return canvas
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+# ------------------------------------------------------------------------------------------- run
+def _dist() -> tuple[int, int, int]:
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, max(world, 1), local
+
+
+def _out_dirs(slides: list[Path], out: Path) -> list[Path]:
+    if len(slides) == 1:
+        return [out]
+    seen: dict[str, int] = {}
+    dirs = []
+    for s in slides:
+        stem = s.stem or "slide"
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        dirs.append(out / (stem if n == 0 else f"{stem}-{n + 1}"))
+    return dirs
+
+
+def predict_one(slide_path: Path, lm: Any, out_dir: Path, args: argparse.Namespace,
+                regions_path: Path | None) -> dict[str, Any]:
+    """Predict one slide and write its five files; returns a small summary."""
+    from crc_core.annotations import load_annotations
+    from crc_core.cli import warn
+    from crc_core.cli_progress import drive_with_bar
+    from crc_core.inference import predict
+    from crc_core.regions import (
+        region_results,
+        save_regions_csv,
+        save_regions_geojson,
+        whole_prediction_region,
+    )
+    from crc_core.slide import open_slide
+
+    with open_slide(slide_path) as slide:
+        label_scheme = lm.scheme.copy()
+        regions: list[Any] | None = None
+        if regions_path is not None:
+            loaded = load_annotations(regions_path, label_scheme, slide_size=slide.dimensions)
+            for w in loaded.warnings:
+                warn(f"{regions_path}: {w}")
+            regions = list(loaded.annotations)
+            if not regions:
+                raise ConfigError(f"{regions_path}: no annotation to predict in")
+        job = predict(slide, lm, regions=regions, stride=args.stride, cam=args.cam,
+                      batch_size=args.batch_size, device=args.device, workers=args.workers,
+                      cam_class=args.cam_class, cam_method=args.cam_method,
+                      tissue=not args.all_windows, min_tissue=args.min_tissue,
+                      out=out_dir / "prediction.npz")
+        pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
+        for w in pred.warnings:
+            warn(w)
+        results = region_results(pred, regions if regions is not None
+                                 else [whole_prediction_region(pred)], label_scheme)
+        save_regions_geojson(results, out_dir / "regions.geojson", pred.scheme, label_scheme)
+        save_regions_csv(results, out_dir / "regions.csv", pred.scheme)
+        W, H = slide.dimensions
+        thumb = np.asarray(slide.thumbnail(THUMB_PX))
+        scale = thumb.shape[1] / W
+        legend = [(c.name, c.color) for c in pred.scheme]
+        _save_png(_with_legend(render_overlay(thumb, pred, scale), legend), out_dir / "overlay.png")
+        if pred.cam is not None:
+            _save_png(Image.fromarray(render_heatmap(thumb, pred, scale)), out_dir / "heatmap.png")
+    n = int(pred.predicted.sum())
+    cmap = pred.class_map()
+    counts = {c.name: int((cmap == k).sum()) for k, c in enumerate(pred.scheme)}
+    return {"slide": str(slide_path), "out": str(out_dir), "grid": list(pred.grid.shape),
+            "predicted": n, "counts": counts}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crc_core.inference import load_model, resolve_device
+
+    slides: list[Path] = list(args.slide)
+    regions: list[Path | None] = [None] * len(slides)
+    if args.regions is not None:
+        if len(args.regions) != len(slides):
+            raise ConfigError(f"--regions: give one annotation file per slide ({len(slides)} "
+                              f"slide(s), {len(args.regions)} file(s))")
+        regions = list(args.regions)
+    for s in slides:
+        if not s.exists():
+            raise ConfigError(f"--slide {s}: file not found")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.stride is not None and args.stride < 1:
+        raise ConfigError(f"--stride must be a positive number of pixels, got {args.stride}")
+    if not 0.0 <= args.min_tissue <= 1.0:
+        raise ConfigError(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
+    rank, world, local = _dist()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world > 1 and device.index is None:
+        device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+    args.device = device
+    lm = load_model(args.checkpoint, device)
+    if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
+        raise ConfigError(f"--cam-class {args.cam_class!r} is not a class of the checkpoint "
+                          f"({', '.join(lm.scheme.names)})")
+    dirs = _out_dirs(slides, args.out)
+    mine = list(range(rank, len(slides), world))
+    for i in mine:
+        summary = predict_one(slides[i], lm, dirs[i], args, regions[i])
+        if not args.quiet:
+            counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+            rows, cols = summary["grid"]
+            print(f"{slides[i].name}: {summary['predicted']} of {rows}x{cols} windows predicted "
+                  f"({counts}) -> {summary['out']}")
+    if world > 1 and not mine:
+        print(f"rank {rank}: no slide to predict ({len(slides)} slide(s), {world} processes)")
+    return 0
