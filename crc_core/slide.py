@@ -182,7 +182,9 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(np.nanmax(a)) if a.size else 1.0, 1.0)
+        hi = (
+            65535.0 if mode.startswith("I;16") else max(float(np.nanmax(a)) if a.size else 1.0, 1.0)
+        )
         g = np.clip(np.nan_to_num(a) * (255.0 / hi), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if mode == "RGB":
@@ -232,9 +234,19 @@ def _ifd_chain_end(path: Path, size: int) -> int | None:
             order = "<" if head[:2] == b"II" else ">"
             version = struct.unpack(order + "H", head[2:4])[0]
             if version == 42:
-                off_fmt, cnt_fmt, entry, first = "I", "H", 12, struct.unpack(order + "I", head[4:8])[0]
+                off_fmt, cnt_fmt, entry, first = (
+                    "I",
+                    "H",
+                    12,
+                    struct.unpack(order + "I", head[4:8])[0],
+                )
             elif version == 43 and len(head) >= 16:
-                off_fmt, cnt_fmt, entry, first = "Q", "Q", 20, struct.unpack(order + "Q", head[8:16])[0]
+                off_fmt, cnt_fmt, entry, first = (
+                    "Q",
+                    "Q",
+                    20,
+                    struct.unpack(order + "Q", head[8:16])[0],
+                )
             else:
                 return None
             off_size, cnt_size = struct.calcsize(off_fmt), struct.calcsize(cnt_fmt)
@@ -347,7 +359,9 @@ class _OpenSlideBackend:
         except KeyError:
             raise
         except _openslide_error_types() as exc:
-            raise SlideError(f"{self.path}: associated image {name!r} cannot be read: {exc}") from None
+            raise SlideError(
+                f"{self.path}: associated image {name!r} cannot be read: {exc}"
+            ) from None
         return _pil_to_rgb(img)
 
     def close(self) -> None:
@@ -369,7 +383,9 @@ class _PillowBackend:
                 "tiled pyramidal TIFF that OpenSlide reads"
             ) from None
         except UnidentifiedImageError:
-            raise SlideError(f"{path}: not a slide or image this program can read; {_ACCEPTED}") from None
+            raise SlideError(
+                f"{path}: not a slide or image this program can read; {_ACCEPTED}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - corrupt headers raise many types
             raise SlideError(f"{path}: cannot read image header: {exc}") from None
         try:
@@ -487,7 +503,9 @@ class SlideReader:
         ``openslide.vendor`` (OpenSlide backend) or ``None``.
     """
 
-    def __init__(self, path: Path, backend: _OpenSlideBackend | _PillowBackend, cache_bytes: int) -> None:
+    def __init__(
+        self, path: Path, backend: _OpenSlideBackend | _PillowBackend, cache_bytes: int
+    ) -> None:
         self.path = path
         self._b = backend
         self.backend: Backend = backend.name
@@ -616,9 +634,7 @@ class SlideReader:
 
     # -- pixels --------------------------------------------------------------------------------
 
-    def read_region(
-        self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> np.ndarray:
+    def read_region(self, l0_xy: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """Read ``size`` = (w, h) pixels of ``level`` whose top-left is at level-0 ``l0_xy``.
 
         Returns
