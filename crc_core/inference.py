@@ -278,11 +278,18 @@ class GridSpec:
         return xs, ys
 
     def cell_at(self, x: float, y: float) -> tuple[int, int] | None:
-        """The cell whose stride-square around its window centre holds level-0 point ``(x, y)``."""
+        """The cell nearest level-0 point ``(x, y)`` whose window holds it (``None`` off the grid).
+
+        With overlapping windows this is the cell whose stride-square around its centre holds the
+        point (edge cells extend to their window's outer edges).
+        """
+        if self.rows == 0 or self.cols == 0:
+            return None
         half = (self.window - self.stride) / 2
-        c = math.floor((x - self.origin[0] - half) / self.stride)
-        r = math.floor((y - self.origin[1] - half) / self.stride)
-        if 0 <= r < self.rows and 0 <= c < self.cols:
+        c = min(max(math.floor((x - self.origin[0] - half) / self.stride), 0), self.cols - 1)
+        r = min(max(math.floor((y - self.origin[1] - half) / self.stride), 0), self.rows - 1)
+        cx, cy, w, h = self.cell_rect(r, c)
+        if cx <= x < cx + w and cy <= y < cy + h:
             return (r, c)
         return None
 
