@@ -5,9 +5,11 @@ its class) a grid of square windows is laid over the area's bounding box, row by
 left, with stride ``patch_size * (1 - overlap)``; the last row and column sit flush with the far edge
 of the box so no strip of the area is skipped. A window is kept when at least ``min_inside`` of it lies
 inside the polygon. Extra windows at random positions (seeded) obey the same rule and overlap no kept
-window by more than ``overlap`` of a window's area (so a random window is never closer to a grid window
-than two neighbouring grid windows are to each other; inside a fully covered area this leaves no room,
-random windows land where the grid left gaps: ragged edges, narrow or irregular areas). Windows are
+window (grid or earlier random) by more than ``overlap``, measured as intersection over union (IoU, the
+usual overlap measure between two boxes). Two neighbouring grid windows have an IoU of 0.18 at overlap
+0.3, so random windows land off the grid, mostly near the centres of grid cells (IoU 0.27 with each of
+the four windows around), and where the grid left gaps at ragged edges; ``random`` is the number
+tried per area, fewer are placed when no room is left. Windows are
 then filtered by tissue fraction and gland fraction (:mod:`crc_core.tissue`), split into train and test
 by area or by slide (stratified by class, seeded, a group never in both), optionally capped per class,
 and written to a dataset folder::
@@ -302,12 +304,13 @@ def grid_windows(
 
 
 def _overlap_fraction(xy: np.ndarray, others: np.ndarray, window: int) -> np.ndarray:
-    """Largest overlap (fraction of a window's area) of each window in ``xy`` with any of ``others``."""
+    """Largest overlap (intersection over union) of each window in ``xy`` with any of ``others``."""
     if len(others) == 0 or len(xy) == 0:
         return np.zeros(len(xy))
     dx = np.clip(window - np.abs(xy[:, None, 0] - others[None, :, 0]), 0, None)
     dy = np.clip(window - np.abs(xy[:, None, 1] - others[None, :, 1]), 0, None)
-    return (dx * dy).max(axis=1) / float(window * window)
+    inter = (dx * dy).max(axis=1).astype(np.float64)
+    return inter / (2.0 * window * window - inter)
 
 
 def random_windows(
@@ -323,7 +326,7 @@ def random_windows(
     """Up to ``n`` windows at random integer positions inside the area's bounding box.
 
     Each is kept when at least ``min_inside`` of it lies in ``geom`` and it overlaps no window of
-    ``avoid`` nor an earlier random window by more than ``max_overlap`` of a window's area.
+    ``avoid`` nor an earlier random window by more than ``max_overlap`` (intersection over union).
     Candidates are drawn in batches from ``rng``, so the result is a function of the seed.
     """
     x0, y0, x1, y1 = _bbox_int(geom)
@@ -729,6 +732,7 @@ def extract(
     readers: list[Any] = []
     pool: cf.ThreadPoolExecutor | None = None
     journal_fh = None
+    on_cancel: Any = None  # journals patches already written when the job stops early
     warnings: list[str] = []
     try:
         names: list[str] = []
@@ -977,6 +981,14 @@ def extract(
                 pending.discard(f)
                 handle(f.result())
 
+        def journal_finished() -> None:
+            for f in list(pending):
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    res = f.result()
+                    if res[0] == "written":
+                        handle(res)
+
+        on_cancel = journal_finished
         it = iter(todo)
         exhausted = False
         while True:
@@ -1102,6 +1114,11 @@ def extract(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+            if on_cancel is not None and journal_fh is not None:
+                try:
+                    on_cancel()  # patches written but not yet journaled are kept for the rerun
+                except Exception:  # noqa: BLE001 - never mask the reason the job stopped
+                    pass
         if journal_fh is not None:
             try:
                 journal_fh.close()
