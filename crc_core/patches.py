@@ -223,12 +223,14 @@ class SlideSource:
 
     ``annotations`` holds objects with ``id``, ``class_id`` and ``geometry`` (shapely, level-0 px),
     such as :class:`crc_core.annotations.Annotation`. ``name`` (default: file stem) names the slide in
-    the manifest and in file names; it must be unique within a dataset.
+    the manifest and in file names; it must be unique within a dataset. ``mpp`` overrides the file's
+    µm per level-0 pixel (a project's user setting).
     """
 
     path: Path
     annotations: Sequence[Any]
     name: str | None = None
+    mpp: float | tuple[float, float] | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -741,6 +743,8 @@ def extract(
         for src in sources:
             r = open_slide_fn(src.path)
             readers.append(r)
+            if src.mpp is not None:
+                r.set_mpp(src.mpp)
             base = _safe(src.name or Path(src.path).stem)
             name, n = base, 2
             while name in names:
@@ -1168,13 +1172,19 @@ def sources_from_project(project: Any) -> tuple[list[SlideSource], list[str]]:
     out: list[SlideSource] = []
     warns: list[str] = []
     for entry in project.slides:
-        ann_path = project.annotations_path(entry)
-        if not Path(ann_path).exists():
+        if not Path(project.annotations_path(entry)).exists():
+            continue
+        if not getattr(entry, "exists", True):
+            warns.append(f"slide {entry.name!r} skipped: {entry.problem or 'file missing'}")
             continue
         res = project.load_annotations(entry)
-        warns.extend(res.warnings)
+        warns.extend(f"{entry.name}: {w}" for w in res.warnings)
         anns = list(res.annotations)
         if anns:
-            out.append(SlideSource(Path(project.slide_path(entry)), anns,
-                                   name=Path(project.slide_path(entry)).stem))
+            out.append(SlideSource(Path(project.slide_path(entry)), anns, name=entry.id,
+                                   mpp=getattr(entry, "mpp", None)))
+    if not out:
+        raise DatasetError(
+            f"{project.root}: no slide of this project has annotations; draw areas first"
+        )
     return out, warns

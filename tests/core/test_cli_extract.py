@@ -59,3 +59,24 @@ def test_out_of_range_option_is_refused_with_the_option_name(slides_dir, rect_ge
                str(rect_geojson), "--out", str(tmp_path / "D"), "--overlap", "1.2"])
     assert rc == 2
     assert "--overlap" in capsys.readouterr().err
+
+
+def test_extract_from_a_project_uses_its_slides_and_scheme(slides_dir, tmp_path, capsys):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
+    entry = proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save_annotations(entry, AnnotationSet([
+        Annotation.rectangle("normal", 300, 400, 1000, 680),
+        Annotation.rectangle("adenocarcinoma", 300, 1500, 680, 680),
+    ]))
+    proj.save()
+    out = tmp_path / "D"
+    rc = main(["extract", "--project", str(tmp_path / "proj"), "--out", str(out), "--random", "0",
+               "--min-gland", "0", "--min-tissue", "0", "--test-fraction", "0", "-q"])
+    assert rc == 0
+    doc = json.loads((out / "dataset.json").read_text())
+    assert [c["id"] for c in doc["classes"]["classes"]] == ["normal", "adenoma", "adenocarcinoma"]
+    assert {r["class_id"]: r["total"] for r in doc["table"]} == {
+        "normal": 8, "adenoma": 0, "adenocarcinoma": 4}
+    assert doc["slides"][0]["name"] == entry.id
