@@ -1,19 +1,130 @@
-"""`crc-viewer`: the desktop application's entry point."""
+"""`crc-viewer`: the desktop application's entry point.
+
+Usage::
+
+    crc-viewer [SLIDE | PROJECT_DIR] [--annotations FILE] [--view X,Y,ZOOM] [--screenshot OUT.png]
+               [--size WxH] [--selftest]
+
+``--view X,Y,ZOOM`` centres the view on level-0 pixel (X, Y) at ZOOM screen pixels per level-0 pixel
+(1 = 1:1 at level 0; 0.25 = a quarter). ``--screenshot OUT.png`` opens the window, waits until every
+visible tile is painted at its final resolution, saves the window as PNG and exits 0; a slide that
+cannot be opened prints one line on stderr and exits 2 (as does a bad option). ``--selftest`` opens
+the window, draws and undoes an annotation on a generated in-memory slide, and exits 0 when all
+went well (a smoke test for packaged builds).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
+
+
+def _parse_view(text: str) -> tuple[float, float, float]:
+    try:
+        x, y, z = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--view {text!r}: expected X,Y,ZOOM (three numbers)") from None
+    if z <= 0:
+        raise argparse.ArgumentTypeError(f"--view {text!r}: ZOOM must be > 0")
+    return x, y, z
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size {text!r}: expected WxH, e.g. 1400x900") from None
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="crc-viewer", description="CRC Workbench slide viewer and annotator")
+    ap.add_argument("path", nargs="?", help="slide file or project folder")
+    ap.add_argument("--annotations", metavar="FILE", help="GeoJSON/ASAP XML annotation file to open (autosaved)")
+    ap.add_argument("--view", type=_parse_view, metavar="X,Y,ZOOM", help="centre (level-0 px) and zoom")
+    ap.add_argument("--screenshot", metavar="OUT.png", help="save the window once fully painted, then exit")
+    ap.add_argument("--size", type=_parse_size, default=None, metavar="WxH", help="window size")
+    ap.add_argument("--timeout", type=float, default=120.0, help="screenshot: seconds to wait for tiles")
+    ap.add_argument("--selftest", action="store_true", help="open, draw, undo, exit 0 when all works")
+    return ap
+
+
+def _fail(msg: str) -> int:
+    print(f"crc-viewer: error: {msg}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QMainWindow
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.screenshot and not args.path:
+        return _fail("--screenshot needs a SLIDE or PROJECT_DIR")
+    if (args.screenshot or args.selftest) and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-    app = QApplication.instance() or QApplication(sys.argv if argv is None else ["crc-viewer", *argv])
-    win = QMainWindow()
-    win.setWindowTitle("CRC Workbench")
-    win.resize(1280, 800)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["crc-viewer"])
+    app.setApplicationName("CRC Workbench")
+    app.setOrganizationName("crc-workbench")
+
+    from app.main_window import MainWindow
+
+    win = MainWindow()
+    if args.size:
+        win.resize(*args.size)
+    elif args.screenshot:
+        win.resize(1400, 900)
+    if args.selftest:
+        from app.selftest import run_selftest
+
+        return run_selftest(win)
     win.show()
-    return app.exec()
+    app.processEvents()
+    if args.path:
+        if args.screenshot:
+            from crc_core.errors import CrcError
+
+            try:
+                win.open_path(args.path, annotations=args.annotations, quiet=True)
+            except (CrcError, OSError) as exc:
+                return _fail(str(exc) if isinstance(exc, CrcError) else f"{args.path}: {exc.strerror or exc}")
+            except Exception as exc:
+                return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
+        else:
+            win.open_path(args.path, annotations=args.annotations)
+    if args.view:
+        app.processEvents()
+        win.view.set_view(*args.view)
+    if not args.screenshot:
+        return app.exec()
+
+    out = Path(args.screenshot)
+    result = {"rc": 1}
+
+    def shoot() -> None:
+        app.processEvents()
+        img = win.grab()
+        if not img.save(str(out), "PNG"):
+            print(f"crc-viewer: error: cannot write {out}", file=sys.stderr)
+            result["rc"] = 2
+        else:
+            result["rc"] = 0
+        win.close()
+        app.quit()
+
+    def give_up() -> None:
+        print(f"crc-viewer: error: tiles not painted within {args.timeout:g} s; no screenshot", file=sys.stderr)
+        win.close()
+        app.quit()
+
+    app.processEvents()
+    win.view.wait_complete_timer(shoot)
+    QTimer.singleShot(int(args.timeout * 1000), give_up)
+    app.exec()
+    return result["rc"]
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ class TileLoader(QObject):
         self._closed = False
         self._lock = threading.Lock()
         self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(threads or max(2, min(4, QThreadPool.globalInstance().maxThreadCount())))
+        self.pool.setMaxThreadCount(threads or 4)  # slide reads mostly wait on I/O and release the GIL
         self._emitter = _Emitter()
         self._emitter.tileLoaded.connect(self._on_job_tileLoaded)
         self._emitter.thumbnailLoaded.connect(self._on_job_thumbnailLoaded)

@@ -182,9 +182,9 @@ class SlideView(QWidget):
         self._view_changed()
 
     def fit(self) -> None:
-        """Show the whole slide."""
+        """Show the whole slide (and keep fitting on resize until the user navigates)."""
         w, h = self.slide_size
-        self._fit_pending = False
+        self._fit_pending = True
         self.scale = self.fit_scale()
         self.center = QPointF(w / 2, h / 2)
         self._view_changed()

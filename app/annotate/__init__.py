@@ -1,0 +1,1 @@
+"""Annotation drawing tools, the annotation document and its undo commands."""

@@ -1,0 +1,624 @@
+"""The pathologist's main window: slide view, overview, class palette, annotation list, project.
+
+Opening
+-------
+* A **project folder** (holding ``project.json``): its slides are listed in the Project panel;
+  annotations autosave to ``annotations/<slide-id>.geojson`` in the project.
+* A **bare slide file**: the window opens (or creates) an *implicit project* for it under
+  ``settings.data_home()/slides/<fingerprint>/`` (the slide is referenced by its absolute path, never
+  copied). Its annotations and a user-set pixel size autosave there, so reopening the same slide
+  brings them back; nothing is written beside the slide (which may be on read-only storage).
+  File > Export annotations writes them anywhere as QuPath GeoJSON or ASAP XML.
+* ``--annotations FILE`` (or File > Open annotations): that file is the annotation store for the
+  session: read from it, and every edit autosaves back to it.
+
+Autosave: every edit is an undoable command; the document saves atomically 150 ms after the last
+change, and at once on quit or before another slide opens (:mod:`app.annotate.document`).
+
+Threading: the window runs on the GUI thread; tiles are read in the view's thread pool; long jobs
+(Analysis menu) use :mod:`app.workers`. Errors are shown with :func:`app.dialogs.errors.show_error`
+and leave the window usable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QPointF, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from app.annotate.controller import AnnotationController
+from app.annotate.document import AnnotationDocument
+from app.annotate.palette import ClassPalette
+from app.dialogs import errors
+from app.panels.annotation_list import AnnotationList
+from app.panels.layers_panel import LayersPanel
+from app.panels.project_panel import ProjectPanel
+from app.settings import Settings, data_home
+from app.viewer.overview import OverviewWidget
+from app.viewer.view import SlideView
+from crc_core.annotations import AnnotationSet, load_annotations, save_annotations
+from crc_core.classes import ClassScheme
+from crc_core.errors import CrcError
+from crc_core.project import PROJECT_FILE, Project, SlideEntry
+from crc_core.slide import open_slide
+
+log = logging.getLogger(__name__)
+
+SLIDE_FILTER = ("Slides (*.svs *.tif *.tiff *.ndpi *.vms *.vmu *.scn *.mrxs *.svslide *.bif *.dcm "
+                "*.png *.jpg *.jpeg *.bmp);;All files (*)")
+ANNOTATION_FILTER = "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
+
+ANALYSIS_DIALOGS = {
+    "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog", "project"),
+    "train": ("Train…", "app.dialogs.train", "TrainDialog", "project"),
+    "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "window"),
+}
+
+
+def implicit_project_root(slide_path: Path, fingerprint: str) -> Path:
+    """Where the annotations of a slide opened without a project live."""
+    return data_home() / "slides" / f"{slide_path.stem[:40]}-{fingerprint[:16]}"
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, CrcError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{name}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MainWindow(QMainWindow):
+    """The slide viewer and annotation editor.
+
+    Signals
+    -------
+    slideOpened(str): path of the slide now shown.
+    """
+
+    slideOpened = Signal(str)
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings or Settings()
+        self.setWindowTitle("CRC Workbench")
+        self.setAcceptDrops(True)
+        self.slide: Any = None
+        self.project: Project | None = None
+        self.entry: SlideEntry | None = None
+        self.implicit_project = False
+        self.annotation_file: Path | None = None
+        self.document: AnnotationDocument | None = None
+        self.analysis_dialogs: dict[str, Any] = {}
+
+        self.view = SlideView()
+        self.setCentralWidget(self.view)
+        self.ctl = AnnotationController(self.view, self)
+        self.ctl.layer.fill_opacity = float(self.settings.get("fill_opacity"))
+        self.ctl.brush_radius_px = float(self.settings.get("brush_radius_px"))
+
+        self.overview = OverviewWidget(self.view)
+        self.palette = ClassPalette(self.ctl)
+        self.annotation_list = AnnotationList(self.ctl, lambda: self.slide.mpp if self.slide else None)
+        self.project_panel = ProjectPanel()
+        self.project_panel.slideActivated.connect(self._on_project_slideActivated)
+        self.layers_panel = LayersPanel(self.view.layers)
+        self.docks: dict[str, QDockWidget] = {}
+        for key, title, widget, area in [
+            ("overview", "Overview", self.overview, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("classes", "Classes", self.palette, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("annotations", "Annotations", self.annotation_list, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("project", "Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("layers", "Layers", self.layers_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+        ]:
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock-{key}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[key] = dock
+
+        self.pos_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.statusBar().addWidget(self.pos_label, 1)
+        self.statusBar().addPermanentWidget(self.zoom_label)
+        self.view.cursorMoved.connect(self._on_view_cursorMoved)
+        self.view.viewChanged.connect(self._update_zoom_label)
+        self._build_actions()
+        self._build_menus()
+        self.resize(1400, 900)
+        geo = self.settings.get("window_geometry")
+        if geo:
+            try:
+                self.restoreGeometry(QByteArray.fromHex(geo.encode()))
+            except Exception:  # a bad stored geometry never stops start-up
+                pass
+        self._update_actions()
+
+    # ================================================================= actions and menus
+    def _act(self, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+        a.triggered.connect(slot)
+        self.addAction(a)
+        return a
+
+    def _build_actions(self) -> None:
+        A = self._act
+        self.act_open = A("&Open Slide…", self.choose_slide, QKeySequence.StandardKey.Open)
+        self.act_open_project = A("Open &Project…", self.choose_project, "Ctrl+Shift+O")
+        self.act_new_project = A("&New Project…", self.new_project, "Ctrl+Shift+N")
+        self.act_add_slide = A("&Add Slides to Project…", self.add_slides_to_project)
+        self.act_open_ann = A("Open &Annotations…", self.choose_annotations)
+        self.act_export = A("&Export Annotations…", self.export_annotations, "Ctrl+E")
+        self.act_props = A("Slide &Properties…", self.show_properties, "Ctrl+I")
+        self.act_mpp = A("Set Pixel &Size (mpp)…", self.ask_mpp)
+        self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_undo = A("&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.act_redo = A("&Redo", self.redo, QKeySequence.StandardKey.Redo)
+        self.act_delete = A("&Delete Selection", self.ctl.delete_selection, QKeySequence.StandardKey.Delete)
+        self.act_select_all = A("Select &All", self.select_all, QKeySequence.StandardKey.SelectAll)
+        self.act_scheme = A("Edit &Class Scheme…", self.edit_scheme)
+        self.act_fit = A("&Fit to Window", self.view.fit, "F")
+        self.act_1to1 = A("&1:1 (Level 0)", self.view.one_to_one, "Ctrl+0")
+        self.act_zoom_in = A("Zoom &In", lambda: self.view.zoom_by(1.5), QKeySequence.StandardKey.ZoomIn)
+        self.act_zoom_out = A("Zoom &Out", lambda: self.view.zoom_by(1 / 1.5), QKeySequence.StandardKey.ZoomOut)
+        self.tool_group = QActionGroup(self)
+        self.tool_group.setExclusive(True)
+        self.tool_actions: dict[str, QAction] = {}
+        for name, tool in self.ctl.tools.items():
+            a = A(tool.label, lambda _=False, n=name: self.ctl.set_tool(n), tool.shortcut,
+                  f"{tool.label} tool ({tool.shortcut})")
+            a.setCheckable(True)
+            self.tool_group.addAction(a)
+            self.tool_actions[name] = a
+        self.tool_actions["pan"].setChecked(True)
+        self.ctl.toolChanged.connect(lambda n: self.tool_actions[n].setChecked(True))
+        self.analysis_actions = {k: A(text, lambda _=False, k=k: self.open_analysis(k))
+                                 for k, (text, *_rest) in ANALYSIS_DIALOGS.items()}
+        # class keys 1-9: set the class of new shapes (and of the selection with Shift)
+        self._class_shortcuts = []
+        for digit in "123456789":
+            sc = QShortcut(QKeySequence(digit), self)
+            sc.activated.connect(lambda d=digit: self.select_class_by_key(d))
+            sc2 = QShortcut(QKeySequence(f"Shift+{digit}"), self)
+            sc2.activated.connect(lambda d=digit: self.select_class_by_key(d, apply=True))
+            self._class_shortcuts += [sc, sc2]
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        for a in (self.act_open, self.act_open_project, self.act_new_project, self.act_add_slide):
+            f.addAction(a)
+        self.recent_menu = f.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        f.addSeparator()
+        for a in (self.act_open_ann, self.act_export):
+            f.addAction(a)
+        f.addSeparator()
+        f.addAction(self.act_props)
+        f.addAction(self.act_mpp)
+        f.addSeparator()
+        f.addAction(self.act_quit)
+        e = mb.addMenu("&Edit")
+        for a in (self.act_undo, self.act_redo):
+            e.addAction(a)
+        e.addSeparator()
+        for a in (self.act_delete, self.act_select_all):
+            e.addAction(a)
+        e.addSeparator()
+        e.addAction(self.act_scheme)
+        v = mb.addMenu("&View")
+        for a in (self.act_fit, self.act_1to1, self.act_zoom_in, self.act_zoom_out):
+            v.addAction(a)
+        v.addSeparator()
+        for dock in self.docks.values():
+            v.addAction(dock.toggleViewAction())
+        t = mb.addMenu("&Tools")
+        for a in self.tool_actions.values():
+            t.addAction(a)
+        an = mb.addMenu("&Analysis")
+        for a in self.analysis_actions.values():
+            an.addAction(a)
+        h = mb.addMenu("&Help")
+        h.addAction(self._act("&About", self.about))
+        tb = self.addToolBar("Tools")
+        tb.setObjectName("toolbar-tools")
+        tb.addAction(self.act_open)
+        tb.addSeparator()
+        for a in self.tool_actions.values():
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in (self.act_undo, self.act_redo, self.act_delete, self.act_fit, self.act_1to1):
+            tb.addAction(a)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.settings.recent
+        if not items:
+            a = self.recent_menu.addAction("(none)")
+            a.setEnabled(False)
+        for p in items:
+            self.recent_menu.addAction(p, lambda p=p: self.open_path(p))
+
+    def _update_actions(self) -> None:
+        has_slide = self.slide is not None
+        for a in (self.act_export, self.act_props, self.act_mpp, self.act_open_ann, self.act_select_all,
+                  self.act_fit, self.act_1to1, self.act_zoom_in, self.act_zoom_out):
+            a.setEnabled(has_slide)
+        self.act_add_slide.setEnabled(self.project is not None and not self.implicit_project)
+        stack = self.document.undo_stack if self.document else None
+        self.act_undo.setEnabled(bool(stack and stack.canUndo()))
+        self.act_redo.setEnabled(bool(stack and stack.canRedo()))
+        self.act_undo.setText(f"&Undo {stack.undoText()}" if stack and stack.canUndo() else "&Undo")
+        self.act_redo.setText(f"&Redo {stack.redoText()}" if stack and stack.canRedo() else "&Redo")
+
+    # ================================================================= opening
+    def open_path(self, path: str | Path, annotations: str | Path | None = None, quiet: bool = False) -> bool:
+        """Open a slide file or a project folder; errors go to a dialog (or raise when ``quiet``)."""
+        p = Path(path).expanduser()
+        try:
+            if p.is_dir() or p.name == PROJECT_FILE:
+                self._open_project(p if p.is_dir() else p.parent)
+            else:
+                self._open_slide_file(p, Path(annotations) if annotations else None)
+        except Exception as exc:
+            if quiet:
+                raise
+            log.debug("open failed", exc_info=True)
+            errors.report(self, "Cannot open", _error_text(exc))
+            return False
+        self.settings.add_recent(p)
+        return True
+
+    def _open_slide_file(self, path: Path, annotations: Path | None) -> None:
+        reader = open_slide(path)
+        try:
+            project, entry = self._implicit_project(reader)
+        except Exception:
+            reader.close()
+            raise
+        self._show_slide(reader, project, entry, implicit=True, annotation_file=annotations)
+
+    def _implicit_project(self, reader: Any) -> tuple[Project, SlideEntry]:
+        root = implicit_project_root(reader.path, reader.fingerprint())
+        if (root / PROJECT_FILE).exists():
+            project = Project.open(root)
+        else:
+            project = Project.create(root, name=reader.path.stem)
+        resolved = reader.path.resolve()
+        entry = None
+        for e in project.slides:
+            try:
+                if project.slide_path(e) == resolved:
+                    entry = e
+            except CrcError:
+                pass
+        if entry is None and len(project.slides) == 1:  # the same file, moved
+            entry = project.set_slide_path(project.slides[0], reader.path)
+        if entry is None:
+            entry = project.add_slide(reader.path)
+        project.save()
+        return project, entry
+
+    def _open_project(self, root: Path) -> None:
+        project = Project.open(root)
+        self._close_slide()
+        self.project = project
+        self.implicit_project = False
+        self.entry = None
+        self.project_panel.set_project(project)
+        self.docks["project"].show()
+        self.setWindowTitle(f"CRC Workbench — {project.name}")
+        self._update_actions()
+        first = next((e for e in project.slides if e.exists), None)
+        if first is not None:
+            self.open_entry(first.id)
+
+    def open_entry(self, entry_id: str) -> bool:
+        """Open one slide of the current project."""
+        if self.project is None:
+            return False
+        try:
+            entry = self.project.get_slide(entry_id)
+            reader = open_slide(self.project.slide_path(entry))
+        except Exception as exc:
+            errors.report(self, "Cannot open slide", _error_text(exc))
+            return False
+        self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
+        return True
+
+    def _show_slide(self, reader: Any, project: Project, entry: SlideEntry, implicit: bool,
+                    annotation_file: Path | None = None) -> None:
+        # load the annotations before anything is replaced, so a bad file leaves the window as it was
+        scheme = project.scheme
+        if annotation_file is not None:
+            if annotation_file.exists():
+                res = load_annotations(annotation_file, scheme, slide_size=reader.dimensions)
+            else:
+                res = None
+        else:
+            res = project.load_annotations(entry, slide_size=reader.dimensions)
+        if res is not None and res.added_classes:
+            project.save()
+        self._close_slide()
+        self.project, self.entry, self.implicit_project = project, entry, implicit
+        self.annotation_file = annotation_file
+        if entry.mpp:
+            reader.set_mpp(entry.mpp)
+        self.slide = reader
+        if annotation_file is not None:
+            def saver(aset: AnnotationSet, f: Path = annotation_file, s: ClassScheme = scheme) -> None:
+                save_annotations(aset, f, s)
+        else:
+            def saver(aset: AnnotationSet, p: Project = project, e: SlideEntry = entry) -> None:
+                p.autosave(e, aset)
+        doc = AnnotationDocument(scheme, res.annotations if res is not None else AnnotationSet(), saver, parent=self)
+        doc.saveFailed.connect(lambda msg: errors.report(self, "Autosave failed", msg))
+        doc.saved.connect(self._on_document_saved)
+        doc.undo_stack.indexChanged.connect(lambda _: self._update_actions())
+        self.document = doc
+        self.ctl.set_document(doc)
+        self.palette.refresh()
+        self.annotation_list.attach()
+        self.view.set_source(reader)
+        self.project_panel.set_project(project, entry.id)
+        title = f"{reader.path.name}" + ("" if implicit else f" — {project.name}")
+        self.setWindowTitle(f"CRC Workbench — {title}")
+        if res is not None and res.warnings:
+            self.statusBar().showMessage(f"{len(res.warnings)} annotation warnings: {res.warnings[0]}", 15000)
+        self._update_actions()
+        self._update_zoom_label()
+        self.slideOpened.emit(str(reader.path))
+
+    def _close_slide(self) -> None:
+        if self.document is not None:
+            self.document.flush()
+            self.ctl.set_document(None)
+            self.document.deleteLater()
+            self.document = None
+        self.view.set_source(None)
+        if self.slide is not None:
+            self.slide.close()
+            self.slide = None
+        self.annotation_list.attach()
+        self.palette.refresh()
+
+    def _on_document_saved(self) -> None:
+        if self.project is not None and self.entry is not None and self.annotation_file is None:
+            self.project_panel.refresh(self.entry.id)
+
+    def _on_project_slideActivated(self, entry_id: str) -> None:
+        if self.entry is None or entry_id != self.entry.id:
+            self.open_entry(entry_id)
+
+    # ================================================================= file actions
+    def choose_slide(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open slide", "", SLIDE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def choose_project(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if path:
+            self.open_path(path)
+
+    def new_project(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for the new project")
+        if not path:
+            return
+        try:
+            Project.create(path)
+        except CrcError as exc:
+            errors.report(self, "Cannot create project", str(exc))
+            return
+        self.open_path(path)
+
+    def add_slides_to_project(self) -> None:
+        if self.project is None or self.implicit_project:
+            return
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add slides", "", SLIDE_FILTER)
+        added = []
+        for p in paths:
+            try:
+                added.append(self.project.add_slide(p))
+            except CrcError as exc:
+                errors.report(self, "Cannot add slide", str(exc))
+        if added:
+            self.project.save()
+            self.project_panel.refresh(self.entry.id if self.entry else None)
+            if self.slide is None:
+                self.open_entry(added[0].id)
+
+    def choose_annotations(self) -> None:
+        if self.slide is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open annotations", "", ANNOTATION_FILTER)
+        if path:
+            self.open_path(self.slide.path, annotations=path)
+
+    def export_annotations(self, path: str | Path | None = None) -> bool:
+        if self.document is None:
+            return False
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Export annotations", "", ANNOTATION_FILTER)
+            if not path:
+                return False
+        try:
+            save_annotations(self.document.annotations, path, self.document.scheme)
+        except (CrcError, OSError) as exc:
+            errors.report(self, "Export failed", _error_text(exc))
+            return False
+        self.statusBar().showMessage(f"Exported {len(self.document)} annotations to {path}", 8000)
+        return True
+
+    def show_properties(self) -> None:
+        if self.slide is None:
+            return
+        from app.dialogs.slide_properties import SlidePropertiesDialog
+
+        SlidePropertiesDialog(self.slide, self).exec()
+
+    def ask_mpp(self) -> None:
+        if self.slide is None:
+            return
+        from app.dialogs.slide_properties import MppDialog
+
+        dlg = MppDialog(self.slide.mpp, self)
+        if dlg.exec():
+            self.set_mpp(dlg.value())
+
+    def set_mpp(self, mpp: tuple[float, float] | None) -> None:
+        """Set (or clear) the user's pixel size of the open slide; stored in the project."""
+        if self.slide is None:
+            return
+        try:
+            if self.project is not None and self.entry is not None:
+                self.project.set_mpp(self.entry, mpp)
+                self.project.save()
+            self.slide.set_mpp(mpp)
+        except (CrcError, OSError) as exc:
+            errors.report(self, "Cannot set pixel size", _error_text(exc))
+            return
+        self.view.mpp = self.slide.mpp
+        self.view.update()
+        self.annotation_list.refresh()
+
+    # ================================================================= edit actions
+    def undo(self) -> None:
+        if self.document is not None:
+            self.view.tool.cancel() if self.view.tool is not None else None
+            self.document.undo_stack.undo()
+
+    def redo(self) -> None:
+        if self.document is not None:
+            self.document.undo_stack.redo()
+
+    def select_all(self) -> None:
+        if self.document is not None:
+            self.document.set_selection([a.id for a in self.ctl.visible_annotations()])
+
+    def select_class_by_key(self, key: str, apply: bool = False) -> None:
+        if self.document is None:
+            return
+        c = self.document.scheme.by_key(key)
+        if c is None:
+            return
+        self.ctl.set_current_class(c.id)
+        if apply:
+            self.ctl.set_selection_class(c.id)
+
+    def edit_scheme(self) -> None:
+        scheme = self.project.scheme if self.project is not None else None
+        if scheme is None:
+            errors.report(self, "Class scheme", "open a slide or a project first")
+            return
+        from app.dialogs.class_scheme import ClassSchemeDialog
+
+        in_use = self.document.annotations.classes_in_use() if self.document else set()
+        dlg = ClassSchemeDialog(scheme, in_use, self)
+        if dlg.exec():
+            self.apply_scheme(dlg.result_scheme())
+
+    def apply_scheme(self, new: ClassScheme) -> None:
+        """Make ``new`` the project's scheme (in place, so every holder sees it) and save."""
+        if self.project is None:
+            return
+        self.project.scheme.classes[:] = new.classes
+        try:
+            self.project.save()
+        except (CrcError, OSError) as exc:
+            errors.report(self, "Cannot save project", _error_text(exc))
+        if self.document is not None:
+            self.document.changed.emit()
+            self.ctl.set_document(self.document)
+        self.palette.refresh()
+        self.annotation_list.refresh()
+
+    # ================================================================= analysis
+    def open_analysis(self, key: str) -> Any:
+        """Open one of the Analysis dialogs (written in their own modules, imported on demand)."""
+        text, module, cls_name, arg = ANALYSIS_DIALOGS[key]
+        try:
+            mod = importlib.import_module(module)
+            cls = getattr(mod, cls_name)
+        except (ImportError, AttributeError) as exc:
+            errors.report(self, text.rstrip("…"), f"{text.rstrip('…')} is not available in this build ({exc})")
+            return None
+        if arg == "project" and self.project is None:
+            errors.report(self, text.rstrip("…"), "open a project or a slide first (File > Open)")
+            return None
+        try:
+            dlg = cls(self.project, self) if arg == "project" else cls(self)
+        except CrcError as exc:
+            errors.report(self, text.rstrip("…"), str(exc))
+            return None
+        self.analysis_dialogs[key] = dlg
+        dlg.show()
+        return dlg
+
+    # ================================================================= status
+    def _on_view_cursorMoved(self, pt: QPointF | None) -> None:
+        if pt is None or self.slide is None:
+            self.pos_label.setText("")
+            return
+        text = f"x {pt.x():,.0f}  y {pt.y():,.0f} px"
+        mpp = self.slide.mpp
+        if mpp:
+            text += f"   ({pt.x() * mpp[0]:,.1f}, {pt.y() * mpp[1]:,.1f} µm)"
+        self.pos_label.setText(text)
+
+    def _update_zoom_label(self) -> None:
+        if self.slide is None:
+            self.zoom_label.setText("")
+            return
+        lv = self.view.target_level()
+        self.zoom_label.setText(f"{self.view.magnification_text()}   level {lv}")
+
+    def about(self) -> None:
+        QMessageBox.about(self, "CRC Workbench",
+                          "CRC Workbench: view and annotate colorectal whole-slide images, "
+                          "build patch datasets, train, evaluate and predict.")
+
+    # ================================================================= drag and drop, close
+    def dragEnterEvent(self, ev: QDragEnterEvent) -> None:  # noqa: N802
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QDropEvent) -> None:  # noqa: N802
+        urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            ev.acceptProposedAction()
+            self.open_path(urls[0])
+
+    def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
+        if self.document is not None and not self.document.flush():
+            box = QMessageBox.question(self, "Quit", "The annotations could not be saved. Quit anyway?")
+            if box != QMessageBox.StandardButton.Yes:
+                ev.ignore()
+                return
+        from app.workers import cancel_all_workers
+
+        cancel_all_workers(5000)
+        self.settings.set("fill_opacity", self.ctl.layer.fill_opacity)
+        self.settings.set("brush_radius_px", self.ctl.brush_radius_px)
+        self.settings.set("window_geometry", bytes(self.saveGeometry().toHex()).decode())
+        self.settings.save()
+        self._close_slide()
+        super().closeEvent(ev)
+

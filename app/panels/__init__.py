@@ -1,0 +1,1 @@
+"""Dock panels: project slides, annotation list."""
