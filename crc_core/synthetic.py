@@ -1,24 +1,26 @@
 """Synthetic pyramidal slides: tiled JPEG pyramidal TIFFs that OpenSlide reads as ``generic-tiff``.
 
-Used by tests, the bundled demo and the benchmarks to get slides of any size (50,000 px and more on a
-side) with a known content. The writer never holds the whole image: level 0 is produced one band of
-tile rows at a time from a *tile source*, each band is JPEG-encoded tile by tile and streamed into
-the TIFF, and the band is halved (2x2 mean) into the next level's band, cascading down the pyramid.
-Lower-level tiles are JPEG-encoded as soon as their band is complete and spooled to a temporary file
-next to the output until level 0 is written; memory stays at a few tile rows per level.
+Used by tests, the bundled demo and the benchmarks to get slides of any size (50,000 px and more on
+a side) with a known content. The writer never holds the whole image: level 0 is produced one band
+of tile rows at a time from a *tile source*; each tile is JPEG-encoded and streamed into the TIFF
+and halved (2x2 mean) into the next level's band, cascading down the pyramid. Lower-level tiles are
+JPEG-encoded as soon as their band is complete and spooled to a temporary file next to the output
+until level 0 is written; memory stays at a few tile rows per level.
 
 Tile sources are callables ``source(l0_x, l0_y, w, h) -> (h, w, 3) uint8 RGB`` in level-0 pixels.
 Two are provided: :class:`TissuePattern` (fast tissue-like blobs with texture and nuclei) and
-:class:`TileMosaic` (real RGB tiles, e.g. EBHI, laid in a grid, with :meth:`TileMosaic.tile_at` telling
-which tile sits where).
+:class:`TileMosaic` (real RGB tiles, e.g. EBHI, laid in a grid, with :meth:`TileMosaic.tile_at`
+telling which tile sits where).
 
 Layout written (what the OpenSlide generic-tiff driver expects): page 0 is level 0, tiled
 ``tile x tile``, JPEG (YCbCr 2x2), with X/YResolution in pixels per centimetre so OpenSlide reports
-``openslide.mpp-x/y``; each further page is a half-size level with ``subfiletype=1`` (reduced image).
+``openslide.mpp-x/y``; each further page is a half-size level with ``subfiletype=1`` (reduced
+image).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -66,7 +68,7 @@ def _hash2(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
 
 
 class _BlobField:
-    """Smooth low-frequency field in level-0 px; ``> threshold`` is tissue (a few blobs per 10k px)."""
+    """Smooth low-frequency field in level-0 px; ``> threshold`` is tissue (blobs ~``scale`` px)."""
 
     def __init__(self, seed: int, scale: float = 6000.0) -> None:
         rng = np.random.default_rng(seed)
@@ -79,7 +81,7 @@ class _BlobField:
     def __call__(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Field at coordinates ``xs`` (1-D, columns) x ``ys`` (1-D, rows) -> (len(ys), len(xs))."""
         out = np.zeros((ys.size, xs.size), dtype=np.float32)
-        for (fx, fy), ph, a in zip(self.freq, self.phase, self.amp):
+        for (fx, fy), ph, a in zip(self.freq, self.phase, self.amp, strict=True):
             # sin(fx x + fy y + ph) = sin(fx x) cos(fy y + ph) + cos(fx x) sin(fy y + ph)
             sx, cx = np.sin(fx * xs), np.cos(fx * xs)
             sy, cy = np.sin(fy * ys + ph), np.cos(fy * ys + ph)
@@ -110,41 +112,43 @@ class TissuePattern:
         self.field = _BlobField(self.seed)
         # threshold of a roughly symmetric field in [-1, 1] for the wanted coverage
         self.threshold = float(np.clip(0.5 - tissue_fraction, -0.49, 0.49)) * 0.6
-        rng = np.random.default_rng(self.seed + 1)
-        self.textures = [self._texture(rng) for _ in range(4)]
+        self.textures = _textures(self.seed)
         self.background = np.array(_WHITE_BG, dtype=np.uint8)
 
-    def _texture(self, rng: np.random.Generator) -> np.ndarray:
-        p = self.period
+    @staticmethod
+    def _texture(rng: np.random.Generator) -> np.ndarray:
+        p = TissuePattern.period
         yy, xx = np.mgrid[0:p, 0:p].astype(np.float32)
         # stroma: eosin pink with periodic fibres (integer frequencies keep the texture periodic)
         fib = np.zeros((p, p), np.float32)
+        ax = np.arange(p, dtype=np.float32) * np.float32(2 * np.pi / p)
         for _ in range(5):
             kx, ky = rng.integers(-12, 13, size=2)
-            fib += np.sin(2 * np.pi * (kx * xx + ky * yy) / p + rng.uniform(0, 6.3)).astype(
-                np.float32
-            )
+            ph = rng.uniform(0, 6.3)
+            # sin(kx x + ky y + ph) separably: outer products are cheap, a 2-D sin is not
+            sx, cx = np.sin(kx * ax), np.cos(kx * ax)
+            sy, cy = np.sin(ky * ax + ph), np.cos(ky * ax + ph)
+            fib += np.outer(cy, sx) + np.outer(sy, cx)
         fib = fib / 5.0
         base = np.array([232, 160, 196], np.float32)
         img = base[None, None, :] + fib[..., None] * np.array([10, 22, 14], np.float32)
         # noise so JPEG is not trivial
         img += rng.normal(0, 6, size=(p, p, 1)).astype(np.float32)
-        # nuclei: dark purple discs on a jittered 24 px grid
+        # nuclei: dark purple discs on a jittered 24 px grid (each disc inside its cell)
         cell = 24
         n = p // cell
-        for gy in range(n):
-            for gx in range(n):
-                if rng.random() > 0.55:
-                    continue
-                cx = gx * cell + rng.integers(4, cell - 4)
-                cy = gy * cell + rng.integers(4, cell - 4)
-                r = rng.uniform(3.0, 6.5)
-                y0, y1 = max(0, int(cy - r - 1)), min(p, int(cy + r + 2))
-                x0, x1 = max(0, int(cx - r - 1)), min(p, int(cx + r + 2))
-                sub_y, sub_x = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
-                inside = (sub_x - cx) ** 2 + ((sub_y - cy) * 1.3) ** 2 <= r * r
-                shade = rng.uniform(0.75, 1.0)
-                img[y0:y1, x0:x1][inside] = np.array([95, 55, 140], np.float32) * shade
+        present = rng.random((n, n)) < 0.45
+        cy = np.arange(n)[:, None] * cell + rng.integers(7, cell - 7, size=(n, n))
+        cx = np.arange(n)[None, :] * cell + rng.integers(7, cell - 7, size=(n, n))
+        rad = rng.uniform(3.0, 6.5, size=(n, n))
+        shade = rng.uniform(0.75, 1.0, size=(n, n))
+        gy = np.minimum(np.arange(p) // cell, n - 1)
+        gi, gj = gy[:, None], gy[None, :]
+        dy = (yy - cy[gi, gj]) * 1.3
+        dx = xx - cx[gi, gj]
+        inside = present[gi, gj] & (dx * dx + dy * dy <= rad[gi, gj] ** 2)
+        nuc = np.array([95, 55, 140], np.float32)[None, None, :] * shade[gi, gj][..., None]
+        img = np.where(inside[..., None], nuc, img)
         tex = np.clip(img, 0, 255).astype(np.uint8)
         return np.tile(tex, (2, 2, 1))  # 2x2 so any crop of <= period is one slice
 
@@ -161,6 +165,17 @@ class TissuePattern:
     def tissue_at(self, l0_x: float, l0_y: float) -> bool:
         """Whether the pattern has tissue at a level-0 point."""
         return bool(self._mask(int(l0_x), int(l0_y), 1, 1)[0, 0])
+
+    def tissue_grid(self, width: int, height: int, step: int) -> np.ndarray:
+        """Tissue (True) or background of the ``step``-px cells covering ``width x height`` px.
+
+        Each cell is judged at the mask sample nearest its centre; shape ``(ceil(h/step),
+        ceil(w/step))``. The known answer for tissue-detection checks on a written slide.
+        """
+        s = self.mask_step
+        cx = np.arange(0, width, step, dtype=np.float64) + step / 2
+        cy = np.arange(0, height, step, dtype=np.float64) + step / 2
+        return self.field((cx // s + 0.5) * s, (cy // s + 0.5) * s) > self.threshold
 
     def __call__(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         out = np.empty((h, w, 3), dtype=np.uint8)
@@ -181,6 +196,16 @@ class TissuePattern:
                 dst = out[ry0 - y : ry1 - y, rx0 - x : rx1 - x]
                 np.copyto(dst, crop, where=m[..., None])
         return out
+
+
+@functools.lru_cache(maxsize=8)
+def _textures(seed: int) -> tuple[np.ndarray, ...]:
+    """The read-only textures of ``TissuePattern(seed)`` (shared between instances)."""
+    rng = np.random.default_rng(seed + 1)
+    out = tuple(TissuePattern._texture(rng) for _ in range(4))
+    for t in out:
+        t.flags.writeable = False
+    return out
 
 
 class TileMosaic:
@@ -505,7 +530,7 @@ def _write_pyramid(
                         raise _Stop()
                     y0 = r * tile
                     h = min(tile, height - y0)
-                    tiles = list(pool.map(lambda x0: render(x0, y0, h), xs))
+                    tiles = list(pool.map(render, xs, [y0] * len(xs), [h] * len(xs)))
                     encoded, half = band_work(0, tiles)
                     del tiles
                     # cascade before yielding: tifffile stops pulling after the last tile
@@ -588,7 +613,7 @@ def write_pyramid_tiff(
     width, height
         Level-0 size in pixels.
     tile_source
-        ``source(l0_x, l0_y, w, h) -> (h, w, 3) uint8``; default :class:`TissuePattern` ``(seed=0)``.
+        ``source(l0_x, l0_y, w, h) -> (h, w, 3) uint8``; default ``TissuePattern(seed=0)``.
     tile
         Tile edge in pixels (multiple of 16).
     levels

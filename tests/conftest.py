@@ -28,3 +28,38 @@ def ebhi_dir() -> Path:
     if not (EBHI / "labels.csv").exists():
         pytest.skip(f"EBHI tiles not found in {EBHI} (see ../shared/data/README.md)")
     return EBHI
+
+
+# Synthetic pyramid shared by slide, viewer and prediction tests: written once per session from a
+# procedural tile source (crc_core.synthetic.TissuePattern), never held whole in memory.
+PYRAMID_SIZE = (20480, 6144)  # (w, h) level 0; >= 20,000 px on a side
+PYRAMID_SEED = 3
+PYRAMID_MPP = 0.5
+
+
+@pytest.fixture(scope="session")
+def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
+    """Write (and cache per session) tiled JPEG pyramidal TIFFs: ``factory(w, h, **kwargs) -> Path``.
+
+    kwargs go to :func:`crc_core.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
+    """
+    from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+
+    folder = tmp_path_factory.mktemp("pyramids")
+    made: dict[tuple, Path] = {}
+
+    def factory(width: int, height: int, seed: int = 0, **kwargs) -> Path:
+        key = (width, height, seed, tuple(sorted(kwargs.items())))
+        if key not in made:
+            path = folder / f"pyramid-{len(made)}-{width}x{height}.tif"
+            write_pyramid_tiff(path, width, height, TissuePattern(seed=seed), **kwargs)
+            made[key] = path
+        return made[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def pyramid_tiff(pyramid_factory) -> Path:
+    """A 20480 x 6144 px, 8-level tiled JPEG pyramidal TIFF (mpp 0.5, TissuePattern(seed=3))."""
+    return pyramid_factory(*PYRAMID_SIZE, seed=PYRAMID_SEED, mpp=PYRAMID_MPP)
