@@ -32,7 +32,7 @@ def ebhi_dir() -> Path:
 
 # Synthetic pyramid shared by slide, viewer and prediction tests: written once per session from a
 # procedural tile source (crc_core.synthetic.TissuePattern), never held whole in memory.
-PYRAMID_SIZE = (20480, 6144)  # (w, h) level 0; >= 20,000 px on a side
+PYRAMID_SIZE = (20480, 4096)  # (w, h) level 0; >= 20,000 px on a side
 PYRAMID_SEED = 3
 PYRAMID_MPP = 0.5
 
@@ -61,5 +61,5 @@ def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def pyramid_tiff(pyramid_factory) -> Path:
-    """A 20480 x 6144 px, 8-level tiled JPEG pyramidal TIFF (mpp 0.5, TissuePattern(seed=3))."""
+    """A 20480 x 4096 px, 8-level tiled JPEG pyramidal TIFF (mpp 0.5, TissuePattern(seed=3))."""
     return pyramid_factory(*PYRAMID_SIZE, seed=PYRAMID_SEED, mpp=PYRAMID_MPP)
