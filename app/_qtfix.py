@@ -1,14 +1,18 @@
-"""Work around a PySide6 6.12.0 reference-count bug in ``SignalInstance.emit``.
+"""Work around a reference-count bug of the installed PySide6/shiboken6 (6.12.0) on Python 3.11.
 
-In PySide6/shiboken6 6.12.0, every Python call to ``signal.emit(...)`` returns ``True`` without
-taking a new reference to it, so each emission decrements ``True``'s reference count. On Python 3.11
-(where ``True`` is not immortal; it starts with a few hundred references) the interpreter aborts with
-``Fatal Python error: bool_dealloc`` after a few hundred emissions: a viewer painting tiles, or a
-training job reporting progress, dies within seconds.
+In this build every Python call to a Qt function that returns ``void`` (``widget.update()``,
+``pool.start(...)``, ``painter.drawImage(...)``...) returns ``None`` without taking a new reference to
+it, and ``signal.emit(...)`` does the same with ``True``. Each call therefore decrements the reference
+count of ``None`` or ``True``. On Python 3.11 these singletons are not immortal (they start with a
+few thousand and a few hundred references), so the interpreter soon aborts with ``Fatal Python error:
+none_dealloc`` / ``bool_dealloc``: a viewer painting tiles dies within seconds, a training job
+reporting progress after a few hundred epochs' worth of events.
 
-:func:`install` probes once whether ``emit`` has the bug (one emission on a private object, comparing
-``sys.getrefcount(True)``) and, only then, wraps ``SignalInstance.emit`` to add the missing reference.
-Imported by ``app/__init__.py``, so it is in place before any application code emits a signal.
+:func:`install` probes once whether the bug is present (a few void calls and emits on a private
+``QObject``, comparing ``sys.getrefcount``) and, only then, adds 2**40 references to ``None``,
+``True`` and ``False``: the same effect as Python 3.12's immortal singletons, so the stray decrements
+can never reach zero. Nothing else is touched. Imported by ``app/__init__.py``, so it is in place
+before any application code runs. On Python >= 3.12 (immortal singletons) it does nothing.
 """
 
 from __future__ import annotations
@@ -17,42 +21,36 @@ import ctypes
 import sys
 
 _installed = False
+_BUMP = 1 << 40
 
 
-def _emit_leaks() -> bool:
+def _leaks() -> bool:
     from PySide6.QtCore import QObject, Signal
 
     class _Probe(QObject):
         probe = Signal()
 
     p = _Probe()
-    before = sys.getrefcount(True)
-    for _ in range(4):
-        p.probe.emit()
-    return sys.getrefcount(True) < before
+    n0, t0 = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(8):
+        p.setObjectName("probe")  # void
+        p.probe.emit()  # returns True
+    return sys.getrefcount(None) < n0 or sys.getrefcount(True) < t0
 
 
 def install() -> bool:
-    """Patch ``SignalInstance.emit`` when this PySide6 has the bug; returns whether it patched."""
+    """Make None/True/False effectively immortal when this PySide6 has the bug; returns whether it did."""
     global _installed
     if _installed:
         return True
+    if sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
+        return False
     try:
-        from PySide6.QtCore import SignalInstance
+        if not _leaks():
+            return False
     except ImportError:  # no Qt: nothing to fix
         return False
-    if not _emit_leaks():
-        return False
-    original = SignalInstance.emit
-    incref = ctypes.pythonapi.Py_IncRef
-    incref.argtypes = [ctypes.py_object]
-    incref.restype = None
-
-    def emit(self, *args):  # type: ignore[no-untyped-def]
-        result = original(self, *args)
-        incref(result)
-        return result
-
-    SignalInstance.emit = emit
+    for obj in (None, True, False):
+        ctypes.c_ssize_t.from_address(id(obj)).value += _BUMP
     _installed = True
     return True
