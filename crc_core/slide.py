@@ -1,20 +1,21 @@
 """Whole-slide reading: ``open_slide()`` returns a thread-safe :class:`SlideReader`.
 
-Two backends sit behind one reader. **OpenSlide** serves every format it reads (Aperio SVS, Hamamatsu
-NDPI, MIRAX, Leica SCN, Ventana BIF, generic tiled TIFF, DICOM, ...). **Pillow** is the fallback for plain
-images (PNG, JPEG, TIFF, BMP) that OpenSlide rejects; Pillow's decompression-bomb guard stays on, so an
-image above ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a :class:`~crc_core.errors.SlideError`.
+Two backends sit behind one reader. **OpenSlide** serves every format it reads (Aperio SVS,
+Hamamatsu NDPI, MIRAX, Leica SCN, Ventana BIF, generic tiled TIFF, DICOM, ...). **Pillow** is the
+fallback for plain images (PNG, JPEG, TIFF, BMP) that OpenSlide rejects; Pillow's decompression-bomb
+guard stays on, so an image above ``PIL.Image.MAX_IMAGE_PIXELS`` is refused with a
+:class:`~crc_core.errors.SlideError`.
 
-Units and frames: every coordinate at this API is in **level-0 pixels** unless its name says otherwise
-(``lv_`` = pixels of the named level, ``col``/``row`` = tile indices at a level). Sizes are ``(w, h)``;
-arrays are ``(h, w, 3)`` uint8 RGB with transparent or out-of-slide areas composited on white.
-``mpp`` is ``(x, y)`` micrometres per level-0 pixel, or ``None`` when the file does not say (never guessed);
-:meth:`SlideReader.set_mpp` sets a user override.
+Units and frames: every coordinate at this API is in **level-0 pixels** unless its name says
+otherwise (``lv_`` = pixels of the named level, ``col``/``row`` = tile indices at a level). Sizes:
+``(w, h)``; arrays are ``(h, w, 3)`` uint8 RGB with transparent or out-of-slide areas composited on
+white. ``mpp`` is ``(x, y)`` micrometres per level-0 pixel, or ``None`` when the file does not say
+(never guessed); :meth:`SlideReader.set_mpp` sets a user override.
 
-Threading: all read methods may be called from many threads at once. OpenSlide handles are thread-safe
-for reads; the Pillow backend decodes once under a lock and then serves crops of an immutable array.
-Decoded tiles (:meth:`SlideReader.read_tile`) sit in an LRU cache bounded in bytes (:class:`TileCache`).
-Arrays returned from the cache are read-only; copy them before writing into them.
+Threading: all read methods may be called from many threads at once. OpenSlide handles are
+thread-safe for reads; the Pillow backend decodes once under a lock and then serves crops of an
+immutable array. Decoded tiles (:meth:`SlideReader.read_tile`) sit in an LRU cache bounded in bytes
+(:class:`TileCache`). Arrays returned from the cache are read-only; copy them before writing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from crc_core.errors import ConfigError, SlideError
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "open_array",
     "MAX_REGION_PIXELS",
     "PILLOW_FORMATS",
     "SlideReader",
@@ -63,11 +65,11 @@ PLAIN_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 _PLAUSIBLE_MPP = (0.02, 50.0)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _ACCEPTED = (
-    "accepted: whole-slide formats OpenSlide reads (.svs, .ndpi, .mrxs, .scn, .bif, tiled .tif, ...) "
-    "and plain PNG, JPEG, TIFF or BMP images"
+    "accepted: whole-slide formats OpenSlide reads (.svs, .ndpi, .mrxs, .scn, .bif, "
+    "tiled .tif, ...) and plain PNG, JPEG, TIFF or BMP images"
 )
 
-Backend = Literal["openslide", "pillow"]
+Backend = Literal["openslide", "pillow", "array"]
 
 
 def _env_cache_bytes() -> int:
@@ -307,8 +309,8 @@ def _check_tiff_truncation(path: Path, size: int) -> None:
         return
     if end > size:
         raise SlideError(
-            f"{path}: truncated or corrupt slide file: image data runs to byte {end:,} but the file "
-            f"has only {size:,} bytes (copy it again from the source)"
+            f"{path}: truncated or corrupt slide file: image data runs to byte {end:,} but the "
+            f"file has only {size:,} bytes (copy it again from the source)"
         )
 
 
@@ -462,16 +464,7 @@ class _PillowBackend:
             return self._array
 
     def read(self, level: int, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        arr = self._load()
-        h, w = arr.shape[:2]
-        x, y = l0_xy
-        rw, rh = size
-        out = np.full((rh, rw, 3), 255, dtype=np.uint8)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + rw, w), min(y + rh, h)
-        if x1 > x0 and y1 > y0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = arr[y0:y1, x0:x1]
-        return out
+        return _crop_white(self._load(), l0_xy, size)
 
     def associated(self, name: str) -> np.ndarray:
         raise KeyError(name)
@@ -479,6 +472,67 @@ class _PillowBackend:
     def close(self) -> None:
         with self._lock:
             self._array = None
+
+
+def _crop_white(arr: np.ndarray, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Region of an in-memory RGB image; outside it is white."""
+    h, w = arr.shape[:2]
+    x, y = l0_xy
+    rw, rh = size
+    out = np.full((rh, rw, 3), 255, dtype=np.uint8)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + rw, w), min(y + rh, h)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = arr[y0:y1, x0:x1]
+    return out
+
+
+class _ArrayBackend:
+    """A numpy image served as a one-level slide (test double, generated content)."""
+
+    name: Backend = "array"
+
+    def __init__(self, arr: np.ndarray, mpp: tuple[float, float] | None, name: str) -> None:
+        a = np.asarray(arr)
+        if (
+            a.dtype != np.uint8
+            or a.ndim not in (2, 3)
+            or (a.ndim == 3 and a.shape[2] not in (3, 4))
+        ):
+            raise SlideError(
+                f"{name}: an array slide must be (h, w), (h, w, 3) or (h, w, 4) uint8; "
+                f"got {a.shape} {a.dtype}"
+            )
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise SlideError(f"{name}: an array slide cannot be empty ({a.shape})")
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        elif a.shape[2] == 4:
+            a = _rgba_to_rgb(a)
+        a = np.array(a, dtype=np.uint8, copy=True)
+        a.flags.writeable = False
+        self._array = a
+        self.path = Path(name)
+        self.format = "array"
+        self.level_dimensions = [(int(a.shape[1]), int(a.shape[0]))]
+        self.level_downsamples = [1.0]
+        self.associated_names: list[str] = []
+        self.properties: dict[str, str] = {}
+        self.mpp = mpp
+
+    def read(self, level: int, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        return _crop_white(self._array, l0_xy, size)
+
+    def associated(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"array:{self._array.shape}:".encode())
+        h.update(self._array.tobytes())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,13 +552,17 @@ class SlideReader:
     backend : {"openslide", "pillow"}
         Which library reads it.
     format : str
-        OpenSlide's format name (``"aperio"``, ``"generic-tiff"``, ...) or the Pillow format in lower case.
+        OpenSlide's format name (``"aperio"``, ``"generic-tiff"``, ...) or the Pillow format
+        in lower case.
     vendor : str or None
         ``openslide.vendor`` (OpenSlide backend) or ``None``.
     """
 
     def __init__(
-        self, path: Path, backend: _OpenSlideBackend | _PillowBackend, cache_bytes: int
+        self,
+        path: Path,
+        backend: _OpenSlideBackend | _PillowBackend | _ArrayBackend,
+        cache_bytes: int,
     ) -> None:
         self.path = path
         self._b = backend
@@ -520,7 +578,7 @@ class SlideReader:
         self.objective_power: float | None = _positive_float(
             self.properties.get("openslide.objective-power")
         )
-        if isinstance(backend, _PillowBackend):
+        if isinstance(backend, (_PillowBackend, _ArrayBackend)):
             self._file_mpp = backend.mpp
         else:
             mx = _positive_float(self.properties.get("openslide.mpp-x"))
@@ -544,7 +602,10 @@ class SlideReader:
 
     def __repr__(self) -> str:
         w, h = self.dimensions
-        return f"SlideReader({str(self.path)!r}, backend={self.backend!r}, {w}x{h}, levels={self.level_count})"
+        return (
+            f"SlideReader({str(self.path)!r}, backend={self.backend!r}, {w}x{h}, "
+            f"levels={self.level_count})"
+        )
 
     @property
     def closed(self) -> bool:
@@ -578,7 +639,7 @@ class SlideReader:
 
     @property
     def mpp(self) -> tuple[float, float] | None:
-        """(x, y) µm per level-0 pixel: the user override if set, else the file's value, else None."""
+        """(x, y) µm per level-0 pixel: user override if set, else the file's value, else None."""
         return self._user_mpp if self._user_mpp is not None else self._file_mpp
 
     @property
@@ -593,7 +654,7 @@ class SlideReader:
         return "file" if self._file_mpp is not None else None
 
     def set_mpp(self, mpp: float | tuple[float, float] | None) -> None:
-        """Set a user mpp override (one number or ``(x, y)``); ``None`` returns to the file's value."""
+        """Set a user mpp override (a number or ``(x, y)``); ``None`` restores the file's value."""
         if mpp is None:
             self._user_mpp = None
             return
@@ -694,7 +755,7 @@ class SlideReader:
     def iter_level_chunks(
         self, level: int, chunk: int = 2048
     ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yield ``(lv_x, lv_y, rgb)`` chunks covering a whole level in raster order (not cached)."""
+        """Yield ``(lv_x, lv_y, rgb)`` chunks covering a whole level in raster order (uncached)."""
         self._check_level(level)
         lw, lh = self.level_dimensions[level]
         ds = self.level_downsamples[level]
@@ -747,7 +808,12 @@ class SlideReader:
     # -- identity and summary ------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """Cheap identity of the file: sha256 of its size and first and last MiB (hex)."""
+        """Cheap identity of the file: sha256 of its size and first and last MiB (hex).
+
+        For an array slide (:func:`open_array`): sha256 of its shape and pixels.
+        """
+        if self._fingerprint is None and isinstance(self._b, _ArrayBackend):
+            self._fingerprint = self._b.fingerprint()
         if self._fingerprint is None:
             mib = 1 << 20
             try:
@@ -777,7 +843,9 @@ class SlideReader:
             "level_count": self.level_count,
             "levels": [
                 {"level": i, "width": w, "height": h, "downsample": ds}
-                for i, ((w, h), ds) in enumerate(zip(self.level_dimensions, self.level_downsamples))
+                for i, ((w, h), ds) in enumerate(
+                    zip(self.level_dimensions, self.level_downsamples, strict=True)
+                )
             ],
             "mpp": None if mpp is None else (mpp[0] + mpp[1]) / 2,
             "mpp_x": None if mpp is None else mpp[0],
@@ -815,7 +883,8 @@ def open_slide(path: str | os.PathLike[str], *, cache_bytes: int | None = None) 
     Raises
     ------
     SlideError
-        Missing file, folder, empty file, truncated or corrupt slide, unsupported or oversized image.
+        Missing file, folder, empty file, truncated or corrupt slide, unsupported or oversized
+        image.
     """
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
@@ -859,4 +928,32 @@ def open_slide(path: str | os.PathLike[str], *, cache_bytes: int | None = None) 
     except SlideError:
         reader.close()
         raise
+    return reader
+
+
+def open_array(
+    arr: np.ndarray,
+    *,
+    mpp: float | tuple[float, float] | None = None,
+    name: str = "array",
+    cache_bytes: int | None = None,
+) -> SlideReader:
+    """Serve an in-memory image as a one-level slide (backend ``"array"``).
+
+    For tests and generated content (tiatoolbox's ``VirtualWSIReader`` plays the same part).
+
+    Parameters
+    ----------
+    arr
+        (h, w, 3) RGB, (h, w, 4) RGBA (composited on white) or (h, w) grey, uint8. Copied.
+    mpp
+        µm per pixel, one number or ``(x, y)``; ``None`` = unknown.
+    name
+        Shown as the reader's ``path`` in messages and ``info()``.
+    """
+    budget = _env_cache_bytes() if cache_bytes is None else int(cache_bytes)
+    reader = SlideReader(Path(name), _ArrayBackend(arr, None, name), budget)
+    if mpp is not None:
+        reader.set_mpp(mpp)
+        reader._file_mpp, reader._user_mpp = reader._user_mpp, None  # stated by the caller
     return reader

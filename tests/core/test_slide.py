@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image
 
 from crc_core.errors import ConfigError, SlideError
-from crc_core.slide import TileCache, open_slide
+from crc_core.slide import TileCache, open_array, open_slide
 from crc_core.synthetic import TissuePattern, write_pyramid_tiff
 from tests.conftest import PYRAMID_MPP, PYRAMID_SEED, PYRAMID_SIZE
 
@@ -387,3 +387,23 @@ def test_invalid_level_and_oversized_region(slides_dir: Path) -> None:
             s.read_region((0, 0), 0, (100_000, 100_000))
         with pytest.raises(SlideError, match="positive"):
             s.read_region((0, 0), 0, (0, 10))
+
+
+# -- array slides (test double) -----------------------------------------------------------------
+
+
+def test_open_array_serves_the_array_as_a_slide() -> None:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=(300, 500, 3), dtype=np.uint8)
+    with open_array(arr, mpp=0.5, name="noise") as s:
+        assert s.backend == "array" and s.dimensions == (500, 300)
+        assert s.mpp == (0.5, 0.5) and s.mpp_source == "file"
+        np.testing.assert_array_equal(s.read_region((100, 50), 0, (200, 100)), arr[50:150, 100:300])
+        np.testing.assert_array_equal(s.read_tile(0, 1, 1), arr[256:300, 256:500])
+        assert s.thumbnail(100).shape == (60, 100, 3)
+        assert s.info()["fingerprint"] != open_array(arr[::-1]).fingerprint()
+
+
+def test_open_array_rejects_non_images() -> None:
+    with pytest.raises(SlideError, match="uint8"):
+        open_array(np.zeros((10, 10, 3), np.float32))
