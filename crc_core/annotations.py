@@ -569,7 +569,7 @@ def _color_or_none(color: Any) -> tuple[int, int, int] | None:
     if isinstance(color, (list, tuple)) and len(color) >= 3:
         try:
             rgb = tuple(int(c) for c in color[:3])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if all(0 <= c <= 255 for c in rgb) and not any(isinstance(c, bool) for c in color[:3]):
             return rgb  # type: ignore[return-value]
@@ -811,7 +811,7 @@ def _parse_xml(data: bytes, source: str) -> ET.Element:
         ) from None
     except ET.ParseError as exc:
         raise AnnotationError(f"{source}: not well-formed XML ({exc})") from None
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, LookupError, RecursionError) as exc:
         raise AnnotationError(f"{source}: not usable XML ({exc})") from None
 
 
@@ -1026,7 +1026,8 @@ def read_annotations_bytes(
         raise
     except (RecursionError, MemoryError) as exc:
         raise AnnotationError(f"{source}: too large or too deeply nested to read ({type(exc).__name__})") from None
-    except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:
+    except (shapely.errors.ShapelyError, ValueError, TypeError, OverflowError, LookupError,
+            AttributeError, IndexError) as exc:
         # Geometry the checks above let through but GEOS cannot use.
         raise AnnotationError(f"{source}: unusable geometry ({type(exc).__name__}: {exc})"[:300]) from None
     return LoadResult(AnnotationSet(anns), rd.finish_warnings(), rd.added, rd.skipped)
@@ -1109,12 +1110,26 @@ def _class_info(scheme: ClassScheme, class_id: str) -> tuple[str, tuple[int, int
     return c.name, c.color
 
 
+def _plain(v: Any, depth: int = 0) -> Any:
+    """Properties as strict JSON: NaN/inf (QuPath writes NaN measurements) become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if depth > 50:
+        raise AnnotationError("annotation properties are nested too deeply")
+    if isinstance(v, dict):
+        return {str(k) if isinstance(k, (int, float, bool)) else k: _plain(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, depth + 1) for x in v]
+    return v
+
+
 def _to_geojson(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     features = []
     for a in aset:
         cname, color = _class_info(scheme, a.class_id)
         props: dict[str, Any] = {"objectType": "annotation"}
-        props.update({k: v for k, v in a.properties.items() if k not in ("objectType", "classification")})
+        props.update({k: _plain(v) for k, v in a.properties.items()
+                      if k not in ("objectType", "classification")})
         if a.name:
             props["name"] = a.name
         else:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon, box
 
 import crc_core.annotations as annmod
@@ -721,3 +723,71 @@ def test_unserialisable_properties_fail_before_anything_is_written(tmp_path, sch
     with pytest.raises(AnnotationError, match="not plain JSON"):
         save_annotations(bad, path, scheme)
     assert path.read_bytes() == before
+
+
+def test_qupath_nan_measurements_load_and_save_as_null(tmp_path, scheme):
+    text = ('{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
+            '"properties":{"objectType":"annotation","measurements":{"Mean":NaN,"Area":40.5}}}')
+    res = load_annotations(_write(tmp_path, "m.geojson", text), scheme)
+    out = tmp_path / "out.geojson"
+    save_annotations(res.annotations, out, scheme)
+    saved = json.loads(out.read_text(encoding="utf-8"))  # strict JSON: no NaN token
+    assert saved["features"][0]["properties"]["measurements"] == {"Mean": None, "Area": 40.5}
+
+
+def test_colour_that_is_not_a_colour_is_ignored_not_fatal(tmp_path, scheme):
+    text = ('{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
+            '"properties":{"classification":{"name":"Odd","color":[Infinity,-4,"x"]}}}')
+    load_annotations(_write(tmp_path, "c.geojson", text), scheme)
+    odd = scheme.get("Odd")
+    assert odd.color not in ClassScheme.paper().colors  # a palette colour, not the file's
+    assert all(0 <= c <= 255 for c in odd.color)
+
+
+# --------------------------------------------------------------------------- property tests
+_num = st.one_of(st.integers(-(10**20), 10**20), st.floats(), st.booleans(), st.none(), st.text(max_size=2))
+_ring = st.one_of(st.lists(st.lists(_num, max_size=3), max_size=6), _num)
+_geom = st.fixed_dictionaries({
+    "type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "GeometryCollection", "Nope"]),
+    "coordinates": st.one_of(st.lists(_ring, max_size=3), st.lists(st.lists(_ring, max_size=2), max_size=2)),
+})
+_props = st.one_of(st.none(), _num, st.dictionaries(
+    st.sampled_from(["objectType", "classification", "name", "notes"]),
+    st.one_of(_num, st.dictionaries(st.sampled_from(["name", "color", "colorRGB", "names"]),
+                                    st.one_of(_num, st.lists(_num, max_size=4))))))
+_feat = st.fixed_dictionaries({"type": st.just("Feature"), "geometry": st.one_of(_geom, _num),
+                               "properties": _props, "id": st.one_of(_num, st.uuids().map(str))})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(_feat, _num), max_size=4), st.booleans())
+def test_any_geojson_gives_annotations_or_an_annotation_error(features, skip):
+    data = json.dumps({"type": "FeatureCollection", "features": features}).encode()
+    try:
+        res = annmod.read_annotations_bytes(data, "geojson", ClassScheme.paper(), (500, 500), skip_invalid=skip)
+    except AnnotationError:
+        return
+    for a in res.annotations:
+        assert a.geometry.is_valid and a.area > 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=200), st.sampled_from(["geojson", "asap"]))
+def test_any_bytes_give_annotations_or_an_annotation_error(data, fmt):
+    try:
+        annmod.read_annotations_bytes(data, fmt, ClassScheme.paper())
+    except AnnotationError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.integers(0, 900), st.integers(0, 900), st.integers(1, 300), st.integers(1, 300),
+                          st.sampled_from(["normal", "adenoma", "adc-well"])), min_size=1, max_size=5),
+       st.sampled_from([".geojson", ".xml"]))
+def test_saved_annotations_read_back_with_the_same_classes_and_areas(tmp_path_factory, rects, suffix):
+    scheme = ClassScheme.paper()
+    aset = AnnotationSet(Annotation.rectangle(c, x, y, w, h) for x, y, w, h, c in rects)
+    path = tmp_path_factory.mktemp("rt") / f"a{suffix}"
+    save_annotations(aset, path, scheme)
+    back = load_annotations(path, scheme).annotations
+    assert [(a.id, a.class_id, a.area) for a in back] == [(a.id, a.class_id, a.area) for a in aset]
