@@ -1,0 +1,125 @@
+"""`crc train`: train ResNet50, DenseNet121 or InceptionV3 on a patch dataset or CSV manifest.
+
+Runs under ``torchrun --nproc_per_node N -m crc_core.cli train ...`` too (DistributedDataParallel;
+gloo on the CPU, nccl on GPUs); only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from crc_core.errors import ConfigError
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Options that say how to read a CSV manifest (shared with `crc evaluate`)."""
+    g = p.add_argument_group("data")
+    g.add_argument("--image-column", help="CSV column with image paths (relative to the CSV)")
+    g.add_argument("--label-column", help="CSV column with class labels (default: label)")
+    g.add_argument("--group-column", help="CSV column with the slide/case: the split is by group")
+    g.add_argument("--split-column", help="CSV column with a given split (train/val/test)")
+    g.add_argument("--classes", help='keep only these labels, comma-separated, e.g. "A,B,C"')
+    g.add_argument("--map", dest="map", help='merge labels, e.g. "Low-grade IN=Adenoma,C=B"')
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"image_column": args.image_column, "label_column": args.label_column,
+            "group_column": args.group_column, "split_column": args.split_column,
+            "classes": args.classes, "map": args.map}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a CNN classifier on patches",
+        description="Train a torchvision CNN (resnet50, densenet121, inception_v3) on a dataset "
+        "folder from `crc extract` or a CSV manifest. Writes last.pt (every epoch), best.pt, "
+        "history.csv, config.json and summary.json into --out.")
+    p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--arch", choices=["resnet50", "densenet121", "inception_v3"],
+                   help="architecture (default resnet50; with --resume: the checkpoint's)")
+    p.add_argument("--preset", choices=["paper", "quick"], default="quick",
+                   help="paper: batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs 80, 120, "
+                   "160, 180; quick: 5 epochs, batch 16 (default)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch (split between torchrun processes)")
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--milestones", help="epochs after which the rate drops tenfold, e.g. 80,120")
+    p.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"])
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--image-size", type=int, help="network input side in pixels")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--weights", help="none (default), imagenet (from the local torch cache only) or "
+                   "a checkpoint/state_dict file whose backbone is loaded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of groups held out for validation (default 0.2)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="DataLoader workers when images are streamed (default automatic)")
+    p.add_argument("--cache", choices=["auto", "gpu", "cpu", "none"], default="auto",
+                   help="where decoded images are kept (default: GPU when it fits, else RAM)")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or jitter")
+    p.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation ± (0.1)")
+    p.add_argument("--hed-jitter", type=float, help="HED stain jitter ± (0.03)")
+    p.add_argument("--half-checkpoint", action="store_true",
+                   help="store best.pt weights in float16 (half the size)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_data_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crc_core.cli import warn
+    from crc_core.cli_progress import drive_with_bar
+    from crc_core.data import Augment
+    from crc_core.models import load_checkpoint
+    from crc_core.training import fit, make_config
+
+    rank = int(os.environ.get("RANK", "0"))
+    if os.environ.get("OMP_NUM_THREADS") is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ["WORLD_SIZE"])))
+    arch = args.arch
+    if args.resume and arch is None:
+        from pathlib import Path
+
+        arch = load_checkpoint(Path(args.out) / "last.pt")["arch"]
+    arch = arch or "resnet50"
+    milestones = None
+    if args.milestones is not None:
+        try:
+            milestones = [int(m) for m in args.milestones.split(",") if m.strip()]
+        except ValueError:
+            raise ConfigError(f"--milestones {args.milestones!r}: give epochs like 80,120") from None
+    augment = Augment().to_json()
+    if args.no_augment:
+        augment = {"flip": False, "rot90": False, "color": 0.0, "hed": 0.0}
+    if args.color_jitter is not None:
+        augment["color"] = args.color_jitter
+    if args.hed_jitter is not None:
+        augment["hed"] = args.hed_jitter
+    weights = None if args.weights in (None, "none") else args.weights
+    cfg = make_config(
+        arch, args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        milestones=milestones, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
+        image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
+        val_fraction=args.val_fraction, workers=args.workers, compile=args.compile,
+        cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
+        data={k: v for k, v in data_options(args).items() if v is not None})
+    say = warn if rank == 0 else (lambda msg: None)
+    job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)
+    summary = drive_with_bar(job, desc=f"train {arch}", quiet=args.quiet or rank != 0)
+    if rank == 0:
+        last = summary["history"][-1] if summary["history"] else {}
+        brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",
+                                         "train_images", "val_images", "skipped", "device")}
+        brief["last_epoch"] = last
+        sys.stdout.write(json.dumps(brief, indent=2) + "\n")
+    return 0
