@@ -717,7 +717,9 @@ def extract(
     out = Path(os.fspath(out_dir)).expanduser()
     if open_slide_fn is None:
         from crc_core.slide import open_slide as open_slide_fn
-    from crc_core import tissue as _tissue
+    _tissue: Any = None
+    if cfg.tissue_on or cfg.gland_on:  # scikit-image / torch only when a filter needs them
+        from crc_core import tissue as _tissue
 
     # --- classes ------------------------------------------------------------------------------
     if cfg.classes:
@@ -919,6 +921,8 @@ def extract(
                 tissue = _tissue.tissue_fraction(rgb[::_TISSUE_STEP, ::_TISSUE_STEP])
                 if tissue < min_t:
                     return ("drop_tissue", w, None, tissue)
+            if not cfg.gland_on:  # nothing left to decide: encode and write in this same task
+                return write_task(w, rgb, tissue, None)
             return ("read", w, rgb, tissue)
 
         def write_task(w: _Window, rgb: np.ndarray, tissue: float | None,
