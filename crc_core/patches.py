@@ -80,6 +80,9 @@ __all__ = [
     "inside_fractions",
     "plan_area",
     "random_windows",
+    "read_manifest",
+    "sources_from_files",
+    "sources_from_project",
 ]
 
 DATASET_FORMAT = 1

@@ -1,0 +1,374 @@
+"""Build Dataset dialog: cut a patch dataset from the open project's annotated areas.
+
+The settings of :class:`crc_core.patches.ExtractConfig` (patch size, overlap, random windows, filters,
+split, seed, level or mpp, caps, format) and the classes to include; Build runs
+:func:`crc_core.patches.extract` in a :class:`app.workers.JobWorker` with a progress bar and Cancel.
+When done the dialog shows the Table-1 style counts and a grid of sample patches per class. A
+cancelled build leaves an incomplete dataset that Build (same settings, same name) resumes.
+The dataset goes to ``<project>/datasets/<name>``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.dialogs import errors
+from app.workers import JobWorker
+from crc_core.errors import CrcError
+from crc_core.jobs import Progress
+
+SAMPLES_PER_CLASS = 6
+THUMB_PX = 96
+
+
+def _spin(lo: int, hi: int, val: int, special: str | None = None) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(val)
+    if special:
+        s.setSpecialValueText(special)
+    return s
+
+
+def _dspin(lo: float, hi: float, val: float, step: float = 0.05, special: str | None = None,
+           decimals: int = 2) -> QDoubleSpinBox:
+    s = QDoubleSpinBox()
+    s.setDecimals(decimals)
+    s.setRange(lo, hi)
+    s.setSingleStep(step)
+    s.setValue(val)
+    if special:
+        s.setSpecialValueText(special)
+    return s
+
+
+class BuildDatasetDialog(QDialog):
+    """Settings, progress, cancel and results of one dataset build for ``project``.
+
+    Signals
+    -------
+    buildFinished(object)
+        The :class:`crc_core.patches.ExtractResult` of a finished build.
+    buildCancelled()
+        The user cancelled; the dataset folder is left incomplete and resumable.
+    buildFailed(str)
+        One-line error message.
+    """
+
+    buildFinished = Signal(object)
+    buildCancelled = Signal()
+    buildFailed = Signal(str)
+
+    def __init__(self, project: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.project = project
+        self.worker: JobWorker | None = None
+        self.result: Any = None
+        self.sample_labels: dict[str, list[QLabel]] = {}
+        self.setWindowTitle("Build Dataset")
+
+        # -- settings ----------------------------------------------------------------------------
+        self.name_edit = QLineEdit(time.strftime("dataset-%Y%m%d-%H%M"))
+        self.patch_size = _spin(16, 4096, 400)
+        self.overlap = _dspin(0.0, 0.95, 0.3)
+        self.random = _spin(0, 1000, 10)
+        self.min_inside = _dspin(0.05, 1.0, 0.75)
+        self.min_tissue = _dspin(0.0, 1.0, 0.5, special="off")
+        self.min_gland = _dspin(0.0, 1.0, 0.5, special="off")
+        self.test_fraction = _dspin(0.0, 0.9, 0.2)
+        self.split_by = QComboBox()
+        self.split_by.addItems(["area", "slide"])
+        self.seed = _spin(0, 2**31 - 1, 0)
+        self.level = _spin(0, 16, 0)
+        self.use_mpp = QCheckBox("target µm/px instead of a level")
+        self.mpp = _dspin(0.05, 20.0, 0.5, step=0.05, decimals=3)
+        self.mpp.setEnabled(False)
+        self.use_mpp.toggled.connect(self.mpp.setEnabled)
+        self.use_mpp.toggled.connect(lambda on: self.level.setEnabled(not on))
+        self.cap = _spin(0, 10_000_000, 0, special="none")
+        self.workers = _spin(1, 32, 4)
+        self.format = QComboBox()
+        self.format.addItems(["jpeg", "png"])
+
+        form = QFormLayout()
+        form.addRow("Dataset name:", self.name_edit)
+        form.addRow("Patch size (px):", self.patch_size)
+        form.addRow("Overlap:", self.overlap)
+        form.addRow("Random windows per area:", self.random)
+        form.addRow("Min. inside area:", self.min_inside)
+        form.addRow("Min. tissue fraction:", self.min_tissue)
+        form.addRow("Min. gland fraction:", self.min_gland)
+        form.addRow("Test fraction:", self.test_fraction)
+        form.addRow("Split by:", self.split_by)
+        form.addRow("Seed:", self.seed)
+        form.addRow("Level:", self.level)
+        form.addRow(self.use_mpp, self.mpp)
+        form.addRow("Max. patches per class:", self.cap)
+        form.addRow("Reader threads:", self.workers)
+        form.addRow("Patch format:", self.format)
+
+        self.class_list = QListWidget()
+        for c in project.scheme:
+            item = QListWidgetItem(c.name)
+            item.setData(Qt.ItemDataRole.UserRole, c.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.class_list.addItem(item)
+        classes_box = QGroupBox("Classes to include")
+        QVBoxLayout(classes_box).addWidget(self.class_list)
+
+        top = QHBoxLayout()
+        top.addLayout(form, 3)
+        top.addWidget(classes_box, 2)
+
+        # -- run ---------------------------------------------------------------------------------
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.build_button = QPushButton("Build")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.close_button = QPushButton("Close")
+        self.build_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.build_button, self.cancel_button, self.close_button):
+            buttons.addWidget(b)
+
+        # -- results -----------------------------------------------------------------------------
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["Class", "Slides", "Areas", "Train", "Test", "Total"])
+        self.table.verticalHeader().setVisible(False)
+        self.samples = QWidget()
+        self.samples_grid = QGridLayout(self.samples)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.samples)
+        scroll.setMinimumHeight(THUMB_PX + 24)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status_label)
+        lay.addLayout(buttons)
+        lay.addWidget(QLabel("Patches per class (Table 1):"))
+        lay.addWidget(self.table)
+        lay.addWidget(QLabel("Sample patches:"))
+        lay.addWidget(scroll, 1)
+
+    # ---------------------------------------------------------------------------------- settings
+    def selected_classes(self) -> list[str]:
+        out = []
+        for i in range(self.class_list.count()):
+            it = self.class_list.item(i)
+            if it.checkState() == Qt.CheckState.Checked:
+                out.append(str(it.data(Qt.ItemDataRole.UserRole)))
+        return out
+
+    def config(self) -> Any:
+        """The :class:`crc_core.patches.ExtractConfig` of the current settings (validated)."""
+        from crc_core.errors import ConfigError
+        from crc_core.patches import ExtractConfig
+
+        classes = self.selected_classes()
+        if not classes:
+            raise ConfigError("no class selected; tick at least one class to include")
+        return ExtractConfig(
+            patch_size=self.patch_size.value(), overlap=round(self.overlap.value(), 4),
+            level=None if self.use_mpp.isChecked() else self.level.value(),
+            mpp=self.mpp.value() if self.use_mpp.isChecked() else None,
+            min_inside=round(self.min_inside.value(), 4), random=self.random.value(),
+            min_tissue=self.min_tissue.value() or None, min_gland=self.min_gland.value() or None,
+            test_fraction=round(self.test_fraction.value(), 4), split_by=self.split_by.currentText(),
+            seed=self.seed.value(),
+            classes=None if len(classes) == len(self.project.scheme) else classes,
+            cap=self.cap.value() or None, workers=self.workers.value(),
+            format=self.format.currentText(),
+        ).validate()
+
+    def out_dir(self) -> Path:
+        from crc_core.errors import ConfigError
+
+        name = self.name_edit.text().strip()
+        if not name or name in (".", "..") or any(ch in name for ch in "/\\:"):
+            raise ConfigError(f"dataset name {name!r} must be a plain folder name (no / \\ :)")
+        return Path(self.project.datasets_dir) / name
+
+    def _set_running(self, running: bool) -> None:
+        self.build_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        for w in (self.name_edit, self.patch_size, self.overlap, self.random, self.min_inside,
+                  self.min_tissue, self.min_gland, self.test_fraction, self.split_by, self.seed,
+                  self.use_mpp, self.cap, self.workers, self.format, self.class_list):
+            w.setEnabled(not running)
+        self.level.setEnabled(not running and not self.use_mpp.isChecked())
+        self.mpp.setEnabled(not running and self.use_mpp.isChecked())
+
+    # ---------------------------------------------------------------------------------- run
+    def start(self) -> None:
+        """Read the project's annotations and start the build in a background thread."""
+        if self.worker is not None:
+            return
+        from crc_core.patches import extract, sources_from_project
+
+        try:
+            cfg = self.config()
+            out = self.out_dir()
+            sources, warns = sources_from_project(self.project)
+        except CrcError as exc:
+            errors.report(self, "Build Dataset", str(exc))
+            return
+        scheme = self.project.scheme.copy()
+        self.result = None
+        self._clear_results()
+        self.progress.setRange(0, 0)  # busy until the first event gives a total
+        self.status_label.setText("Reading annotations and planning windows…"
+                                  + (f" ({len(warns)} warnings)" if warns else ""))
+        self._set_running(True)
+        self.worker = JobWorker(lambda: extract(sources, out, scheme, cfg), self)
+        self.worker.progressed.connect(self._on_worker_progressed)
+        self.worker.finished_ok.connect(self._on_worker_finished)
+        self.worker.failed.connect(self._on_worker_failed)
+        self.worker.cancelled.connect(self._on_worker_cancelled)
+        self.worker.finished.connect(self._on_worker_done)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.status_label.setText("Cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.worker.cancel()
+
+    def _on_worker_progressed(self, ev: Progress) -> None:
+        if ev.total:
+            self.progress.setRange(0, int(ev.total))
+            self.progress.setValue(int(ev.done))
+        self.status_label.setText(ev.message)
+
+    def _on_worker_finished(self, result: Any) -> None:
+        self.result = result
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        msg = (f"{result.patches} patches in {result.out_dir} "
+               f"({result.written} written, {result.reused} reused).")
+        if result.warnings:
+            msg += " " + " ".join(result.warnings[:3])
+            if len(result.warnings) > 3:
+                msg += f" (+{len(result.warnings) - 3} more warnings in dataset.json)"
+        self.status_label.setText(msg)
+        self._show_table(result.table, result.totals)
+        self._show_samples(result)
+        self.buildFinished.emit(result)
+
+    def _on_worker_failed(self, message: str) -> None:
+        self.status_label.setText(f"Failed: {message}")
+        errors.report(self, "Build Dataset", message)
+        self.buildFailed.emit(message)
+
+    def _on_worker_cancelled(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status_label.setText(
+            "Cancelled: the dataset is incomplete. Build again with the same name and settings "
+            "to resume."
+        )
+        self.buildCancelled.emit()
+
+    def _on_worker_done(self) -> None:
+        self.worker = None
+        self._set_running(False)
+
+    # ---------------------------------------------------------------------------------- results
+    def _clear_results(self) -> None:
+        self.table.setRowCount(0)
+        while self.samples_grid.count():
+            item = self.samples_grid.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.sample_labels = {}
+
+    def _show_table(self, table: list[dict[str, Any]], totals: dict[str, Any]) -> None:
+        rows = [(r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"])
+                for r in table]
+        rows.append(("Total", totals["slides"], totals["areas"], totals["train"], totals["test"],
+                     totals["total"]))
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                it = QTableWidgetItem(str(v))
+                if j:
+                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(i, j, it)
+        self.table.resizeColumnsToContents()
+
+    def _show_samples(self, result: Any) -> None:
+        """Up to SAMPLES_PER_CLASS patches per class, spread over the manifest."""
+        from crc_core.patches import read_manifest
+
+        by_class: dict[str, list[str]] = {}
+        for r in read_manifest(result.manifest):
+            by_class.setdefault(r["label"], []).append(r["path"])
+        row = 0
+        for c in self.project.scheme:
+            paths = by_class.get(c.id, [])
+            if not paths:
+                continue
+            step = max(1, len(paths) // SAMPLES_PER_CLASS)
+            picks = paths[::step][:SAMPLES_PER_CLASS]
+            name = QLabel(c.name)
+            name.setStyleSheet(f"color: {c.hex}; font-weight: bold")
+            self.samples_grid.addWidget(name, row, 0)
+            labels = []
+            for j, rel in enumerate(picks):
+                lab = QLabel()
+                pix = QPixmap(str(Path(result.out_dir) / rel))
+                if not pix.isNull():
+                    lab.setPixmap(pix.scaled(THUMB_PX, THUMB_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation))
+                lab.setToolTip(rel)
+                self.samples_grid.addWidget(lab, row, j + 1)
+                labels.append(lab)
+            self.sample_labels[c.id] = labels
+            row += 1
+
+    # ---------------------------------------------------------------------------------- closing
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        if self.worker is not None:
+            self.worker.cancel_and_wait()
+        super().closeEvent(event)
+
+    def reject(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel_and_wait()
+        super().reject()

@@ -1,0 +1,75 @@
+"""Build Dataset dialog on a small real-slide project: build with progress, results, cancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crc_core.annotations import Annotation, AnnotationSet
+from crc_core.classes import ClassScheme
+
+
+@pytest.fixture
+def project(slides_dir: Path, tmp_path: Path):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
+    entry = proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save_annotations(entry, AnnotationSet([
+        Annotation.rectangle("normal", 300, 400, 1000, 680),
+        Annotation.rectangle("adenoma", 300, 1500, 1000, 680),
+    ]))
+    proj.save()
+    return proj
+
+
+def make_dialog(qtbot, project, **values):
+    from app.dialogs.build_dataset import BuildDatasetDialog
+
+    dlg = BuildDatasetDialog(project)
+    qtbot.addWidget(dlg)
+    dlg.name_edit.setText("ds")
+    dlg.random.setValue(0)
+    dlg.min_gland.setValue(0)
+    dlg.min_tissue.setValue(0)
+    dlg.test_fraction.setValue(0)
+    for k, v in values.items():
+        getattr(dlg, k).setValue(v)
+    dlg.show()
+    return dlg
+
+
+def test_build_shows_counts_and_sample_patches(qtbot, project, errors_seen):
+    from PySide6.QtCore import Qt
+
+    dlg = make_dialog(qtbot, project)
+    with qtbot.waitSignal(dlg.buildFinished, timeout=60000):
+        qtbot.mouseClick(dlg.build_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dlg.build_button.isEnabled(), timeout=10000)
+    assert not errors_seen
+    cells = {dlg.table.item(r, 0).text(): dlg.table.item(r, 5).text() for r in range(dlg.table.rowCount())}
+    assert cells == {"Normal": "8", "Adenoma": "8", "Adenocarcinoma": "0", "Total": "16"}
+    assert len(dlg.sample_labels["normal"]) == 6 and len(dlg.sample_labels["adenoma"]) == 6
+    assert all(not lab.pixmap().isNull() for lab in dlg.sample_labels["normal"])
+    assert (Path(project.datasets_dir) / "ds" / "manifest.csv").is_file()
+
+
+def test_cancel_leaves_a_resumable_incomplete_dataset(qtbot, project, errors_seen):
+    from PySide6.QtCore import Qt
+
+    dlg = make_dialog(qtbot, project, patch_size=32, workers=1)
+    dlg.overlap.setValue(0.5)
+    started: list[int] = []
+    dlg.progress.valueChanged.connect(lambda v: started.append(v))
+    qtbot.mouseClick(dlg.build_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: any(v > 0 for v in started), timeout=30000)
+    with qtbot.waitSignal(dlg.buildCancelled, timeout=30000):
+        qtbot.mouseClick(dlg.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dlg.build_button.isEnabled(), timeout=10000)
+    assert not errors_seen
+    assert "incomplete" in dlg.status_label.text()
+    doc = json.loads((Path(project.datasets_dir) / "ds" / "dataset.json").read_text())
+    assert doc["complete"] is False
+    assert not (Path(project.datasets_dir) / "ds" / "manifest.csv").exists()
