@@ -25,7 +25,9 @@ def _parse_view(text: str) -> tuple[float, float, float]:
     try:
         x, y, z = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--view {text!r}: expected X,Y,ZOOM (three numbers)") from None
+        raise argparse.ArgumentTypeError(
+            f"--view {text!r}: expected X,Y,ZOOM (three numbers)"
+        ) from None
     if z <= 0:
         raise argparse.ArgumentTypeError(f"--view {text!r}: ZOOM must be > 0")
     return x, y, z
@@ -40,14 +42,26 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="crc-viewer", description="CRC Workbench slide viewer and annotator")
+    ap = argparse.ArgumentParser(
+        prog="crc-viewer", description="CRC Workbench slide viewer and annotator"
+    )
     ap.add_argument("path", nargs="?", help="slide file or project folder")
-    ap.add_argument("--annotations", metavar="FILE", help="GeoJSON/ASAP XML annotation file to open (autosaved)")
-    ap.add_argument("--view", type=_parse_view, metavar="X,Y,ZOOM", help="centre (level-0 px) and zoom")
-    ap.add_argument("--screenshot", metavar="OUT.png", help="save the window once fully painted, then exit")
+    ap.add_argument(
+        "--annotations", metavar="FILE", help="GeoJSON/ASAP XML annotation file to open (autosaved)"
+    )
+    ap.add_argument(
+        "--view", type=_parse_view, metavar="X,Y,ZOOM", help="centre (level-0 px) and zoom"
+    )
+    ap.add_argument(
+        "--screenshot", metavar="OUT.png", help="save the window once fully painted, then exit"
+    )
     ap.add_argument("--size", type=_parse_size, default=None, metavar="WxH", help="window size")
-    ap.add_argument("--timeout", type=float, default=120.0, help="screenshot: seconds to wait for tiles")
-    ap.add_argument("--selftest", action="store_true", help="open, draw, undo, exit 0 when all works")
+    ap.add_argument(
+        "--timeout", type=float, default=120.0, help="screenshot: seconds to wait for tiles"
+    )
+    ap.add_argument(
+        "--selftest", action="store_true", help="open, draw, undo, exit 0 when all works"
+    )
     return ap
 
 
@@ -56,11 +70,50 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _selftest(app: object, win: object) -> int:
+    """Open a generated slide, draw, undo, redo, wait for the autosave; 0 when everything worked."""
+    import tempfile
+    import time
+
+    import numpy as np
+    from PIL import Image
+    from shapely.geometry import box
+
+    with tempfile.TemporaryDirectory(prefix="crc-viewer-selftest-") as tmp:
+        os.environ["CRC_VIEWER_HOME"] = str(Path(tmp) / "home")
+        img = np.full((600, 800, 3), 235, np.uint8)
+        img[150:450, 200:600] = (180, 60, 140)
+        Image.fromarray(img).save(Path(tmp) / "selftest.png")
+        win.show()  # type: ignore[attr-defined]
+        try:
+            win.open_path(Path(tmp) / "selftest.png", quiet=True)  # type: ignore[attr-defined]
+            doc = win.document  # type: ignore[attr-defined]
+            win.ctl.add_shape(box(100, 100, 300, 250), "Draw rectangle")  # type: ignore[attr-defined]
+            doc.undo_stack.undo()
+            doc.undo_stack.redo()
+            ok = len(doc) == 1 and doc.flush()
+            deadline = time.monotonic() + 30
+            while not win.view.is_complete() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                app.processEvents()  # type: ignore[attr-defined]
+                time.sleep(0.01)
+            ok = ok and win.view.is_complete()  # type: ignore[attr-defined]
+        except Exception as exc:  # report, never hang
+            print(f"crc-viewer: selftest failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            ok = False
+        win.close()  # type: ignore[attr-defined]
+    print("crc-viewer selftest: " + ("ok" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.screenshot and not args.path:
         return _fail("--screenshot needs a SLIDE or PROJECT_DIR")
-    if (args.screenshot or args.selftest) and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+    if (
+        (args.screenshot or args.selftest)
+        and "QT_QPA_PLATFORM" not in os.environ
+        and not os.environ.get("DISPLAY")
+    ):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
     from PySide6.QtCore import QTimer
@@ -78,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.screenshot:
         win.resize(1400, 900)
     if args.selftest:
-        from app.selftest import run_selftest
-
-        return run_selftest(win)
+        return _selftest(app, win)
     win.show()
     app.processEvents()
     if args.path:
@@ -90,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 win.open_path(args.path, annotations=args.annotations, quiet=True)
             except (CrcError, OSError) as exc:
-                return _fail(str(exc) if isinstance(exc, CrcError) else f"{args.path}: {exc.strerror or exc}")
+                return _fail(
+                    str(exc) if isinstance(exc, CrcError) else f"{args.path}: {exc.strerror or exc}"
+                )
             except Exception as exc:
                 return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
         else:
@@ -116,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         app.quit()
 
     def give_up() -> None:
-        print(f"crc-viewer: error: tiles not painted within {args.timeout:g} s; no screenshot", file=sys.stderr)
+        print(
+            f"crc-viewer: error: tiles not painted within {args.timeout:g} s; no screenshot",
+            file=sys.stderr,
+        )
         win.close()
         app.quit()
 

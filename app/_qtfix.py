@@ -1,16 +1,20 @@
 """Work around a reference-count bug of the installed PySide6/shiboken6 (6.12.0) on Python 3.11.
 
 In this build every Python call to a Qt function that returns ``void`` (``widget.update()``,
-``pool.start(...)``, ``painter.drawImage(...)``...) returns ``None`` without taking a new reference to
-it, and ``signal.emit(...)`` does the same with ``True``. Each call therefore decrements the reference
+``pool.start(...)``, ``painter.drawImage(...)``...) returns ``None`` without taking a new reference
+to
+it, and ``signal.emit(...)`` does the same with ``True``. Each call therefore decrements the
+reference
 count of ``None`` or ``True``. On Python 3.11 these singletons are not immortal (they start with a
-few thousand and a few hundred references), so the interpreter soon aborts with ``Fatal Python error:
+few thousand and a few hundred references), so the interpreter soon aborts with ``Fatal Python
+error:
 none_dealloc`` / ``bool_dealloc``: a viewer painting tiles dies within seconds, a training job
 reporting progress after a few hundred epochs' worth of events.
 
 :func:`install` probes once whether the bug is present (a few void calls and emits on a private
 ``QObject``, comparing ``sys.getrefcount``) and, only then, adds 2**40 references to ``None``,
-``True`` and ``False``: the same effect as Python 3.12's immortal singletons, so the stray decrements
+``True`` and ``False``: the same effect as Python 3.12's immortal singletons, so the stray
+decrements
 can never reach zero. Nothing else is touched. Imported by ``app/__init__.py``, so it is in place
 before any application code runs. On Python >= 3.12 (immortal singletons) it does nothing.
 """
@@ -39,7 +43,7 @@ def _leaks() -> bool:
 
 
 def install() -> bool:
-    """Make None/True/False effectively immortal when this PySide6 has the bug; returns whether it did."""
+    """Make None/True/False immortal when this PySide6 has the bug; returns whether it did."""
     global _installed
     if _installed:
         return True

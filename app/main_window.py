@@ -5,7 +5,8 @@ Opening
 * A **project folder** (holding ``project.json``): its slides are listed in the Project panel;
   annotations autosave to ``annotations/<slide-id>.geojson`` in the project.
 * A **bare slide file**: the window opens (or creates) an *implicit project* for it under
-  ``settings.data_home()/slides/<fingerprint>/`` (the slide is referenced by its absolute path, never
+  ``settings.data_home()/slides/<fingerprint>/`` (the slide is referenced by its absolute path,
+  never
   copied). Its annotations and a user-set pixel size autosave there, so reopening the same slide
   brings them back; nothing is written beside the slide (which may be on read-only storage).
   File > Export annotations writes them anywhere as QuPath GeoJSON or ASAP XML.
@@ -28,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -56,8 +65,10 @@ from crc_core.slide import open_slide
 
 log = logging.getLogger(__name__)
 
-SLIDE_FILTER = ("Slides (*.svs *.tif *.tiff *.ndpi *.vms *.vmu *.scn *.mrxs *.svslide *.bif *.dcm "
-                "*.png *.jpg *.jpeg *.bmp);;All files (*)")
+SLIDE_FILTER = (
+    "Slides (*.svs *.tif *.tiff *.ndpi *.vms *.vmu *.scn *.mrxs *.svslide *.bif *.dcm "
+    "*.png *.jpg *.jpeg *.bmp);;All files (*)"
+)
 ANNOTATION_FILTER = "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
 
 ANALYSIS_DIALOGS = {
@@ -112,7 +123,9 @@ class MainWindow(QMainWindow):
 
         self.overview = OverviewWidget(self.view)
         self.palette = ClassPalette(self.ctl)
-        self.annotation_list = AnnotationList(self.ctl, lambda: self.slide.mpp if self.slide else None)
+        self.annotation_list = AnnotationList(
+            self.ctl, lambda: self.slide.mpp if self.slide else None
+        )
         self.project_panel = ProjectPanel()
         self.project_panel.slideActivated.connect(self._on_project_slideActivated)
         self.layers_panel = LayersPanel(self.view.layers)
@@ -120,7 +133,12 @@ class MainWindow(QMainWindow):
         for key, title, widget, area in [
             ("overview", "Overview", self.overview, Qt.DockWidgetArea.RightDockWidgetArea),
             ("classes", "Classes", self.palette, Qt.DockWidgetArea.RightDockWidgetArea),
-            ("annotations", "Annotations", self.annotation_list, Qt.DockWidgetArea.RightDockWidgetArea),
+            (
+                "annotations",
+                "Annotations",
+                self.annotation_list,
+                Qt.DockWidgetArea.RightDockWidgetArea,
+            ),
             ("project", "Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("layers", "Layers", self.layers_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
         ]:
@@ -171,26 +189,38 @@ class MainWindow(QMainWindow):
         self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = A("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.act_redo = A("&Redo", self.redo, QKeySequence.StandardKey.Redo)
-        self.act_delete = A("&Delete Selection", self.ctl.delete_selection, QKeySequence.StandardKey.Delete)
+        self.act_delete = A(
+            "&Delete Selection", self.ctl.delete_selection, QKeySequence.StandardKey.Delete
+        )
         self.act_select_all = A("Select &All", self.select_all, QKeySequence.StandardKey.SelectAll)
         self.act_scheme = A("Edit &Class Scheme…", self.edit_scheme)
         self.act_fit = A("&Fit to Window", self.view.fit, "F")
         self.act_1to1 = A("&1:1 (Level 0)", self.view.one_to_one, "Ctrl+0")
-        self.act_zoom_in = A("Zoom &In", lambda: self.view.zoom_by(1.5), QKeySequence.StandardKey.ZoomIn)
-        self.act_zoom_out = A("Zoom &Out", lambda: self.view.zoom_by(1 / 1.5), QKeySequence.StandardKey.ZoomOut)
+        self.act_zoom_in = A(
+            "Zoom &In", lambda: self.view.zoom_by(1.5), QKeySequence.StandardKey.ZoomIn
+        )
+        self.act_zoom_out = A(
+            "Zoom &Out", lambda: self.view.zoom_by(1 / 1.5), QKeySequence.StandardKey.ZoomOut
+        )
         self.tool_group = QActionGroup(self)
         self.tool_group.setExclusive(True)
         self.tool_actions: dict[str, QAction] = {}
         for name, tool in self.ctl.tools.items():
-            a = A(tool.label, lambda _=False, n=name: self.ctl.set_tool(n), tool.shortcut,
-                  f"{tool.label} tool ({tool.shortcut})")
+            a = A(
+                tool.label,
+                lambda _=False, n=name: self.ctl.set_tool(n),
+                tool.shortcut,
+                f"{tool.label} tool ({tool.shortcut})",
+            )
             a.setCheckable(True)
             self.tool_group.addAction(a)
             self.tool_actions[name] = a
         self.tool_actions["pan"].setChecked(True)
         self.ctl.toolChanged.connect(lambda n: self.tool_actions[n].setChecked(True))
-        self.analysis_actions = {k: A(text, lambda _=False, k=k: self.open_analysis(k))
-                                 for k, (text, *_rest) in ANALYSIS_DIALOGS.items()}
+        self.analysis_actions = {
+            k: A(text, lambda _=False, k=k: self.open_analysis(k))
+            for k, (text, *_rest) in ANALYSIS_DIALOGS.items()
+        }
         # class keys 1-9: set the class of new shapes (and of the selection with Shift)
         self._class_shortcuts = []
         for digit in "123456789":
@@ -258,8 +288,17 @@ class MainWindow(QMainWindow):
 
     def _update_actions(self) -> None:
         has_slide = self.slide is not None
-        for a in (self.act_export, self.act_props, self.act_mpp, self.act_open_ann, self.act_select_all,
-                  self.act_fit, self.act_1to1, self.act_zoom_in, self.act_zoom_out):
+        for a in (
+            self.act_export,
+            self.act_props,
+            self.act_mpp,
+            self.act_open_ann,
+            self.act_select_all,
+            self.act_fit,
+            self.act_1to1,
+            self.act_zoom_in,
+            self.act_zoom_out,
+        ):
             a.setEnabled(has_slide)
         self.act_add_slide.setEnabled(self.project is not None and not self.implicit_project)
         stack = self.document.undo_stack if self.document else None
@@ -269,8 +308,10 @@ class MainWindow(QMainWindow):
         self.act_redo.setText(f"&Redo {stack.redoText()}" if stack and stack.canRedo() else "&Redo")
 
     # ================================================================= opening
-    def open_path(self, path: str | Path, annotations: str | Path | None = None, quiet: bool = False) -> bool:
-        """Open a slide file or a project folder; errors go to a dialog (or raise when ``quiet``)."""
+    def open_path(
+        self, path: str | Path, annotations: str | Path | None = None, quiet: bool = False
+    ) -> bool:
+        """Open a slide file or a project folder; errors go to a dialog (raise when ``quiet``)."""
         p = Path(path).expanduser()
         try:
             if p.is_dir() or p.name == PROJECT_FILE:
@@ -343,9 +384,15 @@ class MainWindow(QMainWindow):
         self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
         return True
 
-    def _show_slide(self, reader: Any, project: Project, entry: SlideEntry, implicit: bool,
-                    annotation_file: Path | None = None) -> None:
-        # load the annotations before anything is replaced, so a bad file leaves the window as it was
+    def _show_slide(
+        self,
+        reader: Any,
+        project: Project,
+        entry: SlideEntry,
+        implicit: bool,
+        annotation_file: Path | None = None,
+    ) -> None:
+        # load annotations before replacing anything: a bad file leaves the window as it was
         scheme = project.scheme
         if annotation_file is not None:
             if annotation_file.exists():
@@ -363,15 +410,22 @@ class MainWindow(QMainWindow):
             reader.set_mpp(entry.mpp)
         self.slide = reader
         if annotation_file is not None:
-            def saver(aset: AnnotationSet, f: Path = annotation_file, s: ClassScheme = scheme) -> None:
+
+            def saver(
+                aset: AnnotationSet, f: Path = annotation_file, s: ClassScheme = scheme
+            ) -> None:
                 save_annotations(aset, f, s)
         else:
+
             def saver(aset: AnnotationSet, p: Project = project, e: SlideEntry = entry) -> None:
                 p.autosave(e, aset)
-        doc = AnnotationDocument(scheme, res.annotations if res is not None else AnnotationSet(), saver, parent=self)
+
+        doc = AnnotationDocument(
+            scheme, res.annotations if res is not None else AnnotationSet(), saver, parent=self
+        )
         doc.saveFailed.connect(lambda msg: errors.report(self, "Autosave failed", msg))
         doc.saved.connect(self._on_document_saved)
-        doc.undo_stack.indexChanged.connect(lambda _: self._update_actions())
+        doc.undo_stack.indexChanged.connect(self._on_undo_indexChanged)
         self.document = doc
         self.ctl.set_document(doc)
         self.palette.refresh()
@@ -381,7 +435,9 @@ class MainWindow(QMainWindow):
         title = f"{reader.path.name}" + ("" if implicit else f" — {project.name}")
         self.setWindowTitle(f"CRC Workbench — {title}")
         if res is not None and res.warnings:
-            self.statusBar().showMessage(f"{len(res.warnings)} annotation warnings: {res.warnings[0]}", 15000)
+            self.statusBar().showMessage(
+                f"{len(res.warnings)} annotation warnings: {res.warnings[0]}", 15000
+            )
         self._update_actions()
         self._update_zoom_label()
         self.slideOpened.emit(str(reader.path))
@@ -389,6 +445,7 @@ class MainWindow(QMainWindow):
     def _close_slide(self) -> None:
         if self.document is not None:
             self.document.flush()
+            self.document.undo_stack.indexChanged.disconnect(self._on_undo_indexChanged)
             self.ctl.set_document(None)
             self.document.deleteLater()
             self.document = None
@@ -398,6 +455,9 @@ class MainWindow(QMainWindow):
             self.slide = None
         self.annotation_list.attach()
         self.palette.refresh()
+
+    def _on_undo_indexChanged(self, _index: int) -> None:
+        self._update_actions()
 
     def _on_document_saved(self) -> None:
         if self.project is not None and self.entry is not None and self.annotation_file is None:
@@ -558,7 +618,9 @@ class MainWindow(QMainWindow):
             mod = importlib.import_module(module)
             cls = getattr(mod, cls_name)
         except (ImportError, AttributeError) as exc:
-            errors.report(self, text.rstrip("…"), f"{text.rstrip('…')} is not available in this build ({exc})")
+            errors.report(
+                self, text.rstrip("…"), f"{text.rstrip('…')} is not available in this build ({exc})"
+            )
             return None
         if arg == "project" and self.project is None:
             errors.report(self, text.rstrip("…"), "open a project or a slide first (File > Open)")
@@ -591,9 +653,12 @@ class MainWindow(QMainWindow):
         self.zoom_label.setText(f"{self.view.magnification_text()}   level {lv}")
 
     def about(self) -> None:
-        QMessageBox.about(self, "CRC Workbench",
-                          "CRC Workbench: view and annotate colorectal whole-slide images, "
-                          "build patch datasets, train, evaluate and predict.")
+        QMessageBox.about(
+            self,
+            "CRC Workbench",
+            "CRC Workbench: view and annotate colorectal whole-slide images, "
+            "build patch datasets, train, evaluate and predict.",
+        )
 
     # ================================================================= drag and drop, close
     def dragEnterEvent(self, ev: QDragEnterEvent) -> None:  # noqa: N802
@@ -608,7 +673,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
         if self.document is not None and not self.document.flush():
-            box = QMessageBox.question(self, "Quit", "The annotations could not be saved. Quit anyway?")
+            box = QMessageBox.question(
+                self, "Quit", "The annotations could not be saved. Quit anyway?"
+            )
             if box != QMessageBox.StandardButton.Yes:
                 ev.ignore()
                 return
@@ -621,4 +688,3 @@ class MainWindow(QMainWindow):
         self.settings.save()
         self._close_slide()
         super().closeEvent(ev)
-

@@ -54,7 +54,9 @@ class Settings:
 
     def __init__(self, path: Path | None = None):
         self.path = path or settings_path()
-        self.values: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()}
+        self.values: dict[str, Any] = {
+            k: (list(v) if isinstance(v, list) else v) for k, v in DEFAULTS.items()
+        }
         self.load()
 
     def load(self) -> None:

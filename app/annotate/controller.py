@@ -15,9 +15,9 @@ from app.annotate.document import AnnotationDocument
 from app.annotate.geometry import clean_polygonal
 from app.annotate.layer import AnnotationLayer
 from app.annotate.tools import TOOL_CLASSES, Tool
+from app.viewer.view import SlideView
 from crc_core.annotations import Annotation
 from crc_core.classes import ClassDef
-from app.viewer.view import SlideView
 
 
 class AnnotationController(QObject):
@@ -51,7 +51,9 @@ class AnnotationController(QObject):
             self.view.tool.cancel()
         self.document = doc
         self.layer.set_document(doc)
-        if doc is not None and (self.current_class_id is None or doc.scheme.find(self.current_class_id) is None):
+        if doc is not None and (
+            self.current_class_id is None or doc.scheme.find(self.current_class_id) is None
+        ):
             self.set_current_class(doc.scheme.classes[0].id if len(doc.scheme) else None)
 
     def current_class(self) -> ClassDef | None:
@@ -79,7 +81,7 @@ class AnnotationController(QObject):
         return [a for a in self.document if self.layer.is_class_visible(a.class_id)]
 
     def annotation_at(self, p: tuple[float, float], tol: float) -> Annotation | None:
-        """Topmost visible annotation containing ``p`` or with its outline within ``tol`` (level-0 px)."""
+        """Topmost visible annotation containing ``p`` or with its outline within ``tol``."""
         pt = Point(p)
         for a in reversed(self.visible_annotations()):
             x0, y0, x1, y1 = a.bounds
@@ -104,8 +106,11 @@ class AnnotationController(QObject):
         doc = self.document
         if doc is None or self.current_class_id is None:
             return
-        same = [a for a in reversed(self.visible_annotations())
-                if a.class_id == self.current_class_id and a.geometry.intersects(stroke)]
+        same = [
+            a
+            for a in reversed(self.visible_annotations())
+            if a.class_id == self.current_class_id and a.geometry.intersects(stroke)
+        ]
         if not same:
             self.add_shape(stroke, "Brush")
             return
@@ -115,7 +120,7 @@ class AnnotationController(QObject):
         doc.set_selection([target.id])
 
     def erase_area(self, stroke: BaseGeometry) -> None:
-        """Brush eraser: cut ``stroke`` out of every visible annotation it touches (one undo step)."""
+        """Brush eraser: cut ``stroke`` out of every visible annotation it touches (one undo)."""
         doc = self.document
         if doc is None:
             return

@@ -2,13 +2,16 @@
 
 Every edit goes through :class:`AnnotationDocument`, which pushes one :class:`ChangeCommand` onto a
 ``QUndoStack``: a change maps annotation ids to their state before and after (``None`` = absent), so
-adding, deleting, moving, reshaping, painting with the brush and changing classes are all one kind of
+adding, deleting, moving, reshaping, painting with the brush and changing classes are all one kind
+of
 command and undo exactly.
 
 Autosave: after each change (including undo and redo) the document saves itself through its
-``saver`` callback (``saver(annotation_set)``; the main window passes ``Project.save_annotations`` or
+``saver`` callback (``saver(annotation_set)``; the main window passes ``Project.save_annotations``
+or
 ``crc_core.annotations.save_annotations``, both atomic) once the edits pause for ``autosave_ms``
-(default 150 ms), and :meth:`AnnotationDocument.flush` saves at once (on quit, before switching slide).
+(default 150 ms), and :meth:`AnnotationDocument.flush` saves at once (on quit, before switching
+slide).
 A killed process therefore loses at most the last 150 ms of edits, and never the file itself.
 
 Threading: GUI thread only.
@@ -108,7 +111,9 @@ class AnnotationDocument(QObject):
             return
         self.undo_stack.push(ChangeCommand(self, before, after, text))
 
-    def add(self, class_id: str, geometry: BaseGeometry, name: str = "", text: str = "Add annotation") -> Annotation:
+    def add(
+        self, class_id: str, geometry: BaseGeometry, name: str = "", text: str = "Add annotation"
+    ) -> Annotation:
         ann = Annotation.new(class_id, geometry, name=name)
         self.push_change({ann.id: None}, {ann.id: ann}, text)
         self.set_selection([ann.id])
@@ -129,9 +134,13 @@ class AnnotationDocument(QObject):
     def update(self, new: Iterable[Annotation], text: str) -> None:
         """Replace annotations (same ids) with changed copies."""
         new = [a for a in new if a.id in self.annotations]
-        self.push_change({a.id: self.annotations.get(a.id) for a in new}, {a.id: a for a in new}, text)
+        self.push_change(
+            {a.id: self.annotations.get(a.id) for a in new}, {a.id: a for a in new}, text
+        )
 
-    def set_geometry(self, ann_id: str, geometry: BaseGeometry | None, text: str = "Edit shape") -> None:
+    def set_geometry(
+        self, ann_id: str, geometry: BaseGeometry | None, text: str = "Edit shape"
+    ) -> None:
         """Change one annotation's geometry (``None`` or empty removes it)."""
         old = self.annotations.get(ann_id)
         if geometry is None or geometry.is_empty:
@@ -141,7 +150,11 @@ class AnnotationDocument(QObject):
 
     def set_class(self, ids: Iterable[str], class_id: str) -> None:
         self.scheme.get(class_id)
-        anns = [a for a in (self.annotations.find(i) for i in ids) if a is not None and a.class_id != class_id]
+        anns = [
+            a
+            for a in (self.annotations.find(i) for i in ids)
+            if a is not None and a.class_id != class_id
+        ]
         if anns:
             name = self.scheme.get(class_id).name
             self.update([a.replace(class_id=class_id) for a in anns], f"Set class to {name}")
@@ -162,8 +175,10 @@ class AnnotationDocument(QObject):
             elif present:
                 aset.replace(ann)
         # re-insert in original order so undone deletions return to their place
-        for ann_id, ann in sorted(((k, v) for k, v in state.items() if v is not None and k not in aset),
-                                  key=lambda kv: positions.get(kv[0], 1 << 30)):
+        for ann_id, ann in sorted(
+            ((k, v) for k, v in state.items() if v is not None and k not in aset),
+            key=lambda kv: positions.get(kv[0], 1 << 30),
+        ):
             aset.add(ann, positions.get(ann_id))
         sel = [i for i in self.selection if i in aset]
         if sel != self.selection:
@@ -193,7 +208,11 @@ class AnnotationDocument(QObject):
         try:
             self.saver(self.annotations)
         except (CrcError, OSError) as exc:
-            msg = str(exc) if isinstance(exc, CrcError) else f"{getattr(exc, 'filename', '')}: {exc.strerror or exc}"
+            msg = (
+                str(exc)
+                if isinstance(exc, CrcError)
+                else f"{getattr(exc, 'filename', '')}: {exc.strerror or exc}"
+            )
             log.error("autosave failed: %s", msg)
             self.saveFailed.emit(f"Annotations could not be saved: {msg}")
             return False

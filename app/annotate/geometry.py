@@ -1,7 +1,8 @@
 """Shapely helpers for the drawing tools: cleaning drawn shapes, hit tests, vertices, Qt paths.
 
 All coordinates are level-0 pixels. Drawn outlines may cross themselves (a lasso, a polygon clicked
-in a figure eight); :func:`clean_polygonal` repairs them with ``shapely.make_valid`` and keeps only the
+in a figure eight); :func:`clean_polygonal` repairs them with ``shapely.make_valid`` and keeps only
+the
 area, so every stored geometry is a valid Polygon or MultiPolygon.
 """
 
@@ -46,7 +47,7 @@ def clean_polygonal(geom: BaseGeometry | None, min_area: float = 1e-6) -> Polygo
 
 
 def polygon_from_points(points: Sequence[tuple[float, float]]) -> Polygonal | None:
-    """The area enclosed by a clicked or drawn outline (``None`` for fewer than 3 distinct points)."""
+    """The area enclosed by a clicked or drawn outline (``None`` under 3 distinct points)."""
     pts: list[tuple[float, float]] = []
     for p in points:
         if not pts or (abs(p[0] - pts[-1][0]) > 1e-9 or abs(p[1] - pts[-1][1]) > 1e-9):

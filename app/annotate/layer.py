@@ -1,7 +1,8 @@
 """The annotation overlay layer: outlines and translucent fills in class colours, selection handles.
 
 Draws in level-0 px (see :mod:`app.viewer.layers`). Painter paths are cached per annotation and
-rebuilt only when its geometry object changes; annotations outside the visible rectangle are culled by
+rebuilt only when its geometry object changes; annotations outside the visible rectangle are culled
+by
 their bounds. ``fill_opacity`` (0..1) is the fill's alpha; outlines stay opaque; the layer's own
 ``opacity`` scales everything. Hidden classes are skipped.
 """

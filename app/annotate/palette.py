@@ -1,15 +1,16 @@
 """Class palette: one row per class of the scheme (colour, name, key, visibility), fill opacity,
-brush size and erase mode. Clicking a class (or pressing its key 1-9 in the main window) makes it the
+brush size and erase mode. Clicking a class (or pressing its key 1-9 in the main window) makes it
+the
 class of new shapes; 'Set class of selection' applies it to the selected annotations."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QHeaderView,
     QCheckBox,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QPushButton,
     QSlider,
     QTreeWidget,
@@ -75,9 +76,15 @@ class ClassPalette(QWidget):
                 item.setIcon(0, color_icon(c.color))
                 item.setData(0, Qt.ItemDataRole.UserRole, c.id)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(0, Qt.CheckState.Checked if self.ctl.layer.is_class_visible(c.id)
-                                   else Qt.CheckState.Unchecked)
-                item.setToolTip(0, "Checkbox: show or hide this class. Click: draw with this class.")
+                item.setCheckState(
+                    0,
+                    Qt.CheckState.Checked
+                    if self.ctl.layer.is_class_visible(c.id)
+                    else Qt.CheckState.Unchecked,
+                )
+                item.setToolTip(
+                    0, "Checkbox: show or hide this class. Click: draw with this class."
+                )
                 self.tree.addTopLevelItem(item)
         self._updating = False
         self._sync_current()

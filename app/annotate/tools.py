@@ -3,11 +3,13 @@
 A tool receives the view's mouse and key events (``mouse_press(ev, view)`` etc., returning ``True``
 when it used the event; otherwise the view navigates) and paints its preview with ``paint(painter,
 view)`` in level-0 px. Tools never change annotations directly: they call the
-:class:`~app.annotate.document.AnnotationDocument` of their :class:`~app.annotate.controller.AnnotationController`,
+:class:`~app.annotate.document.AnnotationDocument` of their
+:class:`~app.annotate.controller.AnnotationController`,
 so every finished stroke is one undo step.
 
 Tools: pan, select (click, shift-click, drag to move the selection), edit vertices (drag a vertex,
-double-click an edge to add one, right-click a vertex to delete it), rectangle (drag), polygon (click
+double-click an edge to add one, right-click a vertex to delete it), rectangle (drag), polygon
+(click
 points; double-click or Enter closes; Backspace removes the last point; Esc cancels), freehand lasso
 (drag), and brush (drag paints a round stroke into the annotation of the current class under the
 stroke or a new one; with *erase* on, or with the right button, it cuts the stroke out of every
@@ -123,7 +125,9 @@ class RectangleTool(Tool):
         self.cancel()
         view.update()
         if abs(x1 - x0) * view.scale >= 3 and abs(y1 - y0) * view.scale >= 3:
-            self.ctl.add_shape(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), "Draw rectangle")
+            self.ctl.add_shape(
+                box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), "Draw rectangle"
+            )
         return True
 
     def paint(self, painter: QPainter, view: SlideView) -> None:
@@ -318,12 +322,18 @@ class BrushTool(Tool):
             if erasing:
                 self.ctl.erase_area(stroke)
             else:
-                self.ctl.paint_area(stroke, Point(self.points[0]) if self.points else stroke.centroid)
+                self.ctl.paint_area(
+                    stroke, Point(self.points[0]) if self.points else stroke.centroid
+                )
         return True
 
     def paint(self, painter: QPainter, view: SlideView) -> None:
         r = self.radius_l0(view)
-        color = QColor(255, 255, 255) if (self.erasing and self.drawing) or self.ctl.brush_erase else self._color()
+        color = (
+            QColor(255, 255, 255)
+            if (self.erasing and self.drawing) or self.ctl.brush_erase
+            else self._color()
+        )
         if self.drawing and self.points:
             fill = QColor(color)
             fill.setAlphaF(0.35)
@@ -395,13 +405,22 @@ class SelectTool(Tool):
         dx, dy = self.offset
         self.cancel()
         if (dx or dy) and max(abs(dx), abs(dy)) * view.scale >= 1:
-            doc.update([a.replace(geometry=affinity.translate(a.geometry, dx, dy)) for a in doc.selected()],
-                       "Move annotation")
+            doc.update(
+                [
+                    a.replace(geometry=affinity.translate(a.geometry, dx, dy))
+                    for a in doc.selected()
+                ],
+                "Move annotation",
+            )
         self.ctl.layer.notify_changed()
         return True
 
     def key_press(self, ev: QKeyEvent, view: SlideView) -> bool:
-        if ev.key() == Qt.Key.Key_Escape and self.ctl.document is not None and self.ctl.document.selection:
+        if (
+            ev.key() == Qt.Key.Key_Escape
+            and self.ctl.document is not None
+            and self.ctl.document.selection
+        ):
             self.ctl.document.set_selection([])
             return True
         return False
@@ -503,7 +522,19 @@ class EditVerticesTool(Tool):
 
 
 TOOL_CLASSES: list[type[Tool]] = [
-    PanTool, SelectTool, EditVerticesTool, RectangleTool, PolygonTool, LassoTool, BrushTool,
+    PanTool,
+    SelectTool,
+    EditVerticesTool,
+    RectangleTool,
+    PolygonTool,
+    LassoTool,
+    BrushTool,
 ]
 
-__all__ = [c.__name__ for c in TOOL_CLASSES] + ["Tool", "TOOL_CLASSES", "clean_polygonal", "shapely", "QCursor"]
+__all__ = [c.__name__ for c in TOOL_CLASSES] + [
+    "Tool",
+    "TOOL_CLASSES",
+    "clean_polygonal",
+    "shapely",
+    "QCursor",
+]

@@ -38,7 +38,9 @@ def color_icon(rgb: tuple[int, int, int], size: int = 14) -> QIcon:
 class ClassSchemeDialog(QDialog):
     """Edit a class scheme; ``result_scheme()`` after ``exec()`` returns the edited copy."""
 
-    def __init__(self, scheme: ClassScheme, in_use: Iterable[str] = (), parent: QWidget | None = None):
+    def __init__(
+        self, scheme: ClassScheme, in_use: Iterable[str] = (), parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.setWindowTitle("Class scheme")
         self.scheme = scheme.copy()
@@ -46,9 +48,15 @@ class ClassSchemeDialog(QDialog):
         self.list = QListWidget()
         self.list.itemDoubleClicked.connect(lambda _: self._rename())
         buttons = QVBoxLayout()
-        for text, fn in [("Add…", self._add), ("Rename…", self._rename), ("Colour…", self._recolor),
-                         ("Key…", self._set_key), ("Up", lambda: self._move(-1)),
-                         ("Down", lambda: self._move(1)), ("Remove", self._remove)]:
+        for text, fn in [
+            ("Add…", self._add),
+            ("Rename…", self._rename),
+            ("Colour…", self._recolor),
+            ("Key…", self._set_key),
+            ("Up", lambda: self._move(-1)),
+            ("Down", lambda: self._move(1)),
+            ("Remove", self._remove),
+        ]:
             b = QPushButton(text)
             b.clicked.connect(fn)
             buttons.addWidget(b)
@@ -56,7 +64,9 @@ class ClassSchemeDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.list, 1)
         row.addLayout(buttons)
-        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        box = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
@@ -98,7 +108,9 @@ class ClassSchemeDialog(QDialog):
         cid = self._current()
         if cid is None:
             return
-        name, ok = QInputDialog.getText(self, "Rename class", "Name:", text=self.scheme.get(cid).name)
+        name, ok = QInputDialog.getText(
+            self, "Rename class", "Name:", text=self.scheme.get(cid).name
+        )
         if ok:
             self._try(lambda: self.scheme.rename(cid, name), cid)
 

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
     """Show ``message`` in a modal error box titled ``title`` (also logged)."""
     log.error("%s: %s", title, message)
-    box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, parent
+    )
     box.exec()
 
 

@@ -1,6 +1,7 @@
 """Slide properties: file facts, every OpenSlide property, the label and macro images; mpp entry.
 
-:func:`ask_mpp` asks the user for the slide's µm per pixel (for slides whose file has none); the main
+:func:`ask_mpp` asks the user for the slide's µm per pixel (for slides whose file has none); the
+main
 window stores the answer in the project (``Project.set_mpp``) and applies it to the reader.
 """
 
@@ -41,10 +42,22 @@ class SlidePropertiesDialog(QDialog):
             ("Reader", f"{slide.backend} ({getattr(slide, 'format', '')})"),
             ("Vendor", slide.vendor or "—"),
             ("Size (level 0)", f"{w:,} x {h:,} px"),
-            ("Levels", ", ".join(f"{lw}x{lh} (÷{ds:g})" for (lw, lh), ds in
-                                 zip(slide.level_dimensions, slide.level_downsamples, strict=False))),
-            ("µm per pixel", f"{mpp[0]:.4g} x {mpp[1]:.4g}" + (" (set by user)" if getattr(slide, "mpp_source", "") == "user" else "")
-             if mpp else "unknown (uncalibrated)"),
+            (
+                "Levels",
+                ", ".join(
+                    f"{lw}x{lh} (÷{ds:g})"
+                    for (lw, lh), ds in zip(
+                        slide.level_dimensions, slide.level_downsamples, strict=False
+                    )
+                ),
+            ),
+            (
+                "µm per pixel",
+                f"{mpp[0]:.4g} x {mpp[1]:.4g}"
+                + (" (set by user)" if getattr(slide, "mpp_source", "") == "user" else "")
+                if mpp
+                else "unknown (uncalibrated)",
+            ),
             ("Objective", f"{slide.objective_power:g}×" if slide.objective_power else "unknown"),
         ]
         form_w = QWidget()
@@ -72,8 +85,12 @@ class SlidePropertiesDialog(QDialog):
             lab = QLabel()
             try:
                 img = array_to_qimage(slide.associated_image(name))
-                pm = QPixmap.fromImage(img).scaled(320, 320, Qt.AspectRatioMode.KeepAspectRatio,
-                                                  Qt.TransformationMode.SmoothTransformation)
+                pm = QPixmap.fromImage(img).scaled(
+                    320,
+                    320,
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
                 lab.setPixmap(pm)
             except Exception as exc:  # a broken associated image is shown as text
                 lab.setText(f"cannot read: {exc}")
@@ -111,8 +128,11 @@ class MppDialog(QDialog):
         form.addRow("Level-0 pixel size:", self.spin)
         hint = QLabel("Typical: 0.25 µm/px at 40×, 0.5 µm/px at 20×. Stored in the project.")
         hint.setWordWrap(True)
-        bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-                              | QDialogButtonBox.StandardButton.Reset)
+        bb = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok
+            | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.Reset
+        )
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)
         bb.button(QDialogButtonBox.StandardButton.Reset).setText("Use file's value")

@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtWidgets import QHeaderView, QAbstractItemView, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.annotate.controller import AnnotationController
 from app.dialogs.class_scheme import color_icon
@@ -25,8 +32,12 @@ def format_area(area_px: float, mpp: tuple[float, float] | None) -> str:
 class AnnotationList(QWidget):
     """The annotations of the open slide, kept in step with the document."""
 
-    def __init__(self, ctl: AnnotationController, mpp: Callable[[], tuple[float, float] | None],
-                 parent: QWidget | None = None):
+    def __init__(
+        self,
+        ctl: AnnotationController,
+        mpp: Callable[[], tuple[float, float] | None],
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.ctl = ctl
         self._mpp = mpp
@@ -69,12 +80,16 @@ class AnnotationList(QWidget):
             mpp = self._mpp()
             for a in doc:
                 c = doc.scheme.find(a.class_id)
-                item = QTreeWidgetItem([c.name if c else a.class_id, a.name, format_area(a.area, mpp)])
+                item = QTreeWidgetItem(
+                    [c.name if c else a.class_id, a.name, format_area(a.area, mpp)]
+                )
                 if c is not None:
                     item.setIcon(0, color_icon(c.color))
                 item.setData(0, Qt.ItemDataRole.UserRole, a.id)
                 item.setData(2, Qt.ItemDataRole.UserRole, a.area)
-                item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                item.setTextAlignment(
+                    2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                )
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
                 self.tree.addTopLevelItem(item)
         self._syncing = False

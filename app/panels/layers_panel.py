@@ -1,6 +1,7 @@
 """Layers panel: each overlay layer of the view with a visibility box and an opacity slider.
 
-Rebuilt whenever a layer is added or removed (``LayerStack.layersChanged``), so layers added later by
+Rebuilt whenever a layer is added or removed (``LayerStack.layersChanged``), so layers added later
+by
 other parts of the application (class map, heatmap) appear here without further wiring.
 """
 

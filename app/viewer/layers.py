@@ -2,7 +2,8 @@
 
 Layer API
 ---------
-A layer is a :class:`Layer` (a ``QObject``) with a ``name``, an ``opacity`` in 0..1 and a ``visible``
+A layer is a :class:`Layer` (a ``QObject``) with a ``name``, an ``opacity`` in 0..1 and a
+``visible``
 flag. The view keeps an ordered :class:`LayerStack`; after the slide tiles it calls
 ``layer.paint(painter, ctx)`` for each visible layer, bottom to top, with
 
@@ -17,13 +18,18 @@ repaints. Setting ``opacity`` or ``visible`` does this for you.
 
 Adding a layer is two lines::
 
-    layer = RasterLayer("Class map", rgba, origin=(x0, y0), scale=stride_l0)  # rgba: (h, w, 4) uint8
-    main_window.view.layers.add(layer)           # appears in View > Layers with opacity and visibility
+    layer = RasterLayer("Class map", rgba, origin=(x0, y0), scale=stride_l0)  # rgba: (h, w, 4)
+    uint8
+    main_window.view.layers.add(layer)           # appears in View > Layers with opacity and
+    visibility
 
 :class:`RasterLayer` draws a georeferenced RGBA image: pixel ``(i, j)`` of the array covers the
-level-0 square ``origin + (j, i) * scale`` of side ``scale`` (for a prediction grid, ``origin`` is the
-first window's corner and ``scale`` the stride in level-0 pixels). Use ``smooth=False`` for class maps
-(hard cell edges) and ``smooth=True`` for heatmaps. Replace the image with :meth:`RasterLayer.set_image`
+level-0 square ``origin + (j, i) * scale`` of side ``scale`` (for a prediction grid, ``origin`` is
+the
+first window's corner and ``scale`` the stride in level-0 pixels). Use ``smooth=False`` for class
+maps
+(hard cell edges) and ``smooth=True`` for heatmaps. Replace the image with
+:meth:`RasterLayer.set_image`
 (for example while a prediction job streams rows in).
 
 Threading: layers live in the GUI thread; build the numpy arrays anywhere, hand them over by signal.
@@ -55,7 +61,9 @@ class Layer(QObject):
 
     changed = Signal()
 
-    def __init__(self, name: str, opacity: float = 1.0, visible: bool = True, parent: QObject | None = None):
+    def __init__(
+        self, name: str, opacity: float = 1.0, visible: bool = True, parent: QObject | None = None
+    ):
         super().__init__(parent)
         self.name = name
         self._opacity = float(opacity)
@@ -115,12 +123,17 @@ class RasterLayer(Layer):
         self.set_image(rgba, origin, scale)
 
     def set_image(
-        self, rgba: np.ndarray, origin: tuple[float, float] | None = None, scale: float | None = None
+        self,
+        rgba: np.ndarray,
+        origin: tuple[float, float] | None = None,
+        scale: float | None = None,
     ) -> None:
         """Replace the image (``(h, w, 4)`` or ``(h, w, 3)`` uint8) and optionally its placement."""
         arr = np.asarray(rgba)
         if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
-            raise ValueError(f"RasterLayer needs an (h, w, 3|4) uint8 array, got {arr.shape} {arr.dtype}")
+            raise ValueError(
+                f"RasterLayer needs an (h, w, 3|4) uint8 array, got {arr.shape} {arr.dtype}"
+            )
         self._image = array_to_qimage(arr)
         if origin is not None:
             self.origin = (float(origin[0]), float(origin[1]))
@@ -137,8 +150,12 @@ class RasterLayer(Layer):
     def bounds_l0(self) -> QRectF | None:
         if self._image.isNull():
             return None
-        return QRectF(self.origin[0], self.origin[1], self._image.width() * self.scale,
-                      self._image.height() * self.scale)
+        return QRectF(
+            self.origin[0],
+            self.origin[1],
+            self._image.width() * self.scale,
+            self._image.height() * self.scale,
+        )
 
     def paint(self, painter: QPainter, ctx: PaintContext) -> None:
         b = self.bounds_l0()
@@ -151,10 +168,18 @@ class RasterLayer(Layer):
         sy = (vis.top() - self.origin[1]) / self.scale
         src = QRectF(sx, sy, vis.width() / self.scale, vis.height() / self.scale)
         # snap the source to whole pixels so nearest-neighbour cells keep their place
-        src = QRectF(np.floor(src.left()), np.floor(src.top()),
-                     np.ceil(src.right()) - np.floor(src.left()), np.ceil(src.bottom()) - np.floor(src.top()))
-        dst = QRectF(self.origin[0] + src.left() * self.scale, self.origin[1] + src.top() * self.scale,
-                     src.width() * self.scale, src.height() * self.scale)
+        src = QRectF(
+            np.floor(src.left()),
+            np.floor(src.top()),
+            np.ceil(src.right()) - np.floor(src.left()),
+            np.ceil(src.bottom()) - np.floor(src.top()),
+        )
+        dst = QRectF(
+            self.origin[0] + src.left() * self.scale,
+            self.origin[1] + src.top() * self.scale,
+            src.width() * self.scale,
+            src.height() * self.scale,
+        )
         painter.drawImage(dst, self._image, src)
 
 

@@ -56,8 +56,9 @@ class OverviewWidget(QWidget):
         w, _ = self.view.slide_size
         s = r.width() / w
         v = self.view.visible_rect_l0()
-        vr = QRectF(r.left() + v.left() * s, r.top() + v.top() * s, v.width() * s, v.height() * s).intersected(
-            r.adjusted(-1, -1, 1, 1))
+        vr = QRectF(
+            r.left() + v.left() * s, r.top() + v.top() * s, v.width() * s, v.height() * s
+        ).intersected(r.adjusted(-1, -1, 1, 1))
         p.setPen(QPen(QColor(230, 30, 30), 2))
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(vr)

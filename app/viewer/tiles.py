@@ -1,17 +1,22 @@
 """Background tile loading for the slide view: a QThreadPool reader and a GUI-side image cache.
 
-Coordinates: a tile key is ``(level, tile_col, tile_row)`` on a grid of ``tile_size`` pixels *at that
+Coordinates: a tile key is ``(level, tile_col, tile_row)`` on a grid of ``tile_size`` pixels *at
+that
 level*; its level-0 rectangle is the grid cell scaled by ``level_downsamples[level]``.
 
 Threading: :class:`TileLoader` lives in the GUI thread. Each missing tile is read by a
 :class:`_TileJob` in a ``QThreadPool`` through ``source.read_tile(level, col, row, tile_size)`` (the
 slide reader's own byte-bounded LRU sits under it), converted to a ``QImage`` in that worker (a
-``QImage`` is a plain reentrant value; no ``QPixmap`` and no widget is touched off the GUI thread) and
-handed to the GUI thread by a queued signal. The GUI thread only ever looks up finished images in the
+``QImage`` is a plain reentrant value; no ``QPixmap`` and no widget is touched off the GUI thread)
+and
+handed to the GUI thread by a queued signal. The GUI thread only ever looks up finished images in
+the
 cache, so it never waits on slide I/O.
 
-Stale work is dropped: every call to :meth:`TileLoader.request` starts a new *generation* and replaces
-the queue of wanted tiles; pool workers pop from that queue when they are free, so a tile that left the
+Stale work is dropped: every call to :meth:`TileLoader.request` starts a new *generation* and
+replaces
+the queue of wanted tiles; pool workers pop from that queue when they are free, so a tile that left
+the
 view before a worker reached it is never read.
 """
 
@@ -145,7 +150,9 @@ class TileLoader(QObject):
         self._closed = False
         self._lock = threading.Lock()
         self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(threads or 4)  # slide reads mostly wait on I/O and release the GIL
+        self.pool.setMaxThreadCount(
+            threads or 4
+        )  # slide reads mostly wait on I/O and release the GIL
         self._emitter = _Emitter()
         self._emitter.tileLoaded.connect(self._on_job_tileLoaded)
         self._emitter.thumbnailLoaded.connect(self._on_job_thumbnailLoaded)
@@ -167,8 +174,10 @@ class TileLoader(QObject):
         w, h = min(ts, lw - x0), min(ts, lh - y0)
         return x0 * ds, y0 * ds, w * ds, h * ds
 
-    def tiles_in_rect(self, level: int, x0: float, y0: float, x1: float, y1: float) -> list[TileKey]:
-        """Keys of the tiles of ``level`` that intersect the level-0 rectangle [x0, x1) x [y0, y1)."""
+    def tiles_in_rect(
+        self, level: int, x0: float, y0: float, x1: float, y1: float
+    ) -> list[TileKey]:
+        """Tiles of ``level`` intersecting the level-0 rectangle [x0, x1) x [y0, y1)."""
         ds = float(self.source.level_downsamples[level])
         ts = self.tile_size * ds
         ncol, nrow = self.level_tile_grid(level)

@@ -4,15 +4,19 @@ Frames: the view state is ``center`` (level-0 px at the widget centre) and ``sca
 level-0 px; 1.0 is 1:1 at level 0). ``widget_to_l0`` / ``l0_to_widget`` convert points.
 
 Painting never waits on I/O. Each frame draws, bottom to top: the slide thumbnail (the last-resort
-stand-in, so nothing is blank once it has arrived), cached tiles of neighbouring levels where a tile of
+stand-in, so nothing is blank once it has arrived), cached tiles of neighbouring levels where a
+tile of
 the target level is still missing, the target-level tiles (the pyramid level nearest the zoom, never
-coarser than the screen), the overlay layers (:mod:`app.viewer.layers`), the active tool's preview, and
+coarser than the screen), the overlay layers (:mod:`app.viewer.layers`), the active tool's preview,
+and
 the scale bar with the magnification. Missing target tiles are requested from the
-:class:`~app.viewer.tiles.TileLoader`, which reads them in a thread pool and drops requests for tiles
+:class:`~app.viewer.tiles.TileLoader`, which reads them in a thread pool and drops requests for
+tiles
 that have left the view.
 
 Mouse and keys go to the active tool first (:mod:`app.annotate.tools`); what it does not take
-navigates: drag to pan (left button in the pan/select tools, middle button always), wheel to zoom about
+navigates: drag to pan (left button in the pan/select tools, middle button always), wheel to zoom
+about
 the cursor, arrows/WASD to pan, +/- to zoom.
 """
 
@@ -105,7 +109,9 @@ class SlideView(QWidget):
         self._cursor_l0: QPointF | None = None
 
     # ----------------------------------------------------------------- source
-    def set_source(self, source: Any, tile_size: int = 256, cache_bytes: int = 256 * 1024 * 1024) -> None:
+    def set_source(
+        self, source: Any, tile_size: int = 256, cache_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         """Show ``source`` (a SlideReader or any TileSource); ``None`` clears the view."""
         self.close_source()
         self.source = source
@@ -170,7 +176,9 @@ class SlideView(QWidget):
         lo = self.fit_scale() * self.MIN_SCALE_FACTOR
         self.scale = min(self.MAX_SCALE, max(min(lo, 1.0), self.scale))
         w, h = self.slide_size
-        self.center = QPointF(min(max(self.center.x(), 0.0), float(w)), min(max(self.center.y(), 0.0), float(h)))
+        self.center = QPointF(
+            min(max(self.center.x(), 0.0), float(w)), min(max(self.center.y(), 0.0), float(h))
+        )
 
     def set_view(self, cx: float, cy: float, scale: float | None = None) -> None:
         """Centre the view on level-0 ``(cx, cy)`` at ``scale`` (screen px per level-0 px)."""
@@ -221,11 +229,14 @@ class SlideView(QWidget):
         if r.width() <= 0 and r.height() <= 0:
             self.set_view(r.center().x(), r.center().y())
             return
-        s = min(self.width() / max(r.width(), 1.0), self.height() / max(r.height(), 1.0)) * (1 - margin)
+        s = min(self.width() / max(r.width(), 1.0), self.height() / max(r.height(), 1.0)) * (
+            1 - margin
+        )
         self.set_view(r.center().x(), r.center().y(), s)
 
     def _view_changed(self) -> None:
         self._complete = False
+        self.request_visible()
         self.update()
         self.viewChanged.emit()
 
@@ -327,8 +338,12 @@ class SlideView(QWidget):
             vis = slide_rect.intersected(QRectF(self.rect()))
             if not vis.isEmpty():
                 sx, sy = thumb.width() / slide_rect.width(), thumb.height() / slide_rect.height()
-                src = QRectF((vis.left() - slide_rect.left()) * sx, (vis.top() - slide_rect.top()) * sy,
-                             vis.width() * sx, vis.height() * sy)
+                src = QRectF(
+                    (vis.left() - slide_rect.left()) * sx,
+                    (vis.top() - slide_rect.top()) * sy,
+                    vis.width() * sx,
+                    vis.height() * sy,
+                )
                 p.drawImage(vis, thumb, src)
         level = self.target_level()
         wanted = self.visible_tiles(level)
@@ -355,11 +370,25 @@ class SlideView(QWidget):
             if img is not None:
                 p.drawImage(self._tile_widget_rect(k), img)
         self._last_wanted = frozenset(wanted)
+        self._request(missing)
+        return not missing and not (loader.thumbnail is None and loader._thumb_pending)
+
+    def _request(self, missing: list[TileKey]) -> None:
+        loader = self.loader
+        if loader is None:
+            return
         missing_set = frozenset(missing)
         if missing_set != self._last_requested or (missing and not loader.busy):
             self._last_requested = missing_set
             loader.request(missing)
-        return not missing and not (loader.thumbnail is None and loader._thumb_pending)
+
+    def request_visible(self) -> None:
+        """Ask the loader for the missing visible tiles now (navigation calls it before paint)."""
+        if self.loader is None:
+            return
+        wanted = self.visible_tiles()
+        self._last_wanted = frozenset(wanted)
+        self._request([k for k in wanted if not self.loader.has(k)])
 
     def _paint_layers(self, p: QPainter) -> None:
         ctx = PaintContext(self.visible_rect_l0(), self.scale, self.width(), self.height())
@@ -377,29 +406,33 @@ class SlideView(QWidget):
             return f"{self.objective_power * self.scale:.3g}×"
         return f"zoom {self.scale * 100:.3g}%"
 
+    def scale_bar_label(self, target_px: float = 150.0) -> tuple[float, str]:
+        """Scale bar length (screen px) and text (µm from mpp; level-0 px when uncalibrated)."""
+        if self.mpp:
+            um_per_screen_px = self.mpp[0] / self.scale
+            length_um = nice_length(target_px * um_per_screen_px)
+            return length_um / um_per_screen_px, format_length_um(length_um)
+        l0_per_screen = 1.0 / self.scale
+        length = nice_length(target_px * l0_per_screen)
+        return length / l0_per_screen, f"{length:g} px (uncalibrated)"
+
     def _paint_scale_bar(self, p: QPainter) -> None:
         p.save()
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         font = QFont(self.font())
         font.setPointSizeF(max(8.0, font.pointSizeF()))
         p.setFont(font)
-        target_px = 150.0
-        if self.mpp:
-            um_per_screen_px = self.mpp[0] / self.scale
-            length_um = nice_length(target_px * um_per_screen_px)
-            bar_px = length_um / um_per_screen_px
-            label = format_length_um(length_um)
-        else:
-            l0_per_screen = 1.0 / self.scale
-            length = nice_length(target_px * l0_per_screen)
-            bar_px = length / l0_per_screen
-            label = f"{length:g} px (uncalibrated)"
+        bar_px, label = self.scale_bar_label()
         label = f"{label}   {self.magnification_text()}"
         fm = p.fontMetrics()
         tw = fm.horizontalAdvance(label)
         pad = 6
-        box = QRect(10, self.height() - 10 - (fm.height() + 16 + 2 * pad),
-                    int(max(bar_px, tw)) + 2 * pad, fm.height() + 16 + 2 * pad)
+        box = QRect(
+            10,
+            self.height() - 10 - (fm.height() + 16 + 2 * pad),
+            int(max(bar_px, tw)) + 2 * pad,
+            fm.height() + 16 + 2 * pad,
+        )
         p.fillRect(box, QColor(255, 255, 255, 210))
         x0 = box.left() + pad
         yb = box.bottom() - pad - 4
@@ -501,7 +534,7 @@ class SlideView(QWidget):
             super().keyPressEvent(ev)
 
     def wait_complete_timer(self, callback: Any, interval_ms: int = 20) -> QTimer:
-        """Poll until the view is complete, then call ``callback()`` once (used by screenshot mode)."""
+        """Poll until the view is complete, then call ``callback()`` once (screenshot mode)."""
         timer = QTimer(self)
 
         def check() -> None:

@@ -1,0 +1,519 @@
+"""Prediction results panel: the models' maps of the open slide, their display, and region by region review.
+
+One panel per main window (:func:`install_results_panel` adds it as the "Results" dock). It holds the
+predictions of the open slide, each with a class map layer and (when computed) a CAM heatmap layer in
+the view's layer stack. The panel chooses which model's layers are shown, optionally a second model to
+compare with (its class map is shown too and the share of cells where both agree is given), the
+classes shown, the confidence threshold and the heatmap's colour map. Hovering the slide shows the
+probabilities of the patch under the cursor. The table has one row per annotated region (label,
+predicted class, patches, mean confidence, share of patches predicted as the label, agreement and the
+share of each class); it sorts by any column, can be limited to disagreements, and a click zooms the
+view to the region and selects it.
+
+Predictions are saved in the project (``predictions/<slide-id>/<name>.npz``) and loaded again when the
+slide is opened. GUI thread only; the job itself runs in :class:`app.workers.JobWorker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
+from crc_core.errors import CrcError
+from crc_core.inference import GridSpec, Prediction, load_prediction, save_prediction
+from crc_core.regions import RegionResult, region_results
+
+log = logging.getLogger(__name__)
+
+FIXED_COLUMNS = ["Region", "Label", "Predicted", "Patches", "Confidence", "Label share", "Agreement"]
+
+
+@dataclass
+class PredictionEntry:
+    """One model's prediction of the open slide and its layers (``pred`` is None while running)."""
+
+    name: str
+    class_layer: ClassMapLayer
+    heat_layer: HeatmapLayer | None
+    pred: Prediction | None = None
+    path: Path | None = None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "prediction"
+
+
+class _NumItem(QTableWidgetItem):
+    """A table item that sorts by a number (empty cells last)."""
+
+    def __init__(self, value: float | None, text: str) -> None:
+        super().__init__(text)
+        self.value = value
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:  # noqa: D105
+        a = self.value if self.value is not None else float("inf")
+        b = getattr(other, "value", None)
+        b = b if b is not None else float("inf")
+        return a < b
+
+
+def classes_at(pred: Prediction, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Class index of ``pred`` at level-0 points (``-1`` off its predicted cells); vectorised cell_at."""
+    g = pred.grid
+    half = (g.window - g.stride) / 2
+    c = np.clip(np.floor((xs - g.origin[0] - half) / g.stride).astype(np.int64), 0, max(g.cols - 1, 0))
+    r = np.clip(np.floor((ys - g.origin[1] - half) / g.stride).astype(np.int64), 0, max(g.rows - 1, 0))
+    x0, y0 = g.origin[0] + c * g.stride, g.origin[1] + r * g.stride
+    inside = (xs >= x0) & (xs < x0 + g.window) & (ys >= y0) & (ys < y0 + g.window)
+    cmap = pred.class_map()
+    out = np.where(inside, cmap[r, c], -1)
+    return out
+
+
+class ResultsPanel(QWidget):
+    """See the module docstring. ``window`` is the :class:`app.main_window.MainWindow`."""
+
+    predictionsChanged = Signal()
+    currentChanged = Signal(str)
+
+    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.window = window
+        self.entries: dict[str, PredictionEntry] = {}
+        self.current: str | None = None
+        self.compare: str | None = None
+        self.results: list[RegionResult] = []
+
+        self.model_combo = QComboBox()
+        self.model_combo.currentTextChanged.connect(self._on_model_combo_changed)
+        self.compare_combo = QComboBox()
+        self.compare_combo.currentTextChanged.connect(self._on_compare_combo_changed)
+        self.compare_label = QLabel("")
+        self.class_boxes_row = QHBoxLayout()
+        self.class_boxes: list[QCheckBox] = []
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 100)
+        self.threshold.setToolTip("Hide cells whose top probability is below this value")
+        self.threshold.valueChanged.connect(self._on_threshold_changed)
+        self.threshold_label = QLabel("0.00")
+        self.heat_box = QCheckBox("Show CAM heatmap")
+        self.heat_box.toggled.connect(self._on_heat_box_toggled)
+        self.cmap_combo = QComboBox()
+        self.cmap_combo.addItems(list(COLORMAPS))
+        self.cmap_combo.currentTextChanged.connect(self._on_cmap_changed)
+        self.hover_label = QLabel("")
+        self.hover_label.setWordWrap(True)
+        self.disagree_box = QCheckBox("Disagreements only")
+        self.disagree_box.toggled.connect(self._apply_filter)
+        self.table = QTableWidget(0, len(FIXED_COLUMNS))
+        self.table.setHorizontalHeaderLabels(FIXED_COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.cellClicked.connect(self._on_table_cellClicked)
+        self.summary = QLabel("No prediction for this slide: Analysis > Predict…")
+        self.summary.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Compare with", self.compare_combo)
+        form.addRow("", self.compare_label)
+        form.addRow("Classes", self.class_boxes_row)
+        thr = QHBoxLayout()
+        thr.addWidget(self.threshold, 1)
+        thr.addWidget(self.threshold_label)
+        form.addRow("Min. confidence", thr)
+        form.addRow("", self.heat_box)
+        form.addRow("Heatmap colours", self.cmap_combo)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.summary)
+        lay.addLayout(form)
+        lay.addWidget(self.hover_label)
+        lay.addWidget(self.disagree_box)
+        lay.addWidget(self.table, 1)
+
+        window.view.cursorMoved.connect(self._on_view_cursorMoved)
+        window.slideOpened.connect(self._on_window_slideOpened)
+        self._document: Any = None
+        self._refill_combos()
+
+    # ------------------------------------------------------------------ entries and layers
+    def begin(self, name: str, grid: GridSpec, scheme: Any, cam: bool) -> PredictionEntry:
+        """Create (or replace) the entry ``name`` with empty layers, made current (progressive fill)."""
+        self.remove(name)
+        entry = PredictionEntry(name, ClassMapLayer(f"Class map — {name}", grid, scheme),
+                                HeatmapLayer(f"CAM — {name}", grid) if cam else None)
+        self._add(entry)
+        return entry
+
+    def add_batch(self, name: str, payload: dict[str, Any]) -> None:
+        entry = self.entries.get(name)
+        if entry is None:
+            return
+        entry.class_layer.add_batch(payload["cells"], payload["probs"])
+        if entry.heat_layer is not None:
+            entry.heat_layer.add_batch(payload["cells"], payload.get("cam"))
+
+    def finish(self, name: str, pred: Prediction, save: bool = True) -> PredictionEntry:
+        """Install the final prediction of ``name`` (exact arrays) and save it in the project."""
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self._entry_from_prediction(name, pred)
+            self._add(entry)
+        else:
+            entry.class_layer.probs = pred.probs.copy()
+            entry.class_layer.refresh()
+            if entry.heat_layer is not None and pred.cam is not None:
+                entry.heat_layer._acc = None
+                entry.heat_layer.values = pred.cam
+                entry.heat_layer.refresh()
+        entry.pred = pred
+        if save:
+            entry.path = self._save(name, pred)
+        self._refill_combos()
+        self.refresh_table()
+        self.predictionsChanged.emit()
+        return entry
+
+    def add_prediction(self, name: str, pred: Prediction, path: Path | None = None,
+                       make_current: bool = True) -> PredictionEntry:
+        """Show an existing (loaded) prediction."""
+        self.remove(name)
+        entry = self._entry_from_prediction(name, pred)
+        entry.path = path
+        self._add(entry, make_current)
+        self.refresh_table()
+        return entry
+
+    def _entry_from_prediction(self, name: str, pred: Prediction) -> PredictionEntry:
+        return PredictionEntry(
+            name, ClassMapLayer.from_prediction(f"Class map — {name}", pred),
+            HeatmapLayer(f"CAM — {name}", pred.grid, pred.cam) if pred.cam is not None else None,
+            pred)
+
+    def _add(self, entry: PredictionEntry, make_current: bool = True) -> None:
+        self.entries[entry.name] = entry
+        stack = self.window.view.layers
+        stack.add(entry.class_layer)
+        if entry.heat_layer is not None:
+            entry.heat_layer.visible = False  # shown with "Show CAM heatmap"
+            stack.add(entry.heat_layer)
+        if make_current or self.current is None:
+            self.current = entry.name
+        self._refill_combos()
+        self._apply_visibility()
+
+    def remove(self, name: str) -> None:
+        entry = self.entries.pop(name, None)
+        if entry is None:
+            return
+        stack = self.window.view.layers
+        stack.remove(entry.class_layer)
+        if entry.heat_layer is not None:
+            stack.remove(entry.heat_layer)
+        if self.current == name:
+            self.current = next(iter(self.entries), None)
+        if self.compare == name:
+            self.compare = None
+        self._refill_combos()
+        self._apply_visibility()
+        self.refresh_table()
+
+    def clear(self) -> None:
+        for name in list(self.entries):
+            self.remove(name)
+
+    def current_entry(self) -> PredictionEntry | None:
+        return self.entries.get(self.current) if self.current else None
+
+    def set_current(self, name: str) -> None:
+        if name in self.entries:
+            self.current = name
+            self._refill_combos()
+            self._apply_visibility()
+            self.refresh_table()
+            self.currentChanged.emit(name)
+
+    def set_compare(self, name: str | None) -> None:
+        self.compare = name if name in self.entries and name != self.current else None
+        self._refill_combos()
+        self._apply_visibility()
+
+    def _apply_visibility(self) -> None:
+        for name, e in self.entries.items():
+            show = name == self.current
+            e.class_layer.visible = show or name == self.compare
+            if e.heat_layer is not None and not show:
+                e.heat_layer.visible = False
+        cur = self.current_entry()
+        has_heat = cur is not None and cur.heat_layer is not None
+        self.heat_box.setEnabled(has_heat)
+        if has_heat:
+            cur.heat_layer.visible = self.heat_box.isChecked()  # type: ignore[union-attr]
+        self._rebuild_class_boxes()
+        self._update_compare_label()
+
+    def _refill_combos(self) -> None:
+        names = list(self.entries)
+        for combo, value, extra in ((self.model_combo, self.current, []),
+                                    (self.compare_combo, self.compare, ["(none)"])):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(extra + names)
+            combo.setCurrentText(value if value else (extra[0] if extra else ""))
+            combo.blockSignals(False)
+
+    def _rebuild_class_boxes(self) -> None:
+        while self.class_boxes_row.count():
+            w = self.class_boxes_row.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        self.class_boxes = []
+        cur = self.current_entry()
+        if cur is None:
+            return
+        for i, c in enumerate(cur.class_layer.scheme):
+            box = QCheckBox(c.name)
+            box.setChecked(cur.class_layer.class_visible[i])
+            box.setStyleSheet(f"QCheckBox {{ color: {c.hex}; font-weight: bold; }}")
+            box.toggled.connect(lambda on, i=i: self._on_class_box_toggled(i, on))
+            self.class_boxes_row.addWidget(box)
+            self.class_boxes.append(box)
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(int(round(cur.class_layer.threshold * 100)))
+        self.threshold.blockSignals(False)
+        self.threshold_label.setText(f"{cur.class_layer.threshold:.2f}")
+
+    def _update_compare_label(self) -> None:
+        a, b = self.current_entry(), self.entries.get(self.compare) if self.compare else None
+        if a is None or b is None or a.pred is None or b.pred is None:
+            self.compare_label.setText("")
+            return
+        xs, ys = a.pred.grid.cell_centers()
+        ca = a.pred.class_map()
+        cb = classes_at(b.pred, xs, ys)
+        both = (ca >= 0) & (cb >= 0)
+        n = int(both.sum())
+        if n == 0:
+            self.compare_label.setText("the two predictions share no cell")
+            return
+        agree = float((ca[both] == cb[both]).mean())
+        self.compare_label.setText(f"{agree:.0%} of {n} shared cells agree")
+
+    # ------------------------------------------------------------------ saving and loading
+    def predictions_folder(self) -> Path | None:
+        w = self.window
+        if w.project is None or w.entry is None:
+            return None
+        return w.project.predictions_dir / _safe(w.entry.id)
+
+    def _save(self, name: str, pred: Prediction) -> Path | None:
+        folder = self.predictions_folder()
+        if folder is None:
+            return None
+        path = folder / f"{_safe(name)}.npz"
+        try:
+            save_prediction(pred, path)
+        except (CrcError, OSError) as exc:
+            from app.dialogs import errors
+
+            errors.report(self, "Cannot save prediction", str(exc))
+            return None
+        return path
+
+    def load_saved(self) -> int:
+        """Load the open slide's saved predictions (skipping damaged files, with a status message)."""
+        self.clear()
+        folder = self.predictions_folder()
+        if folder is None or not folder.is_dir():
+            self._update_summary()
+            return 0
+        fp = None
+        if self.window.slide is not None:
+            try:
+                fp = self.window.slide.fingerprint()
+            except CrcError:
+                fp = None
+        skipped = []
+        for path in sorted(folder.glob("*.npz")):
+            try:
+                pred = load_prediction(path)
+            except CrcError as exc:
+                skipped.append(f"{path.name}: {exc}")
+                continue
+            if fp is not None and pred.slide.get("fingerprint") not in (None, fp):
+                skipped.append(f"{path.name}: made on another file")
+                continue
+            self.add_prediction(path.stem, pred, path, make_current=self.current is None)
+        if skipped:
+            self.window.statusBar().showMessage("Predictions skipped: " + "; ".join(skipped), 15000)
+        self._update_summary()
+        return len(self.entries)
+
+    # ------------------------------------------------------------------ table
+    def _annotations(self) -> list[Any]:
+        doc = self.window.document
+        return list(doc.annotations) if doc is not None else []
+
+    def refresh_table(self) -> None:
+        cur = self.current_entry()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(0)
+        self.results = []
+        if cur is None or cur.pred is None:
+            self._update_summary()
+            self.table.setSortingEnabled(True)
+            return
+        scheme = cur.pred.scheme
+        label_scheme = self.window.project.scheme if self.window.project is not None else None
+        self.results = region_results(cur.pred, self._annotations(), label_scheme)
+        headers = FIXED_COLUMNS + [f"{c.name} share" for c in scheme]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setRowCount(len(self.results))
+        for row, r in enumerate(self.results):
+            first = QTableWidgetItem(r.name or r.id[:8])
+            first.setData(Qt.ItemDataRole.UserRole, r.id)
+            agree = {True: "yes", False: "no", None: ""}[r.agreement]
+            items = [
+                first,
+                QTableWidgetItem(r.label_name or ""),
+                QTableWidgetItem(r.majority_name or "—"),
+                _NumItem(r.n_patches, str(r.n_patches)),
+                _NumItem(r.mean_confidence, "" if r.mean_confidence is None else f"{r.mean_confidence:.2f}"),
+                _NumItem(r.label_share, "" if r.label_share is None else f"{r.label_share:.0%}"),
+                QTableWidgetItem(agree),
+            ] + [_NumItem(r.shares.get(c.id, 0.0), f"{r.shares.get(c.id, 0.0):.0%}") for c in scheme]
+            for col, it in enumerate(items):
+                self.table.setItem(row, col, it)
+        self.table.setSortingEnabled(True)
+        self._apply_filter()
+        self._update_summary()
+
+    def _apply_filter(self) -> None:
+        only = self.disagree_box.isChecked()
+        col = FIXED_COLUMNS.index("Agreement")
+        for row in range(self.table.rowCount()):
+            it = self.table.item(row, col)
+            self.table.setRowHidden(row, only and (it is None or it.text() != "no"))
+
+    def _update_summary(self) -> None:
+        cur = self.current_entry()
+        if cur is None:
+            self.summary.setText("No prediction for this slide: Analysis > Predict…")
+            return
+        if cur.pred is None:
+            self.summary.setText(f"{cur.name}: predicting…")
+            return
+        n = int(cur.pred.predicted.sum())
+        known = [r for r in self.results if r.agreement is not None]
+        agree = sum(1 for r in known if r.agreement)
+        text = f"{cur.name}: {n} patches predicted"
+        if known:
+            text += f"; {agree} of {len(known)} labelled regions agree"
+        self.summary.setText(text)
+
+    # ------------------------------------------------------------------ handlers
+    def _on_model_combo_changed(self, name: str) -> None:
+        if name and name in self.entries and name != self.current:
+            self.set_current(name)
+
+    def _on_compare_combo_changed(self, name: str) -> None:
+        self.set_compare(None if name in ("", "(none)") else name)
+
+    def _on_class_box_toggled(self, index: int, on: bool) -> None:
+        cur = self.current_entry()
+        if cur is not None:
+            cur.class_layer.set_class_visible(index, on)
+
+    def _on_threshold_changed(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        cur = self.current_entry()
+        if cur is not None:
+            cur.class_layer.set_threshold(value / 100)
+
+    def _on_heat_box_toggled(self, on: bool) -> None:
+        cur = self.current_entry()
+        if cur is not None and cur.heat_layer is not None:
+            cur.heat_layer.visible = on
+
+    def _on_cmap_changed(self, name: str) -> None:
+        for e in self.entries.values():
+            if e.heat_layer is not None:
+                e.heat_layer.set_colormap(name)
+
+    def _on_view_cursorMoved(self, pt: QPointF | None) -> None:
+        cur = self.current_entry()
+        if pt is None or cur is None:
+            self.hover_label.setText("")
+            return
+        probs = cur.class_layer.probabilities_at(pt.x(), pt.y())
+        if probs is None:
+            self.hover_label.setText("")
+            return
+        text = "  ".join(f"{k} {v:.2f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))
+        self.hover_label.setText(f"Patch: {text}")
+
+    def _on_table_cellClicked(self, row: int, _col: int) -> None:
+        it = self.table.item(row, 0)
+        if it is None:
+            return
+        rid = it.data(Qt.ItemDataRole.UserRole)
+        r = next((x for x in self.results if x.id == rid), None)
+        if r is None:
+            return
+        x0, y0, x1, y1 = r.geometry.bounds
+        self.window.view.zoom_to_rect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        doc = self.window.document
+        if doc is not None and doc.get(rid) is not None:
+            doc.set_selection([rid])
+
+    def _on_window_slideOpened(self, _path: str) -> None:
+        if self._document is not None:
+            try:
+                self._document.changed.disconnect(self.refresh_table)
+            except (RuntimeError, TypeError):
+                pass
+        self._document = self.window.document
+        if self._document is not None:
+            self._document.changed.connect(self.refresh_table)
+        self.load_saved()
+
+
+def install_results_panel(window: Any) -> ResultsPanel:
+    """The window's results panel, created with its "Results" dock on first use."""
+    panel = getattr(window, "results_panel", None)
+    if isinstance(panel, ResultsPanel):
+        return panel
+    panel = ResultsPanel(window)
+    dock = QDockWidget("Results", window)
+    dock.setObjectName("dock-results")
+    dock.setWidget(panel)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    window.docks["results"] = dock
+    window.results_panel = panel
+    if window.slide is not None:
+        panel._on_window_slideOpened(str(window.slide.path))
+    return panel
