@@ -13,6 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp would give 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _default_mode()
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -38,6 +48,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        try:
+            mode = target.stat().st_mode & 0o7777  # keep the permissions of the file replaced
+        except OSError:
+            mode = _NEW_FILE_MODE
+        os.chmod(tmp, mode)
         yield tmp
         with open(tmp, "rb+") as fh:
             fh.flush()
