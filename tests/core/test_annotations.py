@@ -791,3 +791,24 @@ def test_saved_annotations_read_back_with_the_same_classes_and_areas(tmp_path_fa
     save_annotations(aset, path, scheme)
     back = load_annotations(path, scheme).annotations
     assert [(a.id, a.class_id, a.area) for a in back] == [(a.id, a.class_id, a.area) for a in aset]
+
+
+def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, scheme, monkeypatch):
+    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
+    xml = ('<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+           f"<Coordinates>{coords}</Coordinates></Annotation></Annotations></ASAP_Annotations>")
+    with pytest.raises(AnnotationError, match="'freehand'\\) has more than 1,000 vertices"):
+        load_annotations(_write(tmp_path, "big.xml", xml), scheme)
+
+
+def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(tmp_path, scheme, monkeypatch):
+    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
+    small = '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/><Coordinate Order="2" X="9" Y="9"/>'
+    xml = ('<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+           f'<Coordinates>{coords}</Coordinates></Annotation><Annotation Name="ok" Type="Polygon" '
+           f'PartOfGroup="Normal"><Coordinates>{small}</Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    res = load_annotations(_write(tmp_path, "big.xml", xml), scheme, skip_invalid=True)
+    assert [a.name for a in res.annotations] == ["ok"]
+    assert any("'freehand'" in w and "5,000 vertices" in w for w in res.warnings)
