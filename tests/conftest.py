@@ -39,7 +39,7 @@ PYRAMID_MPP = 0.5
 
 @pytest.fixture(scope="session")
 def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
-    """Write (and cache per session) tiled JPEG pyramidal TIFFs: ``factory(w, h, **kwargs) -> Path``.
+    """Write (cached per session) tiled JPEG pyramidal TIFFs: ``factory(w, h, **kwargs) -> Path``.
 
     kwargs go to :func:`crc_core.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
     """
@@ -57,6 +57,12 @@ def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
         return made[key]
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def pyramid_spec() -> dict:
+    """How ``pyramid_tiff`` was made: ``size`` (w, h), ``seed`` of the TissuePattern, ``mpp``."""
+    return {"size": PYRAMID_SIZE, "seed": PYRAMID_SEED, "mpp": PYRAMID_MPP}
 
 
 @pytest.fixture(scope="session")

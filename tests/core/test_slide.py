@@ -16,7 +16,6 @@ from PIL import Image
 from crc_core.errors import ConfigError, SlideError
 from crc_core.slide import TileCache, open_array, open_slide
 from crc_core.synthetic import TissuePattern, write_pyramid_tiff
-from tests.conftest import PYRAMID_MPP, PYRAMID_SEED, PYRAMID_SIZE
 
 CMU = "cmu-1-small-region.svs"
 TCGA = "tcga-cr-7395-01a-01-ts1.svs"
@@ -131,17 +130,17 @@ def test_screen_dpi_is_not_taken_as_mpp(tmp_path: Path) -> None:
 # -- synthetic pyramid --------------------------------------------------------------------------
 
 
-def test_pyramid_fixture_is_a_generic_tiff_pyramid(pyramid_tiff: Path) -> None:
+def test_pyramid_fixture_is_a_generic_tiff_pyramid(pyramid_tiff: Path, pyramid_spec: dict) -> None:
     with open_slide(pyramid_tiff) as s:
         assert s.backend == "openslide" and s.vendor == "generic-tiff"
-        assert s.dimensions == PYRAMID_SIZE
+        assert s.dimensions == pyramid_spec["size"]
         assert s.level_count >= 4
         assert s.level_downsamples[:4] == pytest.approx([1, 2, 4, 8])
-        assert s.mpp == pytest.approx((PYRAMID_MPP, PYRAMID_MPP))
+        assert s.mpp == pytest.approx((pyramid_spec["mpp"], pyramid_spec["mpp"]))
 
 
-def test_pyramid_level0_matches_tile_source(pyramid_tiff: Path) -> None:
-    src = TissuePattern(seed=PYRAMID_SEED)
+def test_pyramid_level0_matches_tile_source(pyramid_tiff: Path, pyramid_spec: dict) -> None:
+    src = TissuePattern(seed=pyramid_spec["seed"])
     with open_slide(pyramid_tiff) as s:
         got = s.read_region((10000, 3000), 0, (700, 500)).astype(np.float64)
     ref = src(10000, 3000, 700, 500).astype(np.float64)
@@ -187,10 +186,11 @@ def test_best_level_for_downsample(pyramid_tiff: Path) -> None:
         assert s.best_level_for_downsample(1e6) == s.level_count - 1
 
 
-def test_thumbnail_keeps_aspect_and_content(pyramid_tiff: Path) -> None:
+def test_thumbnail_keeps_aspect_and_content(pyramid_tiff: Path, pyramid_spec: dict) -> None:
     with open_slide(pyramid_tiff) as s:
         th = s.thumbnail(640)
-        h = PYRAMID_SIZE[1] * 640 // PYRAMID_SIZE[0]
+        w0, h0 = pyramid_spec["size"]
+        h = h0 * 640 // w0
         assert th.shape == (h, 640, 3)
         ref = _box_down(s.read_region((0, 0), 5, s.level_dimensions[5])[:h, :640], 1)
     assert np.abs(th.astype(np.float64) - ref).mean() < 6
@@ -407,3 +407,16 @@ def test_open_array_serves_the_array_as_a_slide() -> None:
 def test_open_array_rejects_non_images() -> None:
     with pytest.raises(SlideError, match="uint8"):
         open_array(np.zeros((10, 10, 3), np.float32))
+
+
+def test_exif_orientation_of_plain_jpeg_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (40, 20), (255, 255, 255))
+    img.paste((200, 0, 0), (0, 0, 20, 20))  # left half red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    img.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    with open_slide(tmp_path / "photo.jpg") as s:
+        assert s.dimensions == (20, 40)
+        top = s.read_region((0, 0), 0, (20, 20)).astype(int)
+        bottom = s.read_region((0, 20), 0, (20, 20)).astype(int)
+    assert top[..., 1].mean() < 60 < bottom[..., 1].mean()  # red stored left shows on top
