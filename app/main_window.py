@@ -147,6 +147,11 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[key] = dock
+        # Prediction results dock (app/panels/results.py): class map / heatmap layers, region table,
+        # saved predictions reopened with each slide.
+        from app.panels.results import install_results_panel
+
+        self.results_panel = install_results_panel(self)
 
         self.pos_label = QLabel("")
         self.zoom_label = QLabel("")
