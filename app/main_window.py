@@ -430,6 +430,7 @@ class MainWindow(QMainWindow):
         )
         doc.saveFailed.connect(lambda msg: errors.report(self, "Autosave failed", msg))
         doc.saved.connect(self._on_document_saved)
+        doc.changed.connect(self._on_document_changed)
         doc.undo_stack.indexChanged.connect(self._on_undo_indexChanged)
         self.document = doc
         self.ctl.set_document(doc)
@@ -437,6 +438,7 @@ class MainWindow(QMainWindow):
         self.annotation_list.attach()
         self.view.set_source(reader)
         self.project_panel.set_project(project, entry.id)
+        self.project_panel.set_count(entry.id, len(doc))
         title = f"{reader.path.name}" + ("" if implicit else f" — {project.name}")
         self.setWindowTitle(f"CRC Workbench — {title}")
         if res is not None and res.warnings:
@@ -467,6 +469,10 @@ class MainWindow(QMainWindow):
     def _on_document_saved(self) -> None:
         if self.project is not None and self.entry is not None and self.annotation_file is None:
             self.project_panel.refresh(self.entry.id)
+
+    def _on_document_changed(self) -> None:
+        if self.entry is not None and self.document is not None:
+            self.project_panel.set_count(self.entry.id, len(self.document))
 
     def _on_project_slideActivated(self, entry_id: str) -> None:
         if self.entry is None or entry_id != self.entry.id:

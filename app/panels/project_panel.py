@@ -71,6 +71,13 @@ class ProjectPanel(QWidget):
                 item.setFont(1, f)
             self.tree.addTopLevelItem(item)
 
+    def set_count(self, entry_id: str, n: int) -> None:
+        """Show ``n`` annotations for one slide (the open slide's live count)."""
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            if item.data(0, Qt.ItemDataRole.UserRole) == entry_id:
+                item.setText(1, str(n))
+
     def count_of(self, entry_id: str) -> int | None:
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
