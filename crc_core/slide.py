@@ -58,8 +58,6 @@ PILLOW_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "MPO"})
 WSI_SUFFIXES = frozenset(
     {".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm", ".czi"}
 )
-#: Plain-image suffixes the Pillow fallback is tried for.
-PLAIN_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: mpp read from plain-image resolution tags is kept only inside this range (µm/px); outside it the
 #: tag is a screen/print default (72 dpi = 353 µm/px), not a microscope calibration.
 _PLAUSIBLE_MPP = (0.02, 50.0)
