@@ -1,4 +1,4 @@
-"""`crc info SLIDE [--json]`: what a slide file holds (backend, vendor, levels, mpp, objective, extras).
+"""`crc info SLIDE [--json]`: what a slide holds (backend, vendor, levels, mpp, objective, extras).
 
 Plain text by default; ``--json`` prints :meth:`crc_core.slide.SlideReader.info` as one JSON object
 (``mpp`` is ``null`` when the file has none). A file that cannot be opened is a
@@ -56,9 +56,8 @@ def format_text(info: dict[str, Any]) -> str:
         f"levels:           {info['level_count']}",
     ]
     for lv in info["levels"]:
-        lines.append(
-            f"  level {lv['level']}: {lv['width']} x {lv['height']} px, downsample {lv['downsample']:.4g}"
-        )
+        size = f"{lv['width']} x {lv['height']} px"
+        lines.append(f"  level {lv['level']}: {size}, downsample {lv['downsample']:.4g}")
     assoc = info["associated_images"]
     if assoc:
         lines.append("associated images:")
