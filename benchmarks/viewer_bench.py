@@ -1,4 +1,5 @@
-"""Viewer benchmark: open -> first complete paint, frame times over scripted pans and zooms, GUI stalls.
+"""Viewer benchmark: open -> first complete paint, frame times over scripted pans and zooms, GUI
+stalls.
 
 Prints one JSON object. The slide is a generated pyramidal TIFF of at least 50,000 x 50,000 px
 (``crc_core.synthetic.write_pyramid_tiff``, cached under /tmp; pass ``--slide`` to use another).
@@ -6,9 +7,11 @@ Runs the real main window on the offscreen Qt platform.
 
 Measured
 --------
-* ``first_paint_ms``: from ``MainWindow.open_path`` to the first frame with every visible tile at its
+* ``first_paint_ms``: from ``MainWindow.open_path`` to the first frame with every visible tile at
+its
   final resolution (includes opening the file and the implicit project).
-* Frame times: duration of each ``SlideView.paintEvent`` during a scripted sequence of pans and zooms
+* Frame times: duration of each ``SlideView.paintEvent`` during a scripted sequence of pans and
+zooms
   (``repaint()`` after each step). ``cold``: first pass, tiles still loading (stand-ins drawn);
   ``cached``: the same sequence again once every tile it shows is in the cache.
 * ``longest_stall_ms``: the longest gap between ticks of a 1 ms timer in the GUI event loop over the
