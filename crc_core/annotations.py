@@ -175,12 +175,16 @@ class Annotation:
         return cls(_new_id(), class_id, geom, name, notes, dict(properties or {}))
 
     @classmethod
-    def rectangle(cls, class_id: str, x: float, y: float, w: float, h: float, name: str = "") -> Annotation:
+    def rectangle(
+        cls, class_id: str, x: float, y: float, w: float, h: float, name: str = ""
+    ) -> Annotation:
         """A new axis-aligned rectangle annotation, ``(x, y)`` its top-left corner in level-0 px."""
         return cls.new(class_id, box(x, y, x + w, y + h), name=name)
 
     @classmethod
-    def polygon(cls, class_id: str, points: Iterable[tuple[float, float]], name: str = "") -> Annotation:
+    def polygon(
+        cls, class_id: str, points: Iterable[tuple[float, float]], name: str = ""
+    ) -> Annotation:
         """A new polygon (or freehand outline) annotation from its vertices in level-0 px."""
         pts = [tuple(p) for p in points]
         if len({p for p in pts}) < 3:
@@ -295,8 +299,13 @@ class AnnotationSet:
 
     def total_area(self, class_id: str | None = None) -> float:
         """Summed area (level-0 px²) of all annotations, or of one class. Overlaps count twice."""
-        return float(sum(a.geometry.area for a in self._items.values()
-                         if class_id is None or a.class_id == class_id))
+        return float(
+            sum(
+                a.geometry.area
+                for a in self._items.values()
+                if class_id is None or a.class_id == class_id
+            )
+        )
 
     def area_by_class(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -306,7 +315,9 @@ class AnnotationSet:
 
     def union(self, class_id: str | None = None) -> BaseGeometry:
         """Union of the geometries (of one class), overlaps counted once."""
-        geoms = [a.geometry for a in self._items.values() if class_id is None or a.class_id == class_id]
+        geoms = [
+            a.geometry for a in self._items.values() if class_id is None or a.class_id == class_id
+        ]
         return shapely.union_all(geoms) if geoms else Polygon()
 
     def at_point(self, x: float, y: float) -> list[Annotation]:
@@ -388,7 +399,9 @@ def clean_geometry(geom: BaseGeometry) -> tuple[Geometry, list[str]]:
         notes.append(f"repaired an invalid outline ({reason})")
     out = _polygonal(geom)
     if out is None:
-        raise AnnotationError("the outline has no area (fewer than three distinct points or only lines)")
+        raise AnnotationError(
+            "the outline has no area (fewer than three distinct points or only lines)"
+        )
     return out, notes
 
 
@@ -481,13 +494,21 @@ def _finish_geometry(
     if notes.get("duplicates"):
         warn.append(f"removed {notes['duplicates']} repeated point(s)")
     if notes.get("degenerate_holes"):
-        warn.append(f"dropped {notes['degenerate_holes']} hole(s) with fewer than three distinct points")
+        warn.append(
+            f"dropped {notes['degenerate_holes']} hole(s) with fewer than three distinct points"
+        )
     if notes.get("degenerate_parts"):
-        warn.append(f"dropped {notes['degenerate_parts']} part(s) with fewer than three distinct points")
+        warn.append(
+            f"dropped {notes['degenerate_parts']} part(s) with fewer than three distinct points"
+        )
     if not geom.is_valid:
         reason = shapely.is_valid_reason(geom)
         geom = shapely.make_valid(geom)
-        kind = "self-intersection" if "Self-intersection" in reason or "Ring Self" in reason else "invalid outline"
+        kind = (
+            "self-intersection"
+            if "Self-intersection" in reason or "Ring Self" in reason
+            else "invalid outline"
+        )
         warn.append(f"repaired {kind} ({reason})")
     out = _polygonal(geom)
     if out is None:
@@ -504,16 +525,28 @@ def _finish_geometry(
 
 
 def _jtype(v: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 # --------------------------------------------------------------------------- reading
 class _Reader:
     """Shared state of one load: scheme, warnings, added classes, id uniqueness."""
 
-    def __init__(self, scheme: ClassScheme, slide_size: tuple[int, int] | None, skip_invalid: bool,
-                 source: str) -> None:
+    def __init__(
+        self,
+        scheme: ClassScheme,
+        slide_size: tuple[int, int] | None,
+        skip_invalid: bool,
+        source: str,
+    ) -> None:
         self.scheme = scheme
         self.skip_invalid = skip_invalid
         self.source = source
@@ -551,7 +584,9 @@ class _Reader:
         try:
             c = self.scheme.add(name, color=rgb)
         except ClassSchemeError as exc:  # e.g. all keys used: add without a key
-            raise AnnotationError(f"{self.source}: {where}: cannot add class {name!r} ({exc})") from None
+            raise AnnotationError(
+                f"{self.source}: {where}: cannot add class {name!r} ({exc})"
+            ) from None
         self.added.append(c.name)
         self.warn(f"{self.source}: class {name!r} is not in the class scheme: added it")
         return c.id
@@ -612,7 +647,9 @@ def _read_geojson(data: bytes, rd: _Reader) -> list[Annotation]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{rd.source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise AnnotationError(
+            f"{rd.source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     if not text.strip():
         raise AnnotationError(f"{rd.source}: the file is empty; expected GeoJSON")
     try:
@@ -622,7 +659,9 @@ def _read_geojson(data: bytes, rd: _Reader) -> list[Annotation]:
             f"{rd.source}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
         ) from None
     except (ValueError, RecursionError) as exc:
-        raise AnnotationError(f"{rd.source}: not usable JSON ({type(exc).__name__}: {exc})"[:300]) from None
+        raise AnnotationError(
+            f"{rd.source}: not usable JSON ({type(exc).__name__}: {exc})"[:300]
+        ) from None
 
     if isinstance(doc, list):
         features = doc
@@ -689,7 +728,9 @@ def _read_geojson(data: bytes, rd: _Reader) -> list[Annotation]:
     return out
 
 
-def _feature_to_annotation(feat: dict[str, Any], props: dict[str, Any], where: str, rd: _Reader) -> Annotation:
+def _feature_to_annotation(
+    feat: dict[str, Any], props: dict[str, Any], where: str, rd: _Reader
+) -> Annotation:
     geom = feat.get("geometry")
     if geom is None:
         raise _Skip("has no geometry")
@@ -714,8 +755,11 @@ def _feature_to_annotation(feat: dict[str, Any], props: dict[str, Any], where: s
     for w in warn:
         rd.warn(f"{rd.source}: {where}: {w}")
     class_id = rd.class_for(cls_name, cls_color, where)
-    extra = {k: v for k, v in props.items()
-             if k not in ("objectType", "classification", "name", "notes", "description", "id")}
+    extra = {
+        k: v
+        for k, v in props.items()
+        if k not in ("objectType", "classification", "name", "notes", "description", "id")
+    }
     return Annotation(rd.new_id(feat.get("id")), class_id, shape, name, note, extra)
 
 
@@ -757,7 +801,9 @@ def _geometry_polys(
         return [p] if p is not None else []
     if kind == "MultiPolygon":
         if not isinstance(coords, list):
-            raise _FeatureError(f"{what} coordinates are {_jtype(coords)}, expected a list of polygons")
+            raise _FeatureError(
+                f"{what} coordinates are {_jtype(coords)}, expected a list of polygons"
+            )
         n = _count_vertices(coords, 4)
         if n > MAX_VERTICES_PER_ANNOTATION:
             raise _FeatureError(
@@ -785,7 +831,9 @@ def _geometry_polys(
         total = 0
         for k, m in enumerate(members):
             if not isinstance(m, dict):
-                raise _FeatureError(f"{what} member {k + 1} is {_jtype(m)}, expected a geometry object")
+                raise _FeatureError(
+                    f"{what} member {k + 1} is {_jtype(m)}, expected a geometry object"
+                )
             if m.get("type") in ("Polygon", "MultiPolygon", "GeometryCollection"):
                 got = _geometry_polys(m, f"{what} member {k + 1}", notes, where, rd, depth + 1)
                 total += sum(len(p.exterior.coords) for p in got)
@@ -797,14 +845,16 @@ def _geometry_polys(
             else:
                 dropped += 1
         if dropped and polys:
-            rd.warn(f"{rd.source}: {where}: dropped {dropped} point/line member(s) of a GeometryCollection")
+            rd.warn(
+                f"{rd.source}: {where}: dropped {dropped} point/line member(s) of a GeometryCollection"
+            )
         if not polys:
             raise _Skip("has no area (points or lines only)")
         return polys
     if kind in ("Point", "MultiPoint", "LineString", "MultiLineString"):
         raise _Skip(f"is a {kind}, not an area")
     if not isinstance(kind, str):
-        raise _FeatureError(f"has a geometry without a 'type' string")
+        raise _FeatureError("has a geometry without a 'type' string")
     raise _FeatureError(f"has unknown geometry type {kind!r}")
 
 
@@ -818,7 +868,9 @@ class _RawAsap:
     n: int = 0
 
 
-def _parse_asap_xml(data: bytes, source: str, stop_early: bool = True) -> tuple[list[_RawAsap], dict[str, str | None]]:
+def _parse_asap_xml(
+    data: bytes, source: str, stop_early: bool = True
+) -> tuple[list[_RawAsap], dict[str, str | None]]:
     """Parse an ASAP file with defusedxml's SAX reader: (annotations, {group name: colour}).
 
     DTDs are forbidden, so no entity is expanded and nothing external is read. No element tree
@@ -858,7 +910,9 @@ def _parse_asap_xml(data: bytes, source: str, stop_early: bool = True) -> tuple[
                 if cur.n <= limit:
                     cur.pts.append((attrs.get("Order"), attrs.get("X"), attrs.get("Y")))
                 elif stop_early:
-                    where = _feature_label(len(anns) - 1, cur.attrs.get("Id"), cur.attrs.get("Name"))
+                    where = _feature_label(
+                        len(anns) - 1, cur.attrs.get("Id"), cur.attrs.get("Name")
+                    )
                     raise AnnotationError(
                         f"{source}: {where.replace('feature', 'annotation', 1)} has more than "
                         f"{limit:,} vertices; at most that many per annotation are read "
@@ -877,8 +931,9 @@ def _parse_asap_xml(data: bytes, source: str, stop_early: bool = True) -> tuple[
                 self.cur = None
 
     try:
-        defusedxml.sax.parseString(data, Handler(), forbid_dtd=True, forbid_entities=True,
-                                   forbid_external=True)
+        defusedxml.sax.parseString(
+            data, Handler(), forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
     except defusedxml.DefusedXmlException as exc:
         raise AnnotationError(
             f"{source}: refused: the XML declares a DTD or entities ({type(exc).__name__}); "
@@ -911,8 +966,17 @@ def _asap_ring(pts: list[tuple[str | None, str | None, str | None]]) -> np.ndarr
         try:
             o = int(o_s) if o_s is not None else k
         except ValueError:
-            raise _FeatureError(f"coordinate {k + 1} has Order {o_s[:20]!r}, not an integer") from None
-        rows.append((o, k, _xml_float(x_s, f"coordinate {k + 1} X"), _xml_float(y_s, f"coordinate {k + 1} Y")))
+            raise _FeatureError(
+                f"coordinate {k + 1} has Order {o_s[:20]!r}, not an integer"
+            ) from None
+        rows.append(
+            (
+                o,
+                k,
+                _xml_float(x_s, f"coordinate {k + 1} X"),
+                _xml_float(y_s, f"coordinate {k + 1} Y"),
+            )
+        )
     rows.sort()
     return np.asarray([(x, y) for _, _, x, y in rows], dtype=np.float64).reshape(-1, 2)
 
@@ -962,11 +1026,16 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
             rd.warn(f"{rd.source}: {where} is a {typ}, not an area: skipped")
             continue
         if typ.lower() not in ("polygon", "rectangle", "spline"):
-            rd.refuse(where, f"has unknown Type {typ[:40]!r} (accepted: Polygon, Rectangle, Spline)")
+            rd.refuse(
+                where, f"has unknown Type {typ[:40]!r} (accepted: Polygon, Rectangle, Spline)"
+            )
             continue
         if n_coords > MAX_VERTICES_PER_ANNOTATION:
-            rd.refuse(where, f"has {n_coords:,} vertices; at most {MAX_VERTICES_PER_ANNOTATION:,} "
-                             "per annotation are read (simplify the outline first)")
+            rd.refuse(
+                where,
+                f"has {n_coords:,} vertices; at most {MAX_VERTICES_PER_ANNOTATION:,} "
+                "per annotation are read (simplify the outline first)",
+            )
             continue
         try:
             arr = _asap_ring(item.pts)
@@ -981,8 +1050,19 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
             continue
         if el.get("AutoName") == "1":
             name = ""
-        outlines.append(_Outline(i, where, el.get("Id"), name, group, el.get("Color"),
-                                 el.get("Notes") or "", is_hole, Polygon(ring)))
+        outlines.append(
+            _Outline(
+                i,
+                where,
+                el.get("Id"),
+                name,
+                group,
+                el.get("Color"),
+                el.get("Notes") or "",
+                is_hole,
+                Polygon(ring),
+            )
+        )
 
     # Group outlines into annotations: by Id when our attributes are there, else one per outline.
     shells_by_key: dict[str, list[_Outline]] = {}
@@ -1006,7 +1086,7 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
             loose_holes.extend(hs)
 
     out: list[Annotation] = []
-    for key, shells in shells_by_key.items():
+    for shells in shells_by_key.values():
         first = shells[0]
         where = first.where
         warn: list[str] = []
@@ -1028,8 +1108,10 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
                 inside = _polygonal(out_geom.intersection(rd.clip))
                 if inside is None:
                     raise _Skip("lies entirely outside the slide")
-                warn.append(f"clipped to the slide ({100.0 * (1 - inside.area / out_geom.area):.1f}% "
-                            "of its area was outside)")
+                warn.append(
+                    f"clipped to the slide ({100.0 * (1 - inside.area / out_geom.area):.1f}% "
+                    "of its area was outside)"
+                )
                 out_geom = inside
         except _FeatureError as exc:
             rd.refuse(where, str(exc))
@@ -1043,7 +1125,9 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
         group = first.group
         color = group_colors.get(group) or first.color
         class_id = rd.class_for(group or None, color, where)
-        out.append(Annotation(rd.new_id(first.ann_id), class_id, out_geom, first.name, first.notes, {}))
+        out.append(
+            Annotation(rd.new_id(first.ann_id), class_id, out_geom, first.name, first.notes, {})
+        )
 
     # Exclusions without our Id attribute: cut them from the annotations whose outline contains them.
     for h in loose_holes:
@@ -1052,8 +1136,11 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
             continue
         hit = False
         for k, ann in enumerate(out):
-            shell_area = shapely.Polygon(ann.geometry.exterior) if isinstance(ann.geometry, Polygon) else \
-                shapely.union_all([Polygon(p.exterior) for p in ann.geometry.geoms])
+            shell_area = (
+                shapely.Polygon(ann.geometry.exterior)
+                if isinstance(ann.geometry, Polygon)
+                else shapely.union_all([Polygon(p.exterior) for p in ann.geometry.geoms])
+            )
             if shell_area.intersection(hp).area > 0.5 * hp.area:
                 g = _polygonal(ann.geometry.difference(hp))
                 if g is not None:
@@ -1103,11 +1190,22 @@ def read_annotations_bytes(
     except AnnotationError:
         raise
     except (RecursionError, MemoryError) as exc:
-        raise AnnotationError(f"{source}: too large or too deeply nested to read ({type(exc).__name__})") from None
-    except (shapely.errors.ShapelyError, ValueError, TypeError, OverflowError, LookupError,
-            AttributeError, IndexError) as exc:
+        raise AnnotationError(
+            f"{source}: too large or too deeply nested to read ({type(exc).__name__})"
+        ) from None
+    except (
+        shapely.errors.ShapelyError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        LookupError,
+        AttributeError,
+        IndexError,
+    ) as exc:
         # Geometry the checks above let through but GEOS cannot use.
-        raise AnnotationError(f"{source}: unusable geometry ({type(exc).__name__}: {exc})"[:300]) from None
+        raise AnnotationError(
+            f"{source}: unusable geometry ({type(exc).__name__}: {exc})"[:300]
+        ) from None
     return LoadResult(AnnotationSet(anns), rd.finish_warnings(), rd.added, rd.skipped)
 
 
@@ -1195,7 +1293,10 @@ def _plain(v: Any, depth: int = 0) -> Any:
     if depth > 50:
         raise AnnotationError("annotation properties are nested too deeply")
     if isinstance(v, dict):
-        return {str(k) if isinstance(k, (int, float, bool)) else k: _plain(x, depth + 1) for k, x in v.items()}
+        return {
+            str(k) if isinstance(k, (int, float, bool)) else k: _plain(x, depth + 1)
+            for k, x in v.items()
+        }
     if isinstance(v, (list, tuple)):
         return [_plain(x, depth + 1) for x in v]
     return v
@@ -1206,8 +1307,13 @@ def _to_geojson(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     for a in aset:
         cname, color = _class_info(scheme, a.class_id)
         props: dict[str, Any] = {"objectType": "annotation"}
-        props.update({k: _plain(v) for k, v in a.properties.items()
-                      if k not in ("objectType", "classification")})
+        props.update(
+            {
+                k: _plain(v)
+                for k, v in a.properties.items()
+                if k not in ("objectType", "classification")
+            }
+        )
         if a.name:
             props["name"] = a.name
         else:
@@ -1216,8 +1322,14 @@ def _to_geojson(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
             props["description"] = a.notes
         props["classification"] = {"name": cname, "color": list(color)}
         props.setdefault("isLocked", False)
-        features.append({"type": "Feature", "id": a.id, "geometry": _geometry_json(a.geometry),
-                         "properties": props})
+        features.append(
+            {
+                "type": "Feature",
+                "id": a.id,
+                "geometry": _geometry_json(a.geometry),
+                "properties": props,
+            }
+        )
     doc = {"type": "FeatureCollection", "features": features}
     try:
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -1233,7 +1345,9 @@ def _is_rectangle(p: Polygon) -> bool:
     if len(coords) != 5:
         return False
     minx, miny, maxx, maxy = p.bounds
-    return bool(np.all(np.isin(coords[:, 0], (minx, maxx))) and np.all(np.isin(coords[:, 1], (miny, maxy))))
+    return bool(
+        np.all(np.isin(coords[:, 0], (minx, maxx))) and np.all(np.isin(coords[:, 1], (miny, maxy)))
+    )
 
 
 def _fmt_num(v: float) -> str:
@@ -1247,10 +1361,18 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     any_hole = False
     n = 0
 
-    def outline(ring: Any, name: str, typ: str, group: str, color: str, ann: Annotation, role: str) -> None:
+    def outline(
+        ring: Any, name: str, typ: str, group: str, color: str, ann: Annotation, role: str
+    ) -> None:
         nonlocal n
-        attrs = {"Name": name, "Type": typ, "PartOfGroup": group, "Color": color, "Id": ann.id,
-                 "Role": role}
+        attrs = {
+            "Name": name,
+            "Type": typ,
+            "PartOfGroup": group,
+            "Color": color,
+            "Id": ann.id,
+            "Role": role,
+        }
         if not ann.name:
             attrs["AutoName"] = "1"  # ASAP needs a Name; ours was empty
         if ann.notes and role == "shell":
@@ -1259,17 +1381,27 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
         coords = ET.SubElement(el, "Coordinates")
         arr = np.asarray(ring.coords)[:-1, :2]  # ASAP rings are not closed
         for k, (x, y) in enumerate(arr):
-            ET.SubElement(coords, "Coordinate", {"Order": str(k), "X": _fmt_num(x), "Y": _fmt_num(y)})
+            ET.SubElement(
+                coords, "Coordinate", {"Order": str(k), "X": _fmt_num(x), "Y": _fmt_num(y)}
+            )
         n += 1
 
     for a in aset:
         cname, color = _class_info(scheme, a.class_id)
-        hexcol = "#%02X%02X%02X" % color
+        hexcol = "#{:02X}{:02X}{:02X}".format(*color)
         groups_used.setdefault(cname, color)
         name = a.name or f"Annotation {n}"
         polys = [a.geometry] if isinstance(a.geometry, Polygon) else list(a.geometry.geoms)
         for p in polys:
-            outline(p.exterior, name, "Rectangle" if _is_rectangle(p) else "Polygon", cname, hexcol, a, "shell")
+            outline(
+                p.exterior,
+                name,
+                "Rectangle" if _is_rectangle(p) else "Polygon",
+                cname,
+                hexcol,
+                a,
+                "shell",
+            )
         for p in polys:
             for r in p.interiors:
                 any_hole = True
@@ -1278,8 +1410,11 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     if any_hole and _HOLE_GROUP not in groups_used:
         groups_used[_HOLE_GROUP] = (0, 0, 0)
     for gname, color in groups_used.items():
-        g = ET.SubElement(groups, "Group", {"Name": gname, "PartOfGroup": "None",
-                                            "Color": "#%02X%02X%02X" % color})
+        g = ET.SubElement(
+            groups,
+            "Group",
+            {"Name": gname, "PartOfGroup": "None", "Color": "#{:02X}{:02X}{:02X}".format(*color)},
+        )
         ET.SubElement(g, "Attributes")
     ET.indent(root, space="\t")
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

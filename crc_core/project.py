@@ -48,11 +48,13 @@ PROJECT_KIND = "crc-workbench-project"
 PROJECT_FORMAT = 1
 MAX_PROJECT_BYTES = 64 * 1024 * 1024
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_RESERVED_IDS = {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
+_RESERVED_IDS = (
+    {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
+)
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def _is_absolute(p: str) -> bool:
@@ -103,8 +105,13 @@ class SlideEntry:
         return _is_absolute(self.path)
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "path": self.path, "name": self.name,
-                             "mpp": list(self.mpp) if self.mpp else None, "added": self.added}
+        d: dict[str, Any] = {
+            "id": self.id,
+            "path": self.path,
+            "name": self.name,
+            "mpp": list(self.mpp) if self.mpp else None,
+            "added": self.added,
+        }
         if self.notes:
             d["notes"] = self.notes
         if self._count is not None:
@@ -117,9 +124,12 @@ def _check_mpp(v: Any, where: str) -> tuple[float, float] | None:
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = [v, v]
-    if (isinstance(v, (list, tuple)) and len(v) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            and all(math.isfinite(x) and 0 < x < 1000 for x in v)):
+    if (
+        isinstance(v, (list, tuple))
+        and len(v) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        and all(math.isfinite(x) and 0 < x < 1000 for x in v)
+    ):
         return (float(v[0]), float(v[1]))
     raise ProjectError(f"{where}: mpp {v!r} must be null, a positive number or [x, y] µm per pixel")
 
@@ -127,8 +137,15 @@ def _check_mpp(v: Any, where: str) -> tuple[float, float] | None:
 class Project:
     """A project folder. Use :meth:`create` or :meth:`open`, not the constructor."""
 
-    def __init__(self, root: Path, scheme: ClassScheme, name: str, slides: list[SlideEntry],
-                 created: str = "", extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scheme: ClassScheme,
+        name: str,
+        slides: list[SlideEntry],
+        created: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.scheme = scheme
         self.name = name
@@ -144,7 +161,9 @@ class Project:
         return self.root / PROJECT_FILE
 
     @classmethod
-    def create(cls, root: str | Path, scheme: ClassScheme | None = None, name: str | None = None) -> Project:
+    def create(
+        cls, root: str | Path, scheme: ClassScheme | None = None, name: str | None = None
+    ) -> Project:
         """Make a new project in ``root`` (created if needed; may already hold slides).
 
         Raises
@@ -161,9 +180,16 @@ class Project:
             r.mkdir(parents=True, exist_ok=True)
             (r / "annotations").mkdir(exist_ok=True)
         except OSError as exc:
-            raise ProjectError(f"{r}: cannot create the project folder ({exc.strerror or exc})") from None
-        proj = cls(r, scheme.copy() if scheme is not None else ClassScheme.paper(),
-                   name or r.name, [], created=_now())
+            raise ProjectError(
+                f"{r}: cannot create the project folder ({exc.strerror or exc})"
+            ) from None
+        proj = cls(
+            r,
+            scheme.copy() if scheme is not None else ClassScheme.paper(),
+            name or r.name,
+            [],
+            created=_now(),
+        )
         proj.save()
         return proj
 
@@ -195,7 +221,9 @@ class Project:
         except OSError as exc:
             raise ProjectError(f"{f}: cannot read ({exc.strerror or exc})") from None
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ProjectError(f"{f}: not a valid project file ({type(exc).__name__}: {exc})"[:300]) from None
+            raise ProjectError(
+                f"{f}: not a valid project file ({type(exc).__name__}: {exc})"[:300]
+            ) from None
         proj = cls._from_json(r, doc, str(f))
         proj.refresh()
         return proj
@@ -205,7 +233,9 @@ class Project:
         if not isinstance(doc, dict):
             raise ProjectError(f"{where}: expected a JSON object")
         if doc.get("format") != PROJECT_KIND:
-            raise ProjectError(f"{where}: not a CRC Workbench project file (format {doc.get('format')!r})")
+            raise ProjectError(
+                f"{where}: not a CRC Workbench project file (format {doc.get('format')!r})"
+            )
         version = doc.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ProjectError(f"{where}: 'version' must be a positive integer")
@@ -234,7 +264,9 @@ class Project:
             if not isinstance(sid, str) or not isinstance(spath, str) or not spath:
                 raise ProjectError(f"{w} needs 'id' and 'path' strings")
             if not _ID_RE.match(sid) or sid.lower() in _RESERVED_IDS or sid.endswith("."):
-                raise ProjectError(f"{w}: id {sid[:60]!r} is not a plain name (letters, digits, . _ -)")
+                raise ProjectError(
+                    f"{w}: id {sid[:60]!r} is not a plain name (letters, digits, . _ -)"
+                )
             if sid.casefold() in seen:
                 raise ProjectError(f"{w}: id {sid!r} is used twice")
             seen.add(sid.casefold())
@@ -244,10 +276,14 @@ class Project:
                 raise ProjectError(f"{w}: 'name' must be a string")
             notes = item.get("notes", "")
             added = item.get("added", "")
-            entry = SlideEntry(sid, spath, sname or PurePosixPath(spath).stem,
-                               _check_mpp(item.get("mpp"), w),
-                               added if isinstance(added, str) else "",
-                               notes if isinstance(notes, str) else "")
+            entry = SlideEntry(
+                sid,
+                spath,
+                sname or PurePosixPath(spath).stem,
+                _check_mpp(item.get("mpp"), w),
+                added if isinstance(added, str) else "",
+                notes if isinstance(notes, str) else "",
+            )
             cnt = item.get("annotation_count")
             if isinstance(cnt, int) and not isinstance(cnt, bool) and cnt >= 0:
                 entry._count = cnt
@@ -282,14 +318,16 @@ class Project:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = dict(self._extra)
-        doc.update({
-            "format": PROJECT_KIND,
-            "version": PROJECT_FORMAT,
-            "name": self.name,
-            "created": self.created,
-            "classes": self.scheme.to_json(),
-            "slides": [s.to_json() for s in self.slides],
-        })
+        doc.update(
+            {
+                "format": PROJECT_KIND,
+                "version": PROJECT_FORMAT,
+                "name": self.name,
+                "created": self.created,
+                "classes": self.scheme.to_json(),
+                "slides": [s.to_json() for s in self.slides],
+            }
+        )
         return doc
 
     @property
@@ -313,7 +351,9 @@ class Project:
                 atomic_write_bytes(path.with_name(path.name + ".bak"), old)
             atomic_write_bytes(path, data)
         except OSError as exc:
-            raise ProjectError(f"{exc.filename or path}: cannot save ({exc.strerror or exc})") from None
+            raise ProjectError(
+                f"{exc.filename or path}: cannot save ({exc.strerror or exc})"
+            ) from None
 
     # ---------------------------------------------------------------- folders
     def _subdir(self, name: str) -> Path:
@@ -408,8 +448,12 @@ class Project:
             n += 1
         return cand
 
-    def add_slide(self, path: str | Path, name: str | None = None,
-                  mpp: tuple[float, float] | float | None = None) -> SlideEntry:
+    def add_slide(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        mpp: tuple[float, float] | float | None = None,
+    ) -> SlideEntry:
         """Add a slide file: relative path when it lies under the project folder, else absolute.
 
         Raises
@@ -429,8 +473,13 @@ class Project:
             except ProjectError as exc:
                 if "already in the project" in str(exc):
                     raise
-        entry = SlideEntry(self._new_id(p.stem), rec, name or p.stem,
-                           _check_mpp(list(mpp) if isinstance(mpp, tuple) else mpp, str(p)), _now())
+        entry = SlideEntry(
+            self._new_id(p.stem),
+            rec,
+            name or p.stem,
+            _check_mpp(list(mpp) if isinstance(mpp, tuple) else mpp, str(p)),
+            _now(),
+        )
         entry.exists, entry.problem = True, ""
         self.slides.append(entry)
         return entry
@@ -462,7 +511,9 @@ class Project:
             raise ProjectError(f"slide id {entry.id[:60]!r} is not a plain name")
         return self.root / "annotations" / f"{entry.id}.geojson"
 
-    def load_annotations(self, entry: SlideEntry, slide_size: tuple[int, int] | None = None) -> LoadResult:
+    def load_annotations(
+        self, entry: SlideEntry, slide_size: tuple[int, int] | None = None
+    ) -> LoadResult:
         """The slide's annotations (empty when it has none yet).
 
         Unknown classes in the file are added to :attr:`scheme` (the project is then
@@ -573,4 +624,3 @@ def _quick_count(p: Path) -> int:
         if str(props.get("objectType", "annotation")).lower() == "annotation":
             n += 1
     return n
-

@@ -33,15 +33,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "warning naming the feature); unknown classes are added; anything unreadable is refused and "
         "OUT is left untouched.",
     )
-    c.add_argument("input", type=Path, metavar="IN", help="annotation file to read (.geojson, .json, .xml)")
-    c.add_argument("output", type=Path, metavar="OUT", help="annotation file to write (.geojson, .json, .xml)")
+    c.add_argument(
+        "input", type=Path, metavar="IN", help="annotation file to read (.geojson, .json, .xml)"
+    )
+    c.add_argument(
+        "output", type=Path, metavar="OUT", help="annotation file to write (.geojson, .json, .xml)"
+    )
     _common(c)
-    c.add_argument("--save-classes", type=Path, default=None, metavar="JSON",
-                   help="also write the class scheme (with any classes added from IN) to this file")
+    c.add_argument(
+        "--save-classes",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="also write the class scheme (with any classes added from IN) to this file",
+    )
     c.set_defaults(func=run)
 
-    i = sub.add_parser("info", help="count annotations and area per class",
-                       description="Print the number of annotations and their area per class.")
+    i = sub.add_parser(
+        "info",
+        help="count annotations and area per class",
+        description="Print the number of annotations and their area per class.",
+    )
     i.add_argument("input", type=Path, metavar="IN", help="annotation file (.geojson, .json, .xml)")
     _common(i)
     i.set_defaults(func=run_info)
@@ -50,15 +62,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--classes", type=Path, default=None, metavar="JSON",
-                   help="class scheme file (default: the paper's five classes); unknown classes are added")
+    p.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="class scheme file (default: the paper's five classes); unknown classes are added",
+    )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--slide", type=Path, default=None, metavar="S",
-                      help="slide the annotations belong to: outlines are clipped to its level-0 size")
-    size.add_argument("--slide-size", default=None, metavar="WxH",
-                      help="level-0 width x height to clip to, without opening a slide (e.g. 2220x2967)")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="skip (with a warning) features that would otherwise stop the conversion")
+    size.add_argument(
+        "--slide",
+        type=Path,
+        default=None,
+        metavar="S",
+        help="slide the annotations belong to: outlines are clipped to its level-0 size",
+    )
+    size.add_argument(
+        "--slide-size",
+        default=None,
+        metavar="WxH",
+        help="level-0 width x height to clip to, without opening a slide (e.g. 2220x2967)",
+    )
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip (with a warning) features that would otherwise stop the conversion",
+    )
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
@@ -72,7 +101,9 @@ def _inputs(args: argparse.Namespace) -> tuple[ClassScheme, tuple[int, int] | No
     if args.slide_size:
         m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", args.slide_size)
         if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-            raise ConfigError(f"--slide-size {args.slide_size!r}: expected WIDTHxHEIGHT in pixels, e.g. 2220x2967")
+            raise ConfigError(
+                f"--slide-size {args.slide_size!r}: expected WIDTHxHEIGHT in pixels, e.g. 2220x2967"
+            )
         size = (int(m.group(1)), int(m.group(2)))
     elif args.slide:
         from crc_core.slide import open_slide

@@ -217,11 +217,13 @@ def test_annotation_set_refuses_a_duplicate_id():
 
 
 def test_classes_in_use_and_areas_per_class():
-    s = AnnotationSet([
-        Annotation.rectangle("normal", 0, 0, 10, 10),
-        Annotation.rectangle("normal", 100, 0, 10, 20),
-        Annotation.rectangle("adenoma", 0, 100, 5, 5),
-    ])
+    s = AnnotationSet(
+        [
+            Annotation.rectangle("normal", 0, 0, 10, 10),
+            Annotation.rectangle("normal", 100, 0, 10, 20),
+            Annotation.rectangle("adenoma", 0, 100, 5, 5),
+        ]
+    )
     assert s.classes_in_use() == {"normal", "adenoma"}
     assert s.total_area() == 325
     assert s.area_by_class() == {"normal": 300, "adenoma": 25}
@@ -287,20 +289,35 @@ def test_qupath_list_of_features_export_loads(tmp_path, scheme):
 
 
 def test_a_bare_feature_loads(tmp_path, scheme):
-    res = load_annotations(_write(tmp_path, "one.json", json.dumps(_feature(SQUARE, "Adenoma"))), scheme)
+    res = load_annotations(
+        _write(tmp_path, "one.json", json.dumps(_feature(SQUARE, "Adenoma"))), scheme
+    )
     assert [a.class_id for a in res.annotations] == ["adenoma"]
 
 
 def test_qupath_02_legacy_colorRGB_and_object_ids_are_understood(tmp_path, scheme):
     legacy = [
-        {"type": "Feature", "id": "PathAnnotationObject",
-         "geometry": {"type": "Polygon", "coordinates": SQUARE},
-         "properties": {"classification": {"name": "Stroma", "colorRGB": -3670016}, "isLocked": False}},
-        {"type": "Feature", "id": "PathAnnotationObject",
-         "geometry": {"type": "Polygon", "coordinates": SQUARE},
-         "properties": {"classification": {"name": "Stroma", "colorRGB": -3670016}}},
-        {"type": "Feature", "id": "PathDetectionObject",
-         "geometry": {"type": "Polygon", "coordinates": SQUARE}, "properties": {}},
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": {"type": "Polygon", "coordinates": SQUARE},
+            "properties": {
+                "classification": {"name": "Stroma", "colorRGB": -3670016},
+                "isLocked": False,
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": {"type": "Polygon", "coordinates": SQUARE},
+            "properties": {"classification": {"name": "Stroma", "colorRGB": -3670016}},
+        },
+        {
+            "type": "Feature",
+            "id": "PathDetectionObject",
+            "geometry": {"type": "Polygon", "coordinates": SQUARE},
+            "properties": {},
+        },
     ]
     res = load_annotations(_write(tmp_path, "old.json", json.dumps(legacy)), scheme)
     ids = res.annotations.ids
@@ -311,15 +328,27 @@ def test_qupath_02_legacy_colorRGB_and_object_ids_are_understood(tmp_path, schem
 
 # --------------------------------------------------------------------------- round trips
 def _rich_set() -> AnnotationSet:
-    holed = Polygon([(0, 0), (1000, 0), (1000, 1000), (0, 1000)], [[(100, 100), (300, 100), (300, 300), (100, 300)],
-                                                                   [(600, 600), (800, 600), (700, 800)]])
-    multi = MultiPolygon([box(2000, 0, 2100, 100), Polygon([(2200, 0), (2300.25, 0), (2250, 80.5)])])
-    return AnnotationSet([
-        Annotation(str(uuid.uuid4()), "adc-poor", holed, name="Holed", notes="check margin",
-                   properties={"isLocked": True}),
-        Annotation(str(uuid.uuid4()), "adenoma", multi, name="Parts"),
-        Annotation.rectangle("normal", 5000, 5000, 300, 200),
-    ])
+    holed = Polygon(
+        [(0, 0), (1000, 0), (1000, 1000), (0, 1000)],
+        [[(100, 100), (300, 100), (300, 300), (100, 300)], [(600, 600), (800, 600), (700, 800)]],
+    )
+    multi = MultiPolygon(
+        [box(2000, 0, 2100, 100), Polygon([(2200, 0), (2300.25, 0), (2250, 80.5)])]
+    )
+    return AnnotationSet(
+        [
+            Annotation(
+                str(uuid.uuid4()),
+                "adc-poor",
+                holed,
+                name="Holed",
+                notes="check margin",
+                properties={"isLocked": True},
+            ),
+            Annotation(str(uuid.uuid4()), "adenoma", multi, name="Parts"),
+            Annotation.rectangle("normal", 5000, 5000, 300, 200),
+        ]
+    )
 
 
 @pytest.mark.parametrize("suffix", [".geojson", ".xml"])
@@ -347,10 +376,12 @@ def test_geojson_round_trip_keeps_extra_properties(tmp_path, scheme):
 @pytest.mark.parametrize("suffix", [".geojson", ".xml"])
 def test_non_ascii_class_names_and_names_round_trip(tmp_path, suffix):
     scheme = ClassScheme.from_names(["Adénome", "腺癌", "Normal"])
-    aset = AnnotationSet([
-        Annotation.rectangle(scheme.get("腺癌").id, 0, 0, 10, 10, name="Drüse №1 — ☂"),
-        Annotation.rectangle(scheme.get("Adénome").id, 20, 0, 10, 10, name="ø"),
-    ])
+    aset = AnnotationSet(
+        [
+            Annotation.rectangle(scheme.get("腺癌").id, 0, 0, 10, 10, name="Drüse №1 — ☂"),
+            Annotation.rectangle(scheme.get("Adénome").id, 20, 0, 10, 10, name="ø"),
+        ]
+    )
     path = tmp_path / f"uni{suffix}"
     save_annotations(aset, path, scheme)
     fresh = ClassScheme.paper()
@@ -362,17 +393,32 @@ def test_non_ascii_class_names_and_names_round_trip(tmp_path, suffix):
 
 def test_done_when_qupath_rectangle_hole_and_bow_tie_convert_to_xml_and_back(tmp_path):
     """Issue 2 'Done when': same classes and areas after GeoJSON -> XML -> GeoJSON; bow-tie repaired."""
-    src = _write(tmp_path, "in.geojson", _fc(
-        _feature([[[0, 0], [400, 0], [400, 300], [0, 300], [0, 0]]], "Normal", name="rect"),
-        _feature([[[1000, 1000], [2000, 1000], [2000, 2000], [1000, 2000], [1000, 1000]],
-                  [[1200, 1200], [1400, 1200], [1400, 1400], [1200, 1400], [1200, 1200]]],
-                 "Adenoma", name="holed"),
-        _feature([[[3000, 3000], [3100, 3100], [3100, 3000], [3000, 3100], [3000, 3000]]],
-                 "Adenocarcinoma well differentiated", fid=str(uuid.uuid4()), name="bowtie"),
-    ))
+    src = _write(
+        tmp_path,
+        "in.geojson",
+        _fc(
+            _feature([[[0, 0], [400, 0], [400, 300], [0, 300], [0, 0]]], "Normal", name="rect"),
+            _feature(
+                [
+                    [[1000, 1000], [2000, 1000], [2000, 2000], [1000, 2000], [1000, 1000]],
+                    [[1200, 1200], [1400, 1200], [1400, 1400], [1200, 1400], [1200, 1200]],
+                ],
+                "Adenoma",
+                name="holed",
+            ),
+            _feature(
+                [[[3000, 3000], [3100, 3100], [3100, 3000], [3000, 3100], [3000, 3000]]],
+                "Adenocarcinoma well differentiated",
+                fid=str(uuid.uuid4()),
+                name="bowtie",
+            ),
+        ),
+    )
     scheme = ClassScheme.paper()
     first = load_annotations(src, scheme)
-    assert any("feature #3" in w and "bowtie" in w and "self-intersection" in w for w in first.warnings)
+    assert any(
+        "feature #3" in w and "bowtie" in w and "self-intersection" in w for w in first.warnings
+    )
     save_annotations(first.annotations, tmp_path / "mid.xml", scheme)
     mid = load_annotations(tmp_path / "mid.xml", ClassScheme.paper())
     save_annotations(mid.annotations, tmp_path / "out.geojson", scheme)
@@ -446,20 +492,24 @@ def test_asap_resave_without_our_attributes_keeps_areas(tmp_path, scheme):
 
 
 def test_asap_coordinates_are_ordered_by_their_order_attribute(tmp_path, scheme):
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
-           '<Coordinates><Coordinate Order="2" X="10" Y="10"/><Coordinate Order="0" X="0" Y="0"/>'
-           '<Coordinate Order="3" X="0" Y="10"/><Coordinate Order="1" X="10" Y="0"/></Coordinates>'
-           '</Annotation></Annotations><AnnotationGroups/></ASAP_Annotations>')
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
+        '<Coordinates><Coordinate Order="2" X="10" Y="10"/><Coordinate Order="0" X="0" Y="0"/>'
+        '<Coordinate Order="3" X="0" Y="10"/><Coordinate Order="1" X="10" Y="0"/></Coordinates>'
+        "</Annotation></Annotations><AnnotationGroups/></ASAP_Annotations>"
+    )
     res = load_annotations(_write(tmp_path, "o.xml", xml), scheme)
     assert res.warnings == []
     assert list(res.annotations)[0].area == 100
 
 
 def test_asap_decimal_comma_coordinates_are_read(tmp_path, scheme):
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
-           '<Coordinates><Coordinate Order="0" X="0,5" Y="0"/><Coordinate Order="1" X="10,5" Y="0"/>'
-           '<Coordinate Order="2" X="10,5" Y="10"/></Coordinates>'
-           '</Annotation></Annotations></ASAP_Annotations>')
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
+        '<Coordinates><Coordinate Order="0" X="0,5" Y="0"/><Coordinate Order="1" X="10,5" Y="0"/>'
+        '<Coordinate Order="2" X="10,5" Y="10"/></Coordinates>'
+        "</Annotation></Annotations></ASAP_Annotations>"
+    )
     res = load_annotations(_write(tmp_path, "c.xml", xml), scheme)
     assert list(res.annotations)[0].bounds == (0.5, 0.0, 10.5, 10.0)
 
@@ -468,15 +518,23 @@ def test_asap_decimal_comma_coordinates_are_read(tmp_path, scheme):
 def test_self_intersection_is_repaired_with_a_warning_naming_the_feature(tmp_path, scheme):
     fid = str(uuid.uuid4())
     bow = [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]
-    res = load_annotations(_write(tmp_path, "b.geojson", _fc(_feature(SQUARE), _feature(bow, fid=fid))), scheme)
+    res = load_annotations(
+        _write(tmp_path, "b.geojson", _fc(_feature(SQUARE), _feature(bow, fid=fid))), scheme
+    )
     a = res.annotations.get(fid)
     assert a.geometry.is_valid and a.area == pytest.approx(50)
     assert any(f"feature #2 (id {fid})" in w and "self-intersection" in w for w in res.warnings)
 
 
 def test_unclosed_ring_is_closed_with_a_warning(tmp_path, scheme):
-    res = load_annotations(_write(tmp_path, "u.geojson", _fc(
-        _feature([[[0, 0], [100, 0], [100, 100], [0, 100]]], name="open"))), scheme)
+    res = load_annotations(
+        _write(
+            tmp_path,
+            "u.geojson",
+            _fc(_feature([[[0, 0], [100, 0], [100, 100], [0, 100]]], name="open")),
+        ),
+        scheme,
+    )
     assert list(res.annotations)[0].area == 10000
     assert any("'open'" in w and "unclosed" in w for w in res.warnings)
 
@@ -498,8 +556,11 @@ def test_degenerate_hole_is_dropped_with_a_warning(tmp_path, scheme):
 
 def test_outline_crossing_the_slide_edge_is_clipped_with_a_warning(tmp_path, scheme):
     coords = [[[-50, -50], [50, -50], [50, 50], [-50, 50], [-50, -50]]]
-    res = load_annotations(_write(tmp_path, "c.geojson", _fc(_feature(coords, name="edge"))), scheme,
-                           slide_size=(1000, 800))
+    res = load_annotations(
+        _write(tmp_path, "c.geojson", _fc(_feature(coords, name="edge"))),
+        scheme,
+        slide_size=(1000, 800),
+    )
     a = list(res.annotations)[0]
     assert a.bounds == (0, 0, 50, 50)
     assert any("'edge'" in w and "clipped to the slide (75.0%" in w for w in res.warnings)
@@ -507,8 +568,11 @@ def test_outline_crossing_the_slide_edge_is_clipped_with_a_warning(tmp_path, sch
 
 def test_outline_entirely_outside_the_slide_is_skipped_with_a_warning(tmp_path, scheme):
     far = [[[5000, 5000], [5100, 5000], [5100, 5100], [5000, 5000]]]
-    res = load_annotations(_write(tmp_path, "o.geojson", _fc(_feature(SQUARE), _feature(far, name="far"))),
-                           scheme, slide_size=(1000, 800))
+    res = load_annotations(
+        _write(tmp_path, "o.geojson", _fc(_feature(SQUARE), _feature(far, name="far"))),
+        scheme,
+        slide_size=(1000, 800),
+    )
     assert len(res.annotations) == 1 and res.skipped == 1
     assert any("'far'" in w and "outside the slide" in w for w in res.warnings)
 
@@ -531,9 +595,13 @@ def test_feature_without_classification_gets_the_unclassified_class(tmp_path, sc
 
 def test_geometry_collection_keeps_its_polygons_and_drops_lines(tmp_path, scheme):
     f = _feature(None)
-    f["geometry"] = {"type": "GeometryCollection", "geometries": [
-        {"type": "Polygon", "coordinates": SQUARE},
-        {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}]}
+    f["geometry"] = {
+        "type": "GeometryCollection",
+        "geometries": [
+            {"type": "Polygon", "coordinates": SQUARE},
+            {"type": "LineString", "coordinates": [[0, 0], [5, 5]]},
+        ],
+    }
     res = load_annotations(_write(tmp_path, "g.geojson", _fc(f)), scheme)
     assert list(res.annotations)[0].area == 10000
     assert any("dropped 1 point/line" in w for w in res.warnings)
@@ -544,14 +612,18 @@ def test_fewer_than_three_distinct_points_is_refused_naming_the_feature(tmp_path
     fid = str(uuid.uuid4())
     line = [[[0, 0], [10, 10], [0, 0], [10, 10]]]
     path = _write(tmp_path, "l.geojson", _fc(_feature(SQUARE), _feature(line, fid=fid)))
-    with pytest.raises(AnnotationError, match=rf"feature #2 \(id {fid}\) has fewer than three distinct"):
+    with pytest.raises(
+        AnnotationError, match=rf"feature #2 \(id {fid}\) has fewer than three distinct"
+    ):
         load_annotations(path, scheme)
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_coordinates_are_refused(tmp_path, scheme, token):
-    text = ('{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
-            f'"coordinates":[[[0,0],[10,0],[10,{token}],[0,10],[0,0]]]}},"properties":{{"name":"bad"}}}}]}}')
+    text = (
+        '{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
+        f'"coordinates":[[[0,0],[10,0],[10,{token}],[0,10],[0,0]]]}},"properties":{{"name":"bad"}}}}]}}'
+    )
     with pytest.raises(AnnotationError, match="feature #1 \\(name 'bad'\\).*NaN or infinite"):
         load_annotations(_write(tmp_path, "nan.geojson", text), scheme)
 
@@ -561,18 +633,61 @@ def test_non_finite_coordinates_are_refused(tmp_path, scheme, token):
     [
         ({"type": "FeatureCollection", "features": "none"}, "'features' is a string"),
         ({"type": "FeatureCollection", "features": [42]}, "feature #1 is a number"),
-        ({"type": "Feature", "geometry": "square", "properties": {}}, "'geometry' of type a string"),
-        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[["0", "0"], ["1", "0"], ["1", "1"]]]},
-          "properties": {}}, "number pairs"),
-        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": 5}, "properties": {}}, "list of rings"),
-        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": SQUARE}, "properties": []},
-         "'properties' of type a list"),
-        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": SQUARE},
-          "properties": {"classification": 7}}, "'classification' of type a number"),
-        ({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": SQUARE},
-          "properties": {"name": 7}}, "'name' of type a number"),
-        ({"type": "Feature", "geometry": {"type": "Circle", "coordinates": SQUARE}, "properties": {}},
-         "unknown geometry type 'Circle'"),
+        (
+            {"type": "Feature", "geometry": "square", "properties": {}},
+            "'geometry' of type a string",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[["0", "0"], ["1", "0"], ["1", "1"]]],
+                },
+                "properties": {},
+            },
+            "number pairs",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": 5},
+                "properties": {},
+            },
+            "list of rings",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": SQUARE},
+                "properties": [],
+            },
+            "'properties' of type a list",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": SQUARE},
+                "properties": {"classification": 7},
+            },
+            "'classification' of type a number",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": SQUARE},
+                "properties": {"name": 7},
+            },
+            "'name' of type a number",
+        ),
+        (
+            {
+                "type": "Feature",
+                "geometry": {"type": "Circle", "coordinates": SQUARE},
+                "properties": {},
+            },
+            "unknown geometry type 'Circle'",
+        ),
         ({"type": "Topology"}, "'type' is 'Topology'"),
         ("just a string", "top level is a string"),
     ],
@@ -613,10 +728,15 @@ def test_million_vertex_polygon_is_refused_naming_the_limit(tmp_path, scheme):
     # A freehand-like outline of 1,000 vertices traced 1,000 times: the text is built without
     # a million Python lists so the test stays quick.
     t = np.linspace(0, 2 * np.pi, 1000, endpoint=False)
-    loop = ",".join(f"[{x:.1f},{y:.1f}]" for x, y in zip(5e4 + 4e4 * np.cos(t), 5e4 + 4e4 * np.sin(t)))
+    loop = ",".join(
+        f"[{x:.1f},{y:.1f}]"
+        for x, y in zip(5e4 + 4e4 * np.cos(t), 5e4 + 4e4 * np.sin(t), strict=True)
+    )
     ring = "[" + ",".join([loop] * 1000) + ",[90000.0,50000.0]]"
-    text = ('{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
-            '"coordinates":[' + ring + ']},"properties":{"name":"huge"}}]}')
+    text = (
+        '{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
+        '"coordinates":[' + ring + ']},"properties":{"name":"huge"}}]}'
+    )
     path = _write(tmp_path, "big.geojson", text)
     with pytest.raises(AnnotationError, match="'huge'\\) has 1,000,001 vertices; at most 500,000"):
         load_annotations(path, scheme)
@@ -651,19 +771,25 @@ def test_missing_file_is_refused(tmp_path, scheme):
 def test_xml_with_an_external_entity_is_refused_and_the_file_not_read(tmp_path, scheme):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT")
-    xxe = (f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret}">]>'
-           '<ASAP_Annotations><Annotations><Annotation Name="&x;" Type="Polygon" PartOfGroup="Normal">'
-           '<Coordinates><Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/>'
-           '<Coordinate Order="2" X="9" Y="9"/></Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    xxe = (
+        f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret}">]>'
+        '<ASAP_Annotations><Annotations><Annotation Name="&x;" Type="Polygon" PartOfGroup="Normal">'
+        '<Coordinates><Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/>'
+        '<Coordinate Order="2" X="9" Y="9"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
+    )
     with pytest.raises(AnnotationError, match="refused: the XML declares a DTD") as err:
         load_annotations(_write(tmp_path, "xxe.xml", xxe), scheme)
     assert "TOP-SECRET" not in str(err.value)
 
 
 def test_xml_billion_laughs_is_refused_without_expanding(tmp_path, scheme):
-    lol = ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
-    bomb = ('<?xml version="1.0"?><!DOCTYPE ASAP_Annotations [' + "".join(lol) + ']>'
-            '<ASAP_Annotations><Annotations><Annotation Name="&lol9;"/></Annotations></ASAP_Annotations>')
+    lol = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)
+    ]
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE ASAP_Annotations [' + "".join(lol) + "]>"
+        '<ASAP_Annotations><Annotations><Annotation Name="&lol9;"/></Annotations></ASAP_Annotations>'
+    )
     with pytest.raises(AnnotationError, match="refused"):
         load_annotations(_write(tmp_path, "lol.xml", bomb), scheme)
 
@@ -679,17 +805,23 @@ def test_xml_of_another_kind_is_refused(tmp_path, scheme):
 
 
 def test_xml_coordinate_that_is_not_a_number_is_refused_naming_the_annotation(tmp_path, scheme):
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="Tumour 7" Type="Polygon" PartOfGroup="Normal">'
-           '<Coordinates><Coordinate Order="0" X="zero" Y="0"/></Coordinates>'
-           '</Annotation></Annotations></ASAP_Annotations>')
-    with pytest.raises(AnnotationError, match="annotation #1 \\(name 'Tumour 7'\\) coordinate 1 X 'zero'"):
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="Tumour 7" Type="Polygon" PartOfGroup="Normal">'
+        '<Coordinates><Coordinate Order="0" X="zero" Y="0"/></Coordinates>'
+        "</Annotation></Annotations></ASAP_Annotations>"
+    )
+    with pytest.raises(
+        AnnotationError, match="annotation #1 \\(name 'Tumour 7'\\) coordinate 1 X 'zero'"
+    ):
         load_annotations(_write(tmp_path, "n.xml", xml), scheme)
 
 
 def test_xml_nan_coordinate_is_refused(tmp_path, scheme):
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
-           '<Coordinates><Coordinate Order="0" X="nan" Y="0"/><Coordinate Order="1" X="1" Y="0"/>'
-           '<Coordinate Order="2" X="1" Y="1"/></Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
+        '<Coordinates><Coordinate Order="0" X="nan" Y="0"/><Coordinate Order="1" X="1" Y="0"/>'
+        '<Coordinate Order="2" X="1" Y="1"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
+    )
     with pytest.raises(AnnotationError, match="NaN or infinite"):
         load_annotations(_write(tmp_path, "n.xml", xml), scheme)
 
@@ -706,7 +838,9 @@ def test_failure_mid_save_leaves_the_previous_file_whole(tmp_path, scheme, monke
     def crash(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "fsync", crash)  # the new content is written, then the disk fails
+    monkeypatch.setattr(
+        atomic.os, "fsync", crash
+    )  # the new content is written, then the disk fails
     bigger = _rich_set()
     bigger.add(Annotation.rectangle("normal", 0, 0, 1, 1))
     with pytest.raises(OSError):
@@ -719,15 +853,19 @@ def test_unserialisable_properties_fail_before_anything_is_written(tmp_path, sch
     path = tmp_path / "slide.geojson"
     save_annotations(_rich_set(), path, scheme)
     before = path.read_bytes()
-    bad = AnnotationSet([Annotation.rectangle("normal", 0, 0, 5, 5).replace(properties={"x": object()})])
+    bad = AnnotationSet(
+        [Annotation.rectangle("normal", 0, 0, 5, 5).replace(properties={"x": object()})]
+    )
     with pytest.raises(AnnotationError, match="not plain JSON"):
         save_annotations(bad, path, scheme)
     assert path.read_bytes() == before
 
 
 def test_qupath_nan_measurements_load_and_save_as_null(tmp_path, scheme):
-    text = ('{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
-            '"properties":{"objectType":"annotation","measurements":{"Mean":NaN,"Area":40.5}}}')
+    text = (
+        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
+        '"properties":{"objectType":"annotation","measurements":{"Mean":NaN,"Area":40.5}}}'
+    )
     res = load_annotations(_write(tmp_path, "m.geojson", text), scheme)
     out = tmp_path / "out.geojson"
     save_annotations(res.annotations, out, scheme)
@@ -736,8 +874,10 @@ def test_qupath_nan_measurements_load_and_save_as_null(tmp_path, scheme):
 
 
 def test_colour_that_is_not_a_colour_is_ignored_not_fatal(tmp_path, scheme):
-    text = ('{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
-            '"properties":{"classification":{"name":"Odd","color":[Infinity,-4,"x"]}}}')
+    text = (
+        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
+        '"properties":{"classification":{"name":"Odd","color":[Infinity,-4,"x"]}}}'
+    )
     load_annotations(_write(tmp_path, "c.geojson", text), scheme)
     odd = scheme.get("Odd")
     assert odd.color not in ClassScheme.paper().colors  # a palette colour, not the file's
@@ -745,18 +885,40 @@ def test_colour_that_is_not_a_colour_is_ignored_not_fatal(tmp_path, scheme):
 
 
 # --------------------------------------------------------------------------- property tests
-_num = st.one_of(st.integers(-(10**20), 10**20), st.floats(), st.booleans(), st.none(), st.text(max_size=2))
+_num = st.one_of(
+    st.integers(-(10**20), 10**20), st.floats(), st.booleans(), st.none(), st.text(max_size=2)
+)
 _ring = st.one_of(st.lists(st.lists(_num, max_size=3), max_size=6), _num)
-_geom = st.fixed_dictionaries({
-    "type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "GeometryCollection", "Nope"]),
-    "coordinates": st.one_of(st.lists(_ring, max_size=3), st.lists(st.lists(_ring, max_size=2), max_size=2)),
-})
-_props = st.one_of(st.none(), _num, st.dictionaries(
-    st.sampled_from(["objectType", "classification", "name", "notes"]),
-    st.one_of(_num, st.dictionaries(st.sampled_from(["name", "color", "colorRGB", "names"]),
-                                    st.one_of(_num, st.lists(_num, max_size=4))))))
-_feat = st.fixed_dictionaries({"type": st.just("Feature"), "geometry": st.one_of(_geom, _num),
-                               "properties": _props, "id": st.one_of(_num, st.uuids().map(str))})
+_geom = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "GeometryCollection", "Nope"]),
+        "coordinates": st.one_of(
+            st.lists(_ring, max_size=3), st.lists(st.lists(_ring, max_size=2), max_size=2)
+        ),
+    }
+)
+_props = st.one_of(
+    st.none(),
+    _num,
+    st.dictionaries(
+        st.sampled_from(["objectType", "classification", "name", "notes"]),
+        st.one_of(
+            _num,
+            st.dictionaries(
+                st.sampled_from(["name", "color", "colorRGB", "names"]),
+                st.one_of(_num, st.lists(_num, max_size=4)),
+            ),
+        ),
+    ),
+)
+_feat = st.fixed_dictionaries(
+    {
+        "type": st.just("Feature"),
+        "geometry": st.one_of(_geom, _num),
+        "properties": _props,
+        "id": st.one_of(_num, st.uuids().map(str)),
+    }
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -764,7 +926,9 @@ _feat = st.fixed_dictionaries({"type": st.just("Feature"), "geometry": st.one_of
 def test_any_geojson_gives_annotations_or_an_annotation_error(features, skip):
     data = json.dumps({"type": "FeatureCollection", "features": features}).encode()
     try:
-        res = annmod.read_annotations_bytes(data, "geojson", ClassScheme.paper(), (500, 500), skip_invalid=skip)
+        res = annmod.read_annotations_bytes(
+            data, "geojson", ClassScheme.paper(), (500, 500), skip_invalid=skip
+        )
     except AnnotationError:
         return
     for a in res.annotations:
@@ -781,10 +945,23 @@ def test_any_bytes_give_annotations_or_an_annotation_error(data, fmt):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.integers(0, 900), st.integers(0, 900), st.integers(1, 300), st.integers(1, 300),
-                          st.sampled_from(["normal", "adenoma", "adc-well"])), min_size=1, max_size=5),
-       st.sampled_from([".geojson", ".xml"]))
-def test_saved_annotations_read_back_with_the_same_classes_and_areas(tmp_path_factory, rects, suffix):
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 900),
+            st.integers(0, 900),
+            st.integers(1, 300),
+            st.integers(1, 300),
+            st.sampled_from(["normal", "adenoma", "adc-well"]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([".geojson", ".xml"]),
+)
+def test_saved_annotations_read_back_with_the_same_classes_and_areas(
+    tmp_path_factory, rects, suffix
+):
     scheme = ClassScheme.paper()
     aset = AnnotationSet(Annotation.rectangle(c, x, y, w, h) for x, y, w, h, c in rects)
     path = tmp_path_factory.mktemp("rt") / f"a{suffix}"
@@ -796,19 +973,25 @@ def test_saved_annotations_read_back_with_the_same_classes_and_areas(tmp_path_fa
 def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, scheme, monkeypatch):
     monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
-           f"<Coordinates>{coords}</Coordinates></Annotation></Annotations></ASAP_Annotations>")
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+        f"<Coordinates>{coords}</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+    )
     with pytest.raises(AnnotationError, match="'freehand'\\) has more than 1,000 vertices"):
         load_annotations(_write(tmp_path, "big.xml", xml), scheme)
 
 
-def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(tmp_path, scheme, monkeypatch):
+def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(
+    tmp_path, scheme, monkeypatch
+):
     monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
     small = '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/><Coordinate Order="2" X="9" Y="9"/>'
-    xml = ('<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
-           f'<Coordinates>{coords}</Coordinates></Annotation><Annotation Name="ok" Type="Polygon" '
-           f'PartOfGroup="Normal"><Coordinates>{small}</Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    xml = (
+        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+        f'<Coordinates>{coords}</Coordinates></Annotation><Annotation Name="ok" Type="Polygon" '
+        f'PartOfGroup="Normal"><Coordinates>{small}</Coordinates></Annotation></Annotations></ASAP_Annotations>'
+    )
     res = load_annotations(_write(tmp_path, "big.xml", xml), scheme, skip_invalid=True)
     assert [a.name for a in res.annotations] == ["ok"]
     assert any("'freehand'" in w and "5,000 vertices" in w for w in res.warnings)

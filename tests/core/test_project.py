@@ -58,7 +58,12 @@ def test_open_restores_scheme_slides_and_mpp_override(project):
     again = Project.open(project.root)
     assert again.scheme.to_json() == project.scheme.to_json()
     [entry] = again.slides
-    assert (entry.id, entry.name, entry.path, entry.mpp) == (e.id, "Case 1", "slides/case-01.svs", (0.25, 0.25))
+    assert (entry.id, entry.name, entry.path, entry.mpp) == (
+        e.id,
+        "Case 1",
+        "slides/case-01.svs",
+        (0.25, 0.25),
+    )
 
 
 def test_open_accepts_the_project_json_path(project):
@@ -106,13 +111,18 @@ def test_moving_the_project_folder_keeps_slides_and_annotations(project, tmp_pat
 
 def test_relative_path_escaping_with_dotdot_is_refused_on_open(project, tmp_path):
     _slide(tmp_path, "outside.svs")
-    _edit(project.root, lambda d: d["slides"].append({"id": "evil", "path": "../outside.svs", "name": "x"}))
+    _edit(
+        project.root,
+        lambda d: d["slides"].append({"id": "evil", "path": "../outside.svs", "name": "x"}),
+    )
     with pytest.raises(ProjectError, match="leaves the project folder"):
         Project.open(project.root)
 
 
 def test_backslash_dotdot_path_is_refused_too(project):
-    _edit(project.root, lambda d: d["slides"].append({"id": "evil", "path": "slides\\..\\..\\x.svs"}))
+    _edit(
+        project.root, lambda d: d["slides"].append({"id": "evil", "path": "slides\\..\\..\\x.svs"})
+    )
     with pytest.raises(ProjectError, match="leaves the project folder"):
         Project.open(project.root)
 
@@ -135,7 +145,10 @@ def test_slide_id_that_is_not_a_plain_name_is_refused(project):
 
 
 def test_duplicate_slide_ids_are_refused(project):
-    _edit(project.root, lambda d: d["slides"].extend([{"id": "a", "path": "a.svs"}, {"id": "A", "path": "b.svs"}]))
+    _edit(
+        project.root,
+        lambda d: d["slides"].extend([{"id": "a", "path": "a.svs"}, {"id": "A", "path": "b.svs"}]),
+    )
     with pytest.raises(ProjectError, match="used twice"):
         Project.open(project.root)
 
@@ -198,8 +211,12 @@ def test_folder_without_project_json_is_not_a_project(tmp_path):
 
 def test_annotations_save_and_load_per_slide(project):
     e = project.add_slide(_slide(project.root / "slides"))
-    aset = AnnotationSet([Annotation.rectangle("normal", 0, 0, 10, 10),
-                          Annotation.rectangle("adc-poor", 50, 50, 10, 10, name="Ünïcode")])
+    aset = AnnotationSet(
+        [
+            Annotation.rectangle("normal", 0, 0, 10, 10),
+            Annotation.rectangle("adc-poor", 50, 50, 10, 10, name="Ünïcode"),
+        ]
+    )
     project.save_annotations(e, aset)
     assert project.annotations_path(e) == project.root / "annotations" / f"{e.id}.geojson"
     back = project.load_annotations(e).annotations
@@ -247,8 +264,11 @@ def test_unknown_class_in_a_slide_file_is_added_to_the_project_scheme(project):
     other.add("Lymphoid aggregate")
     from crc_core.annotations import save_annotations
 
-    save_annotations(AnnotationSet([Annotation.rectangle("lymphoid-aggregate", 0, 0, 5, 5)]),
-                     project.annotations_path(e), other)
+    save_annotations(
+        AnnotationSet([Annotation.rectangle("lymphoid-aggregate", 0, 0, 5, 5)]),
+        project.annotations_path(e),
+        other,
+    )
     res = project.load_annotations(e)
     assert res.added_classes == ["Lymphoid aggregate"] and project.dirty
 
@@ -256,13 +276,17 @@ def test_unknown_class_in_a_slide_file_is_added_to_the_project_scheme(project):
 def test_annotation_counts_follow_saves_and_external_changes(project):
     a = project.add_slide(_slide(project.root / "slides", "a.svs"))
     b = project.add_slide(_slide(project.root / "slides", "b.svs"))
-    project.save_annotations(a, AnnotationSet([Annotation.rectangle("normal", i * 20, 0, 10, 10)
-                                               for i in range(3)]))
+    project.save_annotations(
+        a, AnnotationSet([Annotation.rectangle("normal", i * 20, 0, 10, 10) for i in range(3)])
+    )
     assert project.annotation_counts() == {a.id: 3, b.id: 0}
     from crc_core.annotations import save_annotations
 
-    save_annotations(AnnotationSet([Annotation.rectangle("normal", 0, 0, 10, 10)]),
-                     project.annotations_path(b), project.scheme)
+    save_annotations(
+        AnnotationSet([Annotation.rectangle("normal", 0, 0, 10, 10)]),
+        project.annotations_path(b),
+        project.scheme,
+    )
     assert project.annotation_counts() == {a.id: 3, b.id: 1}
 
 
