@@ -507,9 +507,23 @@ class Project:
 
     # ---------------------------------------------------------------- annotations
     def annotations_path(self, entry: SlideEntry) -> Path:
+        """``annotations/<slide-id>.geojson``.
+
+        Raises
+        ------
+        ProjectError
+            When the id is not a plain name, or the folder or file is a symlink leading out of
+            the project (a hostile project folder must not make us read or write elsewhere).
+        """
         if not _ID_RE.match(entry.id):
             raise ProjectError(f"slide id {entry.id[:60]!r} is not a plain name")
-        return self.root / "annotations" / f"{entry.id}.geojson"
+        p = self.root / "annotations" / f"{entry.id}.geojson"
+        if not _within(p.resolve(), self._root_resolved()):
+            raise ProjectError(
+                f"{p}: leads out of the project folder (to {p.resolve()}); refused. Replace the "
+                "symlink by a real folder or file."
+            )
+        return p
 
     def load_annotations(
         self, entry: SlideEntry, slide_size: tuple[int, int] | None = None
@@ -584,10 +598,10 @@ class Project:
 
     def annotation_count(self, entry: SlideEntry) -> int:
         """Number of annotations of a slide, cheaply (cached; the file is only counted when it changed)."""
-        p = self.annotations_path(entry)
         try:
+            p = self.annotations_path(entry)
             st = p.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProjectError):
             return 0
         except OSError:
             return entry._count or 0

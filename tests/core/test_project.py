@@ -351,3 +351,17 @@ def test_real_slide_added_from_elsewhere_is_absolute_and_exists(project, slides_
 
     with open_slide(p.slide_path(entry)) as reader:
         assert reader.dimensions == (2220, 2967)
+
+
+def test_annotation_file_symlinked_out_of_the_project_is_neither_read_nor_written(
+    project, tmp_path
+):
+    e = project.add_slide(_slide(project.root / "slides"))
+    outside = tmp_path / "victim.geojson"
+    outside.write_text("precious", encoding="utf-8")
+    (project.root / "annotations" / f"{e.id}.geojson").symlink_to(outside)
+    with pytest.raises(ProjectError, match="leads out of the project folder"):
+        project.load_annotations(e)
+    with pytest.raises(ProjectError, match="leads out of the project folder"):
+        project.save_annotations(e, AnnotationSet([Annotation.rectangle("normal", 0, 0, 5, 5)]))
+    assert outside.read_text(encoding="utf-8") == "precious"
