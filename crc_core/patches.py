@@ -32,10 +32,10 @@ runs batched on the driving thread. :func:`extract` is a generator (see :mod:`cr
 cancels, leaving a folder marked incomplete that a rerun with the same settings completes.
 
 Patch format: JPEG quality 95 without chroma subsampling by default. Measured on 20 real 400 px patches
-of cmu-1-small-region.svs (benchmarks/RESULTS.md): JPEG q95 4:4:4 is 87 KB, 1.0 ms to encode, 1.6 ms to
-decode, PSNR 44 dB against the slide pixels (which are themselves JPEG); PNG is lossless but 208 KB,
-9.9 ms to encode (level 1) and 3.9 ms to decode, which would make encoding, not reading, the bottleneck.
-``format="png"`` is there for bit-exact patches.
+of cmu-1-small-region.svs (benchmarks/RESULTS.md): JPEG q95 4:4:4 is 68 KB, 0.95 ms to encode, 1.6 ms to
+decode, PSNR 44.5 dB against the slide pixels (which are themselves JPEG); PNG is lossless but 133 KB,
+7.6 ms to encode (level 1) and 2.7 ms to decode, which would make encoding, not reading, the
+bottleneck (a 400 px read costs about 4 ms). ``format="png"`` is there for bit-exact patches.
 """
 
 from __future__ import annotations

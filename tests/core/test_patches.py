@@ -297,3 +297,24 @@ def test_dataset_json_has_table_checksums_and_complete_flag(cmu, tmp_path):
     assert doc["totals"]["total"] == len(rows(res.manifest))
     assert [r["class_id"] for r in doc["table"]] == ClassScheme.paper().ids
     assert list(rows(res.manifest)[0]) == P.MANIFEST_COLUMNS
+
+
+def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
+    import crc_core.tissue as tissue
+
+    if not hasattr(tissue, "gland_fractions"):
+        pytest.skip("gland estimator crc_core.tissue.gland_fractions not available in this tree")
+    from PIL import Image
+
+    # Two tiles with few glands (real masks 0.18, 0.22) and two all gland (1.0), side by side in a
+    # plain image read as a slide without mpp (so at the EBHI tiles' own scale).
+    names = ["adenocarcinoma/GT2014822-1-400-004.jpg", "adenocarcinoma/GT2012508-3-400-001.jpg",
+             "adenocarcinoma/GTxc2012943-1-400-006.jpg", "adenocarcinoma/GTxc2013010-1-400-003.jpg"]
+    tiles = [np.asarray(Image.open(ebhi_dir / n).convert("RGB")) for n in names]
+    Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp_path / "mosaic.png")
+    areas = [ann(f"t{i}", "normal", box(224 * i, 0, 224 * (i + 1), 224)) for i in range(4)]
+    res = run_job(P.extract([P.SlideSource(tmp_path / "mosaic.png", areas)], tmp_path / "d",
+                            ClassScheme.paper(),
+                            fast_cfg(patch_size=224, min_inside=1.0, min_gland=0.5)))
+    assert sorted(r["area_id"] for r in rows(res.manifest)) == ["t2", "t3"]
+    assert res.dropped["gland"] == 2
