@@ -1,0 +1,110 @@
+"""Main-window panels and dialogs: overview, status bar, properties, class scheme, layers, drops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QMouseEvent
+
+from app.main_window import MainWindow
+from app.viewer.layers import RasterLayer
+
+
+@pytest.fixture
+def win(qtbot, slides_dir):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.open_path(slides_dir / "cmu-1-small-region.svs")
+    return w
+
+
+def test_status_bar_shows_cursor_in_pixels_and_micrometres(qtbot, win):
+    win.view.set_view(1000, 1000, 1.0)
+    pos = win.view.l0_to_widget(QPointF(1100, 1200))
+    ev = QMouseEvent(
+        QMouseEvent.Type.MouseMove,
+        pos,
+        win.view.mapToGlobal(pos),
+        Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    win.view.mouseMoveEvent(ev)
+    text = win.pos_label.text()
+    assert "x 1,100" in text and "y 1,200" in text
+    assert "µm" in text and "548.9" in text  # 1100 px * 0.499 µm/px
+
+
+def test_overview_click_moves_the_view(qtbot, win):
+    ov = win.overview
+    r = ov._image_rect()
+    qtbot.mouseClick(
+        ov,
+        Qt.MouseButton.LeftButton,
+        pos=QPoint(int(r.left() + r.width() * 0.25), int(r.top() + r.height() * 0.75)),
+    )
+    w, h = win.slide.dimensions
+    assert win.view.center.x() == pytest.approx(w * 0.25, rel=0.05)
+    assert win.view.center.y() == pytest.approx(h * 0.75, rel=0.05)
+
+
+def test_properties_dialog_shows_label_and_macro_images(qtbot, win):
+    from app.dialogs.slide_properties import SlidePropertiesDialog
+
+    dlg = SlidePropertiesDialog(win.slide, win)
+    qtbot.addWidget(dlg)
+    assert {"label", "macro"} <= set(dlg.image_labels)
+    assert not dlg.image_labels["macro"].pixmap().isNull()
+    assert not dlg.image_labels["label"].pixmap().isNull()
+
+
+def test_class_scheme_edit_is_saved_in_the_project(qtbot, win):
+    new = win.project.scheme.copy()
+    new.rename("adenoma", "Tubular adenoma")
+    new.add("Stroma", color=(120, 90, 60))
+    win.apply_scheme(new)
+    items = [
+        win.palette.tree.topLevelItem(i).text(0)
+        for i in range(win.palette.tree.topLevelItemCount())
+    ]
+    assert "Tubular adenoma" in items and "Stroma" in items
+    from crc_core.project import Project
+
+    reopened = Project.open(win.project.root)
+    assert reopened.scheme.get("adenoma").name == "Tubular adenoma"
+    assert reopened.scheme.find("Stroma") is not None
+
+
+def test_class_visibility_checkbox_hides_the_class(qtbot, win):
+    item = win.palette.tree.topLevelItem(1)
+    item.setCheckState(0, Qt.CheckState.Unchecked)
+    assert not win.ctl.layer.is_class_visible(item.data(0, Qt.ItemDataRole.UserRole))
+
+
+def test_added_layer_appears_in_the_layers_panel_with_opacity(qtbot, win):
+    layer = RasterLayer("Heatmap", np.zeros((4, 4, 4), np.uint8), scale=500, opacity=0.5)
+    win.view.layers.add(layer)
+    box, slider = win.layers_panel.layer_controls(layer)
+    slider.setValue(20)
+    assert layer.opacity == pytest.approx(0.2)
+    box.setChecked(False)
+    assert not layer.visible
+
+
+def test_dropping_a_slide_opens_it(qtbot, win, slides_dir):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(slides_dir / "tcga-cr-7395-01a-01-ts1.svs"))])
+    ev = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    win.dropEvent(ev)
+    assert win.slide.path.name == "tcga-cr-7395-01a-01-ts1.svs"
+    assert str((slides_dir / "tcga-cr-7395-01a-01-ts1.svs").absolute()) in win.settings.recent
