@@ -56,6 +56,7 @@ Nothing here is thread-safe; the GUI owns an ``AnnotationSet`` on its own thread
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -80,6 +81,7 @@ from crc_core.errors import AnnotationError, ClassSchemeError
 __all__ = [
     "Annotation",
     "AnnotationSet",
+    "GeoJsonCache",
     "LoadResult",
     "MAX_FILE_BYTES",
     "MAX_VERTICES_PER_ANNOTATION",
@@ -1302,40 +1304,79 @@ def _plain(v: Any, depth: int = 0) -> Any:
     return v
 
 
-def _to_geojson(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
-    features = []
+def _feature_text(a: Annotation, cname: str, color: tuple[int, int, int]) -> str:
+    props: dict[str, Any] = {"objectType": "annotation"}
+    props.update(
+        {k: _plain(v) for k, v in a.properties.items() if k not in ("objectType", "classification")}
+    )
+    if a.name:
+        props["name"] = a.name
+    else:
+        props.pop("name", None)
+    if a.notes:
+        props["description"] = a.notes
+    props["classification"] = {"name": cname, "color": list(color)}
+    props.setdefault("isLocked", False)
+    feature = {
+        "type": "Feature",
+        "id": a.id,
+        "geometry": _geometry_json(a.geometry),
+        "properties": props,
+    }
+    try:
+        return json.dumps(feature, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(
+            f"annotation {a.id}: properties are not plain JSON values ({exc})"
+        ) from None
+
+
+class GeoJsonCache:
+    """Encoded GeoJSON features of annotations that did not change since the last save.
+
+    Encoding coordinates dominates the cost of a save; with a cache, an autosave after one edit
+    encodes one feature. A feature is reused only when the very same ``Annotation`` object is
+    still in the set with the same class name and colour, name, notes, geometry object and
+    properties (annotations are replaced, not mutated, by edits; in-place changes of these
+    fields are detected too).
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[Annotation, tuple[Any, ...], Any, str]] = {}
+
+    def text(self, a: Annotation, cname: str, color: tuple[int, int, int]) -> str:
+        key = (cname, color, a.class_id, a.name, a.notes)
+        hit = self._items.get(a.id)
+        if (
+            hit is not None
+            and hit[0] is a
+            and hit[1] == key
+            and hit[2][0] is a.geometry
+            and hit[2][1] == a.properties
+        ):
+            return hit[3]
+        text = _feature_text(a, cname, color)
+        self._items[a.id] = (a, key, (a.geometry, copy.deepcopy(a.properties)), text)
+        return text
+
+    def keep_only(self, ids: Iterable[str]) -> None:
+        keep = set(ids)
+        for k in [k for k in self._items if k not in keep]:
+            del self._items[k]
+
+
+def _to_geojson(
+    aset: AnnotationSet, scheme: ClassScheme, cache: GeoJsonCache | None = None
+) -> bytes:
+    parts = []
     for a in aset:
         cname, color = _class_info(scheme, a.class_id)
-        props: dict[str, Any] = {"objectType": "annotation"}
-        props.update(
-            {
-                k: _plain(v)
-                for k, v in a.properties.items()
-                if k not in ("objectType", "classification")
-            }
+        parts.append(
+            cache.text(a, cname, color) if cache is not None else _feature_text(a, cname, color)
         )
-        if a.name:
-            props["name"] = a.name
-        else:
-            props.pop("name", None)
-        if a.notes:
-            props["description"] = a.notes
-        props["classification"] = {"name": cname, "color": list(color)}
-        props.setdefault("isLocked", False)
-        features.append(
-            {
-                "type": "Feature",
-                "id": a.id,
-                "geometry": _geometry_json(a.geometry),
-                "properties": props,
-            }
-        )
-    doc = {"type": "FeatureCollection", "features": features}
-    try:
-        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise AnnotationError(f"annotation properties are not plain JSON values ({exc})") from None
-    return text.encode("utf-8")
+    if cache is not None:
+        cache.keep_only(aset.ids)
+    return ('{"type":"FeatureCollection","features":[' + ",".join(parts) + "]}").encode("utf-8")
 
 
 def _is_rectangle(p: Polygon) -> bool:
@@ -1420,10 +1461,15 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def annotations_to_bytes(aset: AnnotationSet, fmt: str, scheme: ClassScheme) -> bytes:
-    """Serialise to ``"geojson"`` (QuPath) or ``"asap"`` (ASAP XML) bytes."""
+def annotations_to_bytes(
+    aset: AnnotationSet, fmt: str, scheme: ClassScheme, cache: GeoJsonCache | None = None
+) -> bytes:
+    """Serialise to ``"geojson"`` (QuPath) or ``"asap"`` (ASAP XML) bytes.
+
+    ``cache`` (GeoJSON only) reuses the encoding of annotations unchanged since the last call.
+    """
     if fmt == "geojson":
-        return _to_geojson(aset, scheme)
+        return _to_geojson(aset, scheme, cache)
     if fmt == "asap":
         return _to_asap(aset, scheme)
     raise AnnotationError(f"unknown annotation format {fmt!r} (geojson or asap)")

@@ -32,6 +32,7 @@ from typing import Any
 
 from crc_core.annotations import (
     AnnotationSet,
+    GeoJsonCache,
     LoadResult,
     annotations_to_bytes,
     read_annotations_bytes,
@@ -153,6 +154,7 @@ class Project:
         self.created = created
         self._extra = dict(extra or {})
         self._written: dict[str, str] = {}  # slide id -> sha256 of the annotation bytes on disk
+        self._encoded: dict[str, GeoJsonCache] = {}  # slide id -> features encoded at the last save
         self._saved_state = self._state_bytes()
 
     # ---------------------------------------------------------------- create / open / save
@@ -572,7 +574,8 @@ class Project:
         GUI can call it after every edit (:meth:`autosave`).
         """
         p = self.annotations_path(entry)
-        data = annotations_to_bytes(aset, "geojson", self.scheme)
+        cache = self._encoded.setdefault(entry.id, GeoJsonCache())
+        data = annotations_to_bytes(aset, "geojson", self.scheme, cache)
         digest = hashlib.sha256(data).hexdigest()
         if self._written.get(entry.id) == digest and p.is_file():
             return False

@@ -995,3 +995,19 @@ def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(
     res = load_annotations(_write(tmp_path, "big.xml", xml), scheme, skip_invalid=True)
     assert [a.name for a in res.annotations] == ["ok"]
     assert any("'freehand'" in w and "5,000 vertices" in w for w in res.warnings)
+
+
+def test_cached_encoding_gives_the_same_bytes_and_follows_every_kind_of_change():
+    scheme = ClassScheme.paper()
+    aset = _rich_set()
+    cache = annmod.GeoJsonCache()
+    assert annmod.annotations_to_bytes(
+        aset, "geojson", scheme, cache
+    ) == annmod.annotations_to_bytes(aset, "geojson", scheme)
+    first = list(aset)[0]
+    first.properties["isLocked"] = False  # an in-place change
+    aset.replace(list(aset)[1].replace(name="renamed"))
+    scheme.recolor("normal", "#010203")
+    assert annmod.annotations_to_bytes(
+        aset, "geojson", scheme, cache
+    ) == annmod.annotations_to_bytes(aset, "geojson", scheme)

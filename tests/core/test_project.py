@@ -365,3 +365,17 @@ def test_annotation_file_symlinked_out_of_the_project_is_neither_read_nor_writte
     with pytest.raises(ProjectError, match="leads out of the project folder"):
         project.save_annotations(e, AnnotationSet([Annotation.rectangle("normal", 0, 0, 5, 5)]))
     assert outside.read_text(encoding="utf-8") == "precious"
+
+
+def test_save_after_an_edit_writes_what_a_fresh_save_would(project, tmp_path):
+    e = project.add_slide(_slide(project.root / "slides"))
+    aset = AnnotationSet([Annotation.rectangle("normal", i * 20, 0, 10, 10) for i in range(5)])
+    project.save_annotations(e, aset)
+    aset.remove(aset.ids[2])
+    aset.replace(list(aset)[0].replace(class_id="adenoma"))
+    project.scheme.rename("adenoma", "Adenoma (tubular)")
+    project.save_annotations(e, aset)
+    from crc_core.annotations import save_annotations
+
+    save_annotations(aset, tmp_path / "fresh.geojson", project.scheme)
+    assert project.annotations_path(e).read_bytes() == (tmp_path / "fresh.geojson").read_bytes()
