@@ -3,22 +3,21 @@
 A pyramidal TIFF with tissue-like content (crc_core.synthetic.TissuePattern) is generated, one area
 covering most of it is gridded with the default 400 px windows (overlap 0.3), and, in the same run:
 
-- ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of threads,
-  results discarded (the limit: what reading alone costs);
+- ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of
+  threads, results discarded (the limit: what reading alone costs);
 - ``extract``: the whole job (read, filters as configured, JPEG encode, write, journal, manifest).
 
-``ratio`` compares the best wall-clock rates, ``ratio_paired_median`` each extract run with the bare
-run just before it, and ``cpu_ratio`` the process CPU time per patch (independent of machine load,
-and the ratio a dedicated machine approaches when both runs are CPU-bound).
+``ratio`` compares the best wall-clock rates, ``ratio_paired_median`` each extract run with the
+bare run just before it, and ``cpu_ratio`` the process CPU time per patch (independent of machine
+load, and the ratio a dedicated machine approaches when both runs are CPU-bound).
 
 Prints one JSON object. Usage::
 
     python benchmarks/extract_bench.py [--size 8192] [--workers 2] [--tissue] [--format jpeg|png]
-    python benchmarks/extract_bench.py --compare-formats ../shared/data/slides/cmu-1-small-region.svs
+    python benchmarks/extract_bench.py --compare-formats SLIDE  # e.g. cmu-1-small-region.svs
 
-The second form measures the patch file formats on 20 real 400 px patches of a slide: size, encode and
-decode time (process CPU), and PSNR against the slide pixels.
-"""
+The second form measures the patch file formats on 20 real 400 px patches of a slide: size, encode
+and decode time (process CPU), and PSNR against the slide pixels."""
 
 from __future__ import annotations
 
@@ -43,8 +42,9 @@ from crc_core.slide import open_slide
 from crc_core.synthetic import TissuePattern, write_pyramid_tiff
 
 
-def bare_reads(slide_path: Path, windows: list[tuple[int, int]], size: int,
-               workers: int) -> tuple[float, float]:
+def bare_reads(
+    slide_path: Path, windows: list[tuple[int, int]], size: int, workers: int
+) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) to read every window once with ``workers`` threads."""
     with open_slide(slide_path) as s:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -85,11 +85,17 @@ def compare_formats(slide_path: Path) -> dict[str, dict[str, float]]:
         c0 = time.process_time()
         dec = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
         dect = (time.process_time() - c0) / len(patches)
-        mse = [float(np.mean((a.astype(float) - d.astype(float)) ** 2)) for a, d in zip(patches, dec)]
+        mse = [
+            float(np.mean((a.astype(float) - d.astype(float)) ** 2))
+            for a, d in zip(patches, dec, strict=False)
+        ]
         psnr = [99.0 if m == 0 else 10 * np.log10(255**2 / m) for m in mse]
-        out[name] = {"kb": round(float(np.mean([len(b) for b in blobs])) / 1024, 1),
-                     "encode_ms": round(enc * 1000, 2), "decode_ms": round(dect * 1000, 2),
-                     "psnr_db": round(float(np.mean(psnr)), 1)}
+        out[name] = {
+            "kb": round(float(np.mean([len(b) for b in blobs])) / 1024, 1),
+            "encode_ms": round(enc * 1000, 2),
+            "decode_ms": round(dect * 1000, 2),
+            "psnr_db": round(float(np.mean(psnr)), 1),
+        }
     return out
 
 
@@ -101,12 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temp)")
-    ap.add_argument("--compare-formats", type=Path, default=None, metavar="SLIDE",
-                    help="only compare patch file formats on real patches of SLIDE")
+    ap.add_argument(
+        "--compare-formats",
+        type=Path,
+        default=None,
+        metavar="SLIDE",
+        help="only compare patch file formats on real patches of SLIDE",
+    )
     args = ap.parse_args(argv)
     if args.compare_formats is not None:
-        print(json.dumps({"benchmark": "patch formats", "slide": str(args.compare_formats),
-                          "patches": 20, "results": compare_formats(args.compare_formats)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "patch formats",
+                    "slide": str(args.compare_formats),
+                    "patches": 20,
+                    "results": compare_formats(args.compare_formats),
+                },
+                indent=2,
+            )
+        )
         return 0
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="crc-extract-bench-"))
@@ -118,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         area = box(100, 100, args.size - 100, args.size - 100)
         xy, _ = P.grid_windows(area, 400, 280, 0.75)
         windows = [tuple(map(int, v)) for v in xy.tolist()]
-        cfg = P.ExtractConfig(random=0, min_gland=0, min_tissue=0.5 if args.tissue else 0,
-                              test_fraction=0.2, workers=args.workers, format=args.format)
+        cfg = P.ExtractConfig(
+            random=0,
+            min_gland=0,
+            min_tissue=0.5 if args.tissue else 0,
+            test_fraction=0.2,
+            workers=args.workers,
+            format=args.format,
+        )
         src = [P.SlideSource(slide, [SimpleNamespace(id="area", class_id="normal", geometry=area)])]
 
         bare_reads(slide, windows[:50], 400, args.workers)  # warm the file cache
@@ -142,34 +168,42 @@ def main(argv: list[str] | None = None) -> int:
         bare_rate = n / min(bare_t)
         ext_rate = n / min(ext_t)
         # Paired ratios (each extract run against the bare run just before it) resist load swings.
-        paired = sorted(b / e for b, e in zip(bare_t, ext_t))
-        paired_median = paired[len(paired) // 2] if len(paired) % 2 else (
-            paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2
-        print(json.dumps({
-            "benchmark": "extract",
-            "slide_px": [args.size, args.size],
-            "windows": n,
-            "patches_written": res.written,
-            "patch_size": 400,
-            "workers": args.workers,
-            "format": args.format,
-            "gland_filter": False,
-            "tissue_filter": bool(args.tissue),
-            "bare_read_patches_per_s": round(bare_rate, 1),
-            "extract_patches_per_s": round(ext_rate, 1),
-            "ratio": round(ext_rate / bare_rate, 3),
-            "ratio_paired_median": round(paired_median, 3),
-            # CPU seconds per patch do not depend on what else runs on the machine.
-            "bare_cpu_ms_per_patch": round(1000 * min(bare_c) / n, 2),
-            "extract_cpu_ms_per_patch": round(1000 * min(ext_c) / n, 2),
-            "cpu_ratio": round(min(bare_c) / min(ext_c), 3),
-            "goal_ratio": 0.8,
-            "bare_s": [round(t, 2) for t in bare_t],
-            "extract_s": [round(t, 2) for t in ext_t],
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 1),
-            "python": platform.python_version(),
-        }, indent=2))
+        paired = sorted(b / e for b, e in zip(bare_t, ext_t, strict=False))
+        paired_median = (
+            paired[len(paired) // 2]
+            if len(paired) % 2
+            else (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2
+        )
+        print(
+            json.dumps(
+                {
+                    "benchmark": "extract",
+                    "slide_px": [args.size, args.size],
+                    "windows": n,
+                    "patches_written": res.written,
+                    "patch_size": 400,
+                    "workers": args.workers,
+                    "format": args.format,
+                    "gland_filter": False,
+                    "tissue_filter": bool(args.tissue),
+                    "bare_read_patches_per_s": round(bare_rate, 1),
+                    "extract_patches_per_s": round(ext_rate, 1),
+                    "ratio": round(ext_rate / bare_rate, 3),
+                    "ratio_paired_median": round(paired_median, 3),
+                    # CPU seconds per patch do not depend on what else runs on the machine.
+                    "bare_cpu_ms_per_patch": round(1000 * min(bare_c) / n, 2),
+                    "extract_cpu_ms_per_patch": round(1000 * min(ext_c) / n, 2),
+                    "cpu_ratio": round(min(bare_c) / min(ext_c), 3),
+                    "goal_ratio": 0.8,
+                    "bare_s": [round(t, 2) for t in bare_t],
+                    "extract_s": [round(t, 2) for t in ext_t],
+                    "cpu_count": os.cpu_count(),
+                    "load_average_1min": round(os.getloadavg()[0], 1),
+                    "python": platform.python_version(),
+                },
+                indent=2,
+            )
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

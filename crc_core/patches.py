@@ -1,42 +1,45 @@
-"""Patch datasets from annotated areas: sliding-window grid, random windows, filters, split, writer.
+"""Patch datasets from annotated areas: sliding-window grid, random windows, filters, split,
+writer.
 
-This is Section 3.1 / Fig. 4 of the study made reproducible. For every annotated area (a polygon and
-its class) a grid of square windows is laid over the area's bounding box, row by row from the top
-left, with stride ``patch_size * (1 - overlap)``; the last row and column sit flush with the far edge
-of the box so no strip of the area is skipped. A window is kept when at least ``min_inside`` of it lies
-inside the polygon. Extra windows at random positions (seeded) obey the same rule and overlap no kept
-window (grid or earlier random) by more than ``overlap``, measured as intersection over union (IoU, the
-usual overlap measure between two boxes). Two neighbouring grid windows have an IoU of 0.18 at overlap
-0.3, so random windows land off the grid, mostly near the centres of grid cells (IoU 0.27 with each of
-the four windows around), and where the grid left gaps at ragged edges; ``random`` is the number
-tried per area, fewer are placed when no room is left. Windows are
-then filtered by tissue fraction and gland fraction (:mod:`crc_core.tissue`), split into train and test
-by area or by slide (stratified by class, seeded, a group never in both), optionally capped per class,
-and written to a dataset folder::
+This is Section 3.1 / Fig. 4 of the study made reproducible. For every annotated area (a polygon
+and its class) a grid of square windows is laid over the area's bounding box, row by row from the
+top left, with stride ``patch_size * (1 - overlap)``; the last row and column sit flush with the
+far edge of the box so no strip of the area is skipped. A window is kept when at least
+``min_inside`` of it lies inside the polygon. Extra windows at random positions (seeded) obey the
+same rule and overlap no kept window (grid or earlier random) by more than ``overlap``, measured as
+intersection over union (IoU, the usual overlap measure between two boxes). Two neighbouring grid
+windows have an IoU of 0.18 at overlap 0.3, so random windows land off the grid, mostly near the
+centres of grid cells (IoU 0.27 with each of the four windows around), and where the grid left gaps
+at ragged edges; ``random`` is the number tried per area, fewer are placed when no room is left.
+Windows are then filtered by tissue fraction and gland fraction (:mod:`crc_core.tissue`), split
+into train and test by area or by slide (stratified by class, seeded, a group never in both),
+optionally capped per class, and written to a dataset folder::
 
-    OUT/dataset.json        config, class scheme, slide fingerprints, Table-1 counts, "complete" flag
-    OUT/manifest.csv        path,label,slide,area_id,l0_x,l0_y,level,size,split,gland_fraction,tissue_fraction
+    OUT/dataset.json    config, class scheme, slide fingerprints, Table-1 counts, "complete"
+    OUT/manifest.csv    path,label,slide,area_id,l0_x,l0_y,level,size,split,
+                        gland_fraction,tissue_fraction
     OUT/patches/<class id>/<slide>__<area id>__x<l0_x>_y<l0_y>.jpg|.png
-    OUT/.journal.csv        every window processed so far (kept or dropped): what makes a rerun resume
+    OUT/.journal.csv    every window processed so far (kept or dropped): what a rerun resumes
 
 Units and frames: geometry and window positions are **level-0 pixels** (``l0_x``, ``l0_y`` are the
-window's top-left). At ``level`` L a window covers ``patch_size * downsample(L)`` level-0 pixels and is
-read as ``patch_size`` pixels of level L; with a target ``mpp`` the nearest finer level is read and
-resampled to ``patch_size``. ``label`` in the manifest is the class **id** of the scheme stored in
-dataset.json (label index = position in that scheme). Empty ``gland_fraction`` / ``tissue_fraction``
-cells mean the filter was off and the value was not computed.
+window's top-left). At ``level`` L a window covers ``patch_size * downsample(L)`` level-0 pixels
+and is read as ``patch_size`` pixels of level L; with a target ``mpp`` the nearest finer level is
+read and resampled to ``patch_size``. ``label`` in the manifest is the class **id** of the scheme
+stored in dataset.json (label index = position in that scheme). Empty ``gland_fraction`` /
+``tissue_fraction`` cells mean the filter was off and the value was not computed.
 
-Threading: windows are read, measured and encoded by a thread pool (OpenSlide, Pillow's codecs and most
-of numpy release the GIL); at most ``max_in_flight`` patches are held in memory at once. The gland model
-runs batched on the driving thread. :func:`extract` is a generator (see :mod:`crc_core.jobs`): closing it
-cancels, leaving a folder marked incomplete that a rerun with the same settings completes.
+Threading: windows are read, measured and encoded by a thread pool (OpenSlide, Pillow's codecs and
+most of numpy release the GIL); at most ``max_in_flight`` patches are held in memory at once. The
+gland model runs batched on the driving thread. :func:`extract` is a generator (see
+:mod:`crc_core.jobs`): closing it cancels, leaving a folder marked incomplete that a rerun with the
+same settings completes.
 
-Patch format: JPEG quality 95 without chroma subsampling by default. Measured on 20 real 400 px patches
-of cmu-1-small-region.svs (benchmarks/RESULTS.md): JPEG q95 4:4:4 is 68 KB, 0.95 ms to encode, 1.6 ms to
-decode, PSNR 44.5 dB against the slide pixels (which are themselves JPEG); PNG is lossless but 133 KB,
-7.6 ms to encode (level 1) and 2.7 ms to decode, which would make encoding, not reading, the
-bottleneck (a 400 px read costs about 4 ms). ``format="png"`` is there for bit-exact patches.
-"""
+Patch format: JPEG quality 95 without chroma subsampling by default. Measured on 20 real 400 px
+patches of cmu-1-small-region.svs (benchmarks/RESULTS.md): JPEG q95 4:4:4 is 68 KB, 0.95 ms to
+encode, 1.6 ms to decode, PSNR 44.5 dB against the slide pixels (which are themselves JPEG); PNG is
+lossless but 133 KB, 7.6 ms to encode (level 1) and 2.7 ms to decode, which would make encoding,
+not reading, the bottleneck (a 400 px read costs about 4 ms). ``format="png"`` is there for
+bit-exact patches."""
 
 from __future__ import annotations
 
@@ -87,8 +90,17 @@ __all__ = [
 
 DATASET_FORMAT = 1
 MANIFEST_COLUMNS = [
-    "path", "label", "slide", "area_id", "l0_x", "l0_y", "level", "size", "split",
-    "gland_fraction", "tissue_fraction",
+    "path",
+    "label",
+    "slide",
+    "area_id",
+    "l0_x",
+    "l0_y",
+    "level",
+    "size",
+    "split",
+    "gland_fraction",
+    "tissue_fraction",
 ]
 _JOURNAL_COLUMNS = ["key", "kept", "reason", "bytes", "gland_fraction", "tissue_fraction"]
 _EXT = {"jpeg": ".jpg", "png": ".png"}
@@ -158,6 +170,7 @@ class ExtractConfig:
 
     def validate(self) -> ExtractConfig:
         """Check ranges; return self. Raises :class:`ConfigError` naming the option."""
+
         def bad(opt: str, val: Any, accepted: str) -> ConfigError:
             return ConfigError(f"--{opt} {val!r} is out of range; accepted: {accepted}")
 
@@ -211,7 +224,7 @@ class ExtractConfig:
         return asdict(self)
 
     def window_key(self) -> dict[str, Any]:
-        """Settings that decide which windows exist and what their files hold (resume must match)."""
+        """Settings deciding which windows exist and what their files hold (resume must match)."""
         d = self.to_json()
         for k in ("test_fraction", "split_by", "classes", "cap", "workers"):
             d.pop(k)
@@ -225,9 +238,9 @@ class SlideSource:
     """One slide and its annotated areas.
 
     ``annotations`` holds objects with ``id``, ``class_id`` and ``geometry`` (shapely, level-0 px),
-    such as :class:`crc_core.annotations.Annotation`. ``name`` (default: file stem) names the slide in
-    the manifest and in file names; it must be unique within a dataset. ``mpp`` overrides the file's
-    µm per level-0 pixel (a project's user setting).
+    such as :class:`crc_core.annotations.Annotation`. ``name`` (default: file stem) names the slide
+    in the manifest and in file names; it must be unique within a dataset. ``mpp`` overrides the
+    file's µm per level-0 pixel (a project's user setting).
     """
 
     path: Path
@@ -344,10 +357,13 @@ def random_windows(
     while budget > 0 and len(chosen) < n:
         m = min(batch, budget)
         budget -= m
-        cand = np.stack([
-            rng.integers(x0, x1 - window + 1, size=m),
-            rng.integers(y0, y1 - window + 1, size=m),
-        ], axis=1).astype(np.int64)
+        cand = np.stack(
+            [
+                rng.integers(x0, x1 - window + 1, size=m),
+                rng.integers(y0, y1 - window + 1, size=m),
+            ],
+            axis=1,
+        ).astype(np.int64)
         ok = inside_fractions(geom, cand, window) >= min_inside - 1e-9
         cand = cand[ok]
         if len(cand):
@@ -403,22 +419,28 @@ def plan_area(
         if not inside_polys:
             x0, y0, x1, y1 = geom.bounds
             return AreaPlan(
-                empty, empty, "outside",
+                empty,
+                empty,
+                "outside",
                 f"area at ({x0:.0f}, {y0:.0f})-({x1:.0f}, {y1:.0f}) lies entirely outside the "
                 f"slide (0, 0)-({w}, {h}); nothing to extract",
             )
         clipped = shapely.unary_union(inside_polys)
         if clipped.area < geom.area - 1e-6:
             status = "clipped"
-            msg = f"{100.0 * (1.0 - clipped.area / geom.area):.1f}% of the area lies outside the slide and was clipped"
+            lost = 100.0 * (1.0 - clipped.area / geom.area)
+            msg = f"{lost:.1f}% of the area lies outside the slide and was clipped"
         geom = clipped
     grid, tried = grid_windows(geom, window, stride, min_inside)
     rand = random_windows(geom, window, n_random, min_inside, max_overlap, grid, rng)
     if len(grid) == 0 and len(rand) == 0:
         x0, y0, x1, y1 = _bbox_int(geom)
         return AreaPlan(
-            empty, empty, "small",
-            f"no {window} px window fits {min_inside:.0%} inside this {x1 - x0} x {y1 - y0} px area",
+            empty,
+            empty,
+            "small",
+            f"no {window} px window fits {min_inside:.0%} inside this "
+            f"{x1 - x0} x {y1 - y0} px area",
             tried,
         )
     return AreaPlan(grid, rand, status, msg, tried)
@@ -470,8 +492,11 @@ def assign_split(
     n_train = {c: n_groups[c] for c in classes}
     for k in order:
         cand = {c: test[c] + groups[k].get(c, 0) for c in classes}
-        leaves_train = all(n_train[c] - (1 if groups[k].get(c, 0) > 0 else 0) >= 1
-                           for c in classes if n_groups[c] >= 1 and groups[k].get(c, 0) > 0)
+        leaves_train = all(
+            n_train[c] - (1 if groups[k].get(c, 0) > 0 else 0) >= 1
+            for c in classes
+            if n_groups[c] >= 1 and groups[k].get(c, 0) > 0
+        )
         if leaves_train and cost(cand) < cost(test) - 1e-12:
             out[k] = "test"
             test = cand
@@ -482,7 +507,9 @@ def assign_split(
     # every class it touches in train).
     for c in classes:
         if n_groups[c] >= 2 and test[c] == 0:
-            cands = sorted((groups[k][c], k) for k in order if out[k] == "train" and groups[k].get(c, 0))
+            cands = sorted(
+                (groups[k][c], k) for k in order if out[k] == "train" and groups[k].get(c, 0)
+            )
             for _, k in cands:
                 if all(n_train[cc] >= 2 for cc in classes if groups[k].get(cc, 0) > 0):
                     out[k] = "test"
@@ -612,8 +639,16 @@ def format_table(table: list[dict[str, Any]], totals: dict[str, Any]) -> str:
     """Table-1 style text: one row per class, slides, areas, train, test, total patches."""
     head = ("class", "slides", "areas", "train", "test", "total")
     rows = [(r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"]) for r in table]
-    rows.append(("total", totals["slides"], totals["areas"], totals["train"], totals["test"],
-                 totals["total"]))
+    rows.append(
+        (
+            "total",
+            totals["slides"],
+            totals["areas"],
+            totals["train"],
+            totals["test"],
+            totals["total"],
+        )
+    )
     w0 = max(len(head[0]), *(len(str(r[0])) for r in rows))
     lines = [f"{head[0]:<{w0}}  " + "  ".join(f"{h:>7}" for h in head[1:])]
     for r in rows:
@@ -669,7 +704,11 @@ def _load_journal(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             # A line cut by a kill lacks fields: ignore it (the window is simply redone).
-            if not row.get("key") or row.get("tissue_fraction") is None or row.get("kept") not in ("0", "1"):
+            if (
+                not row.get("key")
+                or row.get("tissue_fraction") is None
+                or row.get("kept") not in ("0", "1")
+            ):
                 continue
             done[row["key"]] = row
     return done
@@ -758,23 +797,25 @@ def extract(
             sc = _Scale(r, cfg)
             scales.append(sc)
             mpp = getattr(r, "mpp", None)
-            slide_meta.append({
-                "name": name,
-                "path": str(Path(src.path).resolve()),
-                "fingerprint": r.fingerprint(),
-                "fingerprint_method": "sha256 of size + first and last MiB",
-                "width": int(r.dimensions[0]),
-                "height": int(r.dimensions[1]),
-                "mpp": None if mpp is None else (float(mpp[0]) + float(mpp[1])) / 2.0,
-                "level": sc.level,
-                "window_l0": sc.window,
-            })
+            slide_meta.append(
+                {
+                    "name": name,
+                    "path": str(Path(src.path).resolve()),
+                    "fingerprint": r.fingerprint(),
+                    "fingerprint_method": "sha256 of size + first and last MiB",
+                    "width": int(r.dimensions[0]),
+                    "height": int(r.dimensions[1]),
+                    "mpp": None if mpp is None else (float(mpp[0]) + float(mpp[1])) / 2.0,
+                    "level": sc.level,
+                    "window_l0": sc.window,
+                }
+            )
 
         ext = _EXT[cfg.format]
         windows: list[_Window] = []
         reports: list[AreaReport] = []
         seen_ids: set[tuple[int, str]] = set()
-        for si, (src, r, sc) in enumerate(zip(sources, readers, scales)):
+        for si, (src, r, sc) in enumerate(zip(sources, readers, scales, strict=False)):
             for ann in src.annotations:
                 cdef = scheme.find(str(ann.class_id))
                 cid = cdef.id if cdef else str(ann.class_id)
@@ -785,17 +826,34 @@ def extract(
                     raise AnnotationError(f"{src.path}: two annotations share the id {aid!r}")
                 seen_ids.add((si, aid))
                 rng = _rng(cfg.seed, names[si], aid)
-                plan = plan_area(ann.geometry, tuple(r.dimensions), sc.window, sc.stride,
-                                 cfg.min_inside, cfg.random, cfg.overlap, rng)
-                rep = AreaReport(names[si], aid, cid, plan.status, len(plan.grid), len(plan.random),
-                                 message=plan.message)
+                plan = plan_area(
+                    ann.geometry,
+                    tuple(r.dimensions),
+                    sc.window,
+                    sc.stride,
+                    cfg.min_inside,
+                    cfg.random,
+                    cfg.overlap,
+                    rng,
+                )
+                rep = AreaReport(
+                    names[si],
+                    aid,
+                    cid,
+                    plan.status,
+                    len(plan.grid),
+                    len(plan.random),
+                    message=plan.message,
+                )
                 reports.append(rep)
                 if plan.status in ("outside", "small", "clipped"):
                     warnings.append(f"{names[si]}: area {aid} ({cid}): {plan.message}")
                 for kind, arr in (("grid", plan.grid), ("random", plan.random)):
                     for x, y in arr.tolist():
                         key = f"patches/{cid}/{names[si]}__{_safe(aid)}__x{x}_y{y}{ext}"
-                        windows.append(_Window(len(windows), si, aid, cid, int(x), int(y), kind, key))
+                        windows.append(
+                            _Window(len(windows), si, aid, cid, int(x), int(y), kind, key)
+                        )
         # A random window can coincide with another area's window of the same class: keep one.
         uniq: dict[str, _Window] = {}
         for w in windows:
@@ -819,8 +877,12 @@ def extract(
                 old = json.loads(ds_json.read_text(encoding="utf-8"))
                 old_key = old["window_config"]
             except (OSError, ValueError, KeyError, TypeError):
-                raise DatasetError(f"{ds_json}: unreadable dataset.json; choose another --out") from None
-            diff = [f"{k} {old_key.get(k)!r} -> {v!r}" for k, v in key.items() if old_key.get(k) != v]
+                raise DatasetError(
+                    f"{ds_json}: unreadable dataset.json; choose another --out"
+                ) from None
+            diff = [
+                f"{k} {old_key.get(k)!r} -> {v!r}" for k, v in key.items() if old_key.get(k) != v
+            ]
             if diff:
                 raise DatasetError(
                     f"{out}: holds a dataset built with other settings ({'; '.join(diff)}); "
@@ -832,8 +894,12 @@ def extract(
         for tmp in out.glob("patches/*/.*.tmp"):
             tmp.unlink(missing_ok=True)
 
-        def write_json(complete: bool, table: list[dict[str, Any]] | None = None,
-                       totals: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+        def write_json(
+            complete: bool,
+            table: list[dict[str, Any]] | None = None,
+            totals: dict[str, Any] | None = None,
+            extra: dict[str, Any] | None = None,
+        ) -> None:
             doc = {
                 "format": DATASET_FORMAT,
                 "complete": complete,
@@ -884,10 +950,17 @@ def extract(
                 raise _disk_full(exc, out, journal.name) from None
             raise
 
-        def journal_row(k: str, kept: bool, reason: str, nbytes: int,
-                        gland: float | None, tissue: float | None) -> None:
-            row = {"key": k, "kept": "1" if kept else "0", "reason": reason, "bytes": str(nbytes),
-                   "gland_fraction": _fmt_frac(gland), "tissue_fraction": _fmt_frac(tissue)}
+        def journal_row(
+            k: str, kept: bool, reason: str, nbytes: int, gland: float | None, tissue: float | None
+        ) -> None:
+            row = {
+                "key": k,
+                "kept": "1" if kept else "0",
+                "reason": reason,
+                "bytes": str(nbytes),
+                "gland_fraction": _fmt_frac(gland),
+                "tissue_fraction": _fmt_frac(tissue),
+            }
             try:
                 jw.writerow([row[c] for c in _JOURNAL_COLUMNS])
                 journal_fh.flush()  # type: ignore[union-attr]
@@ -897,13 +970,14 @@ def extract(
                 raise
             done[k] = row
 
-        # --- parallel read / measure / write --------------------------------------------------------
+        # --- parallel read / measure / write ---------------------------------------------------
         total = len(windows)
         processed = len(windows) - len(todo)
         kept_n = sum(1 for w in windows if done.get(w.key, {}).get("kept") == "1")
         written = 0
-        yield Progress(processed, total, f"{len(todo)} windows to read, {reused} reused",
-                       {"kept": kept_n})
+        yield Progress(
+            processed, total, f"{len(todo)} windows to read, {reused} reused", {"kept": kept_n}
+        )
         limit = max_in_flight or (4 * cfg.workers + 16)
         limit = max(limit, _GLAND_BATCH + 2)
         pool = cf.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="crc-extract")
@@ -912,13 +986,17 @@ def extract(
 
         def read_task(w: _Window) -> tuple[str, _Window, np.ndarray | None, float | None]:
             sc = scales[w.slide_idx]
-            rgb = readers[w.slide_idx].read_region((w.l0_x, w.l0_y), sc.level,
-                                                   (sc.read_size, sc.read_size))
+            rgb = readers[w.slide_idx].read_region(
+                (w.l0_x, w.l0_y), sc.level, (sc.read_size, sc.read_size)
+            )
             if sc.read_size != sc.patch_size:
                 from PIL import Image
 
-                rgb = np.asarray(Image.fromarray(rgb).resize(
-                    (sc.patch_size, sc.patch_size), Image.Resampling.LANCZOS))
+                rgb = np.asarray(
+                    Image.fromarray(rgb).resize(
+                        (sc.patch_size, sc.patch_size), Image.Resampling.LANCZOS
+                    )
+                )
             tissue = None
             if cfg.tissue_on:
                 tissue = _tissue.tissue_fraction(rgb[::_TISSUE_STEP, ::_TISSUE_STEP])
@@ -928,8 +1006,9 @@ def extract(
                 return write_task(w, rgb, tissue, None)
             return ("read", w, rgb, tissue)
 
-        def write_task(w: _Window, rgb: np.ndarray, tissue: float | None,
-                       gland: float | None) -> tuple[str, _Window, int, float | None, float | None]:
+        def write_task(
+            w: _Window, rgb: np.ndarray, tissue: float | None, gland: float | None
+        ) -> tuple[str, _Window, int, float | None, float | None]:
             data = _encode(rgb, cfg.format, cfg.jpeg_quality)
             try:
                 _write_patch(out / w.key, data)
@@ -954,7 +1033,7 @@ def extract(
             fracs = np.zeros(len(gland_batch))
             for mpp, idx in mpp_groups.items():
                 fracs[idx] = _tissue.gland_fractions([gland_batch[i][1] for i in idx], mpp=mpp)
-            for (w, rgb, tissue), g in zip(gland_batch, fracs):
+            for (w, rgb, tissue), g in zip(gland_batch, fracs, strict=False):
                 g = float(g)
                 if g < min_g:
                     dropped["gland"] += 1
@@ -1032,12 +1111,21 @@ def extract(
             if row is None or row["kept"] != "1":
                 continue
             sname = names[w.slide_idx]
-            rows.append({
-                "path": w.key, "label": w.class_id, "slide": sname, "area_id": w.area_id,
-                "l0_x": w.l0_x, "l0_y": w.l0_y, "level": scales[w.slide_idx].level,
-                "size": cfg.patch_size, "split": "",
-                "gland_fraction": row["gland_fraction"], "tissue_fraction": row["tissue_fraction"],
-            })
+            rows.append(
+                {
+                    "path": w.key,
+                    "label": w.class_id,
+                    "slide": sname,
+                    "area_id": w.area_id,
+                    "l0_x": w.l0_x,
+                    "l0_y": w.l0_y,
+                    "level": scales[w.slide_idx].level,
+                    "size": cfg.patch_size,
+                    "split": "",
+                    "gland_fraction": row["gland_fraction"],
+                    "tissue_fraction": row["tissue_fraction"],
+                }
+            )
             area_kept[(sname, w.area_id)] = area_kept.get((sname, w.area_id), 0) + 1
         for rep in reports:
             rep.kept = area_kept.get((rep.slide, rep.area_id), 0)
@@ -1047,8 +1135,11 @@ def extract(
                 f"{len(reports)} areas); check the areas' size against --patch-size, or lower "
                 "--min-inside, --min-tissue or --min-gland"
             )
-        group_of = (lambda r: f"{r['slide']}/{r['area_id']}") if cfg.split_by == "area" else (
-            lambda r: r["slide"])
+        group_of = (
+            (lambda r: f"{r['slide']}/{r['area_id']}")
+            if cfg.split_by == "area"
+            else (lambda r: r["slide"])
+        )
         groups: dict[str, dict[str, int]] = {}
         for r in rows:
             g = groups.setdefault(group_of(r), {})
@@ -1070,23 +1161,28 @@ def extract(
                 te = [i for i in idx if rows[i]["split"] == "test"]
                 n_te = int(round(cfg.cap * len(te) / len(idx)))
                 n_tr = cfg.cap - n_te
-                keep_idx.update(rng.choice(tr, size=min(n_tr, len(tr)), replace=False).tolist()
-                                if tr else [])
-                keep_idx.update(rng.choice(te, size=min(n_te, len(te)), replace=False).tolist()
-                                if te else [])
+                keep_idx.update(
+                    rng.choice(tr, size=min(n_tr, len(tr)), replace=False).tolist() if tr else []
+                )
+                keep_idx.update(
+                    rng.choice(te, size=min(n_te, len(te)), replace=False).tolist() if te else []
+                )
             rows = [r for i, r in enumerate(rows) if i in keep_idx]
 
         table: list[dict[str, Any]] = []
         for cdef in used_scheme:
             rs = [r for r in rows if r["label"] == cdef.id]
-            table.append({
-                "class": cdef.name, "class_id": cdef.id,
-                "slides": len({r["slide"] for r in rs}),
-                "areas": len({(r["slide"], r["area_id"]) for r in rs}),
-                "train": sum(1 for r in rs if r["split"] == "train"),
-                "test": sum(1 for r in rs if r["split"] == "test"),
-                "total": len(rs),
-            })
+            table.append(
+                {
+                    "class": cdef.name,
+                    "class_id": cdef.id,
+                    "slides": len({r["slide"] for r in rs}),
+                    "areas": len({(r["slide"], r["area_id"]) for r in rs}),
+                    "train": sum(1 for r in rs if r["split"] == "train"),
+                    "test": sum(1 for r in rs if r["split"] == "test"),
+                    "total": len(rs),
+                }
+            )
         totals = {
             "slides": len({r["slide"] for r in rows}),
             "areas": len({(r["slide"], r["area_id"]) for r in rows}),
@@ -1113,15 +1209,36 @@ def extract(
             row = done.get(w.key)
             if row is not None and row["kept"] == "0" and row["reason"] in dropped_all:
                 dropped_all[row["reason"]] += 1
-        write_json(True, table, totals, {
-            "areas": [asdict(a) for a in reports],
-            "windows": {"planned": len(windows), "dropped": dropped_all,
-                        "kept": kept_n, "in_manifest": len(rows)},
-            "warnings": warnings,
-        })
+        write_json(
+            True,
+            table,
+            totals,
+            {
+                "areas": [asdict(a) for a in reports],
+                "windows": {
+                    "planned": len(windows),
+                    "dropped": dropped_all,
+                    "kept": kept_n,
+                    "in_manifest": len(rows),
+                },
+                "warnings": warnings,
+            },
+        )
         yield Progress(total, total, f"{len(rows)} patches in the dataset", {"kept": kept_n})
-        return ExtractResult(out, manifest, ds_json, table, totals, reports, len(rows), written,
-                             reused, dropped_all, warnings, True)
+        return ExtractResult(
+            out,
+            manifest,
+            ds_json,
+            table,
+            totals,
+            reports,
+            len(rows),
+            written,
+            reused,
+            dropped_all,
+            warnings,
+            True,
+        )
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -1188,8 +1305,14 @@ def sources_from_project(project: Any) -> tuple[list[SlideSource], list[str]]:
         warns.extend(f"{entry.name}: {w}" for w in res.warnings)
         anns = list(res.annotations)
         if anns:
-            out.append(SlideSource(Path(project.slide_path(entry)), anns, name=entry.id,
-                                   mpp=getattr(entry, "mpp", None)))
+            out.append(
+                SlideSource(
+                    Path(project.slide_path(entry)),
+                    anns,
+                    name=entry.id,
+                    mpp=getattr(entry, "mpp", None),
+                )
+            )
     if not out:
         raise DatasetError(
             f"{project.root}: no slide of this project has annotations; draw areas first"

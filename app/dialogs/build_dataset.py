@@ -1,7 +1,7 @@
 """Build Dataset dialog: cut a patch dataset from the open project's annotated areas.
 
-The settings of :class:`crc_core.patches.ExtractConfig` (patch size, overlap, random windows, filters,
-split, seed, level or mpp, caps, format) and the classes to include; Build runs
+The settings of :class:`crc_core.patches.ExtractConfig` (patch size, overlap, random windows,
+filters, split, seed, level or mpp, caps, format) and the classes to include; Build runs
 :func:`crc_core.patches.extract` in a :class:`app.workers.JobWorker` with a progress bar and Cancel.
 When done the dialog shows the Table-1 style counts and a grid of sample patches per class. A
 cancelled build leaves an incomplete dataset that Build (same settings, same name) resumes.
@@ -57,8 +57,14 @@ def _spin(lo: int, hi: int, val: int, special: str | None = None) -> QSpinBox:
     return s
 
 
-def _dspin(lo: float, hi: float, val: float, step: float = 0.05, special: str | None = None,
-           decimals: int = 2) -> QDoubleSpinBox:
+def _dspin(
+    lo: float,
+    hi: float,
+    val: float,
+    step: float = 0.05,
+    special: str | None = None,
+    decimals: int = 2,
+) -> QDoubleSpinBox:
     s = QDoubleSpinBox()
     s.setDecimals(decimals)
     s.setRange(lo, hi)
@@ -205,15 +211,20 @@ class BuildDatasetDialog(QDialog):
         if not classes:
             raise ConfigError("no class selected; tick at least one class to include")
         return ExtractConfig(
-            patch_size=self.patch_size.value(), overlap=round(self.overlap.value(), 4),
+            patch_size=self.patch_size.value(),
+            overlap=round(self.overlap.value(), 4),
             level=None if self.use_mpp.isChecked() else self.level.value(),
             mpp=self.mpp.value() if self.use_mpp.isChecked() else None,
-            min_inside=round(self.min_inside.value(), 4), random=self.random.value(),
-            min_tissue=self.min_tissue.value() or None, min_gland=self.min_gland.value() or None,
-            test_fraction=round(self.test_fraction.value(), 4), split_by=self.split_by.currentText(),
+            min_inside=round(self.min_inside.value(), 4),
+            random=self.random.value(),
+            min_tissue=self.min_tissue.value() or None,
+            min_gland=self.min_gland.value() or None,
+            test_fraction=round(self.test_fraction.value(), 4),
+            split_by=self.split_by.currentText(),
             seed=self.seed.value(),
             classes=None if len(classes) == len(self.project.scheme) else classes,
-            cap=self.cap.value() or None, workers=self.workers.value(),
+            cap=self.cap.value() or None,
+            workers=self.workers.value(),
             format=self.format.currentText(),
         ).validate()
 
@@ -228,9 +239,23 @@ class BuildDatasetDialog(QDialog):
     def _set_running(self, running: bool) -> None:
         self.build_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        for w in (self.name_edit, self.patch_size, self.overlap, self.random, self.min_inside,
-                  self.min_tissue, self.min_gland, self.test_fraction, self.split_by, self.seed,
-                  self.use_mpp, self.cap, self.workers, self.format, self.class_list):
+        for w in (
+            self.name_edit,
+            self.patch_size,
+            self.overlap,
+            self.random,
+            self.min_inside,
+            self.min_tissue,
+            self.min_gland,
+            self.test_fraction,
+            self.split_by,
+            self.seed,
+            self.use_mpp,
+            self.cap,
+            self.workers,
+            self.format,
+            self.class_list,
+        ):
             w.setEnabled(not running)
         self.level.setEnabled(not running and not self.use_mpp.isChecked())
         self.mpp.setEnabled(not running and self.use_mpp.isChecked())
@@ -253,8 +278,10 @@ class BuildDatasetDialog(QDialog):
         self.result = None
         self._clear_results()
         self.progress.setRange(0, 0)  # busy until the first event gives a total
-        self.status_label.setText("Reading annotations and planning windows…"
-                                  + (f" ({len(warns)} warnings)" if warns else ""))
+        self.status_label.setText(
+            "Reading annotations and planning windows…"
+            + (f" ({len(warns)} warnings)" if warns else "")
+        )
         self._set_running(True)
         self.worker = JobWorker(lambda: extract(sources, out, scheme, cfg), self)
         self.worker.progressed.connect(self._on_worker_progressed)
@@ -280,8 +307,10 @@ class BuildDatasetDialog(QDialog):
         self.result = result
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
-        msg = (f"{result.patches} patches in {result.out_dir} "
-               f"({result.written} written, {result.reused} reused).")
+        msg = (
+            f"{result.patches} patches in {result.out_dir} "
+            f"({result.written} written, {result.reused} reused)."
+        )
         if result.warnings:
             msg += " " + " ".join(result.warnings[:3])
             if len(result.warnings) > 3:
@@ -319,10 +348,19 @@ class BuildDatasetDialog(QDialog):
         self.sample_labels = {}
 
     def _show_table(self, table: list[dict[str, Any]], totals: dict[str, Any]) -> None:
-        rows = [(r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"])
-                for r in table]
-        rows.append(("Total", totals["slides"], totals["areas"], totals["train"], totals["test"],
-                     totals["total"]))
+        rows = [
+            (r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"]) for r in table
+        ]
+        rows.append(
+            (
+                "Total",
+                totals["slides"],
+                totals["areas"],
+                totals["train"],
+                totals["test"],
+                totals["total"],
+            )
+        )
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, v in enumerate(row):
@@ -354,8 +392,14 @@ class BuildDatasetDialog(QDialog):
                 lab = QLabel()
                 pix = QPixmap(str(Path(result.out_dir) / rel))
                 if not pix.isNull():
-                    lab.setPixmap(pix.scaled(THUMB_PX, THUMB_PX, Qt.AspectRatioMode.KeepAspectRatio,
-                                             Qt.TransformationMode.SmoothTransformation))
+                    lab.setPixmap(
+                        pix.scaled(
+                            THUMB_PX,
+                            THUMB_PX,
+                            Qt.AspectRatioMode.KeepAspectRatio,
+                            Qt.TransformationMode.SmoothTransformation,
+                        )
+                    )
                 lab.setToolTip(rel)
                 self.samples_grid.addWidget(lab, row, j + 1)
                 labels.append(lab)

@@ -1,7 +1,7 @@
-"""`crc extract`: build a patch dataset from annotated slides (a project, or slide + annotation pairs).
+"""`crc extract`: build a patch dataset from a project's or given slides' annotated areas.
 
-Runs :func:`crc_core.patches.extract` with a progress bar and prints the Table-1 style counts. A rerun
-into the same ``--out`` folder with the same settings resumes: finished patches are kept.
+Runs :func:`crc_core.patches.extract` with a progress bar and prints the Table-1 style counts. A
+rerun into the same ``--out`` folder with the same settings resumes: finished patches are kept.
 """
 
 from __future__ import annotations
@@ -21,45 +21,91 @@ def _fraction_or_off(text: str) -> float | None:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "extract",
-        help="cut patch datasets from annotated areas (sliding window, random windows, filters, split)",
-        description="Cut 400 px patches (by default) from annotated areas with an overlapping sliding "
-        "window, add random windows, drop patches with little tissue or few glands, split train/test "
-        "by area or slide, and write patches, manifest.csv and dataset.json to --out. A rerun into the "
-        "same folder resumes.",
+        help="cut patch datasets from annotated areas (sliding window, filters, split)",
+        description="Cut 400 px patches (by default) from annotated areas with an overlapping "
+        "sliding window, add random windows, drop patches with little tissue or few glands, "
+        "split train/test by area or slide, and write patches, manifest.csv and dataset.json "
+        "to --out. A rerun into the same folder resumes.",
     )
     src = p.add_argument_group("input (a project, or --slide/--annotations pairs)")
     src.add_argument("--project", type=Path, help="project folder: all its slides and annotations")
-    src.add_argument("--slide", type=Path, action="append", default=[],
-                     help="slide file (repeat with --annotations for several slides)")
-    src.add_argument("--annotations", type=Path, action="append", default=[],
-                     help="annotation file (.geojson QuPath or .xml ASAP) of the matching --slide")
+    src.add_argument(
+        "--slide",
+        type=Path,
+        action="append",
+        default=[],
+        help="slide file (repeat with --annotations for several slides)",
+    )
+    src.add_argument(
+        "--annotations",
+        type=Path,
+        action="append",
+        default=[],
+        help="annotation file (.geojson QuPath or .xml ASAP) of the matching --slide",
+    )
     p.add_argument("--out", type=Path, required=True, help="dataset folder (created or resumed)")
     p.add_argument("--patch-size", type=int, default=400, help="patch side in pixels (400)")
-    p.add_argument("--overlap", type=float, default=0.3,
-                   help="overlap of consecutive windows, 0 <= o < 1 (0.3 -> stride 280)")
-    p.add_argument("--random", type=int, default=10, metavar="N",
-                   help="extra random windows tried per area (10)")
-    p.add_argument("--min-gland", type=float, default=0.5,
-                   help="drop patches with a smaller gland fraction (0.5; 0 = off)")
-    p.add_argument("--min-tissue", type=float, default=0.5,
-                   help="drop patches with a smaller tissue fraction (0.5; 0 = off)")
-    p.add_argument("--min-inside", type=float, default=0.75,
-                   help="fraction of a window that must lie inside its area (0.75)")
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=0.3,
+        help="overlap of consecutive windows, 0 <= o < 1 (0.3 -> stride 280)",
+    )
+    p.add_argument(
+        "--random",
+        type=int,
+        default=10,
+        metavar="N",
+        help="extra random windows tried per area (10)",
+    )
+    p.add_argument(
+        "--min-gland",
+        type=float,
+        default=0.5,
+        help="drop patches with a smaller gland fraction (0.5; 0 = off)",
+    )
+    p.add_argument(
+        "--min-tissue",
+        type=float,
+        default=0.5,
+        help="drop patches with a smaller tissue fraction (0.5; 0 = off)",
+    )
+    p.add_argument(
+        "--min-inside",
+        type=float,
+        default=0.75,
+        help="fraction of a window that must lie inside its area (0.75)",
+    )
     p.add_argument("--test-fraction", type=float, default=0.2, help="test share per class (0.2)")
-    p.add_argument("--split-by", choices=("area", "slide"), default="area",
-                   help="unit kept wholly in train or test (area)")
+    p.add_argument(
+        "--split-by",
+        choices=("area", "slide"),
+        default="area",
+        help="unit kept wholly in train or test (area)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of random windows, split and caps (0)")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--level", type=int, default=None, help="pyramid level to read (0)")
-    scale.add_argument("--mpp", type=float, default=None,
-                       help="target micrometres per pixel instead of a level")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated class names or ids to include (all)")
-    p.add_argument("--cap", type=int, default=None, metavar="N",
-                   help="at most N patches per class, split ratio kept (none)")
+    scale.add_argument(
+        "--mpp", type=float, default=None, help="target micrometres per pixel instead of a level"
+    )
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class names or ids to include (all)"
+    )
+    p.add_argument(
+        "--cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N patches per class, split ratio kept (none)",
+    )
     p.add_argument("--workers", type=int, default=4, help="reader threads (4)")
-    p.add_argument("--format", choices=("jpeg", "png"), default="jpeg",
-                   help="patch files: jpeg (quality 95, 4:4:4; default) or png (lossless)")
+    p.add_argument(
+        "--format",
+        choices=("jpeg", "png"),
+        default="jpeg",
+        help="patch files: jpeg (quality 95, 4:4:4; default) or png (lossless)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -80,20 +126,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --project, or --slide with --annotations, not both")
     if args.project is None:
         if not args.slide:
-            raise ConfigError("nothing to extract from: give --project DIR or --slide S --annotations A")
+            raise ConfigError(
+                "nothing to extract from: give --project DIR or --slide S --annotations A"
+            )
         if len(args.slide) != len(args.annotations):
             raise ConfigError(
                 f"{len(args.slide)} --slide but {len(args.annotations)} --annotations; give one "
                 "annotation file per slide, in the same order"
             )
     cfg = ExtractConfig(
-        patch_size=args.patch_size, overlap=args.overlap, level=args.level, mpp=args.mpp,
-        min_inside=args.min_inside, random=args.random,
+        patch_size=args.patch_size,
+        overlap=args.overlap,
+        level=args.level,
+        mpp=args.mpp,
+        min_inside=args.min_inside,
+        random=args.random,
         min_tissue=_fraction_or_off(str(args.min_tissue)),
         min_gland=_fraction_or_off(str(args.min_gland)),
-        test_fraction=args.test_fraction, split_by=args.split_by, seed=args.seed,
+        test_fraction=args.test_fraction,
+        split_by=args.split_by,
+        seed=args.seed,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-        cap=args.cap, workers=args.workers, format=args.format,
+        cap=args.cap,
+        workers=args.workers,
+        format=args.format,
     ).validate()
 
     if args.project is not None:
@@ -104,10 +160,12 @@ def run(args: argparse.Namespace) -> int:
         sources, warns = sources_from_project(project)
     else:
         scheme = ClassScheme.paper()
-        sources, warns = sources_from_files(zip(args.slide, args.annotations), scheme)
+        sources, warns = sources_from_files(zip(args.slide, args.annotations, strict=False), scheme)
     for w in warns:
         warn(w)
-    result = drive_with_bar(extract(sources, args.out, scheme, cfg), desc="extract", quiet=args.quiet)
+    result = drive_with_bar(
+        extract(sources, args.out, scheme, cfg), desc="extract", quiet=args.quiet
+    )
     for w in result.warnings:
         warn(w)
     n_rand = sum(a.random for a in result.areas)

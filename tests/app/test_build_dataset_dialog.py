@@ -17,10 +17,15 @@ def project(slides_dir: Path, tmp_path: Path):
 
     proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
     entry = proj.add_slide(slides_dir / "cmu-1-small-region.svs")
-    proj.save_annotations(entry, AnnotationSet([
-        Annotation.rectangle("normal", 300, 400, 1000, 680),
-        Annotation.rectangle("adenoma", 300, 1500, 1000, 680),
-    ]))
+    proj.save_annotations(
+        entry,
+        AnnotationSet(
+            [
+                Annotation.rectangle("normal", 300, 400, 1000, 680),
+                Annotation.rectangle("adenoma", 300, 1500, 1000, 680),
+            ]
+        ),
+    )
     proj.save()
     return proj
 
@@ -49,7 +54,10 @@ def test_build_shows_counts_and_sample_patches(qtbot, project, errors_seen):
         qtbot.mouseClick(dlg.build_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dlg.build_button.isEnabled(), timeout=10000)
     assert not errors_seen
-    cells = {dlg.table.item(r, 0).text(): dlg.table.item(r, 5).text() for r in range(dlg.table.rowCount())}
+    cells = {
+        dlg.table.item(r, 0).text(): dlg.table.item(r, 5).text()
+        for r in range(dlg.table.rowCount())
+    }
     assert cells == {"Normal": "8", "Adenoma": "8", "Adenocarcinoma": "0", "Total": "16"}
     assert len(dlg.sample_labels["normal"]) == 6 and len(dlg.sample_labels["adenoma"]) == 6
     assert all(not lab.pixmap().isNull() for lab in dlg.sample_labels["normal"])

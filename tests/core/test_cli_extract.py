@@ -21,11 +21,28 @@ def rect_geojson(tmp_path: Path) -> Path:
     return path
 
 
-def test_done_when_rectangle_gives_the_eight_flush_windows(slides_dir, rect_geojson, tmp_path, capsys):
+def test_done_when_rectangle_gives_the_eight_flush_windows(
+    slides_dir, rect_geojson, tmp_path, capsys
+):
     out = tmp_path / "D"
-    rc = main(["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"), "--annotations",
-               str(rect_geojson), "--out", str(out), "--random", "0", "--min-gland", "0",
-               "--min-tissue", "0", "-q"])
+    rc = main(
+        [
+            "extract",
+            "--slide",
+            str(slides_dir / "cmu-1-small-region.svs"),
+            "--annotations",
+            str(rect_geojson),
+            "--out",
+            str(out),
+            "--random",
+            "0",
+            "--min-gland",
+            "0",
+            "--min-tissue",
+            "0",
+            "-q",
+        ]
+    )
     assert rc == 0
     with open(out / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -38,9 +55,22 @@ def test_done_when_rectangle_gives_the_eight_flush_windows(slides_dir, rect_geoj
 
 
 def test_rerun_into_the_same_folder_reuses_patches(slides_dir, rect_geojson, tmp_path, capsys):
-    args = ["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"), "--annotations",
-            str(rect_geojson), "--out", str(tmp_path / "D"), "--random", "0", "--min-gland", "0",
-            "--min-tissue", "0", "-q"]
+    args = [
+        "extract",
+        "--slide",
+        str(slides_dir / "cmu-1-small-region.svs"),
+        "--annotations",
+        str(rect_geojson),
+        "--out",
+        str(tmp_path / "D"),
+        "--random",
+        "0",
+        "--min-gland",
+        "0",
+        "--min-tissue",
+        "0",
+        "-q",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 0
@@ -48,15 +78,35 @@ def test_rerun_into_the_same_folder_reuses_patches(slides_dir, rect_geojson, tmp
 
 
 def test_unpaired_slide_and_annotations_is_a_usage_error(slides_dir, tmp_path, capsys):
-    rc = main(["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"),
-               "--out", str(tmp_path / "D")])
+    rc = main(
+        [
+            "extract",
+            "--slide",
+            str(slides_dir / "cmu-1-small-region.svs"),
+            "--out",
+            str(tmp_path / "D"),
+        ]
+    )
     assert rc == 2
     assert "--annotations" in capsys.readouterr().err
 
 
-def test_out_of_range_option_is_refused_with_the_option_name(slides_dir, rect_geojson, tmp_path, capsys):
-    rc = main(["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"), "--annotations",
-               str(rect_geojson), "--out", str(tmp_path / "D"), "--overlap", "1.2"])
+def test_out_of_range_option_is_refused_with_the_option_name(
+    slides_dir, rect_geojson, tmp_path, capsys
+):
+    rc = main(
+        [
+            "extract",
+            "--slide",
+            str(slides_dir / "cmu-1-small-region.svs"),
+            "--annotations",
+            str(rect_geojson),
+            "--out",
+            str(tmp_path / "D"),
+            "--overlap",
+            "1.2",
+        ]
+    )
     assert rc == 2
     assert "--overlap" in capsys.readouterr().err
 
@@ -66,17 +116,41 @@ def test_extract_from_a_project_uses_its_slides_and_scheme(slides_dir, tmp_path,
 
     proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
     entry = proj.add_slide(slides_dir / "cmu-1-small-region.svs")
-    proj.save_annotations(entry, AnnotationSet([
-        Annotation.rectangle("normal", 300, 400, 1000, 680),
-        Annotation.rectangle("adenocarcinoma", 300, 1500, 680, 680),
-    ]))
+    proj.save_annotations(
+        entry,
+        AnnotationSet(
+            [
+                Annotation.rectangle("normal", 300, 400, 1000, 680),
+                Annotation.rectangle("adenocarcinoma", 300, 1500, 680, 680),
+            ]
+        ),
+    )
     proj.save()
     out = tmp_path / "D"
-    rc = main(["extract", "--project", str(tmp_path / "proj"), "--out", str(out), "--random", "0",
-               "--min-gland", "0", "--min-tissue", "0", "--test-fraction", "0", "-q"])
+    rc = main(
+        [
+            "extract",
+            "--project",
+            str(tmp_path / "proj"),
+            "--out",
+            str(out),
+            "--random",
+            "0",
+            "--min-gland",
+            "0",
+            "--min-tissue",
+            "0",
+            "--test-fraction",
+            "0",
+            "-q",
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "dataset.json").read_text())
     assert [c["id"] for c in doc["classes"]["classes"]] == ["normal", "adenoma", "adenocarcinoma"]
     assert {r["class_id"]: r["total"] for r in doc["table"]} == {
-        "normal": 8, "adenoma": 0, "adenocarcinoma": 4}
+        "normal": 8,
+        "adenoma": 0,
+        "adenocarcinoma": 4,
+    }
     assert doc["slides"][0]["name"] == entry.id

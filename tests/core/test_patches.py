@@ -65,8 +65,16 @@ def test_grid_counts_on_rectangles(w, h, n):
 
 def test_grid_is_row_by_row_from_the_top_left():
     xy, _ = P.grid_windows(box(0, 0, 1000, 680), W, S, 0.75)
-    assert xy.tolist() == [[0, 0], [280, 0], [560, 0], [600, 0],
-                           [0, 280], [280, 280], [560, 280], [600, 280]]
+    assert xy.tolist() == [
+        [0, 0],
+        [280, 0],
+        [560, 0],
+        [600, 0],
+        [0, 280],
+        [280, 280],
+        [560, 280],
+        [600, 280],
+    ]
 
 
 def test_grid_covers_the_rectangle_to_its_far_edges():
@@ -87,8 +95,11 @@ def test_kept_windows_follow_the_inside_rule_exactly():
         for x in P.axis_positions(x0, x1 - x0, W, S):
             frac = poly.intersection(box(x, y, x + W, y + W)).area / W**2
             assert ((x, y) in kept_set) == (frac >= 0.75), (x, y, frac)
-    assert 0 < len(kept_set) < len(P.axis_positions(x0, x1 - x0, W, S)) * len(
-        P.axis_positions(y0, y1 - y0, W, S))
+    assert (
+        0
+        < len(kept_set)
+        < len(P.axis_positions(x0, x1 - x0, W, S)) * len(P.axis_positions(y0, y1 - y0, W, S))
+    )
 
 
 def test_random_windows_are_seeded_inside_and_apart():
@@ -111,22 +122,25 @@ def test_random_windows_are_seeded_inside_and_apart():
 
 
 def test_area_smaller_than_a_patch_is_reported_with_no_windows():
-    plan = P.plan_area(box(10, 10, 300, 900), (5000, 5000), W, S, 0.75, 10, 0.3,
-                       np.random.default_rng(0))
+    plan = P.plan_area(
+        box(10, 10, 300, 900), (5000, 5000), W, S, 0.75, 10, 0.3, np.random.default_rng(0)
+    )
     assert plan.status == "small" and len(plan.grid) == 0 and len(plan.random) == 0
     assert "290 x 890" in plan.message
 
 
 def test_area_partly_outside_the_slide_is_clipped():
-    plan = P.plan_area(box(-500, 100, 1000, 580), (2220, 2967), W, S, 0.75, 0, 0.3,
-                       np.random.default_rng(0))
+    plan = P.plan_area(
+        box(-500, 100, 1000, 580), (2220, 2967), W, S, 0.75, 0, 0.3, np.random.default_rng(0)
+    )
     assert plan.status == "clipped"
     assert plan.grid[:, 0].min() == 0 and plan.grid[:, 0].max() + W == 1000
 
 
 def test_area_entirely_outside_the_slide_is_refused_with_a_message():
-    plan = P.plan_area(box(3000, 100, 4000, 580), (2220, 2967), W, S, 0.75, 5, 0.3,
-                       np.random.default_rng(0))
+    plan = P.plan_area(
+        box(3000, 100, 4000, 580), (2220, 2967), W, S, 0.75, 5, 0.3, np.random.default_rng(0)
+    )
     assert plan.status == "outside" and len(plan.grid) == 0
     assert "outside the slide" in plan.message
 
@@ -138,7 +152,9 @@ def test_split_keeps_each_group_whole_and_stratifies_classes():
     groups = {f"a{i}": {"normal" if i % 2 else "adenoma": 10 + i} for i in range(20)}
     split = P.assign_split(groups, 0.25, seed=3)
     for cls in ("normal", "adenoma"):
-        test = sum(n for k, g in groups.items() for c, n in g.items() if c == cls and split[k] == "test")
+        test = sum(
+            n for k, g in groups.items() for c, n in g.items() if c == cls and split[k] == "test"
+        )
         total = sum(n for g in groups.values() for c, n in g.items() if c == cls)
         assert 0.15 <= test / total <= 0.35
     assert split == P.assign_split(groups, 0.25, seed=3)
@@ -161,8 +177,14 @@ def many_areas(n: int = 12) -> list[SimpleNamespace]:
 
 
 def test_no_area_in_both_train_and_test(cmu, tmp_path):
-    res = run_job(P.extract([P.SlideSource(cmu, many_areas())], tmp_path / "d",
-                            ClassScheme.paper(), fast_cfg(test_fraction=0.3)))
+    res = run_job(
+        P.extract(
+            [P.SlideSource(cmu, many_areas())],
+            tmp_path / "d",
+            ClassScheme.paper(),
+            fast_cfg(test_fraction=0.3),
+        )
+    )
     split_of: dict[str, set[str]] = {}
     for r in rows(res.manifest):
         split_of.setdefault(r["area_id"], set()).add(r["split"])
@@ -180,9 +202,18 @@ def test_extraction_is_deterministic_for_a_seed(cmu, tmp_path):
 
 
 def test_small_area_gives_zero_patches_without_error(cmu, tmp_path):
-    areas = [ann("big", "normal", box(100, 100, 1100, 780)), ann("tiny", "adenoma", box(1500, 100, 1700, 300))]
-    res = run_job(P.extract([P.SlideSource(cmu, areas)], tmp_path / "d", ClassScheme.paper(),
-                            fast_cfg(patch_size=400)))
+    areas = [
+        ann("big", "normal", box(100, 100, 1100, 780)),
+        ann("tiny", "adenoma", box(1500, 100, 1700, 300)),
+    ]
+    res = run_job(
+        P.extract(
+            [P.SlideSource(cmu, areas)],
+            tmp_path / "d",
+            ClassScheme.paper(),
+            fast_cfg(patch_size=400),
+        )
+    )
     tiny = next(a for a in res.areas if a.area_id == "tiny")
     assert tiny.status == "small" and tiny.kept == 0
     assert any("tiny" in w for w in res.warnings)
@@ -250,7 +281,7 @@ def test_disk_full_leaves_an_incomplete_dataset_that_resumes(cmu, tmp_path, monk
 
 
 def _fake_gland(images, mpp=None, batch_size=16):
-    # Stand-in estimator: share of non-white pixels (monkeypatched; the real model is tested elsewhere).
+    # Stand-in estimator: share of non-white pixels (the real model is tested elsewhere).
     return np.array([float((np.asarray(im).min(axis=2) < 200).mean()) for im in images])
 
 
@@ -259,8 +290,9 @@ def test_gland_filter_drops_low_gland_patches(cmu, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tissue, "gland_fractions", _fake_gland, raising=False)
     src = [P.SlideSource(cmu, [ann("a", "normal", box(0, 0, 2220, 2967))])]
-    res = run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(),
-                            fast_cfg(patch_size=200, min_gland=0.5)))
+    res = run_job(
+        P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(patch_size=200, min_gland=0.5))
+    )
     kept = rows(res.manifest)
     assert res.dropped["gland"] > 0 and kept
     assert all(float(r["gland_fraction"]) >= 0.5 for r in kept)
@@ -268,29 +300,44 @@ def test_gland_filter_drops_low_gland_patches(cmu, tmp_path, monkeypatch):
 
     with open_slide(cmu) as s:  # every planned window: kept exactly when its value is >= 0.5
         xy, _ = P.grid_windows(box(0, 0, 2220, 2967), 200, 140, 0.75)
-        expect = {(x, y) for x, y in xy.tolist()
-                  if _fake_gland([s.read_region((x, y), 0, (200, 200))])[0] >= 0.5}
+        expect = {
+            (x, y)
+            for x, y in xy.tolist()
+            if _fake_gland([s.read_region((x, y), 0, (200, 200))])[0] >= 0.5
+        }
     assert {(int(r["l0_x"]), int(r["l0_y"])) for r in kept} == expect
 
 
 def test_tissue_filter_drops_background(cmu, tmp_path):
     src = [P.SlideSource(cmu, [ann("a", "normal", box(0, 0, 2220, 2967))])]
-    res = run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(),
-                            fast_cfg(patch_size=200, min_tissue=0.5)))
+    res = run_job(
+        P.extract(
+            src, tmp_path / "d", ClassScheme.paper(), fast_cfg(patch_size=200, min_tissue=0.5)
+        )
+    )
     assert res.dropped["tissue"] > 0
     assert all(float(r["tissue_fraction"]) >= 0.5 for r in rows(res.manifest))
 
 
 def test_cap_limits_patches_per_class(cmu, tmp_path):
-    res = run_job(P.extract([P.SlideSource(cmu, many_areas())], tmp_path / "d", ClassScheme.paper(),
-                            fast_cfg(cap=10)))
+    res = run_job(
+        P.extract(
+            [P.SlideSource(cmu, many_areas())],
+            tmp_path / "d",
+            ClassScheme.paper(),
+            fast_cfg(cap=10),
+        )
+    )
     counts = {t["class_id"]: t["total"] for t in res.table}
     assert counts["normal"] == 10 and counts["adenoma"] == 10
 
 
 def test_dataset_json_has_table_checksums_and_complete_flag(cmu, tmp_path):
-    res = run_job(P.extract([P.SlideSource(cmu, many_areas(4))], tmp_path / "d", ClassScheme.paper(),
-                            fast_cfg()))
+    res = run_job(
+        P.extract(
+            [P.SlideSource(cmu, many_areas(4))], tmp_path / "d", ClassScheme.paper(), fast_cfg()
+        )
+    )
     doc = json.loads(res.dataset_json.read_text())
     assert doc["complete"] is True
     assert len(doc["slides"][0]["fingerprint"]) == 64
@@ -302,19 +349,34 @@ def test_dataset_json_has_table_checksums_and_complete_flag(cmu, tmp_path):
 def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
     import crc_core.tissue as tissue
 
+    from crc_core.errors import CheckpointError
+
     if not hasattr(tissue, "gland_fractions"):
         pytest.skip("gland estimator crc_core.tissue.gland_fractions not available in this tree")
+    try:
+        tissue.gland_fractions([np.full((32, 32, 3), 255, np.uint8)])
+    except CheckpointError as exc:
+        pytest.skip(f"gland model weights not available: {exc}")
     from PIL import Image
 
     # Two tiles with few glands (real masks 0.18, 0.22) and two all gland (1.0), side by side in a
     # plain image read as a slide without mpp (so at the EBHI tiles' own scale).
-    names = ["adenocarcinoma/GT2014822-1-400-004.jpg", "adenocarcinoma/GT2012508-3-400-001.jpg",
-             "adenocarcinoma/GTxc2012943-1-400-006.jpg", "adenocarcinoma/GTxc2013010-1-400-003.jpg"]
+    names = [
+        "adenocarcinoma/GT2014822-1-400-004.jpg",
+        "adenocarcinoma/GT2012508-3-400-001.jpg",
+        "adenocarcinoma/GTxc2012943-1-400-006.jpg",
+        "adenocarcinoma/GTxc2013010-1-400-003.jpg",
+    ]
     tiles = [np.asarray(Image.open(ebhi_dir / n).convert("RGB")) for n in names]
     Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp_path / "mosaic.png")
     areas = [ann(f"t{i}", "normal", box(224 * i, 0, 224 * (i + 1), 224)) for i in range(4)]
-    res = run_job(P.extract([P.SlideSource(tmp_path / "mosaic.png", areas)], tmp_path / "d",
-                            ClassScheme.paper(),
-                            fast_cfg(patch_size=224, min_inside=1.0, min_gland=0.5)))
+    res = run_job(
+        P.extract(
+            [P.SlideSource(tmp_path / "mosaic.png", areas)],
+            tmp_path / "d",
+            ClassScheme.paper(),
+            fast_cfg(patch_size=224, min_inside=1.0, min_gland=0.5),
+        )
+    )
     assert sorted(r["area_id"] for r in rows(res.manifest)) == ["t2", "t3"]
     assert res.dropped["gland"] == 2
