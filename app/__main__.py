@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+GUI_SWITCH_INTERVAL_S = 0.001
+
 
 def _parse_view(text: str) -> tuple[float, float, float]:
     try:
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
+
+    # hand the GIL back to the GUI thread sooner while tile readers run (default 5 ms)
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
 
     app = QApplication.instance() or QApplication(["crc-viewer"])
     app.setApplicationName("CRC Workbench")

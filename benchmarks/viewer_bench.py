@@ -58,6 +58,10 @@ def main() -> int:
     ap.add_argument("--slide", type=Path, default=DEFAULT_SLIDE)
     ap.add_argument("--size", default="1400x900")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=None, help="tile reader threads")
+    ap.add_argument(
+        "--switch-ms", type=float, default=1.0, help="sys.setswitchinterval in ms (crc-viewer: 1)"
+    )
     args = ap.parse_args()
     gen_s = ensure_slide(args.slide)
     os.environ["CRC_VIEWER_HOME"] = tempfile.mkdtemp(prefix="viewer-bench-")
@@ -74,6 +78,9 @@ def main() -> int:
     win.show()
     app.processEvents()
     view = win.view
+    view.tile_threads = args.threads
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
 
     def wait(cond, timeout_s: float = 120.0) -> bool:  # type: ignore[no-untyped-def]
         end = time.perf_counter() + timeout_s
@@ -170,8 +177,11 @@ def main() -> int:
     last[0] = clock.nsecsElapsed()
     probe.start(1)
     cold = run_pass(wait_each=True)
+    n_cold = len(gaps)
     cached = run_pass(wait_each=False)
     probe.stop()
+    stall_cold = max(gaps[1:n_cold], default=0.0)
+    stall_cached = max(gaps[n_cold + 1 :], default=0.0)
     loader = view.loader
 
     def stats(v: list[float]) -> dict[str, float]:
@@ -194,12 +204,16 @@ def main() -> int:
         "first_paint_cpu_ms": round(first_paint_cpu_ms, 1),
         "first_paint_complete": ok,
         "steps": len(script),
+        "tile_threads": view.loader.pool.maxThreadCount() if view.loader else None,
+        "switch_interval_ms": sys.getswitchinterval() * 1000,
         "frames_cold": stats(cold),
         "frames_cached": stats(cached),
         "frames_cold_cpu": stats(cpu_cold),
         "frames_cached_cpu": stats(cpu_cached),
         "longest_stall_ms": round(max(gaps[1:]) if len(gaps) > 1 else 0.0, 1),
         "probe_ticks": len(gaps),
+        "longest_stall_cold_ms": round(stall_cold, 1),
+        "longest_stall_cached_ms": round(stall_cached, 1),
         "longest_stalls_ms": [round(g, 1) for g in sorted(gaps)[-5:]],
         "load_average_1min": round(os.getloadavg()[0], 2),
         "tiles_cached": len(loader._cache) if loader else 0,

@@ -23,6 +23,7 @@ view before a worker reached it is never read.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -130,7 +131,7 @@ class TileLoader(QObject):
         tile_size: int = 256,
         cache_bytes: int = 256 * 1024 * 1024,
         threads: int | None = None,
-        thumbnail_px: int = 1024,
+        thumbnail_px: int = 512,
         parent: QObject | None = None,
     ):
         super().__init__(parent)
@@ -150,9 +151,8 @@ class TileLoader(QObject):
         self._closed = False
         self._lock = threading.Lock()
         self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(
-            threads or 4
-        )  # slide reads mostly wait on I/O and release the GIL
+        # reads release the GIL in OpenSlide; more threads than cores only contend for it
+        self.pool.setMaxThreadCount(threads or max(2, min(4, os.cpu_count() or 2)))
         self._emitter = _Emitter()
         self._emitter.tileLoaded.connect(self._on_job_tileLoaded)
         self._emitter.thumbnailLoaded.connect(self._on_job_thumbnailLoaded)

@@ -107,6 +107,7 @@ class SlideView(QWidget):
         self.last_frame_cpu_ms = 0.0  # GUI-thread CPU time of the last paint (load-independent)
         self.frame_times_ms: list[float] = []  # appended by every paint (benchmark reads it)
         self.show_scale_bar = True
+        self.tile_threads: int | None = None  # reader threads (None: TileLoader's default)
         self._cursor_l0: QPointF | None = None
 
     # ----------------------------------------------------------------- source
@@ -126,7 +127,13 @@ class SlideView(QWidget):
             return
         self.mpp = getattr(source, "mpp", None)
         self.objective_power = getattr(source, "objective_power", None)
-        self.loader = TileLoader(source, tile_size=tile_size, cache_bytes=cache_bytes, parent=self)
+        self.loader = TileLoader(
+            source,
+            tile_size=tile_size,
+            cache_bytes=cache_bytes,
+            threads=self.tile_threads,
+            parent=self,
+        )
         self.loader.tileReady.connect(self._on_loader_tileReady)
         self.loader.thumbnailReady.connect(self.update)
         self.loader.request_thumbnail()
