@@ -860,6 +860,14 @@ def extract(
             uniq.setdefault(w.key, w)
         windows = list(uniq.values())
 
+        if not windows:
+            sizes = ", ".join(sorted({f"{sc.window} px" for sc in scales}))
+            raise DatasetError(
+                f"no window fits any of the {len(reports)} selected areas (window {sizes} at "
+                "level 0); draw larger areas, lower --patch-size or --min-inside, or choose "
+                "other --classes"
+            )
+
         # --- folder, resume ----------------------------------------------------------------------
         ds_json = out / "dataset.json"
         manifest = out / "manifest.csv"

@@ -380,3 +380,26 @@ def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
     )
     assert sorted(r["area_id"] for r in rows(res.manifest)) == ["t2", "t3"]
     assert res.dropped["gland"] == 2
+
+
+def test_target_mpp_reads_a_larger_window_and_resamples(cmu, tmp_path):
+    from PIL import Image
+
+    src = [P.SlideSource(cmu, [ann("a", "normal", box(300, 400, 1300, 1080))])]
+    res = run_job(
+        P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(patch_size=200, mpp=0.998))
+    )
+    doc = json.loads(res.dataset_json.read_text())
+    assert doc["slides"][0]["window_l0"] == 400  # 200 px at 0.998 µm/px = 400 px at 0.499
+    first = rows(res.manifest)[0]
+    assert Image.open(tmp_path / "d" / first["path"]).size == (200, 200)
+    assert res.patches == 8
+
+
+def test_target_mpp_on_a_slide_without_mpp_is_refused(slides_dir, tmp_path):
+    from crc_core.errors import ConfigError
+
+    slide = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
+    src = [P.SlideSource(slide, [ann("a", "normal", box(0, 0, 1000, 1000))])]
+    with pytest.raises(ConfigError, match="states no mpp"):
+        run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(mpp=0.5)))
