@@ -348,7 +348,6 @@ def test_dataset_json_has_table_checksums_and_complete_flag(cmu, tmp_path):
 
 def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
     import crc_core.tissue as tissue
-
     from crc_core.errors import CheckpointError
 
     if not hasattr(tissue, "gland_fractions"):
