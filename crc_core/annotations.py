@@ -751,7 +751,10 @@ def _feature_to_annotation(
     if not isinstance(note, str):
         raise _FeatureError(f"has 'notes' of type {_jtype(note)}, expected a string")
 
+    name, note = _text(name), _text(note)
     cls_name, cls_color = _classification(props, where)
+    if cls_name is not None:
+        cls_name = _text(cls_name)
     warn: list[str] = []
     shape = _finish_geometry(polys, notes, warn, rd.clip)
     for w in warn:
@@ -1376,7 +1379,8 @@ def _to_geojson(
         )
     if cache is not None:
         cache.keep_only(aset.ids)
-    return ('{"type":"FeatureCollection","features":[' + ",".join(parts) + "]}").encode("utf-8")
+    text = '{"type":"FeatureCollection","features":[' + ",".join(parts) + "]}"
+    return text.encode("utf-8", "replace")  # a lone surrogate typed into a name becomes "?"
 
 
 def _is_rectangle(p: Polygon) -> bool:
@@ -1389,6 +1393,22 @@ def _is_rectangle(p: Polygon) -> bool:
     return bool(
         np.all(np.isin(coords[:, 0], (minx, maxx))) and np.all(np.isin(coords[:, 1], (miny, maxy)))
     )
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _xml_text(text: str) -> str:
+    """Drop characters XML 1.0 cannot hold (control characters, lone surrogates)."""
+    return _XML_BAD.sub("", text)
+
+
+def _text(value: str) -> str:
+    """A string from JSON with lone surrogates (not encodable as UTF-8) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def _fmt_num(v: float) -> str:
@@ -1407,9 +1427,9 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
     ) -> None:
         nonlocal n
         attrs = {
-            "Name": name,
+            "Name": _xml_text(name),
             "Type": typ,
-            "PartOfGroup": group,
+            "PartOfGroup": _xml_text(group),
             "Color": color,
             "Id": ann.id,
             "Role": role,
@@ -1417,7 +1437,7 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
         if not ann.name:
             attrs["AutoName"] = "1"  # ASAP needs a Name; ours was empty
         if ann.notes and role == "shell":
-            attrs["Notes"] = ann.notes
+            attrs["Notes"] = _xml_text(ann.notes)
         el = ET.SubElement(anns, "Annotation", attrs)
         coords = ET.SubElement(el, "Coordinates")
         arr = np.asarray(ring.coords)[:-1, :2]  # ASAP rings are not closed
@@ -1454,7 +1474,11 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
         g = ET.SubElement(
             groups,
             "Group",
-            {"Name": gname, "PartOfGroup": "None", "Color": "#{:02X}{:02X}{:02X}".format(*color)},
+            {
+                "Name": _xml_text(gname),
+                "PartOfGroup": "None",
+                "Color": "#{:02X}{:02X}{:02X}".format(*color),
+            },
         )
         ET.SubElement(g, "Attributes")
     ET.indent(root, space="\t")

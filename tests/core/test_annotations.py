@@ -1011,3 +1011,26 @@ def test_cached_encoding_gives_the_same_bytes_and_follows_every_kind_of_change()
     assert annmod.annotations_to_bytes(
         aset, "geojson", scheme, cache
     ) == annmod.annotations_to_bytes(aset, "geojson", scheme)
+
+
+def test_names_with_control_characters_are_written_as_readable_xml(tmp_path, scheme):
+    aset = AnnotationSet(
+        [Annotation.rectangle("normal", 0, 0, 5, 5, name="bell\x07 tab\t line\nend")]
+    )
+    path = tmp_path / "ctl.xml"
+    save_annotations(aset, path, scheme)
+    [back] = load_annotations(path, scheme).annotations
+    assert back.name == "bell tab\t line\nend"
+
+
+def test_lone_surrogates_in_geojson_text_are_replaced_so_saving_works(tmp_path, scheme):
+    text = (
+        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[0,0],[9,0],[9,9],[0,0]]]},'
+        '"properties":{"name":"a\\ud800b","classification":{"name":"X\\udfff"}}}'
+    )
+    res = load_annotations(_write(tmp_path, "s.geojson", text), scheme)
+    out = tmp_path / "out.geojson"
+    save_annotations(res.annotations, out, scheme)
+    [back] = load_annotations(out, scheme).annotations
+    assert back.name == "a\ufffdb"
+    assert scheme.get(back.class_id).name == "X\ufffd"
