@@ -108,10 +108,16 @@ def main() -> int:
     clock = QElapsedTimer()
     last = [0]
 
+    gap_cpu: list[float] = []
+    last_cpu = [time.thread_time()]
+
     def tick() -> None:
         now = clock.nsecsElapsed()
+        cpu = time.thread_time()
         gaps.append((now - last[0]) / 1e6)
+        gap_cpu.append((cpu - last_cpu[0]) * 1000)
         last[0] = now
+        last_cpu[0] = cpu
 
     probe = QTimer()
     probe.setTimerType(Qt.TimerType.PreciseTimer)
@@ -175,6 +181,7 @@ def main() -> int:
     cpu_cached: list[float] = []
     clock.start()
     last[0] = clock.nsecsElapsed()
+    last_cpu[0] = time.thread_time()
     probe.start(1)
     cold = run_pass(wait_each=True)
     n_cold = len(gaps)
@@ -215,6 +222,10 @@ def main() -> int:
         "longest_stall_cold_ms": round(stall_cold, 1),
         "longest_stall_cached_ms": round(stall_cached, 1),
         "longest_stalls_ms": [round(g, 1) for g in sorted(gaps)[-5:]],
+        # GUI-thread CPU time inside those gaps: small = the thread was waiting (OS, GIL), not working
+        "longest_stalls_gui_cpu_ms": [
+            round(gap_cpu[i], 1) for i in sorted(range(len(gaps)), key=gaps.__getitem__)[-5:]
+        ],
         "load_average_1min": round(os.getloadavg()[0], 2),
         "tiles_cached": len(loader._cache) if loader else 0,
         "requests_dropped": loader.dropped if loader else 0,
