@@ -1,0 +1,377 @@
+"""Evaluation report panel: the paper's Tables 3 and 4, ROC curves, confusion matrix, curves.
+
+Reads what :func:`crc_core.evaluation.evaluate` and :func:`crc_core.training.fit` write: an
+evaluation folder (``metrics.json``, ``predictions.csv``), a run folder (``history.csv``, and its
+evaluation in ``eval/``), or a folder of runs (each child added, as ``crc compare`` does). Several
+models share the two tables (one row per model in Table 3, one per class and model in Table 4); the
+plots show the model picked in the combo box. Reading is quick (small CSV/JSON files) and happens in
+the GUI thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.dialogs import errors
+from app.widgets.plots import ConfusionCanvas, CurvesCanvas, RocCanvas
+from crc_core.errors import CrcError
+from crc_core.evaluation import read_history, table3, table4
+
+
+@dataclass
+class EvalResult:
+    """One model's evaluation as read from disk (``metrics`` is ``None`` for an unevaluated run)."""
+
+    name: str
+    folder: Path
+    metrics: dict[str, Any] | None = None
+    y_true: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    report_html: Path | None = None
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CrcError(f"{path}: not a readable metrics.json ({exc})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("macro"), dict) \
+            or not isinstance(m.get("per_class"), dict):
+        raise CrcError(f"{path}: not a metrics.json written by `crc evaluate` (no macro/per_class)")
+    return m
+
+
+def _read_predictions(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, probs)`` from a ``predictions.csv`` in the class order ``names``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CrcError(f"{path}: not a readable predictions.csv ({exc})") from None
+    cols = [f"prob_{n}" for n in names]
+    try:
+        y = np.array([names.index(r["label"]) for r in rows], dtype=int)
+        p = np.array([[float(r[c]) for c in cols] for r in rows], dtype=float)
+        p = p.reshape(-1, len(names))
+    except (KeyError, ValueError) as exc:
+        raise CrcError(f"{path}: rows do not match the classes of metrics.json ({exc})") from None
+    return y, p
+
+
+def _history_for(eval_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
+    candidates = [eval_dir / "history.csv", eval_dir.parent / "history.csv"]
+    if metrics and metrics.get("checkpoint"):
+        candidates.append(Path(str(metrics["checkpoint"])).parent / "history.csv")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def read_result(folder: str | Path) -> EvalResult:
+    """Read one evaluation or run folder.
+
+    Raises
+    ------
+    CrcError
+        When the folder holds neither ``metrics.json`` (itself or in ``eval/``) nor ``history.csv``,
+        or when those files are unreadable.
+    """
+    path = Path(folder)
+    if path.is_file() and path.name == "metrics.json":
+        path = path.parent
+    if not path.is_dir():
+        raise CrcError(f"{path}: folder not found")
+    eval_dir = next((d for d in (path, path / "eval") if (d / "metrics.json").is_file()), None)
+    metrics = _read_metrics(eval_dir / "metrics.json") if eval_dir else None
+    hist_path = _history_for(eval_dir or path, metrics) if eval_dir else (
+        path / "history.csv" if (path / "history.csv").is_file() else None)
+    if metrics is None and hist_path is None:
+        raise CrcError(f"{path}: neither an evaluation folder (metrics.json) nor a training run "
+                       f"(history.csv)")
+    history: list[dict[str, float | None]] = []
+    if hist_path is not None:
+        try:
+            history = read_history(hist_path)
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise CrcError(f"{hist_path}: not a readable history.csv ({exc})") from None
+    run_dir = eval_dir.parent if eval_dir is not None and eval_dir.name == "eval" else path
+    name = str((metrics or {}).get("model") or run_dir.name)
+    if metrics is None:
+        cfg = run_dir / "config.json"
+        try:
+            name = str(json.loads(cfg.read_text(encoding="utf-8")).get("arch") or name)
+        except (OSError, ValueError, AttributeError):
+            pass
+    res = EvalResult(name, run_dir, metrics, history=history)
+    if eval_dir is not None and metrics is not None:
+        names = [str(n) for n in metrics.get("classes") or list(metrics["per_class"])]
+        pred = eval_dir / "predictions.csv"
+        if pred.is_file():
+            res.y_true, res.probs = _read_predictions(pred, names)
+        html = eval_dir / "report.html"
+        res.report_html = html if html.is_file() else None
+    return res
+
+
+def _run_children(path: Path) -> list[Path]:
+    """Child folders of ``path`` that are runs or evaluations (a project's ``models/``)."""
+    if not path.is_dir():
+        return []
+    return sorted(c for c in path.iterdir() if c.is_dir() and (
+        (c / "metrics.json").is_file() or (c / "eval" / "metrics.json").is_file()
+        or (c / "history.csv").is_file()))
+
+
+class ReportPanel(QWidget):
+    """Tables in the layout of the paper's Tables 3 and 4 plus ROC, confusion and curve plots."""
+
+    resultsChanged = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.results: dict[str, EvalResult] = {}
+
+        self.title = QLabel("No evaluation loaded")
+        self.title.setStyleSheet("font-weight: bold")
+        self.open_button = QPushButton("Open folder…")
+        self.open_button.setToolTip("A run folder (history.csv, eval/), an evaluation folder "
+                                    "(metrics.json) or a folder of runs such as the project's "
+                                    "models/")
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.html_button = QPushButton("Open report.html")
+        self.html_button.setEnabled(False)
+        self.html_button.clicked.connect(self._on_html_clicked)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.open_button)
+        top.addWidget(self.html_button)
+
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.table3 = self._make_table()
+        self.table4 = self._make_table()
+        self.model_combo = QComboBox()
+        self.model_combo.currentTextChanged.connect(self._on_model_combo_changed)
+        self.roc = RocCanvas()
+        self.confusion = ConfusionCanvas()
+        self.curves = CurvesCanvas()
+        self.plots = QTabWidget()
+        self.plots.addTab(self.roc, "ROC")
+        self.plots.addTab(self.confusion, "Confusion matrix")
+        self.plots.addTab(self.curves, "Loss and accuracy")
+
+        t3box = QWidget()
+        t3l = QVBoxLayout(t3box)
+        t3l.setContentsMargins(0, 0, 0, 0)
+        t3l.addWidget(QLabel("Overall (Table 3 layout; macro means over classes)"))
+        t3l.addWidget(self.table3)
+        t4box = QWidget()
+        t4l = QVBoxLayout(t4box)
+        t4l.setContentsMargins(0, 0, 0, 0)
+        t4l.addWidget(QLabel("Per class (Table 4 layout)"))
+        t4l.addWidget(self.table4)
+        tables = QSplitter(Qt.Orientation.Vertical)
+        tables.addWidget(t3box)
+        tables.addWidget(t4box)
+        tables.setStretchFactor(0, 1)
+        tables.setStretchFactor(1, 3)
+        plotbox = QWidget()
+        pl = QVBoxLayout(plotbox)
+        pl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Plots of"))
+        row.addWidget(self.model_combo, 1)
+        pl.addLayout(row)
+        pl.addWidget(self.plots, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(tables)
+        self.splitter.addWidget(plotbox)
+        self.splitter.setStretchFactor(0, 5)
+        self.splitter.setStretchFactor(1, 4)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.splitter, 1)
+
+    @staticmethod
+    def _make_table() -> QTableWidget:
+        t = QTableWidget(0, 0)
+        t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        t.setAlternatingRowColors(True)
+        t.verticalHeader().setVisible(False)
+        t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        t.horizontalHeader().setStretchLastSection(True)
+        return t
+
+    # ------------------------------------------------------------------ loading
+    def clear(self) -> None:
+        self.results.clear()
+        self._refresh()
+
+    def open_folder(self, folder: str | Path) -> None:
+        """Show ``folder`` alone: a run, an evaluation, or a folder of runs (each one added).
+
+        Raises
+        ------
+        CrcError
+            When nothing in ``folder`` can be read as a run or an evaluation.
+        """
+        path = Path(folder)
+        try:
+            results = [read_result(path)]
+        except CrcError:
+            children = _run_children(path)
+            if not children:
+                raise
+            results = [read_result(c) for c in children]
+        self.results.clear()
+        for r in results:
+            self._insert(r)
+        self._refresh()
+
+    def add_folder(self, folder: str | Path) -> EvalResult:
+        """Add (or replace, same folder) the model of ``folder`` next to those already shown."""
+        res = read_result(folder)
+        self._insert(res)
+        self._refresh(select=res.name)
+        return res
+
+    def _insert(self, res: EvalResult) -> None:
+        for key, old in list(self.results.items()):
+            if old.folder.resolve() == res.folder.resolve():
+                del self.results[key]
+        name = res.name
+        if name in self.results:
+            name = f"{res.name} ({res.folder.name})"
+        res.name = name
+        self.results[name] = res
+
+    def _on_open_clicked(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a run or evaluation folder")
+        if not path:
+            return
+        try:
+            self.open_folder(path)
+        except CrcError as exc:
+            errors.report(self, "Cannot open report", str(exc))
+
+    def _on_html_clicked(self) -> None:
+        res = self.results.get(self.model_combo.currentText())
+        if res is not None and res.report_html is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(res.report_html)))
+
+    # ------------------------------------------------------------------ display
+    def evaluated(self) -> dict[str, dict[str, Any]]:
+        """Metrics of the models that have an evaluation, by model name."""
+        return {k: r.metrics for k, r in self.results.items() if r.metrics is not None}
+
+    def _fill(self, table: QTableWidget, header: list[str], rows: list[list[Any]]) -> None:
+        table.clear()
+        table.setColumnCount(len(header))
+        table.setRowCount(len(rows))
+        table.setHorizontalHeaderLabels(header)
+        for i, r in enumerate(rows):
+            for j, v in enumerate(r):
+                if v is None:
+                    text = "–"
+                elif isinstance(v, float):
+                    text = f"{v:.4f}"
+                else:
+                    text = str(v)
+                item = QTableWidgetItem(text)
+                if isinstance(v, int | float) or v is None:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                          | Qt.AlignmentFlag.AlignVCenter)
+                table.setItem(i, j, item)
+        table.resizeColumnsToContents()
+
+    def _refresh(self, select: str | None = None) -> None:
+        evaluated = self.evaluated()
+        h3, r3 = table3(evaluated) if evaluated else ([], [])
+        h4, r4 = table4(evaluated) if evaluated else ([], [])
+        self._fill(self.table3, h3, r3)
+        self._fill(self.table4, h4, r4)
+        rows3 = max(1, len(r3))
+        self.table3.setMaximumHeight(self.table3.horizontalHeader().sizeHint().height()
+                                     + 26 * rows3 + 6)
+        current = select or self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(list(self.results))
+        if current in self.results:
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+        if not self.results:
+            self.title.setText("No evaluation loaded")
+        elif len(self.results) == 1:
+            self.title.setText(f"Evaluation of {next(iter(self.results))}")
+        else:
+            self.title.setText(f"{len(self.results)} models: {', '.join(self.results)}")
+        self._show_model(self.model_combo.currentText())
+        self.resultsChanged.emit()
+
+    def _on_model_combo_changed(self, name: str) -> None:
+        self._show_model(name)
+
+    def _show_model(self, name: str) -> None:
+        res = self.results.get(name)
+        self.html_button.setEnabled(res is not None and res.report_html is not None)
+        self.curves.clear()
+        if res is None:
+            self.summary.setText("")
+            self.roc.plot(np.zeros(0, dtype=int), np.zeros((0, 0)), [])
+            self.confusion.plot(np.zeros((0, 0), dtype=int), [])
+            return
+        if res.history:
+            self.curves.set_history(res.history, run=res.name)
+        m = res.metrics
+        if m is None:
+            self.summary.setText(f"{res.folder}: training run with {len(res.history)} epoch(s), "
+                                 f"not evaluated yet (crc evaluate --checkpoint "
+                                 f"{res.folder / 'best.pt'} ...)")
+            self.roc.plot(np.zeros(0, dtype=int), np.zeros((0, 0)), [])
+            self.confusion.plot(np.zeros((0, 0), dtype=int), [])
+            self.plots.setCurrentWidget(self.curves)
+            return
+        names = [str(n) for n in m.get("classes") or list(m["per_class"])]
+        parts = [f"{res.name}", f"accuracy {m.get('accuracy', 0):.4f}"]
+        if m.get("n") is not None:
+            parts.append(f"{m['n']} images ({m.get('subset', '?')} subset)")
+        if m.get("epoch") is not None:
+            parts.append(f"epoch {m['epoch']}")
+        if m.get("skipped"):
+            parts.append(f"{m['skipped']} unreadable skipped")
+        self.summary.setText(" · ".join(parts) + f"\n{res.folder}")
+        if res.probs.size:
+            self.roc.plot(res.y_true, res.probs, names, title=f"{res.name} ROC")
+        else:
+            self.roc.plot(np.zeros(0, dtype=int), np.zeros((0, 0)), [],
+                          title="ROC (no predictions.csv)")
+        if m.get("confusion") is not None:
+            self.confusion.plot(m["confusion"], names, title=f"{res.name} confusion")

@@ -1,0 +1,186 @@
+"""Train dialog: a tiny real training run driven by its buttons, cancel, and error paths.
+
+The runs use a few dozen real EBHI tiles at 64 px with ResNet50 on the CPU (one torch thread: the
+CI machine has two cores shared with other tests).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from app.dialogs.train import CANCEL_NOTE, TrainDialog
+from crc_core.models import load_checkpoint
+
+TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_subset(ebhi: Path, out: Path, classes: list[str], per_class: int,
+                 per_case: int = 3) -> Path:
+    """A CSV of ``per_class`` real EBHI tiles per class (absolute paths), at most ``per_case`` per
+    case, so that the split by case has several groups on each side."""
+    with open(ebhi / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by[r["ebhi_class"]].append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "ebhi_class", "case_id"])
+        for c in classes:
+            seen: Counter[str] = Counter()
+            for r in by[c]:
+                if seen[r["case_id"]] < per_case and sum(seen.values()) < per_class:
+                    seen[r["case_id"]] += 1
+                    w.writerow([str(ebhi / r["image"]), c, r["case_id"]])
+    return out
+
+
+def make_dialog(qtbot, data: Path, out: Path, epochs: int) -> TrainDialog:
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    line = dlg.dataset_combo.lineEdit()
+    line.clear()
+    qtbot.keyClicks(line, str(data))
+    dlg._update_data_summary()
+    dlg.epochs_spin.setValue(epochs)
+    dlg.batch_spin.setValue(8)
+    dlg.size_spin.setValue(64)
+    dlg.device_combo.setCurrentText("cpu")
+    dlg.out_edit.setText(str(out / "{arch}"))
+    return dlg
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_subset(ebhi_dir, tmp_path_factory.mktemp("train") / "tiny.csv",
+                        ["Normal", "Adenocarcinoma"], 12)
+
+
+def test_dialog_guesses_ebhi_label_and_group_columns(qtbot, tiny_csv: Path, tmp_path: Path):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    assert dlg.label_column.currentText() == "ebhi_class"
+    assert dlg.group_column.currentText() == "case_id"
+    assert "24 images" in dlg.data_summary.text()
+
+
+def test_training_from_the_dialog_shows_live_curves_and_the_report(qtbot, tiny_csv: Path,
+                                                                    tmp_path: Path, errors_seen):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 2)
+    rows: list[dict] = []
+    dlg.epochFinished.connect(lambda arch, row: rows.append(row))
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+        assert dlg.is_running() and not dlg.start_button.isEnabled()
+    assert errors_seen == []
+    run = tmp_path / "resnet50"
+    assert (run / "last.pt").is_file() and (run / "eval" / "metrics.json").is_file()
+    # Live curves: one point per epoch for training and validation loss and accuracy.
+    assert dlg.curves.series("train_loss", "resnet50") == [r["train_loss"] for r in rows]
+    assert len(dlg.curves.series("val_acc", "resnet50")) == 2
+    assert "Images/s: " in dlg.ips_label.text() and "–" not in dlg.ips_label.text()
+    # The report: Table 3 row of the model, Table 4 rows per class, ROC and confusion plotted.
+    assert list(dlg.report.evaluated()) == ["resnet50"]
+    assert dlg.report.table3.rowCount() == 1
+    assert dlg.report.table3.item(0, 0).text() == "resnet50"
+    assert dlg.report.table4.rowCount() == 2
+    assert int(dlg.report.confusion.matrix.sum()) == dlg.report.evaluated()["resnet50"]["n"]
+    assert dlg.tabs.currentWidget() is dlg.report
+    assert dlg.start_button.isEnabled()
+
+
+def test_cancel_mid_run_keeps_the_last_checkpoint(qtbot, tiny_csv: Path, tmp_path: Path):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 20)
+    assert "last.pt" in CANCEL_NOTE and dlg.cancel_note.text() == CANCEL_NOTE
+    with qtbot.waitSignal(dlg.epochFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(dlg.runCancelled, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.cancel_button, Qt.MouseButton.LeftButton)
+    last = tmp_path / "resnet50" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert 1 <= ckpt["epoch"] < 20
+    assert str(last) in dlg.status_label.text()
+    assert not dlg.is_running() and dlg.start_button.isEnabled()
+
+
+def _start_and_wait_failure(qtbot, dlg: TrainDialog) -> None:
+    with qtbot.waitSignal(dlg.runFailed, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+
+
+def test_empty_dataset_shows_an_error_and_the_dialog_stays_usable(qtbot, tmp_path: Path,
+                                                                  errors_seen, tiny_csv: Path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("image,ebhi_class,case_id\n")
+    dlg = make_dialog(qtbot, empty, tmp_path, 1)
+    _start_and_wait_failure(qtbot, dlg)
+    assert len(errors_seen) == 1 and "no images" in errors_seen[0][1]
+    assert dlg.start_button.isEnabled() and dlg.dataset_combo.isEnabled()
+    assert not dlg.cancel_button.isEnabled()
+    # Still usable: pointing it at a one-class CSV and starting again reports that problem.
+    one = tmp_path / "one.csv"
+    one.write_text("".join(tiny_csv.read_text().splitlines(keepends=True)[:7]))
+    dlg.dataset_combo.setCurrentText(str(one))
+    _start_and_wait_failure(qtbot, dlg)
+    assert len(errors_seen) == 2 and "one class" in errors_seen[1][1]
+
+
+def test_csv_without_the_label_column_shows_an_error(qtbot, tmp_path: Path, errors_seen,
+                                                     tiny_csv: Path):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    dlg.label_column.setCurrentText("diagnosis")
+    _start_and_wait_failure(qtbot, dlg)
+    assert "diagnosis" in errors_seen[0][1]
+    assert dlg.start_button.isEnabled()
+
+
+def test_no_architecture_selected_is_refused_at_start(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                      errors_seen):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    for cb in dlg.arch_boxes.values():
+        cb.setChecked(False)
+    qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen and "architecture" in errors_seen[0][1]
+    assert not dlg.is_running()
+
+
+def test_paper_preset_fills_the_schedule(qtbot, tmp_path: Path):
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.preset_combo.setCurrentText("paper")
+    assert (dlg.epochs_spin.value(), dlg.batch_spin.value()) == (200, 32)
+    assert dlg.lr_spin.value() == pytest.approx(1e-3)
+
+
+def test_several_architectures_get_one_run_folder_each(qtbot, tmp_path: Path):
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.out_edit.setText(str(tmp_path / "runs-{time}"))
+    for cb in dlg.arch_boxes.values():
+        cb.setChecked(True)
+    folders = dlg.run_folders("T")
+    assert folders == [(a, tmp_path / "runs-T" / a)
+                       for a in ("resnet50", "densenet121", "inception_v3")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_device_is_disabled_without_a_gpu(qtbot):
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    item = dlg.device_combo.model().item(dlg.device_combo.findText("cuda"))
+    assert not item.isEnabled()
