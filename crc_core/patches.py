@@ -697,6 +697,31 @@ class _Scale:
 # ------------------------------------------------------------------------------------------------
 
 
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text or default)
+    except ValueError:
+        return default
+
+
+def _trim_partial_line(path: Path) -> None:
+    """Cut a last line left without its newline by a kill, so appended rows start clean."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        back = min(size, 1 << 16)
+        fh.seek(size - back)
+        tail = fh.read(back)
+        cut = tail.rfind(b"\n")
+        fh.truncate(size - back + cut + 1 if cut >= 0 else 0)
+
+
 def _load_journal(path: Path) -> dict[str, dict[str, str]]:
     done: dict[str, dict[str, str]] = {}
     if not path.exists():
@@ -939,7 +964,7 @@ def extract(
         for w in windows:
             row = done.get(w.key)
             if row is not None and row["kept"] == "1":
-                if _valid_patch(out / w.key, int(row["bytes"] or 0)):
+                if _valid_patch(out / w.key, _int_or(row.get("bytes"), 0)):
                     reused += 1
                     continue
                 del done[w.key]
@@ -948,6 +973,7 @@ def extract(
             todo.append(w)
         new_journal = not journal.exists()
         try:
+            _trim_partial_line(journal)
             journal_fh = open(journal, "a", newline="", encoding="utf-8")
             jw = csv.writer(journal_fh)
             if new_journal:

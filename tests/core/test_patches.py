@@ -402,3 +402,18 @@ def test_target_mpp_on_a_slide_without_mpp_is_refused(slides_dir, tmp_path):
     src = [P.SlideSource(slide, [ann("a", "normal", box(0, 0, 1000, 1000))])]
     with pytest.raises(ConfigError, match="states no mpp"):
         run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(mpp=0.5)))
+
+
+def test_resume_after_a_kill_mid_journal_line(cmu, tmp_path):
+    src = [P.SlideSource(cmu, many_areas(4))]
+    ref = run_job(P.extract(src, tmp_path / "ref", ClassScheme.paper(), fast_cfg()))
+    out = tmp_path / "d"
+    run_job(P.extract(src, out, ClassScheme.paper(), fast_cfg()))
+    journal = out / ".journal.csv"
+    text = journal.read_bytes()
+    journal.write_bytes(text[: len(text) - len(text.splitlines()[-1]) // 2 - 1])  # cut mid-line
+    res = run_job(P.extract(src, out, ClassScheme.paper(), fast_cfg()))
+    assert res.written == 1 and res.reused == ref.patches - 1
+    assert rows(res.manifest) == rows(ref.manifest)
+    again = run_job(P.extract(src, out, ClassScheme.paper(), fast_cfg()))  # journal still clean
+    assert again.written == 0 and again.reused == ref.patches
