@@ -336,10 +336,11 @@ class MainWindow(QMainWindow):
         reader = open_slide(path)
         try:
             project, entry = self._implicit_project(reader)
+            self._show_slide(reader, project, entry, implicit=True, annotation_file=annotations)
         except Exception:
-            reader.close()
+            if self.slide is not reader:
+                reader.close()
             raise
-        self._show_slide(reader, project, entry, implicit=True, annotation_file=annotations)
 
     def _implicit_project(self, reader: Any) -> tuple[Project, SlideEntry]:
         root = implicit_project_root(reader.path, reader.fingerprint())
@@ -386,7 +387,13 @@ class MainWindow(QMainWindow):
         except Exception as exc:
             errors.report(self, "Cannot open slide", _error_text(exc))
             return False
-        self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
+        try:
+            self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
+        except Exception as exc:
+            if self.slide is not reader:
+                reader.close()
+            errors.report(self, "Cannot open slide", _error_text(exc))
+            return False
         return True
 
     def _show_slide(

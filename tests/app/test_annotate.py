@@ -342,3 +342,16 @@ def test_autosave_survives_a_killed_process(qtbot, slides_dir, viewer_home):
     assert a.class_id == "adenoma"
     assert a.bounds == (100, 200, 300, 500)
     w.close()
+
+
+def test_corrupt_annotation_file_shows_error_and_keeps_the_open_slide(
+    qtbot, win, tmp_path, errors_seen, slides_dir
+):
+    win.ctl.set_tool("rectangle")
+    drag(qtbot, win, [(900, 1300), (1300, 1700)])
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [', encoding="utf-8")
+    assert not win.open_path(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", annotations=bad)
+    assert len(errors_seen) == 1 and "bad.geojson" in errors_seen[0][1]
+    assert win.slide.path.name == "cmu-1-small-region.svs"
+    assert len(win.document) == 1
