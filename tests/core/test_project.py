@@ -379,3 +379,58 @@ def test_save_after_an_edit_writes_what_a_fresh_save_would(project, tmp_path):
 
     save_annotations(aset, tmp_path / "fresh.geojson", project.scheme)
     assert project.annotations_path(e).read_bytes() == (tmp_path / "fresh.geojson").read_bytes()
+
+
+# The child saves two versions of a slide's annotations in turn through Project.save_annotations.
+# Encoding is replaced by prebuilt GeoJSON (4 and 8 MB) so that most of the time is spent writing
+# files, where a kill would tear a non-atomic save.
+_KILL_CHILD = """
+import sys, uuid
+import crc_core.project as pm
+from crc_core.annotations import AnnotationSet
+
+def geojson(n):
+    f = ('{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":'
+         '[[[0,0],[100,0],[100,100],[0,100],[0,0]]]},"properties":{"objectType":"annotation",'
+         '"classification":{"name":"Normal","color":[76,175,80]},"isLocked":false}}')
+    feats = ",".join(f % uuid.uuid4() for _ in range(n))
+    return ('{"type":"FeatureCollection","features":[' + feats + "]}").encode()
+
+data = [geojson(20000), geojson(40000)]
+k = 0
+pm.annotations_to_bytes = lambda aset, fmt, scheme, cache=None: data[k % 2]
+p = pm.Project.open(sys.argv[1])
+e = p.slides[0]
+p.save_annotations(e, AnnotationSet())
+print("ready", flush=True)
+while True:
+    k += 1
+    p.save_annotations(e, AnnotationSet())
+"""
+
+
+@pytest.mark.parametrize(
+    "trial", [*range(2), *(pytest.param(t, marks=pytest.mark.slow) for t in range(2, 22))]
+)
+def test_sigkill_during_autosave_leaves_a_whole_annotation_file(project, trial):
+    """Killed at a random point of a save loop (2 trials in CI, 20 more with -m slow)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    e = project.add_slide(_slide(project.root / "slides"))
+    project.save()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, str(project.root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(random.Random(trial).uniform(0.1, 0.6))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    p = Project.open(project.root)
+    entry = p.get_slide(e.id)
+    assert p.annotation_count(entry) in (20000, 40000)  # 0 when the file does not parse
