@@ -118,8 +118,25 @@ def main(argv: list[str] | None = None) -> int:
     ):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-    from PySide6.QtCore import QTimer
+    if args.screenshot and not Path(args.path).is_dir():
+        # check the slide before any window exists: a bad one is one stderr line and exit 2
+        from crc_core.errors import CrcError
+        from crc_core.slide import open_slide
+
+        try:
+            open_slide(args.path).close()
+        except CrcError as exc:
+            return _fail(str(exc))
+
+    from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
+
+    def _qt_messages(kind: QtMsgType, _ctx: object, msg: str) -> None:
+        if "propagateSizeHints" in msg:  # offscreen platform noise, not a problem
+            return
+        print(msg, file=sys.stderr)
+
+    qInstallMessageHandler(_qt_messages)
 
     # hand the GIL back to the GUI thread sooner while tile readers run (default 5 ms)
     sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)

@@ -54,8 +54,9 @@ def test_screenshot_of_a_bad_slide_exits_2_with_one_line(tmp_path, viewer_home):
     bad.write_bytes(b"not a slide at all")
     r = _run([str(bad), "--screenshot", str(tmp_path / "x.png")], viewer_home)
     assert r.returncode == 2
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("crc-viewer:")]
-    assert len(lines) == 1 and "bad.svs" in lines[0]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("crc-viewer: error:") and "bad.svs" in lines[0]
     assert not (tmp_path / "x.png").exists()
 
 
