@@ -27,11 +27,12 @@ ASAP draws single outlines only, so an annotation is written as one ``Annotation
 outline, all with the same ``Name`` and two extra attributes ASAP ignores: ``Id`` (the annotation's
 UUID) and ``Role`` (``"shell"`` or ``"hole"``). Each polygon part is a ``Role="shell"`` element in
 its class group; each hole is a ``Role="hole"`` element in the group ``Exclusion`` (the convention
-ASAP users and the Camelyon data follow for regions cut out of an annotation). On reading, elements
+ASAP users follow for regions cut out of an annotation). On reading, elements
 sharing an ``Id`` are merged back into one (multi)polygon and their holes subtracted, so areas, holes
 and parts survive XML -> GeoJSON -> XML. Files without these attributes (drawn in ASAP, or saved
 again by ASAP, which drops unknown attributes) still keep their areas: every element of a group named
-``Exclusion``/``_exclusion``/``exclude`` (any case) is subtracted from the outlines that contain it.
+``Exclusion``/``_exclusion``/``exclude`` (any case), or ``_2`` in a Camelyon16 file (groups
+``_0``/``_1`` with ``_2`` for exclusions), is subtracted from the outlines that contain it.
 
 Repair and refusal
 ------------------
@@ -44,8 +45,8 @@ other non-area objects are skipped with a warning. Refused with an :class:`Annot
 the feature: fewer than three distinct points, NaN or infinite coordinates, wrong JSON types, and
 an annotation of more than :data:`MAX_VERTICES_PER_ANNOTATION` vertices (a million-vertex outline
 is refused before any geometry is built: simplify it in QuPath first). Measured on the 2-core
-dev machine: a 400,000-vertex outline loads in about 2 s from GeoJSON and 5 s from ASAP XML; a
-1,000,000-vertex one is refused in about 3 s either way.
+dev machine: a 400,000-vertex outline loads in about 1.4 s from GeoJSON and 3.5 s from ASAP XML;
+a 1,000,000-vertex one is refused in 2-4 s (``benchmarks/annotations_bench.py``).
 ``skip_invalid=True`` turns these refusals into skips with a warning. Files above
 :data:`MAX_FILE_BYTES` are refused before they are read, so a huge file never exhausts memory.
 Any malformed input gives an ``AnnotationError``, never another exception.
@@ -1015,6 +1016,10 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
         poly: Polygon
 
     outlines: list[_Outline] = []
+    used_groups = {(item.attrs.get("PartOfGroup") or "").strip() for item in raw}
+    exclusion = set(_EXCLUSION_GROUPS)
+    if "_2" in used_groups and used_groups & {"_0", "_1"}:
+        exclusion.add("_2")  # Camelyon16: _0/_1 tumour, _2 exclusion
     for i, item in enumerate(raw):
         el = item.attrs
         n_coords = item.n
@@ -1025,7 +1030,7 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
         if group == "None":
             group = ""
         role = (el.get("Role") or "").strip().lower()
-        is_hole = role == "hole" or (role == "" and group.lower() in _EXCLUSION_GROUPS)
+        is_hole = role == "hole" or (role == "" and group.lower() in exclusion)
         if typ.lower() in ("dot", "pointset", "point", "measurement", "line"):
             rd.skipped += 1
             rd.warn(f"{rd.source}: {where} is a {typ}, not an area: skipped")

@@ -1034,3 +1034,26 @@ def test_lone_surrogates_in_geojson_text_are_replaced_so_saving_works(tmp_path, 
     [back] = load_annotations(out, scheme).annotations
     assert back.name == "a\ufffdb"
     assert scheme.get(back.class_id).name == "X\ufffd"
+
+
+def test_camelyon16_exclusion_group_2_is_cut_from_tumour_outlines(tmp_path, scheme):
+    def el(name, group, x0, y0, x1, y1):
+        pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        coords = "".join(
+            f'<Coordinate Order="{k}" X="{x}" Y="{y}"/>' for k, (x, y) in enumerate(pts)
+        )
+        return (
+            f'<Annotation Name="{name}" Type="Polygon" PartOfGroup="{group}" Color="#F4FA58">'
+            f"<Coordinates>{coords}</Coordinates></Annotation>"
+        )
+
+    xml = (
+        "<ASAP_Annotations><Annotations>"
+        + el("_0", "_0", 0, 0, 100, 100)
+        + el("_1", "_2", 10, 10, 30, 30)
+        + "</Annotations></ASAP_Annotations>"
+    )
+    res = load_annotations(_write(tmp_path, "camelyon.xml", xml), scheme)
+    [tumour] = res.annotations
+    assert tumour.area == 100 * 100 - 20 * 20
+    assert res.added_classes == ["_0"]
