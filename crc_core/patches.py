@@ -1179,6 +1179,15 @@ def extract(
             g = groups.setdefault(group_of(r), {})
             g[r["label"]] = g.get(r["label"], 0) + 1
         split = assign_split(groups, cfg.test_fraction, cfg.seed)
+        if cfg.test_fraction > 0:
+            for cid in used_scheme.ids:
+                n_groups = sum(1 for g in groups.values() if g.get(cid))
+                if n_groups == 1:
+                    warnings.append(
+                        f"class {cid}: one {cfg.split_by} only, so all its patches are in train "
+                        f"({'an area' if cfg.split_by == 'area' else 'a slide'} is never split "
+                        "between train and test)"
+                    )
         for r in rows:
             r["split"] = split[group_of(r)]
         if cfg.split_by == "slide" and len(groups) < 2 and cfg.test_fraction > 0:

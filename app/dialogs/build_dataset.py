@@ -178,10 +178,11 @@ class BuildDatasetDialog(QDialog):
         self.table.verticalHeader().setVisible(False)
         self.samples = QWidget()
         self.samples_grid = QGridLayout(self.samples)
+        self.samples_grid.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.samples)
-        scroll.setMinimumHeight(THUMB_PX + 24)
+        scroll.setMinimumHeight(2 * THUMB_PX + 40)
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -369,6 +370,11 @@ class BuildDatasetDialog(QDialog):
                     it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(i, j, it)
         self.table.resizeColumnsToContents()
+        self.table.resizeRowsToContents()
+        visible = min(len(rows), 8)
+        height = self.table.horizontalHeader().height() + 4
+        height += sum(self.table.rowHeight(i) for i in range(visible))
+        self.table.setFixedHeight(height)
 
     def _show_samples(self, result: Any) -> None:
         """Up to SAMPLES_PER_CLASS patches per class, spread over the manifest."""
@@ -390,6 +396,7 @@ class BuildDatasetDialog(QDialog):
             labels = []
             for j, rel in enumerate(picks):
                 lab = QLabel()
+                lab.setFixedSize(THUMB_PX, THUMB_PX)
                 pix = QPixmap(str(Path(result.out_dir) / rel))
                 if not pix.isNull():
                     lab.setPixmap(
