@@ -417,3 +417,22 @@ def test_resume_after_a_kill_mid_journal_line(cmu, tmp_path):
     assert rows(res.manifest) == rows(ref.manifest)
     again = run_job(P.extract(src, out, ClassScheme.paper(), fast_cfg()))  # journal still clean
     assert again.written == 0 and again.reused == ref.patches
+
+
+def test_area_outside_the_slide_is_reported_and_the_rest_extracted(cmu, tmp_path):
+    areas = [
+        ann("in", "normal", box(100, 100, 1100, 780)),
+        ann("off", "adenoma", box(5000, 5000, 6000, 6000)),
+    ]
+    res = run_job(
+        P.extract(
+            [P.SlideSource(cmu, areas)],
+            tmp_path / "d",
+            ClassScheme.paper(),
+            fast_cfg(patch_size=400),
+        )
+    )
+    off = next(a for a in res.areas if a.area_id == "off")
+    assert off.status == "outside" and off.kept == 0
+    assert any("off" in w and "outside the slide" in w for w in res.warnings)
+    assert {r["area_id"] for r in rows(res.manifest)} == {"in"}
