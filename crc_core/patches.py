@@ -104,8 +104,8 @@ MANIFEST_COLUMNS = [
 ]
 _JOURNAL_COLUMNS = ["key", "kept", "reason", "bytes", "gland_fraction", "tissue_fraction"]
 _EXT = {"jpeg": ".jpg", "png": ".png"}
-# Tissue fraction is measured on every 4th pixel of each axis: 16x faster than full resolution
-# (65 ms -> 4 ms per 400 px patch) and within 0.09 of the full-resolution value on real patches.
+# Tissue fraction is measured on every 4th pixel of each axis: 9.4 ms -> 0.5 ms CPU per 400 px
+# patch, within 0.07 of the full-resolution value on 20 real patches of cmu-1-small-region.svs.
 _TISSUE_STEP = 4
 _GLAND_BATCH = 16
 
