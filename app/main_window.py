@@ -360,7 +360,8 @@ class MainWindow(QMainWindow):
             entry = project.set_slide_path(project.slides[0], reader.path)
         if entry is None:
             entry = project.add_slide(reader.path)
-        project.save()
+        if project.dirty:  # saves (with fsync) only when something changed
+            project.save()
         return project, entry
 
     def _open_project(self, root: Path) -> None:

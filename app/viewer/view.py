@@ -257,15 +257,17 @@ class SlideView(QWidget):
             self._view_changed()
 
     # ----------------------------------------------------------------- levels and tiles
+    #: a level may be magnified up to this factor on screen before the next finer one is used
+    LEVEL_TOLERANCE = 1.25
+
     def target_level(self) -> int:
+        """The pyramid level nearest the zoom: the coarsest one magnified by at most 1.25x."""
         if self.source is None:
             return 0
         ds = 1.0 / self.scale
-        if hasattr(self.source, "best_level_for_downsample"):
-            return int(self.source.best_level_for_downsample(ds))
         best = 0
         for i, d in enumerate(self.source.level_downsamples):
-            if d <= ds * 1.001:
+            if d <= ds * self.LEVEL_TOLERANCE:
                 best = i
         return best
 
