@@ -621,20 +621,58 @@ class Project:
         """``{slide id: number of annotations}`` for the project panel."""
         return {e.id: self.annotation_count(e) for e in self.slides}
 
+    def classes_in_use(self, open_sets: dict[str, AnnotationSet] | None = None) -> set[str]:
+        """Ids (or, for classes not in the scheme, names) of classes used by any slide.
 
-def _quick_count(p: Path) -> int:
-    """Count annotation features in a GeoJSON without building geometries (0 when unreadable)."""
+        ``open_sets`` maps slide ids to annotation sets being edited (they replace the files of
+        those slides). Pass the result as ``in_use`` to :meth:`ClassScheme.remove`, so a class
+        still used on any slide of the project cannot be removed.
+        """
+        open_sets = open_sets or {}
+        used: set[str] = set()
+        for aset in open_sets.values():
+            used |= aset.classes_in_use()
+        for e in self.slides:
+            if e.id in open_sets:
+                continue
+            try:
+                p = self.annotations_path(e)
+            except ProjectError:
+                continue
+            for name in _class_names(p):
+                c = self.scheme.find_name(name) or self.scheme.find(name)
+                used.add(c.id if c is not None else name)
+        return used
+
+
+def _features(p: Path) -> list[Any]:
     try:
         doc = json.loads(p.read_bytes())
     except (OSError, ValueError, RecursionError):
-        return 0
+        return []
     feats = doc.get("features") if isinstance(doc, dict) else doc
     if isinstance(doc, dict) and doc.get("type") == "Feature":
         feats = [doc]
-    if not isinstance(feats, list):
-        return 0
+    return feats if isinstance(feats, list) else []
+
+
+def _class_names(p: Path) -> set[str]:
+    """Class names used in a GeoJSON annotation file (empty when absent or unreadable)."""
+    names: set[str] = set()
+    for f in _features(p):
+        props = f.get("properties") if isinstance(f, dict) else None
+        cls = props.get("classification") if isinstance(props, dict) else None
+        if isinstance(cls, dict) and isinstance(cls.get("name"), str):
+            names.add(cls["name"])
+        elif isinstance(cls, str):
+            names.add(cls)
+    return names
+
+
+def _quick_count(p: Path) -> int:
+    """Count annotation features in a GeoJSON without building geometries (0 when unreadable)."""
     n = 0
-    for f in feats:
+    for f in _features(p):
         if not isinstance(f, dict):
             continue
         props = f.get("properties") if isinstance(f.get("properties"), dict) else {}

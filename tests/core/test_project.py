@@ -434,3 +434,18 @@ def test_sigkill_during_autosave_leaves_a_whole_annotation_file(project, trial):
     p = Project.open(project.root)
     entry = p.get_slide(e.id)
     assert p.annotation_count(entry) in (20000, 40000)  # 0 when the file does not parse
+
+
+def test_class_used_on_another_slide_cannot_be_removed(project):
+    a = project.add_slide(_slide(project.root / "slides", "a.svs"))
+    b = project.add_slide(_slide(project.root / "slides", "b.svs"))
+    project.save_annotations(b, AnnotationSet([Annotation.rectangle("adc-poor", 0, 0, 5, 5)]))
+    editing = AnnotationSet([Annotation.rectangle("normal", 0, 0, 5, 5)])
+    used = project.classes_in_use({a.id: editing})
+    assert used == {"normal", "adc-poor"}
+    from crc_core.errors import ClassSchemeError
+
+    with pytest.raises(ClassSchemeError, match="still used"):
+        project.scheme.remove("adc-poor", in_use=used)
+    project.scheme.remove("adenoma", in_use=used)
+    assert "adenoma" not in project.scheme.ids
