@@ -162,12 +162,16 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self.resize(1400, 900)
-        geo = self.settings.get("window_geometry")
-        if geo:
-            try:
-                self.restoreGeometry(QByteArray.fromHex(geo.encode()))
-            except Exception:  # a bad stored geometry never stops start-up
-                pass
+        for key, restore in (
+            ("window_geometry", self.restoreGeometry),
+            ("window_state", self.restoreState),
+        ):
+            value = self.settings.get(key)
+            if value:
+                try:
+                    restore(QByteArray.fromHex(value.encode()))
+                except Exception:  # a bad stored layout never stops start-up
+                    log.warning("settings: %s ignored", key)
         self._update_actions()
 
     # ================================================================= actions and menus
@@ -704,6 +708,7 @@ class MainWindow(QMainWindow):
         self.settings.set("fill_opacity", self.ctl.layer.fill_opacity)
         self.settings.set("brush_radius_px", self.ctl.brush_radius_px)
         self.settings.set("window_geometry", bytes(self.saveGeometry().toHex()).decode())
+        self.settings.set("window_state", bytes(self.saveState().toHex()).decode())
         self.settings.save()
         self._close_slide()
         super().closeEvent(ev)
