@@ -26,6 +26,7 @@ import json
 import math
 import posixpath
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -436,7 +437,9 @@ class Project:
         return str(p)
 
     def _new_id(self, stem: str) -> str:
-        base = slugify(stem)[:100].strip("-._") or "slide"
+        # ASCII only: ids name files on every platform ("Präparat 1" -> "praparat-1").
+        ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", slugify(ascii_stem))[:100].strip("-._") or "slide"
         if not base[0].isalnum():
             base = "s" + base
         if base.lower() in _RESERVED_IDS:

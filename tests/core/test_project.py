@@ -449,3 +449,10 @@ def test_class_used_on_another_slide_cannot_be_removed(project):
         project.scheme.remove("adc-poor", in_use=used)
     project.scheme.remove("adenoma", in_use=used)
     assert "adenoma" not in project.scheme.ids
+
+
+@pytest.mark.parametrize("stem", ["Präparat 1", "腺腫", "..", "con", "-x-"])
+def test_slides_with_any_file_name_get_ids_the_project_can_reopen(project, stem):
+    e = project.add_slide(_slide(project.root / "slides", f"{stem}.svs"))
+    project.save()
+    assert Project.open(project.root).get_slide(e.id).exists
