@@ -134,8 +134,8 @@ class TrainDialog(QDialog):
     ----------
     project
         The open :class:`crc_core.project.Project` (datasets offered from ``datasets/``, runs
-        written to ``models/``), or ``None`` (pick a dataset folder or CSV; runs go under the user's data
-        folder).
+        written to ``models/``), or ``None`` (pick a dataset folder or CSV; runs go under the
+        user's data folder).
     """
 
     busyChanged = Signal(bool)
@@ -572,6 +572,7 @@ class TrainDialog(QDialog):
         if not self._queue:
             self._run = None
             self._set_busy(False)
+            self._set_bar(self.epoch_bar, 1.0, "done")
             self.status_label.setText("Done. " + ("The report shows the validation split."
                                                   if self.report.results else ""))
             if self.report.results:
@@ -620,7 +621,7 @@ class TrainDialog(QDialog):
             return
         run = self._run
         if self._phase == "eval":
-            self._set_bar(self.epoch_bar, ev.fraction, f"evaluating {run.arch}")
+            self._set_bar(self.epoch_bar, ev.fraction, f"evaluating {run.arch}: %p%")
             return
         row = ev.payload if isinstance(ev.payload, dict) and "epoch" in ev.payload else None
         epochs = max(1, int(run.config.epochs))

@@ -179,45 +179,27 @@ class ReportPanel(QWidget):
         self.roc = RocCanvas()
         self.confusion = ConfusionCanvas()
         self.curves = CurvesCanvas()
+        roc_cm = QSplitter(Qt.Orientation.Horizontal)
+        roc_cm.addWidget(self.roc)
+        roc_cm.addWidget(self.confusion)
         self.plots = QTabWidget()
-        self.plots.addTab(self.roc, "ROC")
-        self.plots.addTab(self.confusion, "Confusion matrix")
+        self.plots.addTab(roc_cm, "ROC and confusion matrix")
         self.plots.addTab(self.curves, "Loss and accuracy")
 
-        t3box = QWidget()
-        t3l = QVBoxLayout(t3box)
-        t3l.setContentsMargins(0, 0, 0, 0)
-        t3l.addWidget(QLabel("Overall (Table 3 layout; macro means over classes)"))
-        t3l.addWidget(self.table3)
-        t4box = QWidget()
-        t4l = QVBoxLayout(t4box)
-        t4l.setContentsMargins(0, 0, 0, 0)
-        t4l.addWidget(QLabel("Per class (Table 4 layout)"))
-        t4l.addWidget(self.table4)
-        tables = QSplitter(Qt.Orientation.Vertical)
-        tables.addWidget(t3box)
-        tables.addWidget(t4box)
-        tables.setStretchFactor(0, 1)
-        tables.setStretchFactor(1, 3)
-        plotbox = QWidget()
-        pl = QVBoxLayout(plotbox)
-        pl.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(QLabel("Plots of"))
         row.addWidget(self.model_combo, 1)
-        pl.addLayout(row)
-        pl.addWidget(self.plots, 1)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(tables)
-        self.splitter.addWidget(plotbox)
-        self.splitter.setStretchFactor(0, 5)
-        self.splitter.setStretchFactor(1, 4)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
         lay.addWidget(self.summary)
-        lay.addWidget(self.splitter, 1)
+        lay.addWidget(QLabel("Overall (Table 3 layout; macro means over the classes)"))
+        lay.addWidget(self.table3)
+        lay.addWidget(QLabel("Per class (Table 4 layout)"))
+        lay.addWidget(self.table4)
+        lay.addLayout(row)
+        lay.addWidget(self.plots, 1)
 
     @staticmethod
     def _make_table() -> QTableWidget:
@@ -226,7 +208,8 @@ class ReportPanel(QWidget):
         t.setAlternatingRowColors(True)
         t.verticalHeader().setVisible(False)
         t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        t.horizontalHeader().setStretchLastSection(True)
+        t.horizontalHeader().setStretchLastSection(False)
+        t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         return t
 
     # ------------------------------------------------------------------ loading
@@ -311,15 +294,23 @@ class ReportPanel(QWidget):
                 table.setItem(i, j, item)
         table.resizeColumnsToContents()
 
+    @staticmethod
+    def _fit_height(table: QTableWidget, max_rows: int) -> None:
+        """Make ``table`` as tall as its rows (at most ``max_rows``, then it scrolls)."""
+        table.resizeRowsToContents()
+        rows = sum(table.rowHeight(i) for i in range(min(table.rowCount(), max_rows)))
+        rows = rows or table.verticalHeader().defaultSectionSize()
+        table.setFixedHeight(table.horizontalHeader().sizeHint().height() + rows
+                             + 2 * table.frameWidth() + 2)
+
     def _refresh(self, select: str | None = None) -> None:
         evaluated = self.evaluated()
         h3, r3 = table3(evaluated) if evaluated else ([], [])
         h4, r4 = table4(evaluated) if evaluated else ([], [])
         self._fill(self.table3, h3, r3)
         self._fill(self.table4, h4, r4)
-        rows3 = max(1, len(r3))
-        self.table3.setMaximumHeight(self.table3.horizontalHeader().sizeHint().height()
-                                     + 26 * rows3 + 6)
+        self._fit_height(self.table3, max_rows=6)
+        self._fit_height(self.table4, max_rows=12)
         current = select or self.model_combo.currentText()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()

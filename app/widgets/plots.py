@@ -2,8 +2,8 @@
 
 Each plot is a ``FigureCanvasQTAgg`` (matplotlib's Qt backend, which supports PySide6) over a
 plain ``matplotlib.figure.Figure``; pyplot is never used here, so its global backend (Agg in the
-core) does not matter. Updates call ``draw_idle`` so several changes in one event-loop turn cost one redraw.
-GUI thread only: workers hand rows over through signals.
+core) does not matter. Updates call ``draw_idle``, so several changes in one event-loop turn cost
+one redraw. GUI thread only: workers hand rows over through signals.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class ConfusionCanvas(_Canvas):
         if k:
             norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
             ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-            small = 7 if k <= 6 else 6
+            small = 9 if k <= 4 else (8 if k <= 6 else 6)
             for i in range(k):
                 for j in range(k):
                     ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center",

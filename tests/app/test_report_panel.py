@@ -1,0 +1,158 @@
+"""Report panel: reads real run and evaluation folders (a one-epoch ResNet50 run on EBHI tiles)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.panels.report import ReportPanel, read_result
+from crc_core.errors import CrcError
+from crc_core.evaluation import evaluate, metrics_from_predictions
+from crc_core.jobs import run_job
+from crc_core.training import fit, make_config
+
+CLASSES = ["Normal", "Low-grade IN", "Adenocarcinoma"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder: history.csv, last.pt, best.pt and eval/ from crc_core's fit/evaluate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("report")
+    with open(ebhi_dir / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by[r["ebhi_class"]].append(r)
+    data = root / "sub.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "ebhi_class", "case_id"])
+        for c in CLASSES:
+            seen: Counter[str] = Counter()
+            for r in by[c]:
+                if seen[r["case_id"]] < 2 and sum(seen.values()) < 8:
+                    seen[r["case_id"]] += 1
+                    w.writerow([str(ebhi_dir / r["image"]), c, r["case_id"]])
+    cfg = make_config("resnet50", "quick", epochs=1, batch_size=8, image_size=64, device="cpu",
+                      val_fraction=0.25,
+                      data={"label_column": "ebhi_class", "group_column": "case_id"})
+    run = root / "runs" / "resnet50-a"
+    try:
+        run_job(fit(data, run, cfg))
+        run_job(evaluate(run / "best.pt", data, run / "eval", device="cpu"))
+    finally:
+        torch.set_num_threads(before)
+    return run
+
+
+@pytest.fixture
+def panel(qtbot) -> ReportPanel:
+    p = ReportPanel()
+    qtbot.addWidget(p)
+    p.resize(1100, 700)
+    p.show()
+    return p
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "eval" / "metrics.json").read_text())
+
+
+def _cell(table, row: int, header: str) -> str:
+    cols = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    return table.item(row, cols.index(header)).text()
+
+
+def test_run_folder_fills_table3_in_the_papers_layout(panel: ReportPanel, run_dir: Path):
+    panel.open_folder(run_dir)
+    m = _metrics(run_dir)
+    t3 = panel.table3
+    header = [t3.horizontalHeaderItem(j).text() for j in range(t3.columnCount())]
+    assert header == ["Model", "mAP", "Precision", "Recall", "Specificity", "NPV", "AUROC",
+                      "Accuracy"]
+    assert t3.rowCount() == 1
+    assert float(_cell(t3, 0, "Accuracy")) == pytest.approx(m["accuracy"], abs=5e-5)
+    assert float(_cell(t3, 0, "mAP")) == pytest.approx(m["macro"]["map"], abs=5e-5)
+
+
+def test_table4_specificity_and_npv_follow_the_confusion_matrix(panel: ReportPanel,
+                                                                run_dir: Path):
+    panel.open_folder(run_dir)
+    cm = np.array(_metrics(run_dir)["confusion"])
+    t4 = panel.table4
+    assert t4.rowCount() == len(CLASSES)
+    for row in range(t4.rowCount()):
+        i = CLASSES.index(_cell(t4, row, "Class"))
+        tp = cm[i, i]
+        fp, fn = cm[:, i].sum() - tp, cm[i, :].sum() - tp
+        tn = cm.sum() - tp - fp - fn
+        spec = tn / (tn + fp) if tn + fp else 0.0
+        npv = tn / (tn + fn) if tn + fn else 0.0
+        assert float(_cell(t4, row, "Specificity")) == pytest.approx(spec, abs=5e-5)
+        assert float(_cell(t4, row, "NPV")) == pytest.approx(npv, abs=5e-5)
+        assert int(_cell(t4, row, "Support")) == cm[i].sum()
+
+
+def test_plots_show_roc_confusion_and_history(panel: ReportPanel, run_dir: Path):
+    panel.open_folder(run_dir)
+    m = _metrics(run_dir)
+    assert panel.confusion.matrix.tolist() == m["confusion"]
+    # AUCs from predictions.csv (probabilities as written, 6 decimals), as crc_core recomputes them.
+    again = metrics_from_predictions(run_dir / "eval" / "predictions.csv")
+    present = [c for c, v in again["per_class"].items() if v["auroc"] is not None]
+    assert present and sorted(panel.roc.curves) == sorted(present)
+    for c in present:
+        assert panel.roc.curves[c] == pytest.approx(again["per_class"][c]["auroc"])
+    with open(run_dir / "history.csv", newline="") as fh:
+        hist = list(csv.DictReader(fh))
+    assert panel.curves.series("train_loss", "resnet50") == pytest.approx(
+        [float(r["train_loss"]) for r in hist])
+
+
+def test_evaluation_folder_opens_alone(panel: ReportPanel, run_dir: Path):
+    panel.open_folder(run_dir / "eval")
+    assert list(panel.evaluated()) == ["resnet50"]
+    assert len(panel.curves.series("val_loss", "resnet50")) == 1   # history found next to it
+
+
+def test_unevaluated_run_shows_curves_without_tables(panel: ReportPanel, run_dir: Path,
+                                                     tmp_path: Path):
+    run = tmp_path / "plain"
+    run.mkdir()
+    for f in ("history.csv", "config.json"):
+        shutil.copy(run_dir / f, run / f)
+    panel.open_folder(run)
+    assert panel.evaluated() == {}
+    assert panel.table3.rowCount() == 0
+    assert "not evaluated" in panel.summary.text()
+    assert len(panel.curves.series("train_acc", "resnet50")) == 1
+
+
+def test_folder_of_runs_compares_the_models(panel: ReportPanel, run_dir: Path, tmp_path: Path):
+    runs = tmp_path / "models"
+    shutil.copytree(run_dir, runs / "resnet50-a", ignore=shutil.ignore_patterns("*.pt"))
+    shutil.copytree(run_dir, runs / "resnet50-b", ignore=shutil.ignore_patterns("*.pt"))
+    panel.open_folder(runs)
+    assert panel.table3.rowCount() == 2
+    assert panel.table4.rowCount() == 2 * len(CLASSES)
+    assert panel.model_combo.count() == 2
+
+
+def test_folder_without_results_is_refused(panel: ReportPanel, tmp_path: Path):
+    with pytest.raises(CrcError, match="neither an evaluation folder"):
+        panel.open_folder(tmp_path)
+
+
+def test_corrupt_metrics_json_is_refused_with_its_name(tmp_path: Path):
+    (tmp_path / "metrics.json").write_text("{not json")
+    with pytest.raises(CrcError, match="metrics.json"):
+        read_result(tmp_path)
