@@ -450,6 +450,11 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
+        if "Unsupported operand" in text:  # text, or a pickle using opcodes weights never need
+            raise CheckpointError(
+                f"{path} is not a checkpoint: unreadable pickle data, or Python objects that could "
+                f"run code when loaded; only weights are accepted, nothing was run"
+            ) from None
         if "Weights only load failed" in text or "global" in text.lower():
             import re
 

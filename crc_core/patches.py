@@ -582,6 +582,22 @@ def _disk_full(exc: OSError, out_dir: Path, what: str) -> DatasetError:
     )
 
 
+def _remove_if_no_patch(out: Path) -> None:
+    """Remove a dataset folder this run created when the run failed before writing any patch.
+
+    A bad slide or annotation found at the start must leave nothing behind; once a patch exists
+    the folder stays (marked incomplete) so that a rerun resumes it.
+    """
+    import shutil
+
+    try:
+        if any(p.is_file() and not p.name.startswith(".") for p in (out / "patches").rglob("*")):
+            return
+        shutil.rmtree(out, ignore_errors=True)
+    except OSError:
+        pass
+
+
 def _valid_patch(path: Path, size: int) -> bool:
     """A patch file is whole: expected size and the format's end marker present."""
     try:
@@ -805,6 +821,8 @@ def extract(
     journal_fh = None
     on_cancel: Any = None  # journals patches already written when the job stops early
     warnings: list[str] = []
+    created_out = False  # this run made the folder: if it fails before any patch, remove it
+    finished = False
     try:
         names: list[str] = []
         slide_meta: list[dict[str, Any]] = []
@@ -921,6 +939,7 @@ def extract(
                     f"{out}: holds a dataset built with other settings ({'; '.join(diff)}); "
                     "choose another --out or rerun with the same settings to resume"
                 )
+        created_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         for d in {str(Path(w.key).parent) for w in windows}:
             (out / d).mkdir(parents=True, exist_ok=True)
@@ -1268,6 +1287,7 @@ def extract(
             },
         )
         yield Progress(total, total, f"{len(rows)} patches in the dataset", {"kept": kept_n})
+        finished = True
         return ExtractResult(
             out,
             manifest,
@@ -1300,6 +1320,8 @@ def extract(
                 r.close()
             except Exception:  # noqa: BLE001 - closing must not mask the job's own error
                 pass
+        if created_out and not finished:
+            _remove_if_no_patch(out)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -1357,6 +1379,8 @@ def sources_from_project(project: Any) -> tuple[list[SlideSource], list[str]]:
                 )
             )
     if not out:
+        if warns:  # say why (missing slides, skipped outlines), not just "no annotations"
+            raise DatasetError(f"{project.root}: no annotated slide can be used: {'; '.join(warns)}")
         raise DatasetError(
             f"{project.root}: no slide of this project has annotations; draw areas first"
         )
