@@ -436,3 +436,21 @@ def test_area_outside_the_slide_is_reported_and_the_rest_extracted(cmu, tmp_path
     assert off.status == "outside" and off.kept == 0
     assert any("off" in w and "outside the slide" in w for w in res.warnings)
     assert {r["area_id"] for r in rows(res.manifest)} == {"in"}
+
+
+def test_split_by_slide_keeps_each_slide_whole(slides_dir, tmp_path):
+    srcs = [
+        P.SlideSource(slides_dir / "cmu-1-small-region.svs", many_areas(4)),
+        P.SlideSource(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", many_areas(4)),
+    ]
+    res = run_job(
+        P.extract(
+            srcs, tmp_path / "d", ClassScheme.paper(), fast_cfg(split_by="slide", test_fraction=0.5)
+        )
+    )
+    split_of: dict[str, set[str]] = {}
+    for r in rows(res.manifest):
+        split_of.setdefault(r["slide"], set()).add(r["split"])
+    assert sorted(split_of) == ["cmu-1-small-region", "tcga-cr-7395-01a-01-ts1"]
+    assert all(len(s) == 1 for s in split_of.values())
+    assert set().union(*split_of.values()) == {"train", "test"}
