@@ -355,3 +355,48 @@ def test_corrupt_annotation_file_shows_error_and_keeps_the_open_slide(
     assert len(errors_seen) == 1 and "bad.geojson" in errors_seen[0][1]
     assert win.slide.path.name == "cmu-1-small-region.svs"
     assert len(win.document) == 1
+
+
+def test_erasing_a_whole_annotation_removes_it_in_one_undo_step(qtbot, win):
+    win.ctl.set_tool("rectangle")
+    drag(qtbot, win, [(1000, 1400), (1060, 1460)])
+    win.ctl.set_tool("brush")
+    win.ctl.brush_radius_px = 40  # 80 level-0 px: covers the 60 px square
+    drag(qtbot, win, [(1030, 1430), (1031, 1431)], button=R)
+    assert len(win.document) == 0
+    win.undo()
+    assert len(win.document) == 1
+
+
+def test_vertex_added_by_double_click_on_an_edge_and_deleted_by_right_click(qtbot, win):
+    win.ctl.set_tool("rectangle")
+    drag(qtbot, win, [(900, 1300), (1300, 1700)])
+    win.ctl.set_tool("vertices")
+    qtbot.mouseDClick(win.view, L, pos=wpt(win, 1100, 1300))  # middle of the top edge
+    assert len(only(win).geometry.exterior.coords) == 6
+    qtbot.mouseClick(win.view, R, pos=wpt(win, 1100, 1300))
+    assert len(only(win).geometry.exterior.coords) == 5
+
+
+def test_renaming_in_the_annotation_list_is_undoable(qtbot, win):
+    win.ctl.set_tool("rectangle")
+    drag(qtbot, win, [(900, 1300), (1300, 1700)])
+    item = win.annotation_list.tree.topLevelItem(0)
+    item.setText(1, "Crypt")
+    assert only(win).name == "Crypt"
+    win.undo()
+    assert only(win).name == ""
+
+
+def test_selftest_exits_0():
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    r = subprocess.run(
+        [sys.executable, "-m", "app", "--selftest"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "selftest: ok" in r.stdout
