@@ -409,6 +409,8 @@ def fit(
         stored = TrainConfig.from_json(ckpt.get("config") or {})
         stored.epochs, stored.device, stored.workers = config.epochs, config.device, config.workers
         stored.compile = config.compile
+        # Data options given again override the stored ones (then the class check below applies).
+        stored.data = {**stored.data, **{k: v for k, v in config.data.items() if v is not None}}
         config = stored
     elif last_path.exists():
         raise ConfigError(f"{out} already holds a training run (last.pt); use --resume to continue "
