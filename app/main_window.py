@@ -16,7 +16,10 @@ Opening
 Autosave: every edit is an undoable command; the document saves atomically 150 ms after the last
 change, and at once on quit or before another slide opens (:mod:`app.annotate.document`).
 
-Threading: the window runs on the GUI thread; tiles are read in the view's thread pool; long jobs
+Threading: the window runs on the GUI thread. Slides opened from the UI (menu, drop, recent files,
+project panel) are opened in a worker thread (:meth:`MainWindow.open_path_async`); the programmatic
+:meth:`MainWindow.open_path` (command line, tests) opens synchronously. Tiles are read in the view's
+thread pool; long jobs
 (Analysis menu) use :mod:`app.workers`. Errors are shown with :func:`app.dialogs.errors.show_error`
 and leave the window usable.
 """
@@ -114,6 +117,8 @@ class MainWindow(QMainWindow):
         self.annotation_file: Path | None = None
         self.document: AnnotationDocument | None = None
         self.analysis_dialogs: dict[str, Any] = {}
+        self._open_worker: Any = None
+        self._open_token: object | None = None
 
         self.view = SlideView()
         self.setCentralWidget(self.view)
@@ -293,7 +298,7 @@ class MainWindow(QMainWindow):
             a = self.recent_menu.addAction("(none)")
             a.setEnabled(False)
         for p in items:
-            self.recent_menu.addAction(p, lambda p=p: self.open_path(p))
+            self.recent_menu.addAction(p, lambda p=p: self.open_path_async(p))
 
     def _update_actions(self) -> None:
         has_slide = self.slide is not None
@@ -335,6 +340,96 @@ class MainWindow(QMainWindow):
             return False
         self.settings.add_recent(p)
         return True
+
+    # ----------------------------------------------------------------- asynchronous opening (UI)
+    def open_path_async(self, path: str | Path, annotations: str | Path | None = None) -> None:
+        """Open from the UI (menu, drop, recent): slide files are opened in a worker thread, so
+        the GUI never waits on the slide file; the window switches when the reader is ready."""
+        p = Path(path).expanduser()
+        if p.is_dir() or p.name == PROJECT_FILE:
+            self.open_path(p)
+            return
+        ann = Path(annotations) if annotations else None
+
+        def ready(reader: Any) -> None:
+            try:
+                project, entry = self._implicit_project(reader)
+                self._show_slide(reader, project, entry, implicit=True, annotation_file=ann)
+            except Exception as exc:
+                if self.slide is not reader:
+                    reader.close()
+                errors.report(self, "Cannot open", _error_text(exc))
+                return
+            self.settings.add_recent(p)
+
+        self._start_open(p, ready)
+
+    def open_entry_async(self, entry_id: str) -> None:
+        """Open one slide of the current project without blocking the GUI (project panel)."""
+        if self.project is None:
+            return
+        project = self.project
+        try:
+            entry = project.get_slide(entry_id)
+            path = project.slide_path(entry)
+        except CrcError as exc:
+            errors.report(self, "Cannot open slide", str(exc))
+            return
+
+        def ready(reader: Any) -> None:
+            if self.project is not project:  # another project was opened meanwhile
+                reader.close()
+                return
+            try:
+                self._show_slide(reader, project, entry, implicit=self.implicit_project)
+            except Exception as exc:
+                if self.slide is not reader:
+                    reader.close()
+                errors.report(self, "Cannot open slide", _error_text(exc))
+
+        self._start_open(path, ready)
+
+    def _start_open(self, path: Path, ready: Any) -> None:
+        from app.workers import JobWorker
+        from crc_core.jobs import Progress
+
+        if self._open_worker is not None:
+            self._open_worker.cancel()  # its reader is closed when it arrives
+        token = object()
+        self._open_token = token
+
+        def job():  # type: ignore[no-untyped-def]
+            yield Progress(0, 1, f"Opening {path.name}")
+            reader = open_slide(path)
+            try:
+                reader.fingerprint()  # reads 2 MiB; cached on the reader
+            except BaseException:
+                reader.close()
+                raise
+            return reader
+
+        worker = JobWorker(job, self)
+
+        def done(reader: Any) -> None:
+            if self._open_token is not token:
+                reader.close()
+                return
+            self._open_worker = None
+            self.statusBar().clearMessage()
+            ready(reader)
+
+        def failed(msg: str) -> None:
+            if self._open_token is token:
+                self._open_worker = None
+                self.statusBar().clearMessage()
+                errors.report(self, "Cannot open", msg)
+
+        worker.finished_ok.connect(done)
+        worker.failed.connect(failed)
+        worker.finished.connect(worker.deleteLater)
+        self._open_worker = worker
+        self.statusBar().showMessage(f"Opening {path.name}…")
+        worker.start()
 
     def _open_slide_file(self, path: Path, annotations: Path | None) -> None:
         reader = open_slide(path)
@@ -488,13 +583,13 @@ class MainWindow(QMainWindow):
 
     def _on_project_slideActivated(self, entry_id: str) -> None:
         if self.entry is None or entry_id != self.entry.id:
-            self.open_entry(entry_id)
+            self.open_entry_async(entry_id)
 
     # ================================================================= file actions
     def choose_slide(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open slide", "", SLIDE_FILTER)
         if path:
-            self.open_path(path)
+            self.open_path_async(path)
 
     def choose_project(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open project folder")
@@ -533,7 +628,7 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Open annotations", "", ANNOTATION_FILTER)
         if path:
-            self.open_path(self.slide.path, annotations=path)
+            self.open_path_async(self.slide.path, annotations=path)
 
     def export_annotations(self, path: str | Path | None = None) -> bool:
         if self.document is None:
@@ -692,7 +787,7 @@ class MainWindow(QMainWindow):
         urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
         if urls:
             ev.acceptProposedAction()
-            self.open_path(urls[0])
+            self.open_path_async(urls[0])
 
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
         if self.document is not None and not self.document.flush():

@@ -105,7 +105,8 @@ def test_dropping_a_slide_opens_it(qtbot, win, slides_dir):
         Qt.MouseButton.NoButton,
         Qt.KeyboardModifier.NoModifier,
     )
-    win.dropEvent(ev)
+    with qtbot.waitSignal(win.slideOpened, timeout=20000):
+        win.dropEvent(ev)  # opened in a worker thread; the window switches when it is ready
     assert win.slide.path.name == "tcga-cr-7395-01a-01-ts1.svs"
     assert str((slides_dir / "tcga-cr-7395-01a-01-ts1.svs").absolute()) in win.settings.recent
 
@@ -127,3 +128,42 @@ def test_class_scheme_dialog_adds_and_refuses_to_remove_a_class_in_use(
     assert errors_seen and "still used" in errors_seen[0][1]
     assert dlg.result_scheme().find("normal") is not None
     assert win.project.scheme.find("Stroma") is None  # the dialog edits a copy
+
+
+def test_dropping_a_corrupt_file_shows_an_error_and_keeps_the_slide(
+    qtbot, win, tmp_path, errors_seen
+):
+    bad = tmp_path / "broken.ndpi"
+    bad.write_bytes(b"\x00" * 5000)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(bad))])
+    ev = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    win.dropEvent(ev)
+    qtbot.waitUntil(lambda: bool(errors_seen), timeout=20000)
+    assert "broken.ndpi" in errors_seen[0][1]
+    assert win.slide.path.name == "cmu-1-small-region.svs"
+
+
+def test_activating_a_project_slide_opens_it_in_the_background(qtbot, slides_dir, tmp_path):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "proj")
+    proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.add_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs")
+    proj.save()
+    w = MainWindow()
+    qtbot.addWidget(w)
+    assert w.open_path(tmp_path / "proj")
+    assert w.slide.path.name == "cmu-1-small-region.svs"
+    tree = w.project_panel.tree
+    with qtbot.waitSignal(w.slideOpened, timeout=20000):
+        tree.itemActivated.emit(tree.topLevelItem(1), 0)
+    assert w.slide.path.name == "tcga-cr-7395-01a-01-ts1.svs"
+    assert w.entry.id == proj.slides[1].id
+    w.close()
