@@ -168,13 +168,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except Exception as exc:
                 return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
-        else:
-            win.open_path(args.path, annotations=args.annotations)
+        else:  # interactive: the window is up at once, the slide follows from a worker thread
+            if args.view:
+                pending = [args.view]  # apply to the first slide only
+
+                def apply_view(_path: str) -> None:
+                    if pending:
+                        win.view.set_view(*pending.pop())
+
+                win.slideOpened.connect(apply_view)
+            win.open_path_async(args.path, annotations=args.annotations)
+    if not args.screenshot:
+        return app.exec()
     if args.view:
         app.processEvents()
         win.view.set_view(*args.view)
-    if not args.screenshot:
-        return app.exec()
 
     out = Path(args.screenshot)
     result = {"rc": 1}
