@@ -40,4 +40,8 @@ if [ -f "$RUN/best.pt" ]; then
     # The run's history and evaluation come back; the checkpoints stay small enough (fp16 best.pt).
     rm -f "$RUN/last.pt"
 fi
+# 3) Prediction: end-to-end windows/s on a generated 16k pyramidal slide vs bare ResNet50 forward (~2 min).
+say "predict_bench (resnet50, 16384 px slide, batch 256)"
+timeout 240 "$PY" benchmarks/predict_bench.py --device cuda --size 16384 --batch-size 256 --workers 14 \
+    --repeats 2 >"$DEST/predict_bench.json" 2>>"$LOG"; say "predict_bench rc=$?"; cat "$DEST/predict_bench.json" | tee -a "$LOG"
 say "done"
