@@ -4,9 +4,10 @@ Usage (under a virtual X server)::
 
     xvfb-run -a .venv/bin/python tools/screenshot_train.py --out docs/screenshots
 
-Trains ResNet50 for a few epochs at 64 px on a small case-split subset of the EBHI tiles (three
-classes), driven by the dialog's own Start button, then saves ``train_dialog.png`` (the Training
-tab with the live curves) and ``report_panel.png`` (the evaluation report).
+Trains ResNet50 for a few epochs at 64 px on a small case-split subset of the EBHI tiles (Normal,
+Adenoma = low- and high-grade IN merged, Adenocarcinoma), driven by the dialog's own Start
+button, then saves ``train_dialog.png`` (the Training tab with the live curves) and
+``report_panel.png`` (the evaluation report).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     ap.add_argument("--ebhi", type=Path, default=ROOT.parent / "shared" / "data" / "ebhi")
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--per-class", type=int, default=24)
+    ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -61,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     qapp = QApplication.instance() or QApplication(sys.argv)
     work = Path(tempfile.mkdtemp(prefix="crc-shot-"))
     data = write_subset(args.ebhi, work / "ebhi-subset.csv",
-                        ["Normal", "Low-grade IN", "Adenocarcinoma"], args.per_class, 4)
+                        ["Normal", "Low-grade IN", "High-grade IN", "Adenocarcinoma"],
+                        args.per_class, 4)
     dlg = TrainDialog(None)
     dlg.resize(1400, 860)
     dlg.show()
     dlg.set_dataset(data)
-    dlg.map_edit.setText("")
+    # The paper-like classes: Normal / Adenoma (low- and high-grade IN) / Adenocarcinoma.
+    dlg.map_edit.setText("Low-grade IN=Adenoma,High-grade IN=Adenoma")
     dlg.epochs_spin.setValue(args.epochs)
     dlg.batch_spin.setValue(8)
     dlg.size_spin.setValue(64)

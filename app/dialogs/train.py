@@ -226,11 +226,13 @@ class TrainDialog(QDialog):
         folder_btn.clicked.connect(self._on_folder_clicked)
         csv_btn = QPushButton("CSV…")
         csv_btn.clicked.connect(self._on_csv_clicked)
+        self.dataset_combo.currentTextChanged.connect(self.dataset_combo.setToolTip)
+        form.addRow("Dataset", self.dataset_combo)
         row = QHBoxLayout()
-        row.addWidget(self.dataset_combo, 1)
+        row.addStretch(1)
         row.addWidget(folder_btn)
         row.addWidget(csv_btn)
-        form.addRow("Dataset", row)
+        form.addRow("", row)
 
         def column_combo(tip: str) -> QComboBox:
             c = QComboBox()

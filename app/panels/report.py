@@ -355,7 +355,8 @@ class ReportPanel(QWidget):
         if m.get("n") is not None:
             parts.append(f"{m['n']} images ({m.get('subset', '?')} subset)")
         if m.get("epoch") is not None:
-            parts.append(f"epoch {m['epoch']}")
+            ck = Path(str(m.get("checkpoint") or "")).name or "checkpoint"
+            parts.append(f"{ck} of epoch {m['epoch']}")
         if m.get("skipped"):
             parts.append(f"{m['skipped']} unreadable skipped")
         self.summary.setText(" · ".join(parts) + f"\n{res.folder}")

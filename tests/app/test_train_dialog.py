@@ -184,3 +184,24 @@ def test_cuda_device_is_disabled_without_a_gpu(qtbot):
     qtbot.addWidget(dlg)
     item = dlg.device_combo.model().item(dlg.device_combo.findText("cuda"))
     assert not item.isEnabled()
+
+
+def test_project_datasets_are_offered_and_runs_go_to_models(qtbot, tmp_path: Path,
+                                                           tiny_csv: Path):
+    from crc_core.project import Project
+
+    project = Project.create(tmp_path / "proj")
+    ds = Path(project.datasets_dir) / "glands-2026"
+    ds.mkdir(parents=True)
+    rows = list(csv.DictReader(open(tiny_csv, newline="")))
+    with open(ds / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "slide"])
+        for r in rows:
+            w.writerow([r["image"], r["ebhi_class"], r["case_id"]])
+    dlg = TrainDialog(project)
+    qtbot.addWidget(dlg)
+    assert dlg.dataset_combo.currentText() == str(ds)
+    (arch, out), = dlg.run_folders("T")
+    assert (arch, out) == ("resnet50", Path(project.models_dir) / "resnet50-T")
+    assert dlg.label_column.currentText() == "label"
