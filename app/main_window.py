@@ -157,6 +157,9 @@ class MainWindow(QMainWindow):
         from app.panels.results import install_results_panel
 
         self.results_panel = install_results_panel(self)
+        # Results shares a tabbed dock with Annotations, so the right column keeps room for both
+        self.tabifyDockWidget(self.docks["annotations"], self.docks["results"])
+        self.docks["annotations"].raise_()
 
         self.pos_label = QLabel("")
         self.zoom_label = QLabel("")
