@@ -222,7 +222,7 @@ def main() -> int:
         "longest_stall_cold_ms": round(stall_cold, 1),
         "longest_stall_cached_ms": round(stall_cached, 1),
         "longest_stalls_ms": [round(g, 1) for g in sorted(gaps)[-5:]],
-        # GUI-thread CPU time inside those gaps: small = the thread was waiting (OS, GIL), not working
+        # GUI-thread CPU inside those gaps: small = the thread was waiting (OS, GIL), not working
         "longest_stalls_gui_cpu_ms": [
             round(gap_cpu[i], 1) for i in sorted(range(len(gaps)), key=gaps.__getitem__)[-5:]
         ],
