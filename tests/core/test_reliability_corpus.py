@@ -35,7 +35,6 @@ from crc_core.cli import main
 from crc_core.errors import (
     AnnotationError,
     CheckpointError,
-    CrcError,
     ProjectError,
     SlideError,
 )
@@ -259,7 +258,7 @@ def test_bad_slide_in_crc_extract_creates_no_dataset(bad_slides: dict[str, Path]
 
 def test_slide_damaged_after_some_patches_leaves_an_incomplete_dataset(
         good: dict[str, Path], tmp_path: Path) -> None:
-    """Damage met mid-way (a later tile): the patches so far stay, marked incomplete, no manifest."""
+    """Damage met mid-way (a late tile): patches so far stay, marked incomplete, no manifest."""
     src = good["tif"]
     data = bytearray(src.read_bytes())
     with tifffile.TiffFile(src) as tf:
