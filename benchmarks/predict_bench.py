@@ -13,6 +13,7 @@ peak sampled during the predict runs only. Prints one JSON object. Usage::
 
     python benchmarks/predict_bench.py [--size 3584] [--device cpu|cuda] [--batch-size 32]
                                        [--workers 2] [--arch resnet50] [--cam] [--repeats 2]
+    python benchmarks/predict_bench.py --cam-cost [--batch-size 8]   # CAM / Grad-CAM vs forward, 3 archs
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -82,6 +84,60 @@ def bare_rate(runner: _Runner, n: int, batch: int, size: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def cam_cost(device: torch.device, batch: int, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Seconds per batch of the forward pass, CAM and Grad-CAM (min of ``repeats``) for each architecture."""
+    from crc_core.cam import compute_cams, normalize_cams, upsample_cams
+    from crc_core.models import MODELS
+
+    out: dict[str, dict[str, float]] = {}
+    for arch, spec in MODELS.items():
+        torch.manual_seed(0)
+        lm = LoadedModel(
+            build_model(arch, 5).eval(),
+            arch,
+            ClassScheme.paper(),
+            spec.input_size,
+            spec.input_size,
+            mean=spec.mean,
+            std=spec.std,
+        )
+        runner = _Runner(lm, device, batch)
+        x = torch.randn(batch, 3, spec.input_size, spec.input_size, device=device)
+
+        def fwd(runner: _Runner = runner, x: torch.Tensor = x) -> None:
+            torch.softmax(runner.forward(x), 1)
+
+        def cam(
+            method: str, runner: _Runner = runner, x: torch.Tensor = x, arch: str = arch
+        ) -> None:
+            with runner._autocast():
+                _, c = compute_cams(runner.lm.model, arch, x, None, method)  # type: ignore[arg-type]
+            upsample_cams(normalize_cams(c), 16)
+
+        fns = {"forward": fwd, "cam": partial(cam, "cam"), "gradcam": partial(cam, "gradcam")}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for f in fns.values():
+            f()
+        for _ in range(repeats):
+            for k, f in fns.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                f()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[k].append(time.perf_counter() - t0)
+        best = {k: min(v) for k, v in times.items()}
+        out[arch] = {
+            "forward_s": round(best["forward"], 4),
+            "cam_s": round(best["cam"], 4),
+            "gradcam_s": round(best["gradcam"], 4),
+            "cam_over_forward": round(best["cam"] / best["forward"], 3),
+            "gradcam_over_forward": round(best["gradcam"] / best["forward"], 3),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=3584, help="slide side in level-0 px (3584)")
@@ -93,10 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cam", action="store_true", help="also compute CAM heatmaps")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temp)")
+    ap.add_argument(
+        "--cam-cost",
+        action="store_true",
+        help="only measure CAM and Grad-CAM against the forward pass (3 architectures)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.cam_cost:
+        print(
+            json.dumps(
+                {
+                    "benchmark": "cam_cost",
+                    "device": str(device),
+                    "batch_size": args.batch_size,
+                    "results": cam_cost(device, args.batch_size),
+                    "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                },
+                indent=2,
+            )
+        )
+        return 0
     spec = get_spec(args.arch)
     work = args.keep or Path(tempfile.mkdtemp(prefix="crc-predict-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -108,9 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         gen_s = time.perf_counter() - t0
         torch.manual_seed(0)
         scheme = ClassScheme.paper()
-        lm = LoadedModel(build_model(args.arch, len(scheme)).eval(), args.arch, scheme,
-                         input_size=spec.input_size, patch_size=spec.input_size, mpp=0.5,
-                         mean=spec.mean, std=spec.std, identity={"name": f"{args.arch}-bench"})
+        lm = LoadedModel(
+            build_model(args.arch, len(scheme)).eval(),
+            args.arch,
+            scheme,
+            input_size=spec.input_size,
+            patch_size=spec.input_size,
+            mpp=0.5,
+            mean=spec.mean,
+            std=spec.std,
+            identity={"name": f"{args.arch}-bench"},
+        )
         runner = _Runner(lm, device, args.batch_size)
         pred_t: list[float] = []
         bare: list[float] = []
@@ -120,42 +203,58 @@ def main(argv: list[str] | None = None) -> int:
             with _RssSampler() as rss:
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()
-                    pred = run_job(predict(slide, lm, cam=args.cam, batch_size=args.batch_size,
-                                           device=device, workers=args.workers))
+                    pred = run_job(
+                        predict(
+                            slide,
+                            lm,
+                            cam=args.cam,
+                            batch_size=args.batch_size,
+                            device=device,
+                            workers=args.workers,
+                        )
+                    )
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     pred_t.append(time.perf_counter() - t0)
                     n = int(pred.predicted.sum())
-                    bare.append(bare_rate(runner, max(n, args.batch_size), args.batch_size,
-                                          spec.input_size))
+                    bare.append(
+                        bare_rate(runner, max(n, args.batch_size), args.batch_size, spec.input_size)
+                    )
         pred_rate = n / min(pred_t)
         bare_best = max(bare)
-        print(json.dumps({
-            "benchmark": "predict",
-            "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "arch": args.arch,
-            "cam": bool(args.cam),
-            "slide_px": [args.size, args.size],
-            "grid": list(pred.grid.shape),
-            "windows_predicted": n,
-            "batch_size": args.batch_size,
-            "workers": args.workers,
-            "torch_threads": torch.get_num_threads(),
-            "bare_windows_per_s": round(bare_best, 2),
-            "predict_windows_per_s": round(pred_rate, 2),
-            "ratio": round(pred_rate / bare_best, 3),
-            "goal_ratio": 0.9,
-            "predict_s": [round(t, 2) for t in pred_t],
-            "bare_windows_per_s_runs": [round(b, 2) for b in bare],
-            "peak_rss_mb_during_predict": round(rss.peak, 1),
-            "peak_rss_mb_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "slide_generation_s": round(gen_s, 1),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "predict",
+                    "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "arch": args.arch,
+                    "cam": bool(args.cam),
+                    "slide_px": [args.size, args.size],
+                    "grid": list(pred.grid.shape),
+                    "windows_predicted": n,
+                    "batch_size": args.batch_size,
+                    "workers": args.workers,
+                    "torch_threads": torch.get_num_threads(),
+                    "bare_windows_per_s": round(bare_best, 2),
+                    "predict_windows_per_s": round(pred_rate, 2),
+                    "ratio": round(pred_rate / bare_best, 3),
+                    "goal_ratio": 0.9,
+                    "predict_s": [round(t, 2) for t in pred_t],
+                    "bare_windows_per_s_runs": [round(b, 2) for b in bare],
+                    "peak_rss_mb_during_predict": round(rss.peak, 1),
+                    "peak_rss_mb_process": round(
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+                    ),
+                    "slide_generation_s": round(gen_s, 1),
+                    "cpu_count": os.cpu_count(),
+                    "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

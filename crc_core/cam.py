@@ -52,10 +52,13 @@ def _is_registered(arch: str | None) -> bool:
 
 
 def _check_generic(model: nn.Module) -> None:
-    if not (hasattr(model, "features") and isinstance(getattr(model, "classifier", None), nn.Linear)):
+    if not (
+        hasattr(model, "features") and isinstance(getattr(model, "classifier", None), nn.Linear)
+    ):
         raise ConfigError(
             f"CAM needs a registered architecture (resnet50, densenet121, inception_v3) or a module "
-            f"with 'features' and a linear 'classifier'; got {type(model).__name__}")
+            f"with 'features' and a linear 'classifier'; got {type(model).__name__}"
+        )
 
 
 def classifier_layer(model: nn.Module, arch: str | None) -> nn.Linear:
@@ -68,8 +71,9 @@ def classifier_layer(model: nn.Module, arch: str | None) -> nn.Linear:
     return model.classifier  # type: ignore[return-value]
 
 
-def features_and_logits(model: nn.Module, arch: str | None, x: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def features_and_logits(
+    model: nn.Module, arch: str | None, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature map ``(N, K, h, w)`` and logits ``(N, C)`` of one forward pass of ``x`` ``(N, 3, H, W)``."""
     if _is_registered(arch):
         from crc_core.models import features_and_logits as fl
@@ -81,8 +85,9 @@ def features_and_logits(model: nn.Module, arch: str | None, x: torch.Tensor
     return feats, logits
 
 
-def cam_from_features(features: torch.Tensor, weight: torch.Tensor, class_idx: torch.Tensor
-                      ) -> torch.Tensor:
+def cam_from_features(
+    features: torch.Tensor, weight: torch.Tensor, class_idx: torch.Tensor
+) -> torch.Tensor:
     """CAM of one class per sample.
 
     Parameters
@@ -137,8 +142,11 @@ def compute_cams(
         feats = feats.detach().float().requires_grad_(True)
         head = classifier_layer(model, arch)
         # The head after the feature map: global average pooling and the linear layer.
-        logits = F.linear(feats.mean(dim=(2, 3)), head.weight.float(),
-                          None if head.bias is None else head.bias.float())
+        logits = F.linear(
+            feats.mean(dim=(2, 3)),
+            head.weight.float(),
+            None if head.bias is None else head.bias.float(),
+        )
         idx = _target(logits.detach(), class_index)
         score = logits.gather(1, idx[:, None]).sum()
         (grads,) = torch.autograd.grad(score, feats)  # (N, K, h, w)
@@ -152,7 +160,9 @@ def _target(logits: torch.Tensor, class_index: int | None) -> torch.Tensor:
     if class_index is None:
         return logits.argmax(dim=1)
     if not 0 <= int(class_index) < c:
-        raise ConfigError(f"CAM class index {class_index} is out of range; the model has {c} classes")
+        raise ConfigError(
+            f"CAM class index {class_index} is out of range; the model has {c} classes"
+        )
     return torch.full((n,), int(class_index), dtype=torch.long, device=logits.device)
 
 
@@ -167,8 +177,9 @@ def upsample_cams(cams: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear upsampling of ``(N, h, w)`` maps to ``(N, size, size)`` (the patch footprint)."""
     if cams.shape[-2:] == (size, size):
         return cams
-    return F.interpolate(cams[:, None].float(), size=(size, size), mode="bilinear",
-                         align_corners=False)[:, 0]
+    return F.interpolate(
+        cams[:, None].float(), size=(size, size), mode="bilinear", align_corners=False
+    )[:, 0]
 
 
 class HeatmapAccumulator:
@@ -194,7 +205,7 @@ class HeatmapAccumulator:
         t1, l1 = min(h, top + tile.shape[0]), min(w, left + tile.shape[1])
         if t1 <= t0 or l1 <= l0:
             return
-        part = tile[t0 - top:t1 - top, l0 - left:l1 - left]
+        part = tile[t0 - top : t1 - top, l0 - left : l1 - left]
         self._sum[t0:t1, l0:l1] += part
         self._count[t0:t1, l0:l1] += 1
 

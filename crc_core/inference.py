@@ -112,8 +112,10 @@ def _file_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(checkpoint_or_model: str | os.PathLike[str] | dict[str, Any] | LoadedModel,
-               device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(
+    checkpoint_or_model: str | os.PathLike[str] | dict[str, Any] | LoadedModel,
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
     """A :class:`LoadedModel` from a checkpoint path, a dict from ``load_checkpoint`` or itself.
 
     Raises
@@ -132,30 +134,40 @@ def load_model(checkpoint_or_model: str | os.PathLike[str] | dict[str, Any] | Lo
     elif isinstance(checkpoint_or_model, (str, os.PathLike)):
         path = Path(checkpoint_or_model)
         ckpt = load_checkpoint(path, map_location="cpu")
-        identity = {"checkpoint": str(path.resolve()), "name": path.stem,
-                    "fingerprint": _file_fingerprint(path)}
+        identity = {
+            "checkpoint": str(path.resolve()),
+            "name": path.stem,
+            "fingerprint": _file_fingerprint(path),
+        }
     else:
         raise CheckpointError(
             f"expected a checkpoint path, a loaded checkpoint or a LoadedModel, "
-            f"got {type(checkpoint_or_model).__name__}")
+            f"got {type(checkpoint_or_model).__name__}"
+        )
     model, meta = model_from_checkpoint(ckpt, device=device)
     identity.update({"arch": meta["arch"], "epoch": meta.get("epoch")})
     identity.setdefault("name", meta["arch"])
     input_size = int(meta["input_size"])
     patch = meta.get("patch_size")
     return LoadedModel(
-        model=model, arch=meta["arch"], scheme=meta["scheme"], input_size=input_size,
+        model=model,
+        arch=meta["arch"],
+        scheme=meta["scheme"],
+        input_size=input_size,
         patch_size=int(patch) if isinstance(patch, int) and patch > 0 else input_size,
         level=meta.get("level") if isinstance(meta.get("level"), int) else None,
-        mpp=float(meta["mpp"]) if isinstance(meta.get("mpp"), (int, float)) and meta["mpp"] > 0 else None,
+        mpp=float(meta["mpp"])
+        if isinstance(meta.get("mpp"), (int, float)) and meta["mpp"] > 0
+        else None,
         mean=tuple(float(v) for v in meta["mean"]),  # type: ignore[arg-type]
         std=tuple(float(v) for v in meta["std"]),  # type: ignore[arg-type]
         identity=identity,
     )
 
 
-def map_scheme(model_scheme: ClassScheme, project_scheme: ClassScheme | None
-               ) -> tuple[ClassScheme, str | None]:
+def map_scheme(
+    model_scheme: ClassScheme, project_scheme: ClassScheme | None
+) -> tuple[ClassScheme, str | None]:
     """The classes of a model's outputs expressed in the project's scheme.
 
     Each model class is matched to a project class by id, else by name (case-insensitive). When all
@@ -171,7 +183,8 @@ def map_scheme(model_scheme: ClassScheme, project_scheme: ClassScheme | None
     if project_scheme is None:
         return model_scheme.copy(), None
     same = [(c.id, c.name.casefold()) for c in model_scheme] == [
-        (c.id, c.name.casefold()) for c in project_scheme]
+        (c.id, c.name.casefold()) for c in project_scheme
+    ]
     if same:
         return project_scheme.copy(), None
     mapped: list[ClassDef] = []
@@ -179,7 +192,8 @@ def map_scheme(model_scheme: ClassScheme, project_scheme: ClassScheme | None
     renamed: list[str] = []
     for c in model_scheme:
         p = next((q for q in project_scheme if q.id == c.id), None) or next(
-            (q for q in project_scheme if q.name.casefold() == c.name.strip().casefold()), None)
+            (q for q in project_scheme if q.name.casefold() == c.name.strip().casefold()), None
+        )
         if p is None:
             missing.append(c.name)
             continue
@@ -190,11 +204,13 @@ def map_scheme(model_scheme: ClassScheme, project_scheme: ClassScheme | None
         raise ClassSchemeError(
             f"the checkpoint's classes {', '.join(missing)} are not in the project's class scheme "
             f"({', '.join(project_scheme.names)}); add them to the project or use a checkpoint "
-            f"trained on this scheme")
+            f"trained on this scheme"
+        )
     if len({c.id for c in mapped}) != len(mapped):
         raise ClassSchemeError(
             f"the checkpoint's classes ({', '.join(model_scheme.names)}) map onto the same project "
-            f"class twice; the scheme cannot be mapped")
+            f"class twice; the scheme cannot be mapped"
+        )
     parts = [f"checkpoint classes ({', '.join(model_scheme.names)}) mapped to the project's scheme"]
     if renamed:
         parts.append("renamed " + ", ".join(renamed))
@@ -262,13 +278,19 @@ class GridSpec:
     def cam_shape(self) -> tuple[int, int]:
         if self.rows == 0 or self.cols == 0:
             return (0, 0)
-        return ((self.rows - 1) * self.cam_step + self.cam_tile,
-                (self.cols - 1) * self.cam_step + self.cam_tile)
+        return (
+            (self.rows - 1) * self.cam_step + self.cam_tile,
+            (self.cols - 1) * self.cam_step + self.cam_tile,
+        )
 
     def cell_rect(self, row: int, col: int) -> tuple[int, int, int, int]:
         """Level-0 ``(x, y, w, h)`` of cell ``(row, col)``'s window."""
-        return (self.origin[0] + col * self.stride, self.origin[1] + row * self.stride,
-                self.window, self.window)
+        return (
+            self.origin[0] + col * self.stride,
+            self.origin[1] + row * self.stride,
+            self.window,
+            self.window,
+        )
 
     def cell_centers(self) -> tuple[np.ndarray, np.ndarray]:
         """Level-0 centres ``(xs, ys)`` of all cells, each ``(rows, cols)`` float64."""
@@ -294,9 +316,22 @@ class GridSpec:
         return None
 
     def to_array(self) -> np.ndarray:
-        return np.array([self.origin[0], self.origin[1], self.stride, self.window, self.rows,
-                         self.cols, self.level, self.read_size, self.input_size, self.cam_step,
-                         self.cam_tile], dtype=np.int64)
+        return np.array(
+            [
+                self.origin[0],
+                self.origin[1],
+                self.stride,
+                self.window,
+                self.rows,
+                self.cols,
+                self.level,
+                self.read_size,
+                self.input_size,
+                self.cam_step,
+                self.cam_tile,
+            ],
+            dtype=np.int64,
+        )
 
     @classmethod
     def from_array(cls, a: np.ndarray) -> GridSpec:
@@ -319,14 +354,22 @@ def _geometries(regions: Iterable[Any]) -> list[Any]:
     for r in regions:
         g = getattr(r, "geometry", r)
         if not isinstance(g, BaseGeometry):
-            raise ConfigError(f"a region must be a shapely geometry or an annotation, got {type(r).__name__}")
+            raise ConfigError(
+                f"a region must be a shapely geometry or an annotation, got {type(r).__name__}"
+            )
         if not g.is_empty:
             out.append(g)
     return out
 
 
-def plan_grid(slide: Any, lm: LoadedModel, regions: Sequence[Any] | None = None,
-              stride: int | None = None, tissue: bool = True, min_tissue: float = 0.25) -> _Plan:
+def plan_grid(
+    slide: Any,
+    lm: LoadedModel,
+    regions: Sequence[Any] | None = None,
+    stride: int | None = None,
+    tissue: bool = True,
+    min_tissue: float = 0.25,
+) -> _Plan:
     """Window scale, grid and the cells to predict (see module docstring)."""
     notes: list[str] = []
     patch = int(lm.patch_size)
@@ -340,8 +383,10 @@ def plan_grid(slide: Any, lm: LoadedModel, regions: Sequence[Any] | None = None,
     else:
         level = lm.level if lm.level is not None else 0
         if level >= slide.level_count:
-            notes.append(f"{name}: the checkpoint's level {level} does not exist (levels "
-                         f"0..{slide.level_count - 1}); using level {slide.level_count - 1}")
+            notes.append(
+                f"{name}: the checkpoint's level {level} does not exist (levels "
+                f"0..{slide.level_count - 1}); using level {slide.level_count - 1}"
+            )
             level = slide.level_count - 1
         ds = float(slide.level_downsamples[level])
         mode = "level"
@@ -350,7 +395,8 @@ def plan_grid(slide: Any, lm: LoadedModel, regions: Sequence[Any] | None = None,
                 f"{name} has no mpp: windows are cut at pyramid level {level} (downsample "
                 f"{ds:g}) with the checkpoint's patch size, not at a physical scale"
                 + (f" (the checkpoint was trained at {lm.mpp:g} µm/px)" if lm.mpp else "")
-                + "; set the slide's mpp to predict at the trained scale")
+                + "; set the slide's mpp to predict at the trained scale"
+            )
     window = max(1, int(round(patch * ds)))
     read_size = max(1, int(round(window / slide.level_downsamples[level])))
     step_px = patch if stride is None else int(stride)
@@ -377,13 +423,25 @@ def plan_grid(slide: Any, lm: LoadedModel, regions: Sequence[Any] | None = None,
         r0 = max(0, math.ceil((miny - half) / step))
         r1 = min(grows - 1, math.floor((maxy - half) / step))
         if c1 < c0 or r1 < r0:
-            raise ConfigError("the regions hold no whole window inside the slide; draw a larger region")
+            raise ConfigError(
+                "the regions hold no whole window inside the slide; draw a larger region"
+            )
     rows, cols = r1 - r0 + 1, c1 - c0 + 1
     cam_step = max(1, int(round(CAM_PX_PER_WINDOW * step / window)))
     cam_step = min(cam_step, max(1, MAX_HEATMAP_PX // max(rows, cols)))
     cam_tile = max(1, int(round(window * cam_step / step)))
-    grid = GridSpec((c0 * step, r0 * step), step, window, rows, cols, int(level), read_size,
-                    int(lm.input_size), cam_step, cam_tile)
+    grid = GridSpec(
+        (c0 * step, r0 * step),
+        step,
+        window,
+        rows,
+        cols,
+        int(level),
+        read_size,
+        int(lm.input_size),
+        cam_step,
+        cam_tile,
+    )
     selected = np.ones((rows, cols), dtype=bool)
     if union is not None:
         import shapely
@@ -392,10 +450,17 @@ def plan_grid(slide: Any, lm: LoadedModel, regions: Sequence[Any] | None = None,
         selected &= shapely.contains_xy(union, xs, ys)
     if tissue:
         selected &= _tissue_fraction_grid(slide, grid) >= min_tissue
-    resolution = {"mode": mode, "level": int(level), "downsample": float(ds),
-                  "slide_mpp": None if slide.mpp is None else float((slide.mpp[0] + slide.mpp[1]) / 2),
-                  "checkpoint_mpp": lm.mpp, "checkpoint_level": lm.level, "patch_size": patch,
-                  "stride_px": step_px, "min_tissue": float(min_tissue) if tissue else None}
+    resolution = {
+        "mode": mode,
+        "level": int(level),
+        "downsample": float(ds),
+        "slide_mpp": None if slide.mpp is None else float((slide.mpp[0] + slide.mpp[1]) / 2),
+        "checkpoint_mpp": lm.mpp,
+        "checkpoint_level": lm.level,
+        "patch_size": patch,
+        "stride_px": step_px,
+        "min_tissue": float(min_tissue) if tissue else None,
+    }
     return _Plan(grid, selected, resolution, notes)
 
 
@@ -455,7 +520,11 @@ class Prediction:
     @property
     def predicted(self) -> np.ndarray:
         """(rows, cols) bool: cells with probabilities."""
-        return ~np.isnan(self.probs).any(axis=0) if self.probs.size else np.zeros(self.grid.shape, bool)
+        return (
+            ~np.isnan(self.probs).any(axis=0)
+            if self.probs.size
+            else np.zeros(self.grid.shape, bool)
+        )
 
     def class_map(self, threshold: float = 0.0) -> np.ndarray:
         """(rows, cols) int16 class index, -1 where not predicted or the top probability < ``threshold``."""
@@ -488,9 +557,14 @@ class Prediction:
 def save_prediction(pred: Prediction, path: str | os.PathLike[str]) -> Path:
     """Write ``pred`` as a compressed ``.npz`` atomically (plain arrays and JSON text; no pickles)."""
     meta = {
-        "format": PREDICTION_FORMAT, "classes": pred.scheme.to_json(), "cam_info": pred.cam_info,
-        "model": pred.model, "slide": pred.slide, "resolution": pred.resolution,
-        "warnings": pred.warnings, "created": pred.created,
+        "format": PREDICTION_FORMAT,
+        "classes": pred.scheme.to_json(),
+        "cam_info": pred.cam_info,
+        "model": pred.model,
+        "slide": pred.slide,
+        "resolution": pred.resolution,
+        "warnings": pred.warnings,
+        "created": pred.created,
     }
     arrays = {
         "probs": pred.probs.astype(np.float32),
@@ -535,7 +609,9 @@ def load_prediction(path: str | os.PathLike[str]) -> Prediction:
         raise PredictionError(f"{p} is not a prediction file ({exc})") from None
     need = {"probs", "selected", "grid", "cam", "meta"}
     if not need <= set(data):
-        raise PredictionError(f"{p} is not a prediction file (missing {', '.join(sorted(need - set(data)))})")
+        raise PredictionError(
+            f"{p} is not a prediction file (missing {', '.join(sorted(need - set(data)))})"
+        )
     try:
         meta = json.loads(str(data["meta"]))
         fmt = int(meta["format"])
@@ -544,18 +620,30 @@ def load_prediction(path: str | os.PathLike[str]) -> Prediction:
     except (ValueError, KeyError, TypeError, IndexError, ClassSchemeError) as exc:
         raise PredictionError(f"{p}: damaged prediction metadata ({exc})") from None
     if fmt > PREDICTION_FORMAT:
-        raise PredictionError(f"{p} has prediction format {fmt}; this version reads "
-                              f"{PREDICTION_FORMAT} or older: update CRC Workbench")
+        raise PredictionError(
+            f"{p} has prediction format {fmt}; this version reads "
+            f"{PREDICTION_FORMAT} or older: update CRC Workbench"
+        )
     probs = data["probs"].astype(np.float32)
     if probs.shape != (len(scheme), grid.rows, grid.cols):
-        raise PredictionError(f"{p}: probability grid {probs.shape} does not match its "
-                              f"{len(scheme)} classes and {grid.rows}x{grid.cols} grid")
+        raise PredictionError(
+            f"{p}: probability grid {probs.shape} does not match its "
+            f"{len(scheme)} classes and {grid.rows}x{grid.cols} grid"
+        )
     cam = data["cam"] if data["cam"].size else None
     return Prediction(
-        probs=probs, selected=data["selected"].astype(bool), grid=grid, scheme=scheme, cam=cam,
-        cam_info=meta.get("cam_info") or {}, model=meta.get("model") or {},
-        slide=meta.get("slide") or {}, resolution=meta.get("resolution") or {},
-        warnings=list(meta.get("warnings") or []), created=str(meta.get("created", "")))
+        probs=probs,
+        selected=data["selected"].astype(bool),
+        grid=grid,
+        scheme=scheme,
+        cam=cam,
+        cam_info=meta.get("cam_info") or {},
+        model=meta.get("model") or {},
+        slide=meta.get("slide") or {},
+        resolution=meta.get("resolution") or {},
+        warnings=list(meta.get("warnings") or []),
+        created=str(meta.get("created", "")),
+    )
 
 
 # ------------------------------------------------------------------------------------- execution
@@ -565,8 +653,9 @@ class _Runner:
     Halves the batch on CUDA out-of-memory and retries (messages collected in ``messages``).
     """
 
-    def __init__(self, lm: LoadedModel, device: torch.device, batch_size: int,
-                 amp: bool | None = None) -> None:
+    def __init__(
+        self, lm: LoadedModel, device: torch.device, batch_size: int, amp: bool | None = None
+    ) -> None:
         self.lm = lm
         self.device = device
         self.batch_size = int(batch_size)
@@ -574,8 +663,8 @@ class _Runner:
         self.amp = (device.type == "cuda") if amp is None else bool(amp)
         mean = torch.tensor(lm.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         std = torch.tensor(lm.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._scale = (1.0 / (255.0 * std))
-        self._shift = (mean / std)
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
         lm.model.to(device).eval()
         if device.type == "cuda":
             lm.model.to(memory_format=torch.channels_last)
@@ -603,8 +692,9 @@ class _Runner:
         with torch.inference_mode(), self._autocast():
             return main_logits(self.lm.model(x)).float()
 
-    def _run(self, x: torch.Tensor, cam: bool, cam_class: int | None, cam_method: str,
-             cam_tile: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run(
+        self, x: torch.Tensor, cam: bool, cam_class: int | None, cam_method: str, cam_tile: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not cam:
             return torch.softmax(self.forward(x), dim=1), None
         with self._autocast():
@@ -615,8 +705,14 @@ class _Runner:
             tiles = tiles * probs[:, cam_class, None, None]
         return probs, tiles
 
-    def run(self, imgs: np.ndarray, cam: bool = False, cam_class: int | None = None,
-            cam_method: str = "cam", cam_tile: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(
+        self,
+        imgs: np.ndarray,
+        cam: bool = False,
+        cam_class: int | None = None,
+        cam_method: str = "cam",
+        cam_tile: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities ``(N, C)`` and CAM tiles ``(N, cam_tile, cam_tile)`` (or ``None``)."""
         n = len(imgs)
         probs_out: list[np.ndarray] = []
@@ -625,7 +721,7 @@ class _Runner:
         while i < n:
             bs = min(self.batch_size, n - i)
             try:
-                x = self.to_input(imgs[i:i + bs])
+                x = self.to_input(imgs[i : i + bs])
                 p, t = self._run(x, cam, cam_class, cam_method, cam_tile)
                 probs_out.append(p.cpu().numpy().astype(np.float32))
                 if t is not None:
@@ -636,13 +732,20 @@ class _Runner:
                 if bs <= 1:
                     raise CrcError(
                         f"out of memory on {self.device} even with batch size 1; use --device cpu "
-                        f"or free GPU memory") from None
+                        f"or free GPU memory"
+                    ) from None
                 self.batch_size = max(1, bs // 2)
-                self.messages.append(f"out of memory on {self.device} with batch size {bs}; "
-                                     f"retrying with batch size {self.batch_size}")
+                self.messages.append(
+                    f"out of memory on {self.device} with batch size {bs}; "
+                    f"retrying with batch size {self.batch_size}"
+                )
                 continue
             i += bs
-        probs = np.concatenate(probs_out) if probs_out else np.zeros((0, len(self.lm.scheme)), np.float32)
+        probs = (
+            np.concatenate(probs_out)
+            if probs_out
+            else np.zeros((0, len(self.lm.scheme)), np.float32)
+        )
         cams = np.concatenate(cams_out) if cams_out else None
         return probs, cams
 
@@ -663,9 +766,14 @@ def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray) -> np.ndarray:
 def _slide_identity(slide: Any) -> dict[str, Any]:
     W, H = slide.dimensions
     mpp = slide.mpp
-    return {"path": str(Path(str(slide.path)).resolve()), "name": Path(str(slide.path)).name,
-            "fingerprint": slide.fingerprint(), "width": int(W), "height": int(H),
-            "mpp": None if mpp is None else float((mpp[0] + mpp[1]) / 2)}
+    return {
+        "path": str(Path(str(slide.path)).resolve()),
+        "name": Path(str(slide.path)).name,
+        "fingerprint": slide.fingerprint(),
+        "width": int(W),
+        "height": int(H),
+        "mpp": None if mpp is None else float((mpp[0] + mpp[1]) / 2),
+    }
 
 
 def predict(
@@ -757,7 +865,9 @@ def predict(
         if cam_class is not None:
             if isinstance(cam_class, int):
                 if not 0 <= cam_class < len(out_scheme):
-                    raise ConfigError(f"CAM class {cam_class} is out of range 0..{len(out_scheme) - 1}")
+                    raise ConfigError(
+                        f"CAM class {cam_class} is out of range 0..{len(out_scheme) - 1}"
+                    )
                 cam_idx = cam_class
             else:
                 cam_idx = out_scheme.index(cam_class)
@@ -773,10 +883,13 @@ def predict(
         probs = np.full((C, grid.rows, grid.cols), np.nan, dtype=np.float32)
         heat = HeatmapAccumulator(grid.cam_shape) if cam else None
         runner = _Runner(lm, dev, batch_size, amp)
-        yield Progress(0, total, "; ".join(notes) if notes else f"{total} windows to predict",
-                       {"kind": "start", "grid": grid, "selected": plan.selected,
-                        "classes": out_scheme})
-        batches = [cells[i:i + batch_size] for i in range(0, total, batch_size)]
+        yield Progress(
+            0,
+            total,
+            "; ".join(notes) if notes else f"{total} windows to predict",
+            {"kind": "start", "grid": grid, "selected": plan.selected, "classes": out_scheme},
+        )
+        batches = [cells[i : i + batch_size] for i in range(0, total, batch_size)]
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crc-predict-read")
         ahead = 2 * workers
         nxt = 0
@@ -793,23 +906,44 @@ def predict(
             p, tiles = runner.run(imgs, cam, cam_idx, cam_method, grid.cam_tile)
             probs[:, b[:, 0], b[:, 1]] = p.T
             if heat is not None and tiles is not None:
-                for (r, c), t in zip(b, tiles):
+                for (r, c), t in zip(b, tiles, strict=True):
                     heat.add(int(r) * grid.cam_step, int(c) * grid.cam_step, t)
             done += len(b)
             msg = "; ".join(runner.messages[n_msgs:]) or (
-                f"{done / max(time.perf_counter() - t0, 1e-9):.1f} windows/s")
-            yield Progress(done, total, msg,
-                           {"kind": "batch", "grid": grid, "cells": b, "probs": p, "cam": tiles})
+                f"{done / max(time.perf_counter() - t0, 1e-9):.1f} windows/s"
+            )
+            yield Progress(
+                done,
+                total,
+                msg,
+                {"kind": "batch", "grid": grid, "cells": b, "probs": p, "cam": tiles},
+            )
         notes.extend(runner.messages)
         pred = Prediction(
-            probs=probs, selected=plan.selected, grid=grid, scheme=out_scheme,
+            probs=probs,
+            selected=plan.selected,
+            grid=grid,
+            scheme=out_scheme,
             cam=heat.result() if heat is not None else None,
-            cam_info={"method": cam_method, "class": None if cam_idx is None else out_scheme.classes[cam_idx].id}
-            if cam else {},
-            model={**lm.identity, "input_size": lm.input_size, "patch_size": lm.patch_size,
-                   "level": lm.level, "mpp": lm.mpp, "classes": lm.scheme.names},
-            slide=_slide_identity(slide), resolution=plan.resolution, warnings=notes,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            cam_info={
+                "method": cam_method,
+                "class": None if cam_idx is None else out_scheme.classes[cam_idx].id,
+            }
+            if cam
+            else {},
+            model={
+                **lm.identity,
+                "input_size": lm.input_size,
+                "patch_size": lm.patch_size,
+                "level": lm.level,
+                "mpp": lm.mpp,
+                "classes": lm.scheme.names,
+            },
+            slide=_slide_identity(slide),
+            resolution=plan.resolution,
+            warnings=notes,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
         if out is not None:
             save_prediction(pred, out)
         return pred

@@ -32,8 +32,15 @@ from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError
 from crc_core.inference import Prediction
 
-__all__ = ["RegionResult", "region_results", "regions_to_csv", "regions_to_geojson",
-           "save_regions_csv", "save_regions_geojson", "whole_prediction_region"]
+__all__ = [
+    "RegionResult",
+    "region_results",
+    "regions_to_csv",
+    "regions_to_geojson",
+    "save_regions_csv",
+    "save_regions_geojson",
+    "whole_prediction_region",
+]
 
 
 @dataclass
@@ -56,9 +63,14 @@ class RegionResult:
 
     def to_row(self, scheme: ClassScheme) -> dict[str, Any]:
         row: dict[str, Any] = {
-            "id": self.id, "name": self.name, "label": self.label_name or "",
-            "predicted": self.majority_name or "", "patches": self.n_patches,
-            "mean_confidence": "" if self.mean_confidence is None else round(self.mean_confidence, 6),
+            "id": self.id,
+            "name": self.name,
+            "label": self.label_name or "",
+            "predicted": self.majority_name or "",
+            "patches": self.n_patches,
+            "mean_confidence": ""
+            if self.mean_confidence is None
+            else round(self.mean_confidence, 6),
             "label_share": "" if self.label_share is None else round(self.label_share, 6),
             "agreement": "" if self.agreement is None else ("yes" if self.agreement else "no"),
         }
@@ -83,17 +95,26 @@ def _region_parts(region: Any, index: int) -> tuple[str, str, BaseGeometry, str 
         geom = region.get("geometry")
         if not isinstance(geom, BaseGeometry):
             raise ConfigError(f"region #{index + 1} has no shapely geometry")
-        return (str(region.get("id") or f"region-{index + 1}"), str(region.get("name") or ""),
-                geom, region.get("label"))
+        return (
+            str(region.get("id") or f"region-{index + 1}"),
+            str(region.get("name") or ""),
+            geom,
+            region.get("label"),
+        )
     geom = getattr(region, "geometry", None)
     if not isinstance(geom, BaseGeometry):
         raise ConfigError(f"region #{index + 1} ({type(region).__name__}) has no shapely geometry")
-    return (str(getattr(region, "id", f"region-{index + 1}")), str(getattr(region, "name", "") or ""),
-            geom, getattr(region, "class_id", None))
+    return (
+        str(getattr(region, "id", f"region-{index + 1}")),
+        str(getattr(region, "name", "") or ""),
+        geom,
+        getattr(region, "class_id", None),
+    )
 
 
-def region_results(pred: Prediction, regions: Iterable[Any],
-                   label_scheme: ClassScheme | None = None) -> list[RegionResult]:
+def region_results(
+    pred: Prediction, regions: Iterable[Any], label_scheme: ClassScheme | None = None
+) -> list[RegionResult]:
     """Summarise ``pred`` over each region.
 
     Parameters
@@ -126,7 +147,8 @@ def region_results(pred: Prediction, regions: Iterable[Any],
         model_label = None
         if label_def is not None:
             m = next((c for c in scheme if c.id == label_def.id), None) or next(
-                (c for c in scheme if c.name.casefold() == label_def.name.casefold()), None)
+                (c for c in scheme if c.name.casefold() == label_def.name.casefold()), None
+            )
             model_label = m.id if m is not None else None
         res = RegionResult(rid, name, geom, label_def.id if label_def else label, label_name, n)
         if n:
@@ -143,8 +165,9 @@ def region_results(pred: Prediction, regions: Iterable[Any],
     return out
 
 
-def regions_to_geojson(results: Iterable[RegionResult], scheme: ClassScheme,
-                       label_scheme: ClassScheme | None = None) -> dict[str, Any]:
+def regions_to_geojson(
+    results: Iterable[RegionResult], scheme: ClassScheme, label_scheme: ClassScheme | None = None
+) -> dict[str, Any]:
     """A QuPath-importable FeatureCollection; numbers in ``properties.measurements``."""
     lscheme = label_scheme or scheme
     feats = []
@@ -158,8 +181,11 @@ def regions_to_geojson(results: Iterable[RegionResult], scheme: ClassScheme,
             meas["Label share"] = float(r.label_share)
         if r.agreement is not None:
             meas["Agreement"] = 1.0 if r.agreement else 0.0
-        props: dict[str, Any] = {"objectType": "annotation", "name": r.name or r.id,
-                                 "measurements": meas}
+        props: dict[str, Any] = {
+            "objectType": "annotation",
+            "name": r.name or r.id,
+            "measurements": meas,
+        }
         if r.label:
             ldef = lscheme.find(r.label)
             cls = {"name": ldef.name if ldef else r.label}
@@ -168,13 +194,18 @@ def regions_to_geojson(results: Iterable[RegionResult], scheme: ClassScheme,
             props["classification"] = cls
         if r.majority_name:
             props["predicted"] = r.majority_name
-        feats.append({"type": "Feature", "id": r.id, "geometry": mapping(r.geometry),
-                      "properties": props})
+        feats.append(
+            {"type": "Feature", "id": r.id, "geometry": mapping(r.geometry), "properties": props}
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 
-def save_regions_geojson(results: Iterable[RegionResult], path: str | os.PathLike[str],
-                         scheme: ClassScheme, label_scheme: ClassScheme | None = None) -> Path:
+def save_regions_geojson(
+    results: Iterable[RegionResult],
+    path: str | os.PathLike[str],
+    scheme: ClassScheme,
+    label_scheme: ClassScheme | None = None,
+) -> Path:
     """Write :func:`regions_to_geojson` atomically."""
     data = regions_to_geojson(results, scheme, label_scheme)
     atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
@@ -184,8 +215,16 @@ def save_regions_geojson(results: Iterable[RegionResult], path: str | os.PathLik
 def regions_to_csv(results: Iterable[RegionResult], scheme: ClassScheme) -> str:
     """One row per region: id, name, label, predicted, patches, confidence, label share, agreement, shares."""
     rows = [r.to_row(scheme) for r in results]
-    head = ["id", "name", "label", "predicted", "patches", "mean_confidence", "label_share",
-            "agreement"] + [f"share {c.name}" for c in scheme]
+    head = [
+        "id",
+        "name",
+        "label",
+        "predicted",
+        "patches",
+        "mean_confidence",
+        "label_share",
+        "agreement",
+    ] + [f"share {c.name}" for c in scheme]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=head, lineterminator="\n")
     w.writeheader()
@@ -193,8 +232,9 @@ def regions_to_csv(results: Iterable[RegionResult], scheme: ClassScheme) -> str:
     return buf.getvalue()
 
 
-def save_regions_csv(results: Iterable[RegionResult], path: str | os.PathLike[str],
-                     scheme: ClassScheme) -> Path:
+def save_regions_csv(
+    results: Iterable[RegionResult], path: str | os.PathLike[str], scheme: ClassScheme
+) -> Path:
     """Write :func:`regions_to_csv` atomically."""
     atomic_write_text(path, regions_to_csv(results, scheme))
     return Path(path)

@@ -172,7 +172,9 @@ class PredictDialog(QDialog):
             return False
         ckpt = Path(self.ckpt.currentText().strip())
         if not ckpt.name or not ckpt.is_file():
-            errors.report(self, "Predict", f"checkpoint {ckpt} not found; choose a .pt file from `crc train`")
+            errors.report(
+                self, "Predict", f"checkpoint {ckpt} not found; choose a .pt file from `crc train`"
+            )
             return False
         try:
             regions = self._regions()
@@ -184,9 +186,15 @@ class PredictDialog(QDialog):
         self.panel = install_results_panel(w)
         self.panel.window.docks["results"].show()
         slide, scheme = w.slide, w.project.scheme if w.project is not None else None
-        opts = dict(regions=regions, stride=self.stride.value() or None, cam=self.cam.isChecked(),
-                    batch_size=self.batch.value(), device=self.device.currentText(), scheme=scheme,
-                    min_tissue=self.min_tissue.value())
+        opts = dict(
+            regions=regions,
+            stride=self.stride.value() or None,
+            cam=self.cam.isChecked(),
+            batch_size=self.batch.value(),
+            device=self.device.currentText(),
+            scheme=scheme,
+            min_tissue=self.min_tissue.value(),
+        )
 
         def factory() -> Any:
             return predict(slide, ckpt, **opts)

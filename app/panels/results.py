@@ -46,7 +46,15 @@ from crc_core.regions import RegionResult, region_results
 
 log = logging.getLogger(__name__)
 
-FIXED_COLUMNS = ["Region", "Label", "Predicted", "Patches", "Confidence", "Label share", "Agreement"]
+FIXED_COLUMNS = [
+    "Region",
+    "Label",
+    "Predicted",
+    "Patches",
+    "Confidence",
+    "Label share",
+    "Agreement",
+]
 
 
 @dataclass
@@ -82,8 +90,12 @@ def classes_at(pred: Prediction, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Class index of ``pred`` at level-0 points (``-1`` off its predicted cells); vectorised cell_at."""
     g = pred.grid
     half = (g.window - g.stride) / 2
-    c = np.clip(np.floor((xs - g.origin[0] - half) / g.stride).astype(np.int64), 0, max(g.cols - 1, 0))
-    r = np.clip(np.floor((ys - g.origin[1] - half) / g.stride).astype(np.int64), 0, max(g.rows - 1, 0))
+    c = np.clip(
+        np.floor((xs - g.origin[0] - half) / g.stride).astype(np.int64), 0, max(g.cols - 1, 0)
+    )
+    r = np.clip(
+        np.floor((ys - g.origin[1] - half) / g.stride).astype(np.int64), 0, max(g.rows - 1, 0)
+    )
     x0, y0 = g.origin[0] + c * g.stride, g.origin[1] + r * g.stride
     inside = (xs >= x0) & (xs < x0 + g.window) & (ys >= y0) & (ys < y0 + g.window)
     cmap = pred.class_map()
@@ -163,8 +175,11 @@ class ResultsPanel(QWidget):
     def begin(self, name: str, grid: GridSpec, scheme: Any, cam: bool) -> PredictionEntry:
         """Create (or replace) the entry ``name`` with empty layers, made current (progressive fill)."""
         self.remove(name)
-        entry = PredictionEntry(name, ClassMapLayer(f"Class map — {name}", grid, scheme),
-                                HeatmapLayer(f"CAM — {name}", grid) if cam else None)
+        entry = PredictionEntry(
+            name,
+            ClassMapLayer(f"Class map — {name}", grid, scheme),
+            HeatmapLayer(f"CAM — {name}", grid) if cam else None,
+        )
         self._add(entry)
         return entry
 
@@ -197,8 +212,9 @@ class ResultsPanel(QWidget):
         self.predictionsChanged.emit()
         return entry
 
-    def add_prediction(self, name: str, pred: Prediction, path: Path | None = None,
-                       make_current: bool = True) -> PredictionEntry:
+    def add_prediction(
+        self, name: str, pred: Prediction, path: Path | None = None, make_current: bool = True
+    ) -> PredictionEntry:
         """Show an existing (loaded) prediction."""
         self.remove(name)
         entry = self._entry_from_prediction(name, pred)
@@ -209,9 +225,11 @@ class ResultsPanel(QWidget):
 
     def _entry_from_prediction(self, name: str, pred: Prediction) -> PredictionEntry:
         return PredictionEntry(
-            name, ClassMapLayer.from_prediction(f"Class map — {name}", pred),
+            name,
+            ClassMapLayer.from_prediction(f"Class map — {name}", pred),
             HeatmapLayer(f"CAM — {name}", pred.grid, pred.cam) if pred.cam is not None else None,
-            pred)
+            pred,
+        )
 
     def _add(self, entry: PredictionEntry, make_current: bool = True) -> None:
         self.entries[entry.name] = entry
@@ -277,8 +295,10 @@ class ResultsPanel(QWidget):
 
     def _refill_combos(self) -> None:
         names = list(self.entries)
-        for combo, value, extra in ((self.model_combo, self.current, []),
-                                    (self.compare_combo, self.compare, ["(none)"])):
+        for combo, value, extra in (
+            (self.model_combo, self.current, []),
+            (self.compare_combo, self.compare, ["(none)"]),
+        ):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(extra + names)
@@ -402,10 +422,15 @@ class ResultsPanel(QWidget):
                 QTableWidgetItem(r.label_name or ""),
                 QTableWidgetItem(r.majority_name or "—"),
                 _NumItem(r.n_patches, str(r.n_patches)),
-                _NumItem(r.mean_confidence, "" if r.mean_confidence is None else f"{r.mean_confidence:.2f}"),
+                _NumItem(
+                    r.mean_confidence,
+                    "" if r.mean_confidence is None else f"{r.mean_confidence:.2f}",
+                ),
                 _NumItem(r.label_share, "" if r.label_share is None else f"{r.label_share:.0%}"),
                 QTableWidgetItem(agree),
-            ] + [_NumItem(r.shares.get(c.id, 0.0), f"{r.shares.get(c.id, 0.0):.0%}") for c in scheme]
+            ] + [
+                _NumItem(r.shares.get(c.id, 0.0), f"{r.shares.get(c.id, 0.0):.0%}") for c in scheme
+            ]
             for col, it in enumerate(items):
                 self.table.setItem(row, col, it)
         self.table.setSortingEnabled(True)

@@ -55,17 +55,34 @@ class ClassMapLayer(RasterLayer):
         ``(C, rows, cols)`` probabilities (NaN: not predicted); ``None`` starts empty (progressive).
     """
 
-    def __init__(self, name: str, grid: GridSpec, scheme: ClassScheme, probs: np.ndarray | None = None,
-                 opacity: float = 0.45, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        grid: GridSpec,
+        scheme: ClassScheme,
+        probs: np.ndarray | None = None,
+        opacity: float = 0.45,
+        parent: QObject | None = None,
+    ) -> None:
         self.grid = grid
         self.scheme = scheme
-        self.probs = (np.full((len(scheme), grid.rows, grid.cols), np.nan, dtype=np.float32)
-                      if probs is None else np.asarray(probs, dtype=np.float32).copy())
+        self.probs = (
+            np.full((len(scheme), grid.rows, grid.cols), np.nan, dtype=np.float32)
+            if probs is None
+            else np.asarray(probs, dtype=np.float32).copy()
+        )
         self.class_visible = [True] * len(scheme)
         self.threshold = 0.0
         shift = (grid.window - grid.stride) / 2
-        super().__init__(name, self._render(), origin=(grid.origin[0] + shift, grid.origin[1] + shift),
-                         scale=float(grid.stride), opacity=opacity, smooth=False, parent=parent)
+        super().__init__(
+            name,
+            self._render(),
+            origin=(grid.origin[0] + shift, grid.origin[1] + shift),
+            scale=float(grid.stride),
+            opacity=opacity,
+            smooth=False,
+            parent=parent,
+        )
         self._redraw = _Coalesced(self, self.refresh)
 
     @classmethod
@@ -123,15 +140,32 @@ class ClassMapLayer(RasterLayer):
 class HeatmapLayer(RasterLayer):
     """The stitched CAM heatmap through a colour map; transparent where nothing was predicted."""
 
-    def __init__(self, name: str, grid: GridSpec, cam: np.ndarray | None = None, cmap: str = "jet",
-                 opacity: float = 0.5, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        grid: GridSpec,
+        cam: np.ndarray | None = None,
+        cmap: str = "jet",
+        opacity: float = 0.5,
+        parent: QObject | None = None,
+    ) -> None:
         self.grid = grid
         self.cmap = cmap
         self._acc = HeatmapAccumulator(grid.cam_shape) if cam is None else None
-        self.values = (np.full(grid.cam_shape, np.nan, dtype=np.float32) if cam is None
-                       else np.asarray(cam, dtype=np.float32))
-        super().__init__(name, self._render(), origin=grid.origin, scale=grid.cam_scale,
-                         opacity=opacity, smooth=True, parent=parent)
+        self.values = (
+            np.full(grid.cam_shape, np.nan, dtype=np.float32)
+            if cam is None
+            else np.asarray(cam, dtype=np.float32)
+        )
+        super().__init__(
+            name,
+            self._render(),
+            origin=grid.origin,
+            scale=grid.cam_scale,
+            opacity=opacity,
+            smooth=True,
+            parent=parent,
+        )
         self._redraw = _Coalesced(self, self.refresh)
 
     def _render(self) -> np.ndarray:
@@ -154,7 +188,7 @@ class HeatmapLayer(RasterLayer):
         if tiles is None or self._acc is None:
             return
         g = self.grid
-        for (r, c), t in zip(np.asarray(cells), tiles):
+        for (r, c), t in zip(np.asarray(cells), tiles, strict=True):
             self._acc.add(int(r) * g.cam_step, int(c) * g.cam_step, t)
         self._redraw.request()
 

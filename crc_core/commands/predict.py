@@ -33,22 +33,42 @@ def register(subparsers: Any) -> None:
         description="Predict patch classes over slides with a trained checkpoint; write "
         "prediction.npz, regions.geojson, regions.csv, overlay.png and (with --cam) heatmap.png.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint from `crc train` (.pt)")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, help="checkpoint from `crc train` (.pt)"
+    )
     p.add_argument("--slide", required=True, nargs="+", type=Path, help="slide file(s)")
-    p.add_argument("--regions", nargs="+", type=Path, default=None,
-                   help="annotation file(s) (QuPath GeoJSON or ASAP XML), one per slide: predict "
-                   "only inside these regions and compare with their labels")
-    p.add_argument("--stride", type=int, default=None,
-                   help="pixels between windows at the checkpoint's scale (default: patch size)")
+    p.add_argument(
+        "--regions",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="annotation file(s) (QuPath GeoJSON or ASAP XML), one per slide: predict "
+        "only inside these regions and compare with their labels",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="pixels between windows at the checkpoint's scale (default: patch size)",
+    )
     p.add_argument("--cam", action="store_true", help="compute the CAM heatmap (heatmap.png)")
     p.add_argument("--cam-method", choices=("cam", "gradcam"), default="cam")
-    p.add_argument("--cam-class", default=None,
-                   help="class (name or id) whose CAM is drawn (default: each patch's predicted class)")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (default 32)")
+    p.add_argument(
+        "--cam-class",
+        default=None,
+        help="class (name or id) whose CAM is drawn (default: each patch's predicted class)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="windows per forward pass (default 32)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--workers", type=int, default=2, help="reader threads (default 2)")
-    p.add_argument("--min-tissue", type=float, default=0.25,
-                   help="skip windows with less tissue than this fraction (default 0.25)")
+    p.add_argument(
+        "--min-tissue",
+        type=float,
+        default=0.25,
+        help="skip windows with less tissue than this fraction (default 0.25)",
+    )
     p.add_argument("--all-windows", action="store_true", help="predict every window, tissue or not")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -56,7 +76,9 @@ def register(subparsers: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------ rendering
-def _cell_index_image(pred: Any, shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _cell_index_image(
+    pred: Any, shape: tuple[int, int], scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """For a (h, w) image at ``scale`` image px per level-0 px: each pixel's cell (row, col), -1 off-grid."""
     g = pred.grid
     h, w = shape
@@ -73,8 +95,9 @@ def _cell_index_image(pred: Any, shape: tuple[int, int], scale: float) -> tuple[
     return idx(y, g.origin[1], g.rows), idx(x, g.origin[0], g.cols)
 
 
-def render_overlay(thumb: np.ndarray, pred: Any, scale: float, alpha: float = OVERLAY_ALPHA
-                   ) -> np.ndarray:
+def render_overlay(
+    thumb: np.ndarray, pred: Any, scale: float, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
     """Thumbnail ``(h, w, 3)`` with the class map blended (``scale`` = thumbnail px per level-0 px)."""
     ri, ci = _cell_index_image(pred, thumb.shape[:2], scale)
     cmap = pred.class_map()
@@ -89,8 +112,9 @@ def render_overlay(thumb: np.ndarray, pred: Any, scale: float, alpha: float = OV
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_heatmap(thumb: np.ndarray, pred: Any, scale: float, alpha: float = 0.5,
-                   cmap: str = "jet") -> np.ndarray:
+def render_heatmap(
+    thumb: np.ndarray, pred: Any, scale: float, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
     """Thumbnail with the CAM heatmap blended where it is defined (matplotlib colour map)."""
     from matplotlib import colormaps
 
@@ -149,8 +173,9 @@ def _out_dirs(slides: list[Path], out: Path) -> list[Path]:
     return dirs
 
 
-def predict_one(slide_path: Path, lm: Any, out_dir: Path, args: argparse.Namespace,
-                regions_path: Path | None) -> dict[str, Any]:
+def predict_one(
+    slide_path: Path, lm: Any, out_dir: Path, args: argparse.Namespace, regions_path: Path | None
+) -> dict[str, Any]:
     """Predict one slide and write its five files; returns a small summary."""
     from crc_core.annotations import load_annotations
     from crc_core.cli import warn
@@ -174,16 +199,27 @@ def predict_one(slide_path: Path, lm: Any, out_dir: Path, args: argparse.Namespa
             regions = list(loaded.annotations)
             if not regions:
                 raise ConfigError(f"{regions_path}: no annotation to predict in")
-        job = predict(slide, lm, regions=regions, stride=args.stride, cam=args.cam,
-                      batch_size=args.batch_size, device=args.device, workers=args.workers,
-                      cam_class=args.cam_class, cam_method=args.cam_method,
-                      tissue=not args.all_windows, min_tissue=args.min_tissue,
-                      out=out_dir / "prediction.npz")
+        job = predict(
+            slide,
+            lm,
+            regions=regions,
+            stride=args.stride,
+            cam=args.cam,
+            batch_size=args.batch_size,
+            device=args.device,
+            workers=args.workers,
+            cam_class=args.cam_class,
+            cam_method=args.cam_method,
+            tissue=not args.all_windows,
+            min_tissue=args.min_tissue,
+            out=out_dir / "prediction.npz",
+        )
         pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
         for w in pred.warnings:
             warn(w)
-        results = region_results(pred, regions if regions is not None
-                                 else [whole_prediction_region(pred)], label_scheme)
+        results = region_results(
+            pred, regions if regions is not None else [whole_prediction_region(pred)], label_scheme
+        )
         save_regions_geojson(results, out_dir / "regions.geojson", pred.scheme, label_scheme)
         save_regions_csv(results, out_dir / "regions.csv", pred.scheme)
         W, H = slide.dimensions
@@ -196,8 +232,13 @@ def predict_one(slide_path: Path, lm: Any, out_dir: Path, args: argparse.Namespa
     n = int(pred.predicted.sum())
     cmap = pred.class_map()
     counts = {c.name: int((cmap == k).sum()) for k, c in enumerate(pred.scheme)}
-    return {"slide": str(slide_path), "out": str(out_dir), "grid": list(pred.grid.shape),
-            "predicted": n, "counts": counts}
+    return {
+        "slide": str(slide_path),
+        "out": str(out_dir),
+        "grid": list(pred.grid.shape),
+        "predicted": n,
+        "counts": counts,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,8 +250,10 @@ def run(args: argparse.Namespace) -> int:
     regions: list[Path | None] = [None] * len(slides)
     if args.regions is not None:
         if len(args.regions) != len(slides):
-            raise ConfigError(f"--regions: give one annotation file per slide ({len(slides)} "
-                              f"slide(s), {len(args.regions)} file(s))")
+            raise ConfigError(
+                f"--regions: give one annotation file per slide ({len(slides)} "
+                f"slide(s), {len(args.regions)} file(s))"
+            )
         regions = list(args.regions)
     for s in slides:
         if not s.exists():
@@ -228,8 +271,10 @@ def run(args: argparse.Namespace) -> int:
     args.device = device
     lm = load_model(args.checkpoint, device)
     if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
-        raise ConfigError(f"--cam-class {args.cam_class!r} is not a class of the checkpoint "
-                          f"({', '.join(lm.scheme.names)})")
+        raise ConfigError(
+            f"--cam-class {args.cam_class!r} is not a class of the checkpoint "
+            f"({', '.join(lm.scheme.names)})"
+        )
     dirs = _out_dirs(slides, args.out)
     mine = list(range(rank, len(slides), world))
     for i in mine:
@@ -237,8 +282,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
             rows, cols = summary["grid"]
-            print(f"{slides[i].name}: {summary['predicted']} of {rows}x{cols} windows predicted "
-                  f"({counts}) -> {summary['out']}")
+            print(
+                f"{slides[i].name}: {summary['predicted']} of {rows}x{cols} windows predicted "
+                f"({counts}) -> {summary['out']}"
+            )
     if world > 1 and not mine:
         print(f"rank {rank}: no slide to predict ({len(slides)} slide(s), {world} processes)")
     return 0

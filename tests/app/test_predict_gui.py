@@ -26,8 +26,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "dn121.pt"
-    save_checkpoint(path, build_model("densenet121", 3), arch="densenet121", classes=SCHEME,
-                    input_size=64, patch_size=224, mpp=0.5)
+    save_checkpoint(
+        path,
+        build_model("densenet121", 3),
+        arch="densenet121",
+        classes=SCHEME,
+        input_size=64,
+        patch_size=224,
+        mpp=0.5,
+    )
     return path
 
 
@@ -46,10 +53,17 @@ def win(qtbot, slides_dir):
 def _grid_pred(probs: np.ndarray, cam: bool = False) -> Prediction:
     C, rows, cols = probs.shape
     g = GridSpec((100, 200), 50, 50, rows, cols, 0, 50, 64, 4, 4)
-    return Prediction(probs=probs.astype(np.float32), selected=~np.isnan(probs[0]), grid=g,
-                      scheme=SCHEME.copy(),
-                      cam=np.linspace(0, 1, g.cam_shape[0] * g.cam_shape[1], dtype=np.float32
-                                      ).reshape(g.cam_shape) if cam else None)
+    return Prediction(
+        probs=probs.astype(np.float32),
+        selected=~np.isnan(probs[0]),
+        grid=g,
+        scheme=SCHEME.copy(),
+        cam=np.linspace(0, 1, g.cam_shape[0] * g.cam_shape[1], dtype=np.float32).reshape(
+            g.cam_shape
+        )
+        if cam
+        else None,
+    )
 
 
 def _probs() -> np.ndarray:
@@ -70,7 +84,9 @@ def _start(qtbot, win, checkpoint: Path, scope: str = "selection", cam: bool = T
     return dlg
 
 
-def _add_region(win, x: float, y: float, w: float, h: float, cls: str = "normal", select: bool = True):
+def _add_region(
+    win, x: float, y: float, w: float, h: float, cls: str = "normal", select: bool = True
+):
     from shapely.geometry import box
 
     ann = win.document.add(cls, box(x, y, x + w, y + h), name=f"r{x:.0f}")
@@ -116,7 +132,9 @@ def test_heatmap_layer_is_transparent_where_nothing_was_predicted(qapp) -> None:
 
 
 # ---------------------------------------------------------------------------------- dialog + job
-def test_prediction_paints_progressively_and_lists_the_regions(qtbot, win, checkpoint: Path) -> None:
+def test_prediction_paints_progressively_and_lists_the_regions(
+    qtbot, win, checkpoint: Path
+) -> None:
     ann = _add_region(win, 600, 900, 700, 500)
     dlg = _start(qtbot, win, checkpoint)
     painted: list[int] = []
@@ -155,7 +173,9 @@ def test_cancel_removes_the_layers_and_saves_nothing(qtbot, win, checkpoint: Pat
     assert not folder.exists() or not list(folder.iterdir())
 
 
-def test_saved_prediction_reopens_with_the_slide(qtbot, win, checkpoint: Path, slides_dir: Path) -> None:
+def test_saved_prediction_reopens_with_the_slide(
+    qtbot, win, checkpoint: Path, slides_dir: Path
+) -> None:
     _add_region(win, 600, 900, 500, 500)
     dlg = _start(qtbot, win, checkpoint)
     assert dlg.start()
@@ -188,7 +208,9 @@ def test_disagreement_filter_hover_and_click_to_zoom(qtbot, win, checkpoint: Pat
     other = next(c.id for c in SCHEME if c.id != res[a.id].majority)
     win.document.set_class([a.id], other)
     win.document.set_class([b.id], res[b.id].majority)
-    agreement = {panel.table.item(r, 0).data(0x0100): panel.table.item(r, 6).text() for r in range(2)}
+    agreement = {
+        panel.table.item(r, 0).data(0x0100): panel.table.item(r, 6).text() for r in range(2)
+    }
     assert agreement == {a.id: "no", b.id: "yes"}
     panel.disagree_box.setChecked(True)
     shown = [r for r in range(2) if not panel.table.isRowHidden(r)]

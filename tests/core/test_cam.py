@@ -89,12 +89,21 @@ def test_slide_heatmap_peaks_at_the_planted_pattern(tmp_path: Path) -> None:
     img[300:340, 500:540] = (250, 20, 20)  # planted red square, level-0 px
     path = tmp_path / "planted.png"
     Image.fromarray(img).save(path)
-    lm = LoadedModel(RednessNet().eval(), None, ClassScheme.from_names(["red", "plain"]),
-                     input_size=128, patch_size=128, level=0, mean=(0, 0, 0), std=(1, 1, 1))
+    lm = LoadedModel(
+        RednessNet().eval(),
+        None,
+        ClassScheme.from_names(["red", "plain"]),
+        input_size=128,
+        patch_size=128,
+        level=0,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PredictionWarning)
-        pred = run_job(predict(path, lm, stride=64, cam=True, cam_class="red", device="cpu",
-                               tissue=False))
+        pred = run_job(
+            predict(path, lm, stride=64, cam=True, cam_class="red", device="cpu", tissue=False)
+        )
     heat = np.nan_to_num(pred.cam, nan=-1)
     hy, hx = np.unravel_index(heat.argmax(), heat.shape)
     s = pred.grid.cam_scale

@@ -25,20 +25,41 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, build_model("densenet121", 3), arch="densenet121",
-                    classes=ClassScheme.three_class(), input_size=64, patch_size=224, mpp=0.5)
+    save_checkpoint(
+        path,
+        build_model("densenet121", 3),
+        arch="densenet121",
+        classes=ClassScheme.three_class(),
+        input_size=64,
+        patch_size=224,
+        mpp=0.5,
+    )
     return path
 
 
 def test_predict_writes_five_files_with_a_grid_matching_the_slide(
-        checkpoint: Path, slides_dir: Path, tmp_path: Path) -> None:
+    checkpoint: Path, slides_dir: Path, tmp_path: Path
+) -> None:
     from crc_core.slide import open_slide
     from crc_core.tissue import tissue_fraction
 
     slide_path = slides_dir / "cmu-1-small-region.svs"
     out = tmp_path / "P"
-    rc = main(["predict", "--checkpoint", str(checkpoint), "--slide", str(slide_path), "--cam",
-               "--batch-size", "16", "--out", str(out), "-q"])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--slide",
+            str(slide_path),
+            "--cam",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0
     assert {p.name for p in out.iterdir()} == FILES
     pred = load_prediction(out / "prediction.npz")
@@ -64,10 +85,13 @@ def test_predict_writes_five_files_with_a_grid_matching_the_slide(
     # The overlay blends class colours over predicted windows only.
     with open_slide(slide_path) as slide:
         thumb = np.asarray(slide.thumbnail(1024)).astype(int)
-    overlay = np.asarray(Image.open(out / "overlay.png").convert("RGB"))[:thumb.shape[0]].astype(int)
+    overlay = np.asarray(Image.open(out / "overlay.png").convert("RGB"))[: thumb.shape[0]].astype(
+        int
+    )
     s = thumb.shape[1] / W
     for r, c in [tuple(rc) for rc in np.argwhere(pred.predicted)[:3]] + [
-            tuple(rc) for rc in np.argwhere(~pred.predicted)[:3]]:
+        tuple(rc) for rc in np.argwhere(~pred.predicted)[:3]
+    ]:
         x, y, w, h = g.cell_rect(r, c)
         cy, cx = int((y + h / 2) * s), int((x + w / 2) * s)
         changed = np.abs(overlay[cy, cx] - thumb[cy, cx]).sum() > 3
@@ -75,11 +99,21 @@ def test_predict_writes_five_files_with_a_grid_matching_the_slide(
 
 
 def test_several_slides_get_one_folder_each_and_no_mpp_is_warned(
-        checkpoint: Path, slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    checkpoint: Path, slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     slides = [slides_dir / "cmu-1-small-region.svs", slides_dir / "kidney-48-5.tif"]
-    rc = main(["predict", "--checkpoint", str(checkpoint), "--slide", *map(str, slides),
-               "--out", str(tmp_path), "-q"])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--slide",
+            *map(str, slides),
+            "--out",
+            str(tmp_path),
+            "-q",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmu-1-small-region", "kidney-48-5"]
     assert {p.name for p in (tmp_path / "kidney-48-5").iterdir()} == FILES - {"heatmap.png"}
@@ -87,33 +121,69 @@ def test_several_slides_get_one_folder_each_and_no_mpp_is_warned(
     assert "crc: warning: kidney-48-5.tif has no mpp" in err
 
 
-def test_torchrun_ranks_share_the_slides(checkpoint: Path, slides_dir: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torchrun_ranks_share_the_slides(
+    checkpoint: Path, slides_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     slides = [slides_dir / "cmu-1-small-region.svs", slides_dir / "kidney-48-5.tif"]
-    rc = main(["predict", "--checkpoint", str(checkpoint), "--slide", *map(str, slides),
-               "--out", str(tmp_path), "-q", "--device", "cpu"])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--slide",
+            *map(str, slides),
+            "--out",
+            str(tmp_path),
+            "-q",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert [p.name for p in tmp_path.iterdir()] == ["kidney-48-5"]
 
 
 def test_unreadable_checkpoint_is_one_error_line_and_exit_2(
-        slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    rc = main(["predict", "--checkpoint", str(bad), "--slide",
-               str(slides_dir / "cmu-1-small-region.svs"), "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(bad),
+            "--slide",
+            str(slides_dir / "cmu-1-small-region.svs"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("crc: error:") and "bad.pt" in err[0]
     assert not (tmp_path / "o").exists()
 
 
-def test_regions_must_come_one_per_slide(checkpoint: Path, slides_dir: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_regions_must_come_one_per_slide(
+    checkpoint: Path, slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = tmp_path / "a.geojson"
     a.write_text('{"type": "FeatureCollection", "features": []}')
     slide = str(slides_dir / "cmu-1-small-region.svs")
-    rc = main(["predict", "--checkpoint", str(checkpoint), "--slide", slide, slide,
-               "--regions", str(a), "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--slide",
+            slide,
+            slide,
+            "--regions",
+            str(a),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and "one annotation file per slide" in capsys.readouterr().err

@@ -25,7 +25,6 @@ from crc_core.inference import (
     load_prediction,
     map_scheme,
     predict,
-    save_prediction,
 )
 from crc_core.jobs import run_job
 from crc_core.slide import open_slide
@@ -62,8 +61,10 @@ def _read(path: Path) -> np.ndarray:
 def _pick_tiles(ebhi: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Six Normal and six Adenocarcinoma EBHI tiles far apart in mean colour, and the class means."""
     rows = list(csv.DictReader(open(ebhi / "labels.csv", encoding="utf-8")))
-    by = {c: [ebhi / r["image"] for r in rows if r["ebhi_class"] == c][:40]
-          for c in ("Normal", "Adenocarcinoma")}
+    by = {
+        c: [ebhi / r["image"] for r in rows if r["ebhi_class"] == c][:40]
+        for c in ("Normal", "Adenocarcinoma")
+    }
     tiles = {c: [_read(p) for p in ps] for c, ps in by.items()}
     means = {c: np.array([t.reshape(-1, 3).mean(0) / 255 for t in ts]) for c, ts in tiles.items()}
     d = means["Normal"].mean(0) - means["Adenocarcinoma"].mean(0)
@@ -82,17 +83,27 @@ def halves(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     for r in range(3):
         for c in range(4):
             t = na[r * 2 + c] if c < 2 else nb[r * 2 + c - 2]
-            mosaic[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = t
+            mosaic[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = t
     path = tmp_path_factory.mktemp("halves") / "halves.png"
     Image.fromarray(mosaic).save(path)
     return {"path": path, "mosaic": mosaic, "means": means}
 
 
-def _model(means: np.ndarray, patch: int = TILE, level: int | None = 0, mpp: float | None = None
-           ) -> LoadedModel:
-    return LoadedModel(MeanColourNet(means).eval(), None, SCHEME.copy(), input_size=TILE,
-                       patch_size=patch, level=level, mpp=mpp, mean=(0.0, 0.0, 0.0),
-                       std=(1.0, 1.0, 1.0), identity={"name": "mean-colour"})
+def _model(
+    means: np.ndarray, patch: int = TILE, level: int | None = 0, mpp: float | None = None
+) -> LoadedModel:
+    return LoadedModel(
+        MeanColourNet(means).eval(),
+        None,
+        SCHEME.copy(),
+        input_size=TILE,
+        patch_size=patch,
+        level=level,
+        mpp=mpp,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        identity={"name": "mean-colour"},
+    )
 
 
 def _run(job):  # drive a job, keeping warnings quiet
@@ -111,20 +122,27 @@ def test_class_map_falls_in_the_tiles_of_each_half(halves: dict) -> None:
     assert cmap.tolist() == expected.tolist()
 
 
-def test_pyramid_level_windows_are_georeferenced_in_level0_pixels(halves: dict, tmp_path: Path) -> None:
+def test_pyramid_level_windows_are_georeferenced_in_level0_pixels(
+    halves: dict, tmp_path: Path
+) -> None:
     from crc_core.synthetic import write_pyramid_tiff
 
-    big = np.asarray(Image.fromarray(halves["mosaic"]).resize(
-        (halves["mosaic"].shape[1] * 2, halves["mosaic"].shape[0] * 2), Image.Resampling.BILINEAR))
+    big = np.asarray(
+        Image.fromarray(halves["mosaic"]).resize(
+            (halves["mosaic"].shape[1] * 2, halves["mosaic"].shape[0] * 2),
+            Image.Resampling.BILINEAR,
+        )
+    )
 
     def source(x: int, y: int, w: int, h: int) -> np.ndarray:
         out = np.full((h, w, 3), 255, dtype=np.uint8)
-        part = big[y:y + h, x:x + w]
-        out[:part.shape[0], :part.shape[1]] = part
+        part = big[y : y + h, x : x + w]
+        out[: part.shape[0], : part.shape[1]] = part
         return out
 
-    path = write_pyramid_tiff(tmp_path / "halves.tif", big.shape[1], big.shape[0], source,
-                              mpp=0.25, levels=3)
+    path = write_pyramid_tiff(
+        tmp_path / "halves.tif", big.shape[1], big.shape[0], source, mpp=0.25, levels=3
+    )
     # Trained at 0.5 µm/px: windows are 448 level-0 px, read at level 1.
     pred = _run(predict(path, _model(halves["means"], mpp=0.5, level=None), device="cpu"))
     g = pred.grid
@@ -134,8 +152,11 @@ def test_pyramid_level_windows_are_georeferenced_in_level0_pixels(halves: dict, 
 
 
 def test_half_stride_grid_has_exact_shape_and_cell_positions(halves: dict) -> None:
-    pred = _run(predict(halves["path"], _model(halves["means"]), stride=TILE // 2, device="cpu",
-                        tissue=False))
+    pred = _run(
+        predict(
+            halves["path"], _model(halves["means"]), stride=TILE // 2, device="cpu", tissue=False
+        )
+    )
     W, H = 5 * TILE, 3 * TILE
     g = pred.grid
     assert g.shape == ((H - TILE) // (TILE // 2) + 1, (W - TILE) // (TILE // 2) + 1)
@@ -163,8 +184,9 @@ def test_regions_restrict_the_grid_to_cells_centred_inside(halves: dict) -> None
 
 def test_slide_without_mpp_uses_the_level_and_warns(halves: dict) -> None:
     with pytest.warns(PredictionWarning, match="no mpp"):
-        pred = run_job(predict(halves["path"], _model(halves["means"], mpp=0.5, level=0),
-                               device="cpu"))
+        pred = run_job(
+            predict(halves["path"], _model(halves["means"], mpp=0.5, level=0), device="cpu")
+        )
     assert pred.resolution["mode"] == "level"
     assert any("no mpp" in w for w in pred.warnings)
 
@@ -173,7 +195,9 @@ def test_slide_without_mpp_uses_the_level_and_warns(halves: dict) -> None:
 def test_progress_payload_carries_each_batch(halves: dict) -> None:
     events = []
     pred = _run_with(halves, events)
-    batches = [e.payload for e in events if isinstance(e.payload, dict) and e.payload["kind"] == "batch"]
+    batches = [
+        e.payload for e in events if isinstance(e.payload, dict) and e.payload["kind"] == "batch"
+    ]
     assert sum(len(b["cells"]) for b in batches) == int(pred.predicted.sum()) == 12
     for b in batches:
         r, c = b["cells"][0]
@@ -183,8 +207,10 @@ def test_progress_payload_carries_each_batch(halves: dict) -> None:
 def _run_with(halves: dict, events: list):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PredictionWarning)
-        return run_job(predict(halves["path"], _model(halves["means"]), batch_size=3, device="cpu"),
-                       events.append)
+        return run_job(
+            predict(halves["path"], _model(halves["means"]), batch_size=3, device="cpu"),
+            events.append,
+        )
 
 
 def test_cancel_mid_slide_leaves_no_file_and_no_reader_thread(halves: dict, tmp_path: Path) -> None:
@@ -274,17 +300,24 @@ def test_region_results_report_shares_majority_and_agreement(halves: dict) -> No
 
     pred = _run(predict(halves["path"], _model(halves["means"]), device="cpu"))
     left = Annotation.rectangle("normal", 0, 0, 2 * TILE, 3 * TILE, name="left")
-    right_mislabelled = Annotation.rectangle("normal", 2 * TILE, 0, 2 * TILE, 3 * TILE, name="right")
+    right_mislabelled = Annotation.rectangle(
+        "normal", 2 * TILE, 0, 2 * TILE, 3 * TILE, name="right"
+    )
     mixed = Annotation.rectangle("adenocarcinoma", TILE, 0, 2 * TILE, TILE, name="mixed")
     res = {r.name: r for r in region_results(pred, [left, right_mislabelled, mixed], SCHEME)}
     assert res["left"].n_patches == 6 and res["left"].shares["normal"] == 1.0
     assert res["left"].agreement is True and res["left"].label_share == 1.0
     assert res["right"].majority == "adenocarcinoma" and res["right"].agreement is False
-    assert res["mixed"].n_patches == 2 and res["mixed"].shares == {"normal": 0.5, "adenocarcinoma": 0.5}
+    assert res["mixed"].n_patches == 2 and res["mixed"].shares == {
+        "normal": 0.5,
+        "adenocarcinoma": 0.5,
+    }
     assert 0.5 < res["left"].mean_confidence <= 1.0
 
 
-def test_region_export_is_qupath_geojson_with_measurements_and_csv(halves: dict, tmp_path: Path) -> None:
+def test_region_export_is_qupath_geojson_with_measurements_and_csv(
+    halves: dict, tmp_path: Path
+) -> None:
     from crc_core.annotations import Annotation, load_annotations
     from crc_core.regions import region_results, save_regions_csv, save_regions_geojson
 
@@ -303,7 +336,11 @@ def test_region_export_is_qupath_geojson_with_measurements_and_csv(halves: dict,
     assert next(iter(back.annotations)).geometry.equals(ann.geometry)
     row = next(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
     assert (row["label"], row["predicted"], row["agreement"], row["patches"]) == (
-        "Adenocarcinoma", "Adenocarcinoma", "yes", "6")
+        "Adenocarcinoma",
+        "Adenocarcinoma",
+        "yes",
+        "6",
+    )
 
 
 def test_out_of_range_batch_size_is_refused(halves: dict) -> None:
