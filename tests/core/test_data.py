@@ -1,0 +1,175 @@
+"""Tile tables from CSV manifests and dataset folders, group splits, decoding and augmentation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from crc_core.data import (
+    Augment,
+    decode_all,
+    hed_jitter,
+    load_table,
+    parse_map,
+    split_by_group,
+)
+from crc_core.errors import ConfigError, DatasetError
+from crc_core.jobs import run_job
+
+EBHI_OPTS = {"label_column": "ebhi_class", "group_column": "case_id"}
+THREE = {"classes": "Normal,Low-grade IN,High-grade IN,Adenocarcinoma",
+         "mapping": "Low-grade IN=Adenoma,High-grade IN=Adenoma"}
+
+
+def test_ebhi_csv_reads_all_six_classes(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    assert len(t) == 1559
+    assert t.counts()["Normal"] == 55 and t.counts()["Adenocarcinoma"] == 534
+    assert t.samples[0].path.is_file()
+
+
+def test_classes_and_map_give_the_paper_like_three_classes(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, **THREE)
+    assert t.scheme.names == ["Normal", "Adenoma", "Adenocarcinoma"]
+    assert t.counts() == {"Normal": 55, "Adenoma": 463 + 138, "Adenocarcinoma": 534}
+
+
+def test_split_is_by_group_never_by_row(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    sp = split_by_group(t, 0.2, seed=1)
+    train_groups = {t.samples[i].group for i in sp.train}
+    val_groups = {t.samples[i].group for i in sp.val}
+    assert not train_groups & val_groups
+    assert len(sp.train) + len(sp.val) == len(t)
+
+
+def test_split_is_stratified_and_seeded(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    a, b = split_by_group(t, 0.2, seed=3), split_by_group(t, 0.2, seed=3)
+    assert a.val == b.val
+    assert all(n > 0 for n in t.counts(a.val).values())
+    assert split_by_group(t, 0.2, seed=4).val != a.val
+
+
+def test_split_column_is_used_as_given(tmp_path: Path, ebhi_dir: Path) -> None:
+    rows = list(csv.DictReader(open(ebhi_dir / "labels.csv")))[:6] + \
+        list(csv.DictReader(open(ebhi_dir / "labels.csv")))[-6:]
+    f = tmp_path / "m.csv"
+    with open(f, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "ebhi_class", "case_id", "part"])
+        for i, r in enumerate(rows):
+            w.writerow([str(ebhi_dir / r["image"]), r["ebhi_class"], r["case_id"],
+                        ["train", "validation", "test"][i % 3]])
+    t = load_table(f, **EBHI_OPTS, split_column="part")
+    sp = split_by_group(t, 0.2)
+    assert (len(sp.train), len(sp.val), len(sp.test)) == (4, 4, 4)
+
+
+def test_dataset_folder_from_crc_extract_is_read(tmp_path: Path, ebhi_dir: Path) -> None:
+    # The layout `crc extract` writes: manifest.csv (paths relative to it) and dataset.json.
+    ds = tmp_path / "ds"
+    rows = [r for r in csv.DictReader(open(ebhi_dir / "labels.csv"))
+            if r["ebhi_class"] in ("Normal", "Adenocarcinoma")][::40]
+    with open(tmp_path / "manifest.tmp", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "slide", "area_id", "l0_x", "l0_y", "level", "size", "split",
+                    "gland_fraction", "tissue_fraction"])
+        for i, r in enumerate(rows):
+            dst = ds / "patches" / Path(r["image"]).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ebhi_dir / r["image"], dst)
+            label = "Adenocarcinoma" if r["ebhi_class"] != "Normal" else "Normal"
+            w.writerow([f"patches/{dst.name}", label, f"slide{r['case_id']}", i, 0, 0, 0, 224, "",
+                        0.5, 0.9])
+    shutil.move(tmp_path / "manifest.tmp", ds / "manifest.csv")
+    from crc_core.classes import ClassScheme
+
+    (ds / "dataset.json").write_text(json.dumps({"classes": ClassScheme.three_class().to_json(),
+                                                 "patch_size": 224, "level": 0, "mpp": 0.5}))
+    t = load_table(ds)
+    assert t.scheme.names == ["Normal", "Adenocarcinoma"]
+    assert t.scheme.get("Adenocarcinoma").id == "adenocarcinoma"
+    assert (t.patch_size, t.level, t.mpp) == (224, 0, 0.5)
+    assert t.samples[0].group.startswith("slide")
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path, ebhi_dir: Path) -> None:
+    good = [r for r in csv.DictReader(open(ebhi_dir / "labels.csv"))][:4]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "label", "case"])
+        for r in good:
+            w.writerow([str(ebhi_dir / r["image"]), "A", r["case_id"]])
+        w.writerow(["broken.jpg", "B", "x"])
+        w.writerow(["missing.jpg", "B", "y"])
+    t = load_table(tmp_path / "m.csv", group_column="case")
+    dec = run_job(decode_all(t, list(range(len(t))), 32))
+    assert dec.images.shape == (4, 3, 32, 32) and dec.images.dtype == torch.uint8
+    reasons = sorted(reason for _p, reason in dec.skipped)
+    assert reasons[0] == "file not found" and reasons[1].startswith("unreadable image")
+
+
+def test_empty_manifest_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("image,label\n")
+    with pytest.raises(DatasetError, match="no images left"):
+        load_table(tmp_path / "m.csv")
+
+
+def test_single_class_is_refused(ebhi_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="only one class"):
+        load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, classes="Normal")
+
+
+def test_missing_column_names_the_columns(ebhi_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="ebhi_class"):
+        load_table(ebhi_dir / "labels.csv", label_column="grade")
+
+
+def test_unknown_class_in_keep_list_is_refused(ebhi_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="'Tumour'"):
+        load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, classes="Normal,Tumour")
+
+
+def test_bad_map_syntax_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="OLD=NEW"):
+        parse_map("A>B")
+
+
+def test_missing_dataset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        load_table(tmp_path / "nothing.csv")
+
+
+def test_augment_is_seeded_and_keeps_shape_and_range(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    x = run_job(decode_all(t, list(range(8)), 64)).images.float() / 255
+    aug = Augment(flip=True, rot90=True, color=0.1, hed=0.05)
+    a = aug(x, torch.Generator().manual_seed(5))
+    b = aug(x, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert not torch.equal(a, x)
+
+
+def test_rotations_and_flips_only_permute_pixels(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    x = run_job(decode_all(t, list(range(4)), 48)).images.float() / 255
+    y = Augment(flip=True, rot90=True, color=0.0, hed=0.0)(x, torch.Generator().manual_seed(0))
+    for i in range(4):
+        torch.testing.assert_close(y[i].flatten().sort().values, x[i].flatten().sort().values)
+
+
+def test_hed_jitter_with_unit_factors_keeps_stained_pixels(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    x = run_job(decode_all(t, list(range(2)), 48)).images.float() / 255
+    y = hed_jitter(x, torch.ones(2, 3), torch.zeros(2, 3))
+    assert float((y - x).abs().mean()) < 0.02
+    darker = hed_jitter(x, torch.full((2, 3), 1.3), torch.zeros(2, 3))
+    assert float(darker.mean()) < float(x.mean())
