@@ -98,6 +98,7 @@ class LoadedModel:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     identity: dict[str, Any] = field(default_factory=dict)
+    patch_known: bool = True  # False: the checkpoint does not record its patch size
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -162,6 +163,7 @@ def load_model(
         mean=tuple(float(v) for v in meta["mean"]),  # type: ignore[arg-type]
         std=tuple(float(v) for v in meta["std"]),  # type: ignore[arg-type]
         identity=identity,
+        patch_known=isinstance(patch, int) and patch > 0,
     )
 
 
@@ -369,12 +371,23 @@ def plan_grid(
     stride: int | None = None,
     tissue: bool = True,
     min_tissue: float = 0.25,
+    patch_size: int | None = None,
 ) -> _Plan:
-    """Window scale, grid and the cells to predict (see module docstring)."""
+    """Window scale, grid and the cells to predict (see module docstring).
+
+    ``patch_size`` overrides the checkpoint's patch size (pixels at its level or mpp).
+    """
     notes: list[str] = []
-    patch = int(lm.patch_size)
+    if patch_size is not None and int(patch_size) <= 0:
+        raise ConfigError(f"patch size must be a positive number of pixels, got {patch_size}")
+    patch = int(patch_size) if patch_size is not None else int(lm.patch_size)
     W, H = slide.dimensions
     name = Path(str(slide.path)).name
+    if patch_size is None and not lm.patch_known:
+        notes.append(
+            f"the checkpoint does not record its patch size: windows are {patch} px (its input "
+            f"size); set the patch size to that of the training patches if it differed"
+        )
     if lm.mpp is not None and slide.mpp is not None:
         slide_mpp = (slide.mpp[0] + slide.mpp[1]) / 2
         ds = lm.mpp / slide_mpp
@@ -793,6 +806,7 @@ def predict(
     min_tissue: float = 0.25,
     amp: bool | None = None,
     out: str | os.PathLike[str] | None = None,
+    patch_size: int | None = None,
 ) -> Generator[Progress, None, Prediction]:
     """Predict a slide window by window (a job generator; see module docstring).
 
@@ -827,6 +841,9 @@ def predict(
         Mixed precision on CUDA (default on there, never on the CPU).
     out
         When given, the result is saved there (``prediction.npz``) atomically once complete.
+    patch_size
+        Window side in pixels at the checkpoint's level or mpp, overriding the checkpoint's (needed
+        for checkpoints trained on tile manifests, which do not record one).
 
     Yields
     ------
@@ -872,7 +889,7 @@ def predict(
             else:
                 cam_idx = out_scheme.index(cam_class)
         yield Progress(0, None, "finding tissue")
-        plan = plan_grid(slide, lm, regions, stride, tissue, min_tissue)
+        plan = plan_grid(slide, lm, regions, stride, tissue, min_tissue, patch_size)
         notes.extend(plan.notes)
         for n in notes:
             warnings.warn(n, PredictionWarning, stacklevel=2)

@@ -81,6 +81,13 @@ class PredictDialog(QDialog):
         self.stride.setSpecialValueText("patch size")
         self.stride.setSuffix(" px")
         self.stride.setToolTip("Pixels between windows at the checkpoint's scale (0: no overlap)")
+        self.patch = QSpinBox()
+        self.patch.setRange(0, 8192)
+        self.patch.setSpecialValueText("from checkpoint")
+        self.patch.setSuffix(" px")
+        self.patch.setToolTip(
+            "Window side at the checkpoint's scale; set it for checkpoints that do not record one"
+        )
         self.cam = QCheckBox("Class activation map (CAM heatmap)")
         self.cam.setChecked(True)
         self.batch = QSpinBox()
@@ -96,6 +103,7 @@ class PredictDialog(QDialog):
         form = QFormLayout()
         form.addRow("Checkpoint", row)
         form.addRow("Predict on", scope_row)
+        form.addRow("Patch size", self.patch)
         form.addRow("Stride", self.stride)
         form.addRow("", self.cam)
         form.addRow("Batch size", self.batch)
@@ -194,6 +202,7 @@ class PredictDialog(QDialog):
             device=self.device.currentText(),
             scheme=scheme,
             min_tissue=self.min_tissue.value(),
+            patch_size=self.patch.value() or None,
         )
 
         def factory() -> Any:

@@ -51,6 +51,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="pixels between windows at the checkpoint's scale (default: patch size)",
     )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="window side in pixels at the checkpoint's scale (default: the checkpoint's patch size)",
+    )
     p.add_argument("--cam", action="store_true", help="compute the CAM heatmap (heatmap.png)")
     p.add_argument("--cam-method", choices=("cam", "gradcam"), default="cam")
     p.add_argument(
@@ -213,6 +219,7 @@ def predict_one(
             tissue=not args.all_windows,
             min_tissue=args.min_tissue,
             out=out_dir / "prediction.npz",
+            patch_size=args.patch_size,
         )
         pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
         for w in pred.warnings:
@@ -262,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.stride is not None and args.stride < 1:
         raise ConfigError(f"--stride must be a positive number of pixels, got {args.stride}")
+    if args.patch_size is not None and args.patch_size < 1:
+        raise ConfigError(
+            f"--patch-size must be a positive number of pixels, got {args.patch_size}"
+        )
     if not 0.0 <= args.min_tissue <= 1.0:
         raise ConfigError(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
     rank, world, local = _dist()

@@ -167,6 +167,17 @@ def test_half_stride_grid_has_exact_shape_and_cell_positions(halves: dict) -> No
     assert pred.probabilities_at(50, 50)["Normal"] > 0.5  # type: ignore[index]
 
 
+def test_patch_size_override_sets_the_window(halves: dict) -> None:
+    lm = _model(halves["means"])
+    lm.patch_known = False
+    with pytest.warns(PredictionWarning, match="does not record its patch size"):
+        run_job(predict(halves["path"], lm, device="cpu", tissue=False))
+    pred = _run(predict(halves["path"], lm, device="cpu", tissue=False, patch_size=TILE // 2))
+    g = pred.grid
+    assert (g.window, g.stride, g.rows, g.cols) == (TILE // 2, TILE // 2, 6, 10)
+    assert not any("does not record" in w for w in pred.warnings)
+
+
 def test_background_windows_are_not_predicted(halves: dict) -> None:
     pred = _run(predict(halves["path"], _model(halves["means"]), device="cpu"))
     assert not pred.selected[:, 4].any()
