@@ -20,8 +20,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# without ARGS: the demo project (slide, annotations, the demo model's class map); else ARGS as given
 run: install
-	$(VENV)/bin/crc-viewer $(ARGS)
+	$(VENV)/bin/crc-viewer $(if $(strip $(ARGS)),$(ARGS),--demo)
 
 test: install-dev
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q

@@ -2,15 +2,21 @@
 
 Usage::
 
-    crc-viewer [SLIDE | PROJECT_DIR] [--annotations FILE] [--view X,Y,ZOOM] [--screenshot OUT.png]
-               [--size WxH] [--selftest]
+    crc-viewer [SLIDE | PROJECT_DIR | --demo] [--annotations FILE] [--view X,Y,ZOOM]
+               [--screenshot OUT.png] [--size WxH] [--selftest]
+
+``--demo`` opens the demo project (a slide of EBHI-Seg validation tiles, its six ground-truth
+annotations and the demo model's class map and CAM heatmap), first copying it from
+``resources/demo`` into the user data folder when it is not there yet or the shipped version changed
+(:mod:`app.demo`); the shipped files are never written.
 
 ``--view X,Y,ZOOM`` centres the view on level-0 pixel (X, Y) at ZOOM screen pixels per level-0 pixel
 (1 = 1:1 at level 0; 0.25 = a quarter). ``--screenshot OUT.png`` opens the window, waits until every
 visible tile is painted at its final resolution, saves the window as PNG and exits 0; a slide that
 cannot be opened prints one line on stderr and exits 2 (as does a bad option). ``--selftest`` opens
 the window, draws and undoes an annotation on a generated in-memory slide, and exits 0 when all
-went well (a smoke test for packaged builds).
+went well, then installs the demo project into a temporary folder and opens it (when the build ships
+it): a smoke test for packaged builds.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crc-viewer", description="CRC Workbench slide viewer and annotator"
     )
     ap.add_argument("path", nargs="?", help="slide file or project folder")
+    ap.add_argument(
+        "--demo",
+        action="store_true",
+        help="open the demo project (copied into the user data folder on first use)",
+    )
     ap.add_argument(
         "--annotations", metavar="FILE", help="GeoJSON/ASAP XML annotation file to open (autosaved)"
     )
@@ -99,6 +110,8 @@ def _selftest(app: object, win: object) -> int:
                 app.processEvents()  # type: ignore[attr-defined]
                 time.sleep(0.01)
             ok = ok and win.view.is_complete()  # type: ignore[attr-defined]
+            if ok:
+                ok = _selftest_demo(win, Path(tmp) / "home")
         except Exception as exc:  # report, never hang
             print(f"crc-viewer: selftest failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             ok = False
@@ -107,10 +120,37 @@ def _selftest(app: object, win: object) -> int:
     return 0 if ok else 1
 
 
+def _selftest_demo(win: object, home: Path) -> bool:
+    """Install the shipped demo into ``home`` and open it: slide, annotations, prediction layers."""
+    from app.demo import install_demo, shipped_demo_dir
+
+    if not (shipped_demo_dir() / "project.json").is_file():
+        print("crc-viewer selftest: no demo project in this build (skipped)")
+        return True
+    root = install_demo(home)
+    win.open_path(root, quiet=True)  # type: ignore[attr-defined]
+    n = len(win.document) if win.document is not None else 0  # type: ignore[attr-defined]
+    shipped = any((root / "predictions").rglob("*.npz"))
+    layers = len(win.results_panel.entries)  # type: ignore[attr-defined]
+    ok = win.slide is not None and n > 0 and (layers > 0 or not shipped)  # type: ignore[attr-defined]
+    print(f"crc-viewer selftest: demo {n} annotations, {layers} prediction(s)")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.demo:
+        if args.path or args.annotations:
+            return _fail("--demo opens the demo project: give no PATH or --annotations with it")
+        from app.demo import install_demo
+        from crc_core.errors import CrcError
+
+        try:
+            args.path = str(install_demo())
+        except CrcError as exc:
+            return _fail(str(exc))
     if args.screenshot and not args.path:
-        return _fail("--screenshot needs a SLIDE or PROJECT_DIR")
+        return _fail("--screenshot needs a SLIDE or PROJECT_DIR (or --demo)")
     if (
         (args.screenshot or args.selftest)
         and "QT_QPA_PLATFORM" not in os.environ
@@ -144,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(["crc-viewer"])
     app.setApplicationName("CRC Workbench")
     app.setOrganizationName("crc-workbench")
+    from app.demo import bundle_root
+
+    icon = bundle_root() / "resources" / "icon.png"
+    if icon.is_file():
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
 
     from app.main_window import MainWindow
 

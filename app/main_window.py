@@ -38,6 +38,7 @@ from PySide6.QtGui import (
     QCloseEvent,
     QDragEnterEvent,
     QDropEvent,
+    QIcon,
     QKeySequence,
     QShortcut,
 )
@@ -53,6 +54,7 @@ from PySide6.QtWidgets import (
 from app.annotate.controller import AnnotationController
 from app.annotate.document import AnnotationDocument
 from app.annotate.palette import ClassPalette
+from app.demo import bundle_root
 from app.dialogs import errors
 from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
@@ -109,6 +111,9 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or Settings()
         self.setWindowTitle("CRC Workbench")
+        icon = bundle_root() / "resources" / "icon.png"
+        if icon.is_file():
+            self.setWindowIcon(QIcon(str(icon)))
         self.setAcceptDrops(True)
         self.slide: Any = None
         self.project: Project | None = None
@@ -773,13 +778,14 @@ class MainWindow(QMainWindow):
         lv = self.view.target_level()
         self.zoom_label.setText(f"{self.view.magnification_text()}   level {lv}")
 
-    def about(self) -> None:
-        QMessageBox.about(
-            self,
-            "CRC Workbench",
-            "CRC Workbench: view and annotate colorectal whole-slide images, "
-            "build patch datasets, train, evaluate and predict.",
-        )
+    def about(self) -> Any:
+        """Help > About: version, the study, EBHI-Seg and OpenSlide credits, licences."""
+        from app.dialogs.about import AboutDialog
+
+        dlg = AboutDialog(self)
+        self.analysis_dialogs["about"] = dlg  # kept alive while shown; tests read it
+        dlg.show()
+        return dlg
 
     # ================================================================= drag and drop, close
     def dragEnterEvent(self, ev: QDragEnterEvent) -> None:  # noqa: N802
