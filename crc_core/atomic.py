@@ -59,9 +59,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # A failed write or fsync (disk full, quota) names no file: name the target.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
 
 
