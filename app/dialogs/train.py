@@ -177,7 +177,6 @@ class TrainDialog(QDialog):
         ll.addStretch(1)
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start training")
-        self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel training")
         self.cancel_button.setEnabled(False)
@@ -206,6 +205,10 @@ class TrainDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(split)
 
+        # Return in a field must never start a run or open a file chooser: no default button.
+        for b in self.findChildren(QPushButton):
+            b.setAutoDefault(False)
+            b.setDefault(False)
         self._populate_datasets()
         self._on_preset_changed(self.preset_combo.currentText())
         self._update_data_summary()

@@ -205,3 +205,18 @@ def test_project_datasets_are_offered_and_runs_go_to_models(qtbot, tmp_path: Pat
     (arch, out), = dlg.run_folders("T")
     assert (arch, out) == ("resnet50", Path(project.models_dir) / "resnet50-T")
     assert dlg.label_column.currentText() == "label"
+
+
+def test_learning_rate_box_takes_scientific_notation_and_steps_tenfold(qtbot, errors_seen):
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    box = dlg.lr_spin
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box, "1e-4")
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+    assert box.value() == pytest.approx(1e-4)
+    assert not dlg.is_running() and errors_seen == []     # Return did not start a run
+    qtbot.keyClick(box, Qt.Key.Key_Up)
+    assert box.value() == pytest.approx(1e-3)
+    assert box.text() == "0.001"
