@@ -32,10 +32,11 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from crc_core.classes import ClassScheme
-from crc_core.inference import LoadedModel, _Runner, predict, resolve_device
+from crc_core.inference import LoadedModel, _read_windows, _Runner, predict, resolve_device
 from crc_core.jobs import run_job
 from crc_core.models import build_model, get_spec
 from crc_core.synthetic import TissuePattern, write_pyramid_tiff
@@ -66,8 +67,8 @@ class _RssSampler:
         self._t.join()
 
 
-def bare_rate(runner: _Runner, n: int, batch: int, size: int) -> float:
-    """Windows/s of the model alone on random normalised tensors on the device."""
+def bare_rate(runner: _Runner, n: int, batch: int, size: int) -> tuple[float, float]:
+    """Windows/s of the model alone on random normalised tensors on the device, and CPU s/window."""
     x = torch.randn(batch, 3, size, size, device=runner.device)
     if runner.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -75,13 +76,13 @@ def bare_rate(runner: _Runner, n: int, batch: int, size: int) -> float:
     runner.forward(x)
     if runner.device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while done < n:
         runner.forward(x)
         done += batch
     if runner.device.type == "cuda":
         torch.cuda.synchronize()
-    return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0), (time.process_time() - c0) / done
 
 
 def cam_cost(device: torch.device, batch: int, repeats: int = 3) -> dict[str, dict[str, float]]:
@@ -196,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         runner = _Runner(lm, device, args.batch_size)
         pred_t: list[float] = []
+        pred_cpu: list[float] = []
         bare: list[float] = []
+        bare_cpu: list[float] = []
         n = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with _RssSampler() as rss:
                 for _ in range(args.repeats):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     pred = run_job(
                         predict(
                             slide,
@@ -217,9 +220,20 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.synchronize()
                     pred_t.append(time.perf_counter() - t0)
                     n = int(pred.predicted.sum())
-                    bare.append(
-                        bare_rate(runner, max(n, args.batch_size), args.batch_size, spec.input_size)
+                    pred_cpu.append((time.process_time() - c0) / max(n, 1))
+                    rate, cpu = bare_rate(
+                        runner, max(n, args.batch_size), args.batch_size, spec.input_size
                     )
+                    bare.append(rate)
+                    bare_cpu.append(cpu)
+        # Reading + decoding + resizing alone, one thread, CPU seconds per window.
+        from crc_core.slide import open_slide
+
+        cells = np.argwhere(pred.predicted).astype(np.int32)
+        with open_slide(slide) as s:
+            c0 = time.process_time()
+            _read_windows(s, pred.grid, cells)
+            read_cpu = (time.process_time() - c0) / max(len(cells), 1)
         pred_rate = n / min(pred_t)
         bare_best = max(bare)
         print(
@@ -241,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio": round(pred_rate / bare_best, 3),
                     "goal_ratio": 0.9,
                     "predict_s": [round(t, 2) for t in pred_t],
+            # CPU seconds (all threads) per window: robust to other load on the machine.
+            "predict_cpu_s_per_window": round(min(pred_cpu), 4),
+            "bare_cpu_s_per_window": round(min(bare_cpu), 4),
+            "cpu_ratio": round(min(bare_cpu) / min(pred_cpu), 3),
+            "read_decode_cpu_s_per_window": round(read_cpu, 4),
                     "bare_windows_per_s_runs": [round(b, 2) for b in bare],
                     "peak_rss_mb_during_predict": round(rss.peak, 1),
                     "peak_rss_mb_process": round(
