@@ -245,3 +245,20 @@ def test_two_models_can_be_switched_and_compared(qtbot, win, checkpoint: Path) -
     panel.compare_combo.setCurrentText("B")
     assert panel.entries["B"].class_layer.visible
     assert "shared cells agree" in panel.compare_label.text()
+
+
+def test_current_view_scope_predicts_only_windows_centred_in_the_view(
+    qtbot, win, checkpoint: Path
+) -> None:
+    win.view.set_view(1100, 1500, 0.9)
+    vis = win.view.visible_rect_l0()
+    dlg = _start(qtbot, win, checkpoint, scope="view", cam=False)
+    assert dlg.start()
+    qtbot.waitUntil(lambda: not dlg.running, timeout=120000)
+    pred = dlg.result
+    assert pred is not None and pred.predicted.any()
+    xs, ys = pred.grid.cell_centers()
+    ok = pred.predicted
+    assert (xs[ok] >= vis.left()).all() and (xs[ok] <= vis.right()).all()
+    assert (ys[ok] >= vis.top()).all() and (ys[ok] <= vis.bottom()).all()
+    assert win.results_panel.current.endswith("(current view)")
