@@ -292,6 +292,13 @@ class ResultsPanel(QWidget):
             cur.heat_layer.visible = self.heat_box.isChecked()  # type: ignore[union-attr]
         self._rebuild_class_boxes()
         self._update_compare_label()
+        self._sync_layers_panel()
+
+    def _sync_layers_panel(self) -> None:
+        """Let the Layers panel show the visibility set here (it rebuilds on add/remove only)."""
+        lp = getattr(self.window, "layers_panel", None)
+        if lp is not None and hasattr(lp, "rebuild"):
+            lp.rebuild()
 
     def _refill_combos(self) -> None:
         names = list(self.entries)
@@ -483,6 +490,7 @@ class ResultsPanel(QWidget):
         cur = self.current_entry()
         if cur is not None and cur.heat_layer is not None:
             cur.heat_layer.visible = on
+            self._sync_layers_panel()
 
     def _on_cmap_changed(self, name: str) -> None:
         for e in self.entries.values():

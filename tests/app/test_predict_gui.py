@@ -262,3 +262,16 @@ def test_current_view_scope_predicts_only_windows_centred_in_the_view(
     assert (xs[ok] >= vis.left()).all() and (xs[ok] <= vis.right()).all()
     assert (ys[ok] >= vis.top()).all() and (ys[ok] <= vis.bottom()).all()
     assert win.results_panel.current.endswith("(current view)")
+
+
+def test_layers_panel_follows_model_switch_and_heatmap_box(qtbot, win) -> None:
+    panel = install_results_panel(win)
+    panel.add_prediction("A", _grid_pred(_probs(), cam=True))
+    panel.add_prediction("B", _grid_pred(_probs(), cam=True))
+    panel.heat_box.setChecked(True)
+    boxes = win.layers_panel.controls
+    assert boxes["CAM — B"][0].isChecked() and not boxes["CAM — A"][0].isChecked()
+    panel.model_combo.setCurrentText("A")
+    boxes = win.layers_panel.controls
+    assert boxes["Class map — A"][0].isChecked() and not boxes["Class map — B"][0].isChecked()
+    assert boxes["CAM — A"][0].isChecked() and not boxes["CAM — B"][0].isChecked()
