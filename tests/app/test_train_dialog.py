@@ -104,6 +104,22 @@ def test_training_from_the_dialog_shows_live_curves_and_the_report(qtbot, tiny_c
     assert dlg.start_button.isEnabled()
 
 
+def test_two_architectures_train_one_after_another_into_one_report(qtbot, tiny_csv: Path,
+                                                                   tmp_path: Path, errors_seen):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    dlg.arch_boxes["densenet121"].setChecked(True)
+    finished: list[str] = []
+    dlg.runFinished.connect(finished.append)
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen == []
+    assert finished == [str(tmp_path / "resnet50"), str(tmp_path / "densenet121")]
+    assert list(dlg.curves.runs) == ["resnet50", "densenet121"]
+    assert sorted(dlg.report.evaluated()) == ["densenet121", "resnet50"]
+    assert dlg.report.table3.rowCount() == 2
+    assert load_checkpoint(tmp_path / "densenet121" / "last.pt")["arch"] == "densenet121"
+
+
 def test_cancel_mid_run_keeps_the_last_checkpoint(qtbot, tiny_csv: Path, tmp_path: Path):
     dlg = make_dialog(qtbot, tiny_csv, tmp_path, 20)
     assert "last.pt" in CANCEL_NOTE and dlg.cancel_note.text() == CANCEL_NOTE
