@@ -39,7 +39,7 @@ from crc_core import patches as P
 from crc_core.classes import ClassScheme
 from crc_core.jobs import run_job
 from crc_core.slide import open_slide
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_core.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff
 
 
 def bare_reads(
@@ -52,6 +52,20 @@ def bare_reads(
             for _ in pool.map(lambda xy: s.read_region(xy, 0, (size, size)), windows):
                 pass
         return time.perf_counter() - t0, time.process_time() - c0
+
+
+def ebhi_mosaic(n: int = 64) -> TileMosaic:
+    """A TileMosaic of the first ``n`` EBHI tiles (../shared/data/ebhi)."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ebhi"
+    with open(root / "labels.csv", newline="") as fh:
+        names = [r["image"] for r in csv.DictReader(fh)][:n]
+    tiles = [np.asarray(Image.open(root / name).convert("RGB")) for name in names]
+    return TileMosaic(tiles, seed=0)
 
 
 def compare_formats(slide_path: Path) -> dict[str, dict[str, float]]:
@@ -104,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=8192, help="slide side in level-0 px (8192)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--tissue", action="store_true", help="tissue filter on (min 0.5)")
+    ap.add_argument("--gland", action="store_true", help="gland filter on (min 0.5; torch model)")
     ap.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temp)")
@@ -132,15 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="crc-extract-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        slide = work / "bench.tif"
-        if not slide.exists():
-            write_pyramid_tiff(slide, args.size, args.size, TissuePattern(seed=1), mpp=0.5)
+        if args.gland:
+            # Real colorectal tissue for the gland model: EBHI tiles in a mosaic, no mpp (so the
+            # model reads the patches at the tiles' own scale).
+            slide = work / "bench-ebhi.tif"
+            if not slide.exists():
+                write_pyramid_tiff(slide, args.size, args.size, ebhi_mosaic(), mpp=None)
+        else:
+            slide = work / "bench.tif"
+            if not slide.exists():
+                write_pyramid_tiff(slide, args.size, args.size, TissuePattern(seed=1), mpp=0.5)
         area = box(100, 100, args.size - 100, args.size - 100)
         xy, _ = P.grid_windows(area, 400, 280, 0.75)
         windows = [tuple(map(int, v)) for v in xy.tolist()]
         cfg = P.ExtractConfig(
             random=0,
-            min_gland=0,
+            min_gland=0.5 if args.gland else 0,
             min_tissue=0.5 if args.tissue else 0,
             test_fraction=0.2,
             workers=args.workers,
@@ -184,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                     "patch_size": 400,
                     "workers": args.workers,
                     "format": args.format,
-                    "gland_filter": False,
+                    "gland_filter": bool(args.gland),
                     "tissue_filter": bool(args.tissue),
                     "bare_read_patches_per_s": round(bare_rate, 1),
                     "extract_patches_per_s": round(ext_rate, 1),
