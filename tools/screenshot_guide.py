@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     ap.add_argument("--only", nargs="*", default=None, help="names of the shots to take")
+    ap.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        help="a `crc evaluate` folder shown in the report panel (shot 'report')",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
@@ -69,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     import app  # noqa: F401  (PySide6 workaround)
+    import app.dialogs.errors as errs
     from app.demo import bundle_root, install_demo
     from app.main_window import MainWindow
 
+    def show_error(_parent: object, title: str, msg: str) -> None:  # never a modal box here
+        print(f"error dialog: {title}: {msg}", file=sys.stderr)
+
+    errs.show_error = show_error
     qapp = QApplication.instance() or QApplication(["crc-viewer"])
     qapp.setApplicationName("CRC Workbench")
     qapp.setWindowIcon(QIcon(str(bundle_root() / "resources" / "icon.png")))
@@ -132,10 +143,18 @@ def main(argv: list[str] | None = None) -> int:
         save(dlg, out("class-scheme"))
         dlg.reject()
 
-    # 4. Analysis > Build Dataset
+    # 4. Analysis > Build Dataset: a real build of the demo project (224 px, as the EBHI tiles)
     if take("build-dataset"):
         dlg = win.open_analysis("build")
-        wait_until(qapp, lambda: False, 3.0)
+        dlg.name_edit.setText("demo-224")
+        dlg.patch_size.setValue(224)
+        dlg.overlap.setValue(0.0)
+        dlg.workers.setValue(2)
+        dlg.build_button.click()
+        ok = wait_until(qapp, lambda: dlg.worker is None, 900) and dlg.result is not None
+        if not ok:
+            print("build-dataset: the build did not finish", file=sys.stderr)
+        wait_until(qapp, lambda: False, 1.0)
         save(dlg, out("build-dataset"))
         dlg.close()
 
@@ -166,7 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         save(win, out("heatmap"))
         panel.heat_box.setChecked(False)
 
-    # 8. Help > About
+    # 8. the evaluation report of a model (e.g. the demo model's `crc evaluate` folder)
+    if take("report") and args.eval is not None:
+        from app.panels.report import ReportPanel
+
+        rep = ReportPanel()
+        rep.resize(1200, 860)
+        rep.show()
+        rep.open_folder(args.eval)
+        wait_until(qapp, lambda: False, 1.5)
+        save(rep, out("report"))
+        rep.close()
+
+    # 9. Help > About
     if take("about"):
         dlg = win.about()
         wait_until(qapp, lambda: False, 0.5)
