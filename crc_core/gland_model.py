@@ -243,10 +243,39 @@ def load_ebhi_tiles(
     return np.stack(imgs), np.stack(masks)
 
 
+def case_key(case_id: str) -> str:
+    """The patient/case a tile belongs to: the 7-digit case number inside ``case_id``.
+
+    ``labels.csv`` gives the number for most tiles, but for the ``GTDC...`` files its ``case_id`` is
+    the whole file name (``GTDC2102188-2-400-003.png``); both map to ``2102188`` here.
+    """
+    import re
+
+    if case_id.isdigit():
+        return case_id
+    m = re.search(r"(\d{7})", case_id)
+    return m.group(1) if m else case_id
+
+
 def held_out_cases(meta_path: Path | None = None) -> list[str]:
-    """The case ids held out from training and model selection (from the model's JSON card)."""
+    """The case ids (as in ``labels.csv``) the model card lists as its test split."""
     meta = json.loads(Path(meta_path or META_PATH).read_text())
     return [str(c) for c in meta["split"]["test"]]
+
+
+def held_out_rows(
+    rows: Sequence[dict[str, str]], meta_path: Path | None = None
+) -> list[dict[str, str]]:
+    """Rows of the test split whose case (:func:`case_key`) never appears in train or validation."""
+    meta = json.loads(Path(meta_path or META_PATH).read_text())
+    test = {str(c) for c in meta["split"]["test"]}
+    seen = {case_key(str(c)) for k in ("train", "val") for c in meta["split"][k]}
+    return [
+        r
+        for r in rows
+        if (r["case_id"] in test or case_key(r["case_id"]) in test)
+        and case_key(r["case_id"]) not in seen
+    ]
 
 
 def gland_metrics(pred: Sequence[np.ndarray], true: Sequence[np.ndarray]) -> dict[str, float]:

@@ -25,6 +25,7 @@ __all__ = [
     "gland_fraction",
     "gland_fractions",
     "gland_mask",
+    "gland_masks",
     "pen_mask",
     "tissue_fraction",
     "tissue_mask",
@@ -191,6 +192,23 @@ def gland_mask(rgb: np.ndarray, mpp: float | None = None) -> np.ndarray:
     return gland_model.predict_masks([_check_rgb(rgb)], mpp=mpp)[0]
 
 
+def gland_masks(
+    images: Sequence[np.ndarray] | np.ndarray, mpp: float | None = None, batch_size: int = 16
+) -> list[np.ndarray]:
+    """Gland masks of many patches at once (batched inference; see :func:`gland_mask`).
+
+    Returns
+    -------
+    list of (h, w) bool arrays, one per image, each at its image's size.
+    """
+    from crc_core import gland_model
+
+    imgs = [_check_rgb(im) for im in images]
+    if not imgs:
+        return []
+    return gland_model.predict_masks(imgs, mpp=mpp, batch_size=batch_size)
+
+
 def gland_fraction(rgb: np.ndarray, mpp: float | None = None) -> float:
     """Fraction of the patch covered by glands, in [0, 1] (see :func:`gland_mask`)."""
     return float(gland_mask(rgb, mpp=mpp).mean())
@@ -213,10 +231,5 @@ def gland_fractions(
     -------
     (n,) float64 array in [0, 1].
     """
-    from crc_core import gland_model
-
-    imgs = [_check_rgb(im) for im in images]
-    if not imgs:
-        return np.zeros(0, dtype=np.float64)
-    masks = gland_model.predict_masks(imgs, mpp=mpp, batch_size=batch_size)
+    masks = gland_masks(images, mpp=mpp, batch_size=batch_size)
     return np.array([float(m.mean()) for m in masks], dtype=np.float64)

@@ -34,10 +34,14 @@ from crc_core.atomic import atomic_path, atomic_write_text
 def split_cases(
     rows: list[dict[str, str]], seed: int, fractions: tuple[float, float] = (0.7, 0.15)
 ) -> dict[str, list[str]]:
-    """Cases -> train/val/test, stratified by the case's most frequent EBHI class."""
+    """Cases -> train/val/test, stratified by the case's most frequent EBHI class.
+
+    Cases are grouped by :func:`crc_core.gland_model.case_key` (the 7-digit case number), so tiles
+    whose ``labels.csv`` case_id is a file name still fall on the side of their case.
+    """
     by_case: dict[str, list[str]] = defaultdict(list)
     for r in rows:
-        by_case[r["case_id"]].append(r["ebhi_class"])
+        by_case[gm.case_key(r["case_id"])].append(r["ebhi_class"])
     by_class: dict[str, list[str]] = defaultdict(list)
     for case, classes in sorted(by_case.items()):
         by_class[max(set(classes), key=lambda c: (classes.count(c), c))].append(case)
@@ -145,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-minutes", type=float, default=25.0)
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue from these weights (same architecture; their split is kept)",
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = gm.read_ebhi_labels(args.ebhi)
     split = split_cases(rows, args.seed)
-    sets = {k: [r for r in rows if r["case_id"] in set(v)] for k, v in split.items()}
+    sets = {k: [r for r in rows if gm.case_key(r["case_id"]) in set(v)] for k, v in split.items()}
     data = {k: gm.load_ebhi_tiles(args.ebhi, v) for k, v in sets.items()}
     print(
         {k: (len(split[k]), len(sets[k])) for k in split},
@@ -165,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     tr_y = torch.from_numpy(data["train"][1])
 
     model = gm.GlandUNet(base=args.base, depth=args.depth)
+    previous: dict | None = None
+    if args.init is not None:
+        model = gm.load_model(args.init)
+        model.train()
+        previous = json.loads(args.init.with_suffix(".json").read_text())
+        if previous["split"] != split:
+            raise SystemExit(f"{args.init} was trained on another split (seed {previous['seed']})")
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(tr_x) / args.batch)
@@ -247,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seed": args.seed,
         "split": split,
+        "split_key": "case_key",
         "split_tiles": {k: len(v) for k, v in sets.items()},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "parameters": n_params,
+        "continued_from": None
+        if previous is None
+        else {k: previous[k] for k in ("command", "date", "steps", "best_epoch", "metrics")},
         "ebhi_mpp": gm.EBHI_MPP,
         "model_mpp": gm.MODEL_MPP,
         "best_epoch": best[1],
