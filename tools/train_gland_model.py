@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         type=Path,
         default=None,
-        help="continue from these weights (same architecture; their split is kept)",
+        help="continue from these weights (same architecture, trained on the same split)",
     )
     args = ap.parse_args(argv)
 
