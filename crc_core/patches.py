@@ -1380,7 +1380,9 @@ def sources_from_project(project: Any) -> tuple[list[SlideSource], list[str]]:
             )
     if not out:
         if warns:  # say why (missing slides, skipped outlines), not just "no annotations"
-            raise DatasetError(f"{project.root}: no annotated slide can be used: {'; '.join(warns)}")
+            raise DatasetError(
+                f"{project.root}: no annotated slide can be used: {'; '.join(warns)}"
+            )
         raise DatasetError(
             f"{project.root}: no slide of this project has annotations; draw areas first"
         )
