@@ -434,7 +434,8 @@ def fit(
             label_column=cfg.data.get("label_column"), group_column=cfg.data.get("group_column"),
             split_column=cfg.data.get("split_column"), classes=cfg.data.get("classes"),
             mapping=cfg.data.get("map"), warn=warn_fn)
-        cfg.data = {**table.options, **{k: v for k, v in cfg.data.items() if v is not None},
+        # What was actually used: resolved column names, parsed --classes list and --map dict.
+        cfg.data = {**{k: v for k, v in cfg.data.items() if v is not None}, **table.options,
                     "source": str(table.source.resolve())}
         scheme = table.scheme
         if ckpt is not None:

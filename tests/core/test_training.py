@@ -1,0 +1,227 @@
+"""Training on a small real EBHI subset: learning, resume, DDP on the CPU, OOM halving, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from crc_core.errors import CheckpointError, ConfigError, DatasetError
+from crc_core.jobs import run_job
+from crc_core.models import load_checkpoint
+from crc_core.training import (
+    PRESETS,
+    compute_loss,
+    fit,
+    lr_at,
+    make_config,
+)
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_subset(ebhi: Path, out: Path, classes: list[str], per_class: int,
+                 per_case: int = 2) -> Path:
+    """A CSV of ``per_class`` real EBHI tiles per class, at most ``per_case`` per case."""
+    with open(ebhi / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by[r["ebhi_class"]].append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "ebhi_class", "case_id"])
+        for c in classes:
+            seen: Counter[str] = Counter()
+            for r in by[c]:
+                if seen[r["case_id"]] < per_case and sum(seen.values()) < per_class:
+                    seen[r["case_id"]] += 1
+                    w.writerow([str(ebhi / r["image"]), c, r["case_id"]])
+    return out
+
+
+DATA_OPTS = {"label_column": "ebhi_class", "group_column": "case_id"}
+
+
+def tiny_config(**kw):
+    base = dict(epochs=1, batch_size=8, image_size=64, device="cpu", data=dict(DATA_OPTS),
+                val_fraction=0.25)
+    base.update(kw)
+    return make_config("resnet50", "quick", **base)
+
+
+@pytest.fixture(scope="module")
+def subset(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_subset(ebhi_dir, tmp_path_factory.mktemp("sub") / "sub.csv",
+                        ["Normal", "Adenocarcinoma"], 12)
+
+
+def test_paper_preset_is_the_papers_schedule() -> None:
+    cfg = make_config("resnet50", "paper")
+    assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.optimizer) == (32, 200, 1e-3, "adam")
+    # 1e-3 for epochs 1-80, then 1e-4, 1e-5, 1e-6, 1e-7 after 80, 120, 160, 180.
+    got = [lr_at(cfg, e) for e in (0, 79, 80, 119, 120, 160, 180, 199)]
+    want = [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 1e-7, 1e-7]
+    assert got == pytest.approx(want, rel=1e-9)
+    inc = make_config("inception_v3", "paper")
+    assert inc.optimizer == "rmsprop" and inc.label_smoothing > 0
+    assert PRESETS["quick"]["epochs"] < 20
+
+
+def test_every_preset_value_can_be_overridden() -> None:
+    cfg = make_config("densenet121", "paper", epochs=3, batch_size=4, lr=0.01, optimizer="sgd",
+                      milestones=[2])
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer, cfg.milestones) == (
+        3, 4, 0.01, "sgd", [2])
+
+
+def test_learns_on_a_small_real_subset(subset: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(epochs=6, val_fraction=0.0, augment={"flip": True, "rot90": True,
+                                                             "color": 0.0, "hed": 0.0})
+    summary = run_job(fit(subset, tmp_path / "run", cfg))
+    hist = summary["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    # Two balanced classes: chance is 0.5.
+    assert max(r["train_acc"] for r in hist[-2:]) > 0.7
+
+
+def test_history_csv_has_one_row_per_epoch(subset: Path, tmp_path: Path) -> None:
+    run_job(fit(subset, tmp_path / "run", tiny_config(epochs=2)))
+    with open(tmp_path / "run" / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                            "seconds", "images_per_s"}
+    assert float(rows[0]["images_per_s"]) > 0
+
+
+def test_checkpoint_holds_what_resume_and_prediction_need(subset: Path, tmp_path: Path) -> None:
+    run_job(fit(subset, tmp_path / "run", tiny_config()))
+    ck = load_checkpoint(tmp_path / "run" / "last.pt", expect_arch="resnet50",
+                         expect_classes=["Adenocarcinoma", "Normal"])
+    assert ck["input_size"] == 64 and ck["epoch"] == 1
+    assert ck["optimizer"]["state"] and ck["scheduler"]["last_epoch"] == 1
+    assert ck["config"]["data"]["group_column"] == "case_id"
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_resume_equals_an_uninterrupted_run(subset: Path, tmp_path: Path) -> None:
+    straight = run_job(fit(subset, tmp_path / "a", tiny_config(epochs=2)))
+    run_job(fit(subset, tmp_path / "b", tiny_config(epochs=1)))
+    resumed = run_job(fit(subset, tmp_path / "b", tiny_config(epochs=2), resume=True))
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+    assert resumed["history"][-1]["train_loss"] == pytest.approx(
+        straight["history"][-1]["train_loss"], rel=1e-3)
+
+
+def test_simulated_cuda_oom_halves_the_batch_and_finishes(subset: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import crc_core.training as training
+
+    real = training._train_micro
+    sizes: list[int] = []
+
+    def fake(model, x, y, cfg, autocast, scale):
+        sizes.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, x, y, cfg, autocast, scale)
+
+    monkeypatch.setattr(training, "_train_micro", fake)
+    messages: list[str] = []
+    summary = run_job(fit(subset, tmp_path / "run", tiny_config(), warn=messages.append))
+    assert summary["micro_batch"] == 2
+    assert sum("batch halved to 4" in m for m in messages) == 1
+    assert sum("batch halved to 2" in m for m in messages) == 1
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_inception_loss_adds_the_auxiliary_head() -> None:
+    from torchvision.models.inception import InceptionOutputs
+
+    cfg = make_config("inception_v3", "paper", label_smoothing=0.0)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    aux = torch.tensor([[0.0, 3.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy
+    got = compute_loss(InceptionOutputs(logits, aux), y, cfg)
+    assert float(got) == pytest.approx(float(ce(logits, y) + 0.4 * ce(aux, y)))
+    assert float(compute_loss(logits, y, cfg)) == pytest.approx(float(ce(logits, y)))
+
+
+def test_inception_trains_below_299_px_without_the_auxiliary_head(subset: Path,
+                                                                  tmp_path: Path) -> None:
+    cfg = make_config("inception_v3", "quick", epochs=1, batch_size=8, image_size=80,
+                      device="cpu", data=dict(DATA_OPTS), val_fraction=0.25)
+    messages: list[str] = []
+    run_job(fit(subset, tmp_path / "run", cfg, warn=messages.append))
+    assert any("auxiliary head" in m for m in messages)
+    ck = load_checkpoint(tmp_path / "run" / "last.pt", expect_arch="inception_v3")
+    assert not any(k.startswith("AuxLogits.") for k in ck["model"])
+
+
+def test_ddp_on_the_cpu_with_two_gloo_processes(subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "crc_core.cli", "train", "--data", str(subset),
+           "--label-column", "ebhi_class", "--group-column", "case_id", "--arch", "resnet50",
+           "--epochs", "1", "--batch-size", "8", "--image-size", "64", "--device", "cpu",
+           "--out", str(out), "--quiet"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    load_checkpoint(out / "last.pt", expect_arch="resnet50")
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_existing_run_is_not_overwritten_without_resume(subset: Path, tmp_path: Path) -> None:
+    run_job(fit(subset, tmp_path / "run", tiny_config()))
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_job(fit(subset, tmp_path / "run", tiny_config()))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_resume_without_a_checkpoint_is_refused(subset: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        run_job(fit(subset, tmp_path / "none", tiny_config(), resume=True))
+
+
+def test_resume_with_another_architecture_is_refused(subset: Path, tmp_path: Path) -> None:
+    run_job(fit(subset, tmp_path / "run", tiny_config()))
+    cfg = make_config("densenet121", "quick", epochs=2, device="cpu", data=dict(DATA_OPTS))
+    with pytest.raises(CheckpointError, match="resnet50"):
+        run_job(fit(subset, tmp_path / "run", cfg, resume=True))
+
+
+def test_single_class_data_is_refused(ebhi_dir: Path, tmp_path: Path) -> None:
+    csv_path = write_subset(ebhi_dir, tmp_path / "one.csv", ["Normal"], 6)
+    with pytest.raises(DatasetError, match="one class"):
+        run_job(fit(csv_path, tmp_path / "run", tiny_config()))
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_architecture_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="resnet50, densenet121, inception_v3"):
+        make_config("vgg16", "quick")
+
+
+def test_too_small_image_size_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="75"):
+        make_config("inception_v3", "quick", image_size=64)
