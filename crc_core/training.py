@@ -54,7 +54,6 @@ from crc_core.models import (
     load_checkpoint,
     main_logits,
     save_checkpoint,
-    unwrap,
     uses_aux,
 )
 
