@@ -1,19 +1,20 @@
-"""Training data: tile tables from `crc extract` datasets or CSV manifests, group splits, tensor caches.
+"""Training data: tile tables from `crc extract` datasets or CSV manifests, splits, tensor caches.
 
 A *tile table* is a list of labelled image files with a group (slide, case) and an optional given
 split. It is read from
 
-- a dataset folder written by ``crc extract`` (``manifest.csv`` with ``path,label,slide,...,split`` and
-  ``dataset.json`` holding the class scheme, patch size, level and mpp), or
+- a dataset folder written by ``crc extract`` (``manifest.csv`` with ``path,label,slide,...,split``
+  and ``dataset.json`` holding the class scheme, patch size, level and mpp), or
 - any CSV whose image paths are relative to the CSV file (``--image-column``, ``--label-column``,
   ``--group-column``, ``--split-column``), e.g. ``../shared/data/ebhi/labels.csv`` with
   ``--label-column ebhi_class --group-column case_id``.
 
-``--classes`` keeps rows with these (raw) labels and ``--map "A=B,C=B"`` merges labels. Splits are made by
-group, never by row (tiles of one case are near-duplicates), seeded and stratified by each group's
-majority label. Images are decoded once into a ``uint8`` tensor ``(N, 3, S, S)`` (on the GPU when it
-fits); augmentation (:class:`Augment`: flips, 90-degree rotations, mild colour and HED stain jitter) runs
-batch-wise on whatever device the batch is on. Unreadable images are skipped with a warning and counted.
+``--classes`` keeps rows with these (raw) labels and ``--map "A=B,C=B"`` merges labels. Splits are
+made by group, never by row (tiles of one case are near-duplicates), seeded and stratified by each
+group's majority label. Images are decoded once into a ``uint8`` tensor ``(N, 3, S, S)`` (on the GPU
+when it fits); augmentation (:class:`Augment`: flips, 90-degree rotations, mild colour and HED stain
+jitter) runs batch-wise on whatever device the batch is on. Unreadable images are skipped with a
+warning and counted.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def _pick(cols: list[str], wanted: str | None, defaults: Sequence[str], what: st
           path: Path, required: bool = True) -> str | None:
     if wanted:
         if wanted not in cols:
-            raise DatasetError(f"{path}: no column {wanted!r} ({option}); columns: {', '.join(cols)}")
+            raise DatasetError(
+                f"{path}: no column {wanted!r} ({option}); columns: {', '.join(cols)}")
         return wanted
     for d in defaults:
         if d in cols:
@@ -181,7 +183,8 @@ def load_table(
                 csv_path = src / name
                 break
         else:
-            raise DatasetError(f"{src}: no manifest.csv or labels.csv in this folder; give a dataset "
+            raise DatasetError(f"{src}: no manifest.csv or labels.csv in this folder; give a "
+                               f"dataset "
                                f"folder written by `crc extract` or a CSV file")
         meta = src / "dataset.json"
         if meta.is_file():
@@ -211,7 +214,8 @@ def load_table(
     spl_col = _pick(cols, split_column, ("split",), "split", "--split-column", csv_path,
                     required=bool(split_column))
     if grp_col is None:
-        warn(f"{csv_path.name}: no group column; each image is its own group (name the slide or case "
+        warn(f"{csv_path.name}: no group column; each image is its own group (name the slide or "
+             f"case "
              f"column with --group-column so near-duplicate tiles never straddle the split)")
     keep = parse_classes(classes)
     merge = parse_map(mapping)
@@ -220,7 +224,8 @@ def load_table(
         unknown = [c for c in keep if c not in present]
         if unknown:
             raise DatasetError(f"{csv_path}: --classes names {', '.join(map(repr, unknown))} not "
-                               f"found in column {lab_col!r} (labels: {', '.join(sorted(present))})")
+                               f"found in column {lab_col!r} "
+                               f"(labels: {', '.join(sorted(present))})")
     bad_map = [k for k in merge if k not in present]
     if bad_map:
         raise DatasetError(f"{csv_path}: --map names {', '.join(map(repr, bad_map))} not found in "
@@ -419,7 +424,9 @@ def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int
 
 
 class TileDataset(torch.utils.data.Dataset):
-    """Streaming dataset (decoded per item, for DataLoader workers): ``(uint8 (3,S,S), label, index)``.
+    """Streaming dataset (decoded per item, for DataLoader workers).
+
+    Items are ``(uint8 (3, S, S), label, index)``.
 
     Unreadable images yield a label of -1 and are dropped by :func:`collate_skip`.
     """
@@ -547,7 +554,7 @@ class Augment:
 
 
 def hed_jitter(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Scale/shift the HED stain concentrations of ``x`` (``(N,3,H,W)`` in [0,1]; ``(N,3)`` factors)."""
+    """Scale/shift the HED stain concentrations of ``x`` ((N,3,H,W) in [0,1]; (N,3) factors)."""
     log_adjust = math.log(1e-6)
     m_fwd = _HED_FROM_RGB.to(x.device, torch.float32)
     m_inv = _RGB_FROM_HED.to(x.device, torch.float32)

@@ -2,15 +2,15 @@
 
 Metrics come from scikit-learn (``confusion_matrix``, ``precision_recall_fscore_support``,
 ``average_precision_score``, ``roc_auc_score``, ``roc_curve``); specificity ``TN / (TN + FP)`` and
-negative predictive value ``TN / (TN + FN)`` are computed one-vs-rest from the confusion matrix. A ratio
-whose denominator is zero counts as 0 (scikit-learn's ``zero_division=0``); average precision and AUROC
-of a class absent from the labels are ``null`` and left out of the macro means. mAP is the mean of the
-per-class average precisions.
+negative predictive value ``TN / (TN + FN)`` are computed one-vs-rest from the confusion matrix. A
+ratio whose denominator is zero counts as 0 (scikit-learn's ``zero_division=0``); average precision
+and AUROC of a class absent from the labels are ``null`` and left out of the macro means. mAP is the
+mean of the per-class average precisions.
 
 Outputs of :func:`evaluate` (all written atomically into one folder): ``metrics.json``,
 ``predictions.csv`` (image, label, predicted, ``prob_<class>`` ...), ``table3.csv/.md`` (overall),
-``table4.csv/.md`` (per class), ``confusion.csv``, ``roc.png``, ``confusion.png``, ``curves.png`` (when
-the run's ``history.csv`` is next to the checkpoint) and a self-contained ``report.html``.
+``table4.csv/.md`` (per class), ``confusion.csv``, ``roc.png``, ``confusion.png``, ``curves.png``
+(when the run's ``history.csv`` is next to the checkpoint) and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, class_names: Seque
     p = np.asarray(probs, dtype=np.float64)
     k = len(class_names)
     if p.ndim != 2 or p.shape != (len(y), k):
-        raise ValueError(f"probabilities of shape {p.shape} do not fit {len(y)} labels x {k} classes")
+        raise ValueError(
+            f"probabilities of shape {p.shape} do not fit {len(y)} labels x {k} classes")
     if len(y) == 0:
         raise DatasetError("nothing to evaluate: no images")
     pred = p.argmax(1)
@@ -264,7 +265,8 @@ def _html_table(header: list[str], rows: list[list[Any]]) -> str:
 def render_report(title: str, results: dict[str, dict[str, Any]], images: list[tuple[str, bytes]],
                   notes: list[str]) -> str:
     """One self-contained HTML page (tables and base64-embedded plots)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>"
+             f"<title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
              "padding:3px 8px;text-align:right}th{background:#eee}td:first-child{text-align:left}"

@@ -1,22 +1,23 @@
 """Model registry and checkpoint format shared by training, evaluation and inference.
 
 Three torchvision backbones are built with ``weights=None`` and a head of the class scheme's size:
-``resnet50``, ``densenet121`` and ``inception_v3``. Each :class:`ModelSpec` names the native input size,
-the smallest size the network accepts, the normalisation, the layer whose feature map class activation
-maps (CAM) read and the final linear classifier. Images enter the networks as float tensors of shape
-``(N, 3, H, W)`` in [0, 1] normalised with ``(x - mean) / std``.
+``resnet50``, ``densenet121`` and ``inception_v3``. Each :class:`ModelSpec` names the native input
+size, the smallest size the network accepts, the normalisation, the layer whose feature map class
+activation maps (CAM) read and the final linear classifier. Images enter the networks as float
+tensors of shape ``(N, 3, H, W)`` in [0, 1] normalised with ``(x - mean) / std``.
 
 InceptionV3 keeps torchvision's auxiliary head: in training mode it returns
-``InceptionOutputs(logits, aux_logits)``, in eval mode plain logits (the auxiliary head is then unused).
-Its normalisation is the Inception one (mean = std = 0.5, i.e. inputs in [-1, 1]); torchvision's ImageNet
-weights expect exactly that (their ``transform_input`` maps ImageNet-normalised input to it), so
-``transform_input`` is always off here.
+``InceptionOutputs(logits, aux_logits)``, in eval mode plain logits (the auxiliary head is then
+unused). Its normalisation is the Inception one (mean = std = 0.5, i.e. inputs in [-1, 1]);
+torchvision's ImageNet weights expect exactly that (their ``transform_input`` maps
+ImageNet-normalised input to it), so ``transform_input`` is always off here.
 
-Checkpoints are plain dicts (strings, numbers, lists, dicts and tensors only) written atomically with
-``torch.save`` and read with ``torch.load(weights_only=True)``: a file that would run code on load is
-refused, never executed. Keys: ``format``, ``kind``, ``arch``, ``classes`` (``ClassScheme.to_json()``),
-``num_classes``, ``input_size``, ``patch_size``, ``level``, ``mpp``, ``mean``, ``std``, ``model``
-(state_dict), ``weights_dtype``, ``config``, ``epoch``, ``optimizer``, ``scheduler``, ``metrics``.
+Checkpoints are plain dicts (strings, numbers, lists, dicts and tensors only) written atomically
+with ``torch.save`` and read with ``torch.load(weights_only=True)``: a file that would run code on
+load is refused, never executed. Keys: ``format``, ``kind``, ``arch``, ``classes``
+(``ClassScheme.to_json()``), ``num_classes``, ``input_size``, ``patch_size``, ``level``, ``mpp``,
+``mean``, ``std``, ``model`` (state_dict), ``weights_dtype``, ``config``, ``epoch``, ``optimizer``,
+``scheduler``, ``metrics``.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _new(arch: str, num_classes: int, aux_logits: bool = True) -> nn.Module:
 
 
 def uses_aux(arch: str, image_size: int) -> bool:
-    """Whether InceptionV3's auxiliary head can be trained at ``image_size`` (it needs >= 299 px)."""
+    """Whether InceptionV3's auxiliary head can be trained at ``image_size`` (needs >= 299 px)."""
     spec = get_spec(arch)
     return spec.aux_min_input_size is not None and image_size >= spec.aux_min_input_size
 
@@ -184,7 +185,8 @@ def _replace_heads(model: nn.Module, spec: ModelSpec, num_classes: int) -> None:
 def _load_plain_state(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a weights file (a CRC checkpoint or a bare state_dict), weights only."""
     obj = _torch_load(path, "cpu")
-    if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND and isinstance(obj.get("model"), dict):
+    if (isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND
+            and isinstance(obj.get("model"), dict)):
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -193,7 +195,8 @@ def _load_plain_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(
-            f"{path}: not a weights file (expected a CRC checkpoint or a torch state_dict of tensors)")
+            f"{path}: not a weights file (expected a CRC checkpoint or a torch state_dict of "
+            f"tensors)")
     # Checkpoints saved from DDP or torch.compile carry prefixes.
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
@@ -245,8 +248,9 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None,
         Size of the classification head (>= 2).
     weights
         ``None`` (random initialisation), ``"imagenet"`` (torchvision's ImageNet weights, only when
-        already in the local torch hub cache: nothing is downloaded) or a path to a weights file (a CRC
-        checkpoint of any class count, or a torch state_dict) whose backbone is loaded; the head is
+        already in the local torch hub cache: nothing is downloaded) or a path to a weights file (a
+        CRC checkpoint of any class count, or a torch state_dict) whose backbone is loaded; the
+        head is
         kept only when its class count matches.
     aux_logits
         InceptionV3 only: build the auxiliary head (training at >= 299 px, see :func:`uses_aux`).
@@ -267,7 +271,8 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None,
         file = imagenet_weights_path(arch)
         if not file.is_file():
             raise CheckpointError(
-                f"ImageNet weights for {arch} are not in the local torch cache ({file}); nothing is "
+                f"ImageNet weights for {arch} are not in the local torch cache ({file}); "
+                f"nothing is "
                 f"downloaded at run time: fetch {spec.imagenet_url} once (e.g. `python -c \"import "
                 f"torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\"` on a machine "
                 f"with internet) and copy it to {file}, or train with --weights none")
@@ -328,7 +333,7 @@ def features_and_logits(model: nn.Module, arch: str, x: torch.Tensor
 
 
 def main_logits(output: Any) -> torch.Tensor:
-    """Logits from a model output (InceptionV3's ``InceptionOutputs`` in training mode, else a tensor)."""
+    """Logits of a model output (InceptionV3's ``InceptionOutputs`` in training, else a tensor)."""
     if isinstance(output, torch.Tensor):
         return output
     return output[0]
@@ -336,7 +341,7 @@ def main_logits(output: Any) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- checkpoints
 def _plain(value: Any, where: str) -> Any:
-    """``value`` as JSON-like plain types (numpy scalars, tuples, Paths converted) for weights_only."""
+    """``value`` as JSON-like plain types (numpy scalars, tuples, Paths converted)."""
     try:
         return json.loads(json.dumps(value, default=_json_default))
     except (TypeError, ValueError) as exc:
@@ -437,7 +442,7 @@ def save_checkpoint(
 
 
 def _torch_load(path: Path, map_location: Any) -> Any:
-    """``torch.load(weights_only=True)`` with every failure turned into one clear CheckpointError."""
+    """``torch.load(weights_only=True)``; every failure becomes one clear CheckpointError."""
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found")
     if not path.is_file():
@@ -461,7 +466,8 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"checkpoint {path} refused: it holds Python objects{what} that could run code when "
+                f"checkpoint {path} refused: it holds Python objects{what} that could run code "
+                f"when "
                 f"loaded; only weights (tensors and plain values) are accepted, nothing was run"
             ) from None
         raise CheckpointError(f"{path} is not a checkpoint (unreadable pickle data)") from None
@@ -526,7 +532,8 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND or any(
             k not in ckpt for k in _REQUIRED_KEYS):
         hint = ""
-        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        if isinstance(ckpt, dict) and ckpt and all(
+                isinstance(v, torch.Tensor) for v in ckpt.values()):
             hint = " (it is a bare state_dict: use it with --weights to initialise a backbone)"
         raise CheckpointError(f"{p} is not a CRC Workbench checkpoint{hint}")
     fmt = ckpt.get("format")

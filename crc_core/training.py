@@ -1,19 +1,19 @@
-"""Training: presets, the ``fit`` job generator, checkpoints every epoch, resume, DDP under torchrun.
+"""Training: presets, the ``fit`` job generator, per-epoch checkpoints, resume, DDP (torchrun).
 
-``fit`` follows torchvision's ``references/classification/train.py``: one pass over the training set per
-epoch, validation under ``torch.inference_mode()``, a checkpoint dict holding everything needed to resume
-and to predict. Images are decoded once into a uint8 tensor cache (on the GPU when it fits) and augmented
-batch-wise on the training device (:class:`crc_core.data.Augment`); when the cache would not fit, a
-DataLoader with workers streams them. On CUDA: bf16 autocast, channels_last, cuDNN benchmark, optional
-``torch.compile``. Under ``torchrun`` every process trains its shard (DistributedSampler) inside
-DistributedDataParallel (nccl on GPUs, gloo on the CPU); ``batch_size`` is the global batch, split
-between processes; only rank 0 writes files.
+``fit`` follows torchvision's ``references/classification/train.py``: one pass over the training set
+per epoch, validation under ``torch.inference_mode()``, a checkpoint dict holding everything needed
+to resume and to predict. Images are decoded once into a uint8 tensor cache (on the GPU when it
+fits) and augmented batch-wise on the training device (:class:`crc_core.data.Augment`); when the
+cache would not fit, a DataLoader with workers streams them. On CUDA: bf16 autocast, channels_last,
+cuDNN benchmark, optional ``torch.compile``. Under ``torchrun`` every process trains its shard
+(DistributedSampler) inside DistributedDataParallel (nccl on GPUs, gloo on the CPU); ``batch_size``
+is the global batch, split between processes; only rank 0 writes files.
 
-Outputs in the run folder: ``last.pt`` (every epoch, atomic, with optimizer state), ``best.pt`` (best
-validation accuracy, ties broken by lower validation loss; no optimizer state), ``history.csv``
-(epoch, train/val loss and accuracy, learning rate, seconds, images/s), ``config.json``,
-``summary.json``. CUDA out of memory halves the micro-batch (gradients are accumulated, so the
-effective batch is unchanged) and retries the batch.
+Outputs in the run folder: ``last.pt`` (every epoch, atomic, with optimizer state), ``best.pt``
+(best validation accuracy, ties broken by lower validation loss; no optimizer state),
+``history.csv`` (epoch, train/val loss and accuracy, learning rate, seconds, images/s),
+``config.json``, ``summary.json``. CUDA out of memory halves the micro-batch (gradients are
+accumulated, so the effective batch is unchanged) and retries the batch.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ from crc_core.models import (
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Kim, Koh, Lee 2021, section 3.2: batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs
-    # 80, 120, 160 and 180; Adam (ResNet50, DenseNet121), RMSprop with label smoothing (InceptionV3).
+    # 80, 120, 160 and 180; Adam (ResNet50, DenseNet121), RMSprop with label smoothing
+    # (InceptionV3).
     "paper": {"epochs": 200, "batch_size": 32, "lr": 1e-3, "milestones": [80, 120, 160, 180],
               "gamma": 0.1},
     # A few epochs at a constant rate: for the CPU and for trying things.
@@ -96,7 +97,8 @@ class TrainConfig:
     amp: bool = True                  # bf16 autocast on CUDA
     half_checkpoint: bool = False     # best.pt weights in float16 (compact release checkpoints)
     augment: dict[str, Any] = field(default_factory=lambda: Augment().to_json())
-    data: dict[str, Any] = field(default_factory=dict)   # image/label/group/split columns, classes, map
+    # image/label/group/split columns, classes, map, source
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -453,7 +455,8 @@ def fit(
             0 if cache != "none" else min(8, max(1, (os.cpu_count() or 2) - 1)))
         train_b = _Batches(table, split.train, size, device, cache, workers)
         val_b = _Batches(table, split.val, size, device, cache, workers)
-        yield Progress(0, None, f"decoding {len(split.train) + len(split.val)} images ({cache} cache)")
+        n_all = len(split.train) + len(split.val)
+        yield Progress(0, None, f"decoding {n_all} images ({cache} cache)")
         # Decoding progress without a total: the bar's fraction is the training's alone.
         for ev in (*train_b.prepare(), *val_b.prepare()):
             yield Progress(ev.done, None, f"decoding images {int(ev.done)}/{int(ev.total or 0)}")
@@ -473,7 +476,8 @@ def fit(
 
         aux = uses_aux(cfg.arch, size)
         if cfg.arch == "inception_v3" and not aux:
-            warn_fn(f"inception_v3 at {size} px: the auxiliary head needs >= 299 px and is left out")
+            warn_fn(f"inception_v3 at {size} px: the auxiliary head needs >= 299 px and is left "
+                    f"out")
         model = build_model(cfg.arch, len(scheme), cfg.weights if ckpt is None else None,
                             aux_logits=aux)
         if ckpt is not None:

@@ -1,4 +1,4 @@
-"""`crc compare`: several `crc evaluate` folders side by side (paper Tables 3 and 4) with a report."""
+"""`crc compare`: `crc evaluate` folders side by side (paper Tables 3 and 4) with a report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`crc evaluate`: metrics, tables 3 and 4, ROC, confusion matrix and an HTML report for a checkpoint."""
+"""`crc evaluate`: metrics, tables 3 and 4, ROC, confusion matrix and an HTML report."""
 
 from __future__ import annotations
 

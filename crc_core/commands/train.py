@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arch", choices=["resnet50", "densenet121", "inception_v3"],
                    help="architecture (default resnet50; with --resume: the checkpoint's)")
     p.add_argument("--preset", choices=["paper", "quick"], default="quick",
-                   help="paper: batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs 80, 120, "
+                   help="paper: batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs 80, "
+                   "120, "
                    "160, 180; quick: 5 epochs, batch 16 (default)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch (split between torchrun processes)")
@@ -53,7 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--image-size", type=int, help="network input side in pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--weights", help="none (default), imagenet (from the local torch cache only) or "
+    p.add_argument("--weights", help="none (default), imagenet (from the local torch cache "
+                   "only) or "
                    "a checkpoint/state_dict file whose backbone is loaded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2,
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             milestones = [int(m) for m in args.milestones.split(",") if m.strip()]
         except ValueError:
-            raise ConfigError(f"--milestones {args.milestones!r}: give epochs like 80,120") from None
+            raise ConfigError(
+                f"--milestones {args.milestones!r}: give epochs like 80,120") from None
     augment = Augment().to_json()
     if args.no_augment:
         augment = {"flip": False, "rot90": False, "color": 0.0, "hed": 0.0}

@@ -1,4 +1,4 @@
-"""Training on a small real EBHI subset: learning, resume, DDP on the CPU, OOM halving, bad input."""
+"""Training on a small real EBHI subset: learning, resume, DDP on CPU, OOM halving, bad input."""
 
 from __future__ import annotations
 
