@@ -3,8 +3,8 @@
 The *bare step* is forward + backward + optimizer step on random tensors already on the device, in
 the same process and with the same settings (batch, size, bf16 autocast on CUDA, channels_last): the
 limit the data path can approach. *End to end* is `crc_core.training.fit` on real images (EBHI tiles
-resized to ``--size``; decoding, cache, augmentation, loss, optimizer) - the training images/s of its
-last epoch (the first one warms up cuDNN). Goal: ratio >= 0.95 on a GPU, >= 0.9 on the CPU.
+resized to ``--size``; decoding, cache, augmentation, loss, optimizer): the training images/s of
+its last epoch (the first one warms up cuDNN). Goal: ratio >= 0.95 on a GPU, >= 0.9 on the CPU.
 
 Usage::
 
