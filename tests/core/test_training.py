@@ -65,6 +65,13 @@ def subset(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                         ["Normal", "Adenocarcinoma"], 12)
 
 
+@pytest.fixture(scope="module")
+def run2(subset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One uninterrupted two-epoch run shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("run2") / "run"
+    return out, run_job(fit(subset, out, tiny_config(epochs=2)))
+
+
 def test_paper_preset_is_the_papers_schedule() -> None:
     cfg = make_config("resnet50", "paper")
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.optimizer) == (32, 200, 1e-3, "adam")
@@ -94,9 +101,8 @@ def test_learns_on_a_small_real_subset(subset: Path, tmp_path: Path) -> None:
     assert max(r["train_acc"] for r in hist[-2:]) > 0.7
 
 
-def test_history_csv_has_one_row_per_epoch(subset: Path, tmp_path: Path) -> None:
-    run_job(fit(subset, tmp_path / "run", tiny_config(epochs=2)))
-    with open(tmp_path / "run" / "history.csv") as fh:
+def test_history_csv_has_one_row_per_epoch(run2) -> None:
+    with open(run2[0] / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
@@ -104,22 +110,21 @@ def test_history_csv_has_one_row_per_epoch(subset: Path, tmp_path: Path) -> None
     assert float(rows[0]["images_per_s"]) > 0
 
 
-def test_checkpoint_holds_what_resume_and_prediction_need(subset: Path, tmp_path: Path) -> None:
-    run_job(fit(subset, tmp_path / "run", tiny_config()))
-    ck = load_checkpoint(tmp_path / "run" / "last.pt", expect_arch="resnet50",
+def test_checkpoint_holds_what_resume_and_prediction_need(run2) -> None:
+    ck = load_checkpoint(run2[0] / "last.pt", expect_arch="resnet50",
                          expect_classes=["Adenocarcinoma", "Normal"])
-    assert ck["input_size"] == 64 and ck["epoch"] == 1
-    assert ck["optimizer"]["state"] and ck["scheduler"]["last_epoch"] == 1
+    assert ck["input_size"] == 64 and ck["epoch"] == 2
+    assert ck["optimizer"]["state"] and ck["scheduler"]["last_epoch"] == 2
     assert ck["config"]["data"]["group_column"] == "case_id"
-    assert (tmp_path / "run" / "best.pt").is_file()
+    assert (run2[0] / "best.pt").is_file()
 
 
-def test_resume_equals_an_uninterrupted_run(subset: Path, tmp_path: Path) -> None:
-    straight = run_job(fit(subset, tmp_path / "a", tiny_config(epochs=2)))
+def test_resume_equals_an_uninterrupted_run(subset: Path, tmp_path: Path, run2) -> None:
+    straight = run2[1]
     run_job(fit(subset, tmp_path / "b", tiny_config(epochs=1)))
     resumed = run_job(fit(subset, tmp_path / "b", tiny_config(epochs=2), resume=True))
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
-    a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    a = load_checkpoint(run2[0] / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
     for k in a:
         if a[k].is_floating_point():
@@ -190,12 +195,11 @@ def test_ddp_on_the_cpu_with_two_gloo_processes(subset: Path, tmp_path: Path) ->
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_existing_run_is_not_overwritten_without_resume(subset: Path, tmp_path: Path) -> None:
-    run_job(fit(subset, tmp_path / "run", tiny_config()))
-    before = (tmp_path / "run" / "last.pt").read_bytes()
+def test_existing_run_is_not_overwritten_without_resume(subset: Path, run2) -> None:
+    before = (run2[0] / "last.pt").read_bytes()
     with pytest.raises(ConfigError, match="--resume"):
-        run_job(fit(subset, tmp_path / "run", tiny_config()))
-    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+        run_job(fit(subset, run2[0], tiny_config()))
+    assert (run2[0] / "last.pt").read_bytes() == before
 
 
 def test_resume_without_a_checkpoint_is_refused(subset: Path, tmp_path: Path) -> None:
@@ -203,11 +207,10 @@ def test_resume_without_a_checkpoint_is_refused(subset: Path, tmp_path: Path) ->
         run_job(fit(subset, tmp_path / "none", tiny_config(), resume=True))
 
 
-def test_resume_with_another_architecture_is_refused(subset: Path, tmp_path: Path) -> None:
-    run_job(fit(subset, tmp_path / "run", tiny_config()))
-    cfg = make_config("densenet121", "quick", epochs=2, device="cpu", data=dict(DATA_OPTS))
+def test_resume_with_another_architecture_is_refused(subset: Path, run2) -> None:
+    cfg = make_config("densenet121", "quick", epochs=3, device="cpu", data=dict(DATA_OPTS))
     with pytest.raises(CheckpointError, match="resnet50"):
-        run_job(fit(subset, tmp_path / "run", cfg, resume=True))
+        run_job(fit(subset, run2[0], cfg, resume=True))
 
 
 def test_single_class_data_is_refused(ebhi_dir: Path, tmp_path: Path) -> None:
