@@ -155,6 +155,30 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"milestones {cfg.milestones} must be increasing positive epochs")
 
 
+def uniform_tile_size(table: TileTable, probe: int = 64) -> int | None:
+    """The common side of square tiles in a CSV manifest (read from image headers), else ``None``.
+
+    A checkpoint trained on a tile list records it as its ``patch_size``, so prediction on a slide
+    cuts windows of the size the tiles had (an EBHI tile is 224 px even when trained at 112 px).
+    """
+    from PIL import Image
+
+    sizes = set()
+    for sample in table.samples[:probe]:
+        try:
+            with Image.open(sample.path) as im:
+                sizes.add(im.size)
+        except OSError:
+            continue
+        if len(sizes) > 1:
+            return None
+    if len(sizes) == 1:
+        w, h = sizes.pop()
+        if w == h:
+            return int(w)
+    return None
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate of (0-based) ``epoch``: ``lr * gamma ** (milestones passed)``.
 
@@ -516,7 +540,8 @@ def fit(
         steps_per_epoch = max(1, math.ceil(math.ceil(len(train_b) / info.world) / per_rank_batch))
         total_steps = cfg.epochs * steps_per_epoch
         meta = {"arch": cfg.arch, "classes": scheme, "input_size": size,
-                "patch_size": table.patch_size, "level": table.level, "mpp": table.mpp}
+                "patch_size": table.patch_size or uniform_tile_size(table),
+                "level": table.level, "mpp": table.mpp}
         if start_epoch >= cfg.epochs:
             warn_fn(f"{last_path} has already trained {start_epoch} epochs (--epochs {cfg.epochs})")
 
