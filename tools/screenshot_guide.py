@@ -25,10 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pump(qapp) -> None:
+    """One turn of the event loop, deferred deletes included (``processEvents`` alone skips them,
+    so widgets a panel replaced with ``deleteLater`` would still be painted)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    qapp.processEvents()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
 def wait_until(qapp, cond: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        qapp.processEvents()
+        pump(qapp)
         if cond():
             return True
         time.sleep(0.02)
@@ -40,7 +49,7 @@ def settle(qapp, win, timeout: float = 60.0) -> None:
     win.view.update()
     wait_until(qapp, lambda: win.view.is_complete(with_thumbnail=True), timeout)
     for _ in range(20):
-        qapp.processEvents()
+        pump(qapp)
         time.sleep(0.01)
 
 
