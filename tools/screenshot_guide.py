@@ -114,16 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     if take("open-project"):
         for e in panel.entries.values():
             e.class_layer.visible = False
+        win.layers_panel.rebuild()  # its check boxes follow the layers' visibility
         win.docks["annotations"].raise_()
         win.view.fit()
         settle(qapp, win)
         save(win, out("open-project"))
         panel._apply_visibility()
+        win.layers_panel.rebuild()
 
     # 2. annotating: a polygon being drawn with the Polygon tool (real mouse events on the view)
     if take("annotate"):
         for e in panel.entries.values():
             e.class_layer.visible = False
+        win.layers_panel.rebuild()  # its check boxes follow the layers' visibility
         win.view.fit()
         settle(qapp, win)
         win.select_class_by_key("3")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         win.view.tool.cancel()
         win.ctl.set_tool("pan")
         panel._apply_visibility()
+        win.layers_panel.rebuild()
 
     # 3. the class scheme editor (Edit > Edit Class Scheme)
     if take("class-scheme"):
