@@ -78,7 +78,7 @@ ANNOTATION_FILTER = "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
 
 ANALYSIS_DIALOGS = {
     "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog", "project"),
-    "train": ("Train…", "app.dialogs.train", "TrainDialog", "project"),
+    "train": ("Train…", "app.dialogs.train", "TrainDialog", "project-optional"),
     "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "window"),
 }
 
@@ -752,7 +752,8 @@ class MainWindow(QMainWindow):
             errors.report(self, text.rstrip("…"), "open a project or a slide first (File > Open)")
             return None
         try:
-            dlg = cls(self.project, self) if arg == "project" else cls(self)
+            # Training needs no slide: without a project the dialog asks for a dataset folder or CSV.
+            dlg = cls(self.project, self) if arg.startswith("project") else cls(self)
         except CrcError as exc:
             errors.report(self, text.rstrip("…"), str(exc))
             return None

@@ -236,3 +236,15 @@ def test_learning_rate_box_takes_scientific_notation_and_steps_tenfold(qtbot, er
     qtbot.keyClick(box, Qt.Key.Key_Up)
     assert box.value() == pytest.approx(1e-3)
     assert box.text() == "0.001"
+
+
+def test_train_opens_from_the_main_window_without_a_project(qtbot) -> None:
+    """Training needs no slide: Analysis > Train… opens with no project, asking for a dataset."""
+    from app.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert win.project is None
+    dlg = win.open_analysis("train")
+    assert isinstance(dlg, TrainDialog)
+    dlg.close()
