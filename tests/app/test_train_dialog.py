@@ -7,11 +7,11 @@ CI machine has two cores shared with other tests).
 from __future__ import annotations
 
 import csv
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 import torch
+from ebhi_subset import write_subset
 from PySide6.QtCore import Qt
 
 from app.dialogs.train import CANCEL_NOTE, TrainDialog
@@ -26,28 +26,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def write_subset(ebhi: Path, out: Path, classes: list[str], per_class: int,
-                 per_case: int = 3) -> Path:
-    """A CSV of ``per_class`` real EBHI tiles per class (absolute paths), at most ``per_case`` per
-    case, so that the split by case has several groups on each side."""
-    with open(ebhi / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r["ebhi_class"]].append(r)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "ebhi_class", "case_id"])
-        for c in classes:
-            seen: Counter[str] = Counter()
-            for r in by[c]:
-                if seen[r["case_id"]] < per_case and sum(seen.values()) < per_class:
-                    seen[r["case_id"]] += 1
-                    w.writerow([str(ebhi / r["image"]), c, r["case_id"]])
-    return out
 
 
 def make_dialog(qtbot, data: Path, out: Path, epochs: int) -> TrainDialog:
@@ -69,7 +47,7 @@ def make_dialog(qtbot, data: Path, out: Path, epochs: int) -> TrainDialog:
 @pytest.fixture(scope="module")
 def tiny_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_subset(ebhi_dir, tmp_path_factory.mktemp("train") / "tiny.csv",
-                        ["Normal", "Adenocarcinoma"], 12)
+                        ["Normal", "Adenocarcinoma"], 12, per_case=3)
 
 
 def test_dialog_guesses_ebhi_label_and_group_columns(qtbot, tiny_csv: Path, tmp_path: Path):

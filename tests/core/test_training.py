@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 import torch
+from ebhi_subset import write_subset
 
 from crc_core.errors import CheckpointError, ConfigError, DatasetError
 from crc_core.jobs import run_job
@@ -26,27 +26,6 @@ from crc_core.training import (
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_subset(ebhi: Path, out: Path, classes: list[str], per_class: int,
-                 per_case: int = 2) -> Path:
-    """A CSV of ``per_class`` real EBHI tiles per class, at most ``per_case`` per case."""
-    with open(ebhi / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r["ebhi_class"]].append(r)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "ebhi_class", "case_id"])
-        for c in classes:
-            seen: Counter[str] = Counter()
-            for r in by[c]:
-                if seen[r["case_id"]] < per_case and sum(seen.values()) < per_class:
-                    seen[r["case_id"]] += 1
-                    w.writerow([str(ebhi / r["image"]), c, r["case_id"]])
-    return out
 
 
 DATA_OPTS = {"label_column": "ebhi_class", "group_column": "case_id"}
