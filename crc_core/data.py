@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,8 @@ from crc_core.errors import ClassSchemeError, ConfigError, DatasetError
 from crc_core.jobs import Progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+# A group value that is an image file name: usually a per-tile id, not the slide or case.
+_FILE_LIKE = re.compile(r"\.(png|jpe?g|tiff?|bmp|svs|ndpi|mrxs)$", re.IGNORECASE)
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 
@@ -149,6 +152,7 @@ def load_table(
     split_column: str | None = None,
     classes: str | Sequence[str] | None = None,
     mapping: str | dict[str, str] | None = None,
+    group_pattern: str | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> TileTable:
     """Read a dataset folder or CSV manifest into a :class:`TileTable`.
@@ -165,6 +169,11 @@ def load_table(
         Raw labels to keep (others dropped), in the order of the resulting scheme.
     mapping
         ``"OLD=NEW,..."`` label merges applied after ``classes``.
+    group_pattern
+        Regular expression whose first match in the group value is the group (its first
+        capturing group if it has one), e.g. ``\\d{7}`` for EBHI's case numbers, whose
+        ``GTDC…`` rows carry the whole file name as ``case_id``. Values it does not match stay
+        whole (with a warning).
     warn
         Called with one line per problem that does not stop the job.
 
@@ -217,6 +226,13 @@ def load_table(
         warn(f"{csv_path.name}: no group column; each image is its own group (name the slide or "
              f"case "
              f"column with --group-column so near-duplicate tiles never straddle the split)")
+    pattern = None
+    if group_pattern:
+        try:
+            pattern = re.compile(group_pattern)
+        except re.error as exc:
+            raise DatasetError(f"--group-pattern {group_pattern!r} is not a valid regular "
+                               f"expression: {exc}") from None
     keep = parse_classes(classes)
     merge = parse_map(mapping)
     present = {(r.get(lab_col) or "").strip() for r in rows}
@@ -232,6 +248,8 @@ def load_table(
                            f"column {lab_col!r} (labels: {', '.join(sorted(present - {''}))})")
 
     entries: list[tuple[Path, str, str, str | None, str]] = []
+    unmatched: list[str] = []
+    file_like: list[str] = []
     empty_label = 0
     for i, r in enumerate(rows):
         raw = (r.get(lab_col) or "").strip()
@@ -247,6 +265,14 @@ def load_table(
         p = Path(rel)
         p = p if p.is_absolute() else csv_path.parent / p
         group = (r.get(grp_col) or "").strip() if grp_col else ""
+        if group and pattern is not None:
+            m = pattern.search(group)
+            if m is None:
+                unmatched.append(group)
+            else:
+                group = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
+        elif group and _FILE_LIKE.search(group):
+            file_like.append(group)
         group = group or f"row{i}"
         split = None
         if spl_col:
@@ -257,6 +283,13 @@ def load_table(
                                        f"or test")
                 split = _SPLIT_ALIASES[v]
         entries.append((p, merge.get(raw, raw), group, split, raw))
+    if unmatched:
+        warn(f"{csv_path.name}: --group-pattern {group_pattern!r} does not match "
+             f"{len(unmatched)} {grp_col} value(s), e.g. {unmatched[0]!r}; those stay whole")
+    if file_like:
+        warn(f"{csv_path.name}: {len(set(file_like))} {grp_col} value(s) look like file names "
+             f"(e.g. {file_like[0]!r}): each is a group of its own, so tiles of one case may "
+             f"straddle the split; --group-pattern (e.g. '\\d{{7}}') takes the case id out of them")
     if empty_label:
         warn(f"{csv_path.name}: {empty_label} rows without an image path or label skipped")
     if not entries:
@@ -293,7 +326,8 @@ def load_table(
     if spl_col and all(s.split is None for s in samples):
         spl_col = None
     options = {"image_column": img_col, "label_column": lab_col, "group_column": grp_col,
-               "split_column": spl_col, "classes": keep, "map": merge or None}
+               "split_column": spl_col, "classes": keep, "map": merge or None,
+               "group_pattern": group_pattern or None}
 
     def _num(key: str, cast: Callable[[Any], Any]) -> Any:
         v = info.get(key)

@@ -302,6 +302,7 @@ def evaluate(
     split_column: str | None = None,
     classes: str | Sequence[str] | None = None,
     mapping: str | dict[str, str] | None = None,
+    group_pattern: str | None = None,
     subset: str = "auto",
     batch_size: int = 64,
     device: str = "auto",
@@ -342,13 +343,14 @@ def evaluate(
     train_data = cfg.get("data") or {}
     opts = {"image_column": image_column, "label_column": label_column,
             "group_column": group_column, "split_column": split_column, "classes": classes,
-            "map": mapping}
+            "map": mapping, "group_pattern": group_pattern}
     for k in opts:
         if opts[k] is None:
             opts[k] = train_data.get(k)
     table = load_table(data, image_column=opts["image_column"], label_column=opts["label_column"],
                        group_column=opts["group_column"], split_column=opts["split_column"],
-                       classes=opts["classes"], mapping=opts["map"], warn=warn_fn)
+                       classes=opts["classes"], mapping=opts["map"],
+                       group_pattern=opts["group_pattern"], warn=warn_fn)
     scheme = ckpt["scheme"]
     unknown = [n for n in table.scheme.names if scheme.find(n) is None]
     if unknown:

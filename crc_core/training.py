@@ -67,8 +67,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 5, "batch_size": 16, "lr": 1e-3, "milestones": [], "gamma": 0.1},
 }
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                   "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr",
+                   "seconds", "images_per_s"]
+
+BALANCE_MODES = ("none", "loss", "sampler")
+BEST_METRICS = ("acc", "balanced_acc")
 
 
 @dataclass
@@ -96,6 +99,10 @@ class TrainConfig:
     cache: str = "auto"               # auto | gpu | cpu | none
     amp: bool = True                  # bf16 autocast on CUDA
     half_checkpoint: bool = False     # best.pt weights in float16 (compact release checkpoints)
+    # Class imbalance: "loss" weighs each class by n / (K * n_c) in the cross-entropy; "sampler"
+    # draws each epoch's images with replacement, every class equally likely. "none" = the paper.
+    balance: str = "none"
+    best_metric: str = "acc"          # acc | balanced_acc (mean per-class recall) picks best.pt
     augment: dict[str, Any] = field(default_factory=lambda: Augment().to_json())
     # image/label/group/split columns, classes, map, source
     data: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +158,10 @@ def validate_config(cfg: TrainConfig) -> None:
                           f"{spec.min_input_size} to 2048 pixels")
     if not 0 <= cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction {cfg.val_fraction} must be in [0, 1)")
+    if cfg.balance not in BALANCE_MODES:
+        raise ConfigError(f"--balance {cfg.balance!r}: choose {', '.join(BALANCE_MODES)}")
+    if cfg.best_metric not in BEST_METRICS:
+        raise ConfigError(f"--best-metric {cfg.best_metric!r}: choose {', '.join(BEST_METRICS)}")
     if sorted(cfg.milestones) != list(cfg.milestones) or any(m < 1 for m in cfg.milestones):
         raise ConfigError(f"milestones {cfg.milestones} must be increasing positive epochs")
 
@@ -305,6 +316,36 @@ class _Batches:
                 yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
 
 
+def class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (K * n_c)`` over the K classes present (absent: 0).
+
+    A balanced set gets all ones; the weighted cross-entropy then gives each class the same total
+    say in the loss, whatever its share of the images.
+    """
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=n_classes).double()
+    present = int((counts > 0).sum())
+    w = torch.zeros(n_classes, dtype=torch.float64)
+    nz = counts > 0
+    w[nz] = counts.sum() / (present * counts[nz])
+    return w.float()
+
+
+def balanced_order(labels: list[int], info: DistInfo, seed: int, epoch: int) -> list[int]:
+    """This rank's share of one epoch drawn with replacement, each class equally likely.
+
+    The epoch keeps the dataset's length; every rank draws the same global sequence (same seed)
+    and takes every ``world``-th position, so ranks see disjoint draws of equal length.
+    """
+    n = len(labels)
+    per_class = class_weights(labels, max(labels) + 1 if labels else 1).double()
+    w = per_class[torch.tensor(labels, dtype=torch.long)]
+    gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+    draw = torch.multinomial(w, n, replacement=True, generator=gen).tolist()
+    per_rank = math.ceil(n / info.world)
+    draw = (draw + draw[:per_rank * info.world - n])[:per_rank * info.world]
+    return draw[info.rank::info.world]
+
+
 def _order(n: int, info: DistInfo, seed: int, epoch: int, shuffle: bool) -> list[int]:
     sampler = torch.utils.data.DistributedSampler(
         range(n), num_replicas=info.world, rank=info.rank, shuffle=shuffle, seed=seed,
@@ -314,24 +355,28 @@ def _order(n: int, info: DistInfo, seed: int, epoch: int, shuffle: bool) -> list
 
 
 # ----------------------------------------------------------------------------- steps
-def compute_loss(output: Any, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Cross-entropy (with label smoothing) plus ``aux_weight`` x the InceptionV3 auxiliary loss."""
+def compute_loss(output: Any, y: torch.Tensor, cfg: TrainConfig,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy (label smoothing, optional class ``weight``) plus ``aux_weight`` x the
+    InceptionV3 auxiliary loss."""
     if isinstance(output, torch.Tensor):
-        return F.cross_entropy(output.float(), y, label_smoothing=cfg.label_smoothing)
+        return F.cross_entropy(output.float(), y, weight=weight,
+                               label_smoothing=cfg.label_smoothing)
     logits, aux = output[0], output[1]
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
     if aux is not None:
-        loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y,
+        loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, weight=weight,
                                                        label_smoothing=cfg.label_smoothing)
     return loss
 
 
 def _train_micro(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                 autocast: bool, scale: float) -> tuple[float, int]:
+                 autocast: bool, scale: float,
+                 weight: torch.Tensor | None = None) -> tuple[float, int]:
     """Forward and backward one micro-batch; returns (summed loss, correct predictions)."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         out = model(x)
-        loss = compute_loss(out, y, cfg)
+        loss = compute_loss(out, y, cfg, weight)
     (loss * scale).backward()
     correct = int((main_logits(out).argmax(1) == y).sum())
     return float(loss.detach()) * x.shape[0], correct
@@ -458,7 +503,8 @@ def fit(
             data, image_column=cfg.data.get("image_column"),
             label_column=cfg.data.get("label_column"), group_column=cfg.data.get("group_column"),
             split_column=cfg.data.get("split_column"), classes=cfg.data.get("classes"),
-            mapping=cfg.data.get("map"), warn=warn_fn)
+            mapping=cfg.data.get("map"), group_pattern=cfg.data.get("group_pattern"),
+            warn=warn_fn)
         # What was actually used: resolved column names, parsed --classes list and --map dict.
         cfg.data = {**{k: v for k, v in cfg.data.items() if v is not None}, **table.options,
                     "source": str(table.source.resolve())}
@@ -516,13 +562,16 @@ def fit(
         start_epoch = 0
         best: tuple[float, float] = (-1.0, math.inf)
         best_epoch = 0
+        best_val_acc: float | None = None
         if ckpt is not None:
             if ckpt.get("optimizer"):
                 optimizer.load_state_dict(ckpt["optimizer"])
             start_epoch = int(ckpt.get("epoch") or 0)
             m = ckpt.get("metrics") or {}
-            best = (float(m.get("best_val_acc", -1.0)), float(m.get("best_val_loss", math.inf)))
+            best = (float(m.get("best_score", m.get("best_val_acc", -1.0))),
+                    float(m.get("best_val_loss", math.inf)))
             best_epoch = int(m.get("best_epoch", 0))
+            best_val_acc = m.get("best_val_acc")
         train_model: nn.Module = model
         if info.world > 1:
             train_model = nn.parallel.DistributedDataParallel(
@@ -542,6 +591,14 @@ def fit(
         meta = {"arch": cfg.arch, "classes": scheme, "input_size": size,
                 "patch_size": table.patch_size or uniform_tile_size(table),
                 "level": table.level, "mpp": table.mpp}
+        train_labels = train_b.labels_list()
+        loss_weight = None
+        if cfg.balance == "loss":
+            loss_weight = class_weights(train_labels, len(scheme)).to(device)
+        if cfg.balance != "none":
+            counts = table.counts(train_b.indices)
+            warn_fn(f"class balance by {cfg.balance}: training counts "
+                    + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if start_epoch >= cfg.epochs:
             warn_fn(f"{last_path} has already trained {start_epoch} epochs (--epochs {cfg.epochs})")
 
@@ -552,7 +609,10 @@ def fit(
                 g["lr"] = lr
             torch.manual_seed(cfg.seed * 1000 + epoch)
             gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-            order = _order(len(train_b), info, cfg.seed, epoch, shuffle=True)
+            if cfg.balance == "sampler":
+                order = balanced_order(train_labels, info, cfg.seed, epoch)
+            else:
+                order = _order(len(train_b), info, cfg.seed, epoch, shuffle=True)
             if len(order) % per_rank_batch == 1:
                 order = order[:-1]   # a batch of one breaks batch norm
             train_model.train()
@@ -568,8 +628,12 @@ def fit(
                         for ci, s in enumerate(chunks):
                             xs, ys = x[s:s + micro], y[s:s + micro]
                             with _NoSync(train_model, ci < len(chunks) - 1):
-                                ls, c = _train_micro(train_model, xs, ys, cfg, autocast,
-                                                     xs.shape[0] / x.shape[0])
+                                # The chunk's share of the batch loss (of its class
+                                # weight when weighted), so accumulation equals one batch.
+                                share = (xs.shape[0] / x.shape[0] if loss_weight is None else
+                                         float(loss_weight[ys].sum() / loss_weight[y].sum()))
+                                ls, c = _train_micro(train_model, xs, ys, cfg, autocast, share,
+                                                     loss_weight)
                             loss_sum += ls
                             correct += c
                         optimizer.step()
@@ -599,23 +663,30 @@ def fit(
             sums = _all_sum(sums, info, device)
             train_loss = sums[0] / max(1.0, sums[2])
             train_acc = sums[1] / max(1.0, sums[2])
-            val_loss = val_acc = None
+            val_loss = val_acc = val_bal = None
             if len(val_b):
-                vl, vc, vn = _validate(model, val_b, info, cfg, spec.mean, spec.std,
-                                                  autocast, per_rank_batch * 2, device)
+                vl, vc, vn, per_class = _validate(model, val_b, info, cfg, spec.mean, spec.std,
+                                                  autocast, per_rank_batch * 2, device,
+                                                  len(scheme))
                 val_loss, val_acc = vl / max(1.0, vn), vc / max(1.0, vn)
+                recalls = [c / n for c, n in per_class if n > 0]
+                val_bal = sum(recalls) / len(recalls) if recalls else None
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": seconds,
+                   "val_loss": val_loss, "val_acc": val_acc, "val_bal_acc": val_bal, "lr": lr,
+                   "seconds": seconds,
                    "images_per_s": sums[2] / max(1e-9, train_seconds)}
             history.append(row)
-            score = (val_acc if val_acc is not None else train_acc,
+            val_score = val_bal if cfg.best_metric == "balanced_acc" else val_acc
+            score = (val_score if val_score is not None else train_acc,
                      val_loss if val_loss is not None else train_loss)
             improved = score[0] > best[0] or (score[0] == best[0] and score[1] < best[1])
             if improved:
-                best, best_epoch = score, epoch + 1
+                best, best_epoch, best_val_acc = score, epoch + 1, val_acc
             metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                       "val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best[0],
+                       "val_loss": val_loss, "val_acc": val_acc, "val_bal_acc": val_bal,
+                       "best_metric": cfg.best_metric, "best_score": best[0],
+                       "best_val_acc": best_val_acc,
                        "best_val_loss": best[1] if math.isfinite(best[1]) else None,
                        "best_epoch": best_epoch}
             if info.main:
@@ -635,7 +706,8 @@ def fit(
         summary = {
             "out": str(out), "arch": cfg.arch, "classes": scheme.names, "epochs": cfg.epochs,
             "image_size": size, "best_epoch": best_epoch,
-            "best_val_acc": best[0] if best[0] >= 0 else None, "history": history,
+            "best_val_acc": best_val_acc, "best_metric": cfg.best_metric,
+            "best_score": best[0] if best[0] >= 0 else None, "history": history,
             "last": str(last_path), "best": str(best_path), "skipped": len(skipped),
             "train_images": len(train_b), "val_images": len(val_b), "world_size": info.world,
             "cache": cache, "device": str(device), "micro_batch": micro,
@@ -651,10 +723,12 @@ def fit(
 
 def _validate(model: nn.Module, batches: _Batches, info: DistInfo, cfg: TrainConfig,
               mean: tuple[float, ...], std: tuple[float, ...], autocast: bool, batch: int,
-              device: torch.device) -> tuple[float, float, float]:
+              device: torch.device, n_classes: int,
+              ) -> tuple[float, float, float, list[tuple[float, float]]]:
+    """Summed loss, correct, count and per class (correct, count) over all ranks."""
     model.eval()
     order = _order(len(batches), info, 0, 0, shuffle=False)
-    sums = [0.0, 0.0, 0.0]
+    sums = [0.0] * (3 + 2 * n_classes)
     with torch.inference_mode():
         for x, y in batches.iterate(order, batch):
             xf = _prep(x, None, None, list(mean), list(std))
@@ -663,5 +737,12 @@ def _validate(model: nn.Module, batches: _Batches, info: DistInfo, cfg: TrainCon
             sums[0] += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             sums[1] += float((logits.argmax(1) == y).sum())
             sums[2] += x.shape[0]
+            hit = (logits.argmax(1) == y).long()
+            for c, (k, n) in enumerate(zip(torch.bincount(y, weights=hit.float(),
+                                                          minlength=n_classes).tolist(),
+                                           torch.bincount(y, minlength=n_classes).tolist(),
+                                           strict=True)):
+                sums[3 + 2 * c] += k
+                sums[4 + 2 * c] += n
     s = _all_sum(sums, info, device)
-    return s[0], s[1], s[2]
+    return s[0], s[1], s[2], [(s[3 + 2 * c], s[4 + 2 * c]) for c in range(n_classes)]

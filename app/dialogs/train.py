@@ -253,6 +253,13 @@ class TrainDialog(QDialog):
         form.addRow("Image column", self.image_column)
         form.addRow("Label column", self.label_column)
         form.addRow("Group column", self.group_column)
+        self.group_pattern_edit = QLineEdit()
+        self.group_pattern_edit.setPlaceholderText(r"whole value (or e.g. \d{7})")
+        self.group_pattern_edit.setToolTip(
+            "Regular expression whose first match in the group value is the group, e.g. \\d{7} "
+            "for EBHI case numbers inside GTDC file names (crc train --group-pattern)")
+        self.group_pattern_edit.textChanged.connect(lambda _t: self._summary_timer.start())
+        form.addRow("Group pattern", self.group_pattern_edit)
         self.classes_edit = QLineEdit()
         self.classes_edit.setPlaceholderText("all labels (or e.g. Normal,Adenocarcinoma)")
         self.classes_edit.setToolTip("Keep only these labels, comma-separated "
@@ -323,6 +330,21 @@ class TrainDialog(QDialog):
             item.setEnabled(False)
             item.setToolTip("no CUDA GPU is available here")
         form.addRow("Device", self.device_combo)
+        self.balance_combo = QComboBox()
+        for label, mode in (("none (as the paper)", "none"), ("weighted loss", "loss"),
+                            ("balanced sampling", "sampler")):
+            self.balance_combo.addItem(label, mode)
+        self.balance_combo.setToolTip(
+            "Rare classes: weighted loss gives each class the same total weight in the "
+            "cross-entropy; balanced sampling draws every class equally often (crc train "
+            "--balance)")
+        form.addRow("Class balance", self.balance_combo)
+        self.best_combo = QComboBox()
+        self.best_combo.addItem("validation accuracy", "acc")
+        self.best_combo.addItem("balanced accuracy", "balanced_acc")
+        self.best_combo.setToolTip("Which validation score picks best.pt; balanced accuracy (mean "
+                                   "per-class recall) does not reward ignoring a rare class")
+        form.addRow("Best model by", self.best_combo)
         return box
 
     def _build_output_box(self) -> QGroupBox:
@@ -462,7 +484,8 @@ class TrainDialog(QDialog):
             return t or None
 
         return {"image_column": val(self.image_column), "label_column": val(self.label_column),
-                "group_column": val(self.group_column), "classes": val(self.classes_edit),
+                "group_column": val(self.group_column),
+                "group_pattern": val(self.group_pattern_edit), "classes": val(self.classes_edit),
                 "map": val(self.map_edit)}
 
     def _update_data_summary(self) -> None:
@@ -473,18 +496,23 @@ class TrainDialog(QDialog):
         from crc_core.data import load_table
 
         opts = self.data_options()
+        notes: list[str] = []
         try:
             table = load_table(text, image_column=opts["image_column"],
                                label_column=opts["label_column"],
                                group_column=opts["group_column"], classes=opts["classes"],
-                               mapping=opts["map"])
+                               mapping=opts["map"], group_pattern=opts["group_pattern"],
+                               warn=notes.append)
         except CrcError as exc:
             self._set_summary(str(exc), ok=False)
             return
         groups = len({s.group for s in table.samples})
         counts = ", ".join(f"{k} {v}" for k, v in table.counts().items())
-        self._set_summary(f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: "
-                          f"{counts}", ok=True)
+        text = (f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: "
+                f"{counts}")
+        if notes:
+            text += "\n⚠ " + "\n⚠ ".join(notes)
+        self._set_summary(text, ok=True)
 
     def _set_summary(self, text: str, ok: bool) -> None:
         self.data_summary.setText(text)
@@ -552,7 +580,8 @@ class TrainDialog(QDialog):
                 batch_size=self.batch_spin.value(), lr=float(self.lr_spin.value()),
                 image_size=self.size_spin.value() or None,
                 device=self.device_combo.currentText(), val_fraction=float(self.val_spin.value()),
-                data=opts)
+                balance=self.balance_combo.currentData(),
+                best_metric=self.best_combo.currentData(), data=opts)
             runs.append(_Run(arch, out, cfg, i, len(folders)))
         self._data = data
         return runs
@@ -756,6 +785,7 @@ class TrainDialog(QDialog):
         self.start_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         for w in (self.dataset_combo, self.image_column, self.label_column, self.group_column,
+                  self.group_pattern_edit, self.balance_combo, self.best_combo,
                   self.classes_edit, self.map_edit, self.val_spin, self.preset_combo,
                   self.epochs_spin, self.batch_spin, self.lr_spin, self.size_spin,
                   self.device_combo, self.out_edit, *self.arch_boxes.values()):

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     job = evaluate(args.checkpoint, args.data, args.out, image_column=args.image_column,
                    label_column=args.label_column, group_column=args.group_column,
                    split_column=args.split_column, classes=args.classes, mapping=args.map,
+                   group_pattern=args.group_pattern,
                    subset=args.subset, batch_size=args.batch_size, device=args.device,
                    workers=max(0, args.workers), name=args.name, warn=warn)
     res = drive_with_bar(job, desc="evaluate", quiet=args.quiet)

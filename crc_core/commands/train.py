@@ -21,6 +21,9 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-column", help="CSV column with image paths (relative to the CSV)")
     g.add_argument("--label-column", help="CSV column with class labels (default: label)")
     g.add_argument("--group-column", help="CSV column with the slide/case: the split is by group")
+    g.add_argument("--group-pattern",
+                   help=r"regular expression whose first match in the group value is the group, "
+                   r"e.g. '\d{7}' (EBHI case numbers inside GTDC file names)")
     g.add_argument("--split-column", help="CSV column with a given split (train/val/test)")
     g.add_argument("--classes", help='keep only these labels, comma-separated, e.g. "A,B,C"')
     g.add_argument("--map", dest="map", help='merge labels, e.g. "Low-grade IN=Adenoma,C=B"')
@@ -28,7 +31,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"image_column": args.image_column, "label_column": args.label_column,
-            "group_column": args.group_column, "split_column": args.split_column,
+            "group_column": args.group_column, "group_pattern": args.group_pattern,
+            "split_column": args.split_column,
             "classes": args.classes, "map": args.map}
 
 
@@ -67,6 +71,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or jitter")
     p.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation ± (0.1)")
     p.add_argument("--hed-jitter", type=float, help="HED stain jitter ± (0.03)")
+    p.add_argument("--balance", choices=["none", "loss", "sampler"],
+                   help="class imbalance: loss = inverse-frequency class weights in the "
+                   "cross-entropy; sampler = each epoch drawn with every class equally likely; "
+                   "none = as the paper (default)")
+    p.add_argument("--best-metric", choices=["acc", "balanced_acc"],
+                   help="validation score that picks best.pt: accuracy (default) or balanced "
+                   "accuracy (mean per-class recall)")
     p.add_argument("--half-checkpoint", action="store_true",
                    help="store best.pt weights in float16 (half the size)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -115,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
         val_fraction=args.val_fraction, workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
+        balance=args.balance, best_metric=args.best_metric,
         data={k: v for k, v in data_options(args).items() if v is not None})
     say = warn if rank == 0 else (lambda msg: None)
     job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)
@@ -122,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         last = summary["history"][-1] if summary["history"] else {}
         brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",
+                                         "best_metric", "best_score",
                                          "train_images", "val_images", "skipped", "device")}
         brief["last_epoch"] = last
         sys.stdout.write(json.dumps(brief, indent=2) + "\n")

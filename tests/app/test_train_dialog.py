@@ -153,6 +153,23 @@ def test_no_architecture_selected_is_refused_at_start(qtbot, tiny_csv: Path, tmp
     assert not dlg.is_running()
 
 
+def test_group_pattern_and_class_balance_reach_the_training_config(qtbot, ebhi_dir: Path,
+                                                                  tmp_path: Path):
+    dlg = make_dialog(qtbot, ebhi_dir / "labels.csv", tmp_path, 1)
+    # The real labels.csv: the GTDC rows' case_id is a file name, and the summary says so.
+    assert "look like file names" in dlg.data_summary.text()
+    assert "1559 images in 254 groups" in dlg.data_summary.text()
+    qtbot.keyClicks(dlg.group_pattern_edit, r"\d{7}")
+    dlg._update_data_summary()
+    assert "1559 images in 239 groups" in dlg.data_summary.text()
+    assert "file names" not in dlg.data_summary.text()
+    dlg.balance_combo.setCurrentIndex(dlg.balance_combo.findData("sampler"))
+    dlg.best_combo.setCurrentIndex(dlg.best_combo.findData("balanced_acc"))
+    (run,) = dlg._make_configs()
+    assert run.config.balance == "sampler" and run.config.best_metric == "balanced_acc"
+    assert run.config.data["group_pattern"] == r"\d{7}"
+
+
 def test_paper_preset_fills_the_schedule(qtbot, tmp_path: Path):
     dlg = TrainDialog(None)
     qtbot.addWidget(dlg)

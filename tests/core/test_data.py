@@ -48,6 +48,40 @@ def test_split_is_by_group_never_by_row(ebhi_dir: Path) -> None:
     assert len(sp.train) + len(sp.val) == len(t)
 
 
+def test_file_name_group_values_are_reported(ebhi_dir: Path) -> None:
+    # EBHI's 22 GTDC tiles carry their file name as case_id: 22 one-tile "cases" from 8 patients.
+    notes: list[str] = []
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, warn=notes.append)
+    assert len({s.group for s in t.samples}) == 232 + 22
+    assert any("22 case_id value(s) look like file names" in n and "--group-pattern" in n
+               for n in notes)
+
+
+def test_group_pattern_takes_the_case_number_out_of_file_names(ebhi_dir: Path) -> None:
+    notes: list[str] = []
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, group_pattern=r"\d{7}",
+                   warn=notes.append)
+    assert not notes
+    groups = {s.group for s in t.samples}
+    # 8 GTDC patients, one of whom also has tiles under the plain case number.
+    assert len(groups) == 232 + 7
+    assert all(len(g) == 7 and g.isdigit() for g in groups)
+    gtdc = [s for s in t.samples if "GTDC2100276" in s.path.name]
+    assert gtdc and {s.group for s in gtdc} == {"2100276"}
+    assert t.options["group_pattern"] == r"\d{7}"
+    # A capturing group picks the part inside it; unmatched values stay whole, with a warning.
+    t2 = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, group_pattern=r"^GTDC(\d+)",
+                    warn=notes.append)
+    assert {s.group for s in t2.samples if "GTDC2100276" in s.path.name} == {"2100276"}
+    assert "2000000" in {s.group for s in t2.samples}
+    assert any("does not match 1537 case_id value(s)" in n for n in notes)
+
+
+def test_invalid_group_pattern_is_a_clear_error(ebhi_dir: Path) -> None:
+    with pytest.raises(DatasetError, match="not a valid regular expression"):
+        load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, group_pattern="(\\d")
+
+
 def test_split_is_stratified_and_seeded(ebhi_dir: Path) -> None:
     t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
     a, b = split_by_group(t, 0.2, seed=3), split_by_group(t, 0.2, seed=3)

@@ -18,6 +18,9 @@ from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
 from crc_core.training import (
     PRESETS,
+    DistInfo,
+    balanced_order,
+    class_weights,
     compute_loss,
     fit,
     lr_at,
@@ -84,8 +87,8 @@ def test_history_csv_has_one_row_per_epoch(run2) -> None:
     with open(run2[0] / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                            "seconds", "images_per_s"}
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                            "val_bal_acc", "lr", "seconds", "images_per_s"}
     assert float(rows[0]["images_per_s"]) > 0
 
 
@@ -119,11 +122,11 @@ def test_simulated_cuda_oom_halves_the_batch_and_finishes(subset: Path, tmp_path
     real = training._train_micro
     sizes: list[int] = []
 
-    def fake(model, x, y, cfg, autocast, scale):
+    def fake(model, x, y, cfg, autocast, scale, weight=None):
         sizes.append(x.shape[0])
         if x.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, x, y, cfg, autocast, scale)
+        return real(model, x, y, cfg, autocast, scale, weight)
 
     monkeypatch.setattr(training, "_train_micro", fake)
     messages: list[str] = []
@@ -171,6 +174,59 @@ def test_ddp_on_the_cpu_with_two_gloo_processes(subset: Path, tmp_path: Path) ->
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     load_checkpoint(out / "last.pt", expect_arch="resnet50")
+
+
+# ----------------------------------------------------------------------------- class balance
+def test_class_weights_are_inverse_frequency_and_weigh_the_loss() -> None:
+    w = class_weights([0, 0, 0, 1], 3)
+    # n / (K_present * n_c): 4 / (2 * 3) and 4 / (2 * 1); an absent class weighs nothing.
+    assert w.tolist() == pytest.approx([2 / 3, 2.0, 0.0])
+    assert class_weights([0, 1, 2, 0, 1, 2], 3).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    per = -torch.log_softmax(logits, 1)[torch.arange(4), y]
+    by_hand = float((w[y] * per).sum() / w[y].sum())
+    cfg = make_config("resnet50", "quick")
+    assert float(compute_loss(logits, y, cfg, w)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(compute_loss(logits, y, cfg)) == pytest.approx(float(per.mean()), rel=1e-6)
+
+
+def test_balanced_sampling_draws_each_class_equally_and_shards_by_rank() -> None:
+    labels = [0] * 900 + [1] * 100
+    one = balanced_order(labels, DistInfo(0, 1, 0), seed=3, epoch=0)
+    assert len(one) == 1000
+    share = sum(labels[i] for i in one) / len(one)
+    assert 0.43 < share < 0.57          # 0.1 without balancing; binomial sd 0.016
+    assert one == balanced_order(labels, DistInfo(0, 1, 0), seed=3, epoch=0)
+    assert one != balanced_order(labels, DistInfo(0, 1, 0), seed=3, epoch=1)
+    r0 = balanced_order(labels, DistInfo(0, 2, 0), seed=3, epoch=0)
+    r1 = balanced_order(labels, DistInfo(1, 2, 1), seed=3, epoch=0)
+    assert len(r0) == len(r1) == 500
+    assert sorted(r0 + r1) == sorted(one)       # the same global draw, split between ranks
+
+
+@pytest.mark.parametrize("balance", ["loss", "sampler"])
+def test_balanced_training_records_balanced_accuracy(subset: Path, tmp_path: Path,
+                                                     balance: str) -> None:
+    messages: list[str] = []
+    cfg = tiny_config(epochs=2, balance=balance, best_metric="balanced_acc")
+    summary = run_job(fit(subset, tmp_path / "run", cfg, warn=messages.append))
+    assert any(f"class balance by {balance}" in m for m in messages)
+    hist = summary["history"]
+    assert all(0.0 <= r["val_bal_acc"] <= 1.0 for r in hist)
+    best = max(hist, key=lambda r: (r["val_bal_acc"], -r["val_loss"]))
+    assert summary["best_metric"] == "balanced_acc"
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["best_score"] == pytest.approx(best["val_bal_acc"])
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ck["config"]["balance"] == balance and ck["epoch"] == best["epoch"]
+
+
+def test_unknown_balance_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--balance"):
+        make_config("resnet50", "quick", balance="oversample")
+    with pytest.raises(ConfigError, match="--best-metric"):
+        make_config("resnet50", "quick", best_metric="f1")
 
 
 # ----------------------------------------------------------------------------- bad input
