@@ -367,11 +367,25 @@ class _Level:
 
 
 def _encode_tile(tile_arr: np.ndarray, tile: int, quality: int) -> bytes:
-    import imagecodecs
+    """One tile as a baseline YCbCr 4:2:0 JPEG stream (imagecodecs, else Pillow's libjpeg).
 
+    Pillow is the fallback for machines without imagecodecs (the GPU check machine): both write
+    a complete JPEG stream per tile, which libtiff/OpenSlide decode alike.
+    """
     h, w = tile_arr.shape[:2]
     if h != tile or w != tile:  # pad edge tiles by replication (avoids dark JPEG ringing)
         tile_arr = np.pad(tile_arr, ((0, tile - h), (0, tile - w), (0, 0)), mode="edge")
+    try:
+        import imagecodecs
+    except ImportError:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(tile_arr), "RGB").save(
+            buf, "JPEG", quality=quality, subsampling="4:2:0")
+        return buf.getvalue()
     return bytes(
         imagecodecs.jpeg_encode(
             np.ascontiguousarray(tile_arr),
