@@ -103,6 +103,7 @@ class TrainConfig:
     # draws each epoch's images with replacement, every class equally likely. "none" = the paper.
     balance: str = "none"
     best_metric: str = "acc"          # acc | balanced_acc (mean per-class recall) picks best.pt
+    save_every: int = 1               # last.pt every N epochs (and after the last); best.pt always
     augment: dict[str, Any] = field(default_factory=lambda: Augment().to_json())
     # image/label/group/split columns, classes, map, source
     data: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +159,8 @@ def validate_config(cfg: TrainConfig) -> None:
                           f"{spec.min_input_size} to 2048 pixels")
     if not 0 <= cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction {cfg.val_fraction} must be in [0, 1)")
+    if not isinstance(cfg.save_every, int) or cfg.save_every < 1:
+        raise ConfigError(f"--save-every {cfg.save_every} must be a positive number of epochs")
     if cfg.balance not in BALANCE_MODES:
         raise ConfigError(f"--balance {cfg.balance!r}: choose {', '.join(BALANCE_MODES)}")
     if cfg.best_metric not in BEST_METRICS:
@@ -478,7 +481,7 @@ def fit(
         ckpt = load_checkpoint(last_path, "cpu", expect_arch=config.arch)
         stored = TrainConfig.from_json(ckpt.get("config") or {})
         stored.epochs, stored.device, stored.workers = config.epochs, config.device, config.workers
-        stored.compile = config.compile
+        stored.compile, stored.save_every = config.compile, config.save_every
         # Data options given again override the stored ones (then the class check below applies).
         stored.data = {**stored.data, **{k: v for k, v in config.data.items() if v is not None}}
         config = stored
@@ -572,6 +575,15 @@ def fit(
                     float(m.get("best_val_loss", math.inf)))
             best_epoch = int(m.get("best_epoch", 0))
             best_val_acc = m.get("best_val_acc")
+            if best_path.is_file():
+                # With --save-every > 1, best.pt can be newer than last.pt: keep its score so a
+                # worse epoch of the resumed run does not replace it.
+                bm = (load_checkpoint(best_path, "cpu").get("metrics") or {})
+                if int(bm.get("epoch") or 0) > start_epoch:
+                    best = (float(bm.get("best_score", bm.get("best_val_acc", -1.0))),
+                            float(bm.get("best_val_loss") or math.inf))
+                    best_epoch = int(bm.get("best_epoch", 0))
+                    best_val_acc = bm.get("best_val_acc")
         train_model: nn.Module = model
         if info.world > 1:
             train_model = nn.parallel.DistributedDataParallel(
@@ -696,8 +708,10 @@ def fit(
                     save_checkpoint(best_path, model, **meta, config=cfg.to_json(),
                                     epoch=epoch + 1, scheduler=sched, metrics=metrics,
                                     half=cfg.half_checkpoint)
-                save_checkpoint(last_path, model, **meta, config=cfg.to_json(), epoch=epoch + 1,
-                                optimizer=optimizer.state_dict(), scheduler=sched, metrics=metrics)
+                if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+                    save_checkpoint(last_path, model, **meta, config=cfg.to_json(),
+                                    epoch=epoch + 1, optimizer=optimizer.state_dict(),
+                                    scheduler=sched, metrics=metrics)
                 _write_history(out / "history.csv", history)
             _barrier(info)
             yield Progress((epoch + 1) * steps_per_epoch, total_steps,

@@ -80,6 +80,9 @@ def register(subparsers: Any) -> None:
                    "accuracy (mean per-class recall)")
     p.add_argument("--half-checkpoint", action="store_true",
                    help="store best.pt weights in float16 (half the size)")
+    p.add_argument("--save-every", type=int, metavar="N",
+                   help="write last.pt every N epochs (default 1; always after the last); "
+                   "--resume continues from the last one written")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
         val_fraction=args.val_fraction, workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
-        balance=args.balance, best_metric=args.best_metric,
+        balance=args.balance, best_metric=args.best_metric, save_every=args.save_every,
         data={k: v for k, v in data_options(args).items() if v is not None})
     say = warn if rank == 0 else (lambda msg: None)
     job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)

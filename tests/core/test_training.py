@@ -222,6 +222,27 @@ def test_balanced_training_records_balanced_accuracy(subset: Path, tmp_path: Pat
     assert ck["config"]["balance"] == balance and ck["epoch"] == best["epoch"]
 
 
+def test_save_every_writes_last_pt_every_n_epochs_and_after_the_last(subset: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    seen: dict[int, int | None] = {}
+    job = fit(subset, out, tiny_config(epochs=3, save_every=2))
+    try:
+        while True:
+            ev = next(job)
+            if isinstance(ev.payload, dict) and "epoch" in ev.payload:
+                last = out / "last.pt"
+                seen[ev.payload["epoch"]] = (load_checkpoint(last)["epoch"] if last.is_file()
+                                             else None)
+    except StopIteration:
+        pass
+    assert seen == {1: None, 2: 2, 3: 3}
+    with open(out / "history.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    with pytest.raises(ConfigError, match="--save-every"):
+        make_config("resnet50", "quick", save_every=0)
+
+
 def test_unknown_balance_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--balance"):
         make_config("resnet50", "quick", balance="oversample")
