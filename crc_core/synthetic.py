@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -397,6 +397,24 @@ def _encode_tile(tile_arr: np.ndarray, tile: int, quality: int) -> bytes:
     )
 
 
+def _pillow_jpeg_encode(data: Any, level: int = 85, **_: Any) -> bytes:
+    arr = np.asarray(data)
+    return _encode_tile(arr, max(arr.shape[0], arr.shape[1]), int(level))
+
+
+def _ensure_jpeg_compressor(tifffile: Any) -> None:
+    """Without imagecodecs, tifffile refuses ``compression="jpeg"`` even for tiles we encode
+    ourselves: register Pillow's encoder for the JPEG tag (7) in its codec table."""
+    try:
+        import imagecodecs  # noqa: F401
+        return
+    except ImportError:
+        pass
+    codecs = getattr(getattr(tifffile.TIFF, "COMPRESSORS", None), "_codecs", None)
+    if isinstance(codecs, dict):
+        codecs.setdefault(7, _pillow_jpeg_encode)
+
+
 class _Stop(Exception):
     """Raised inside the writer thread when the job is closed (cancelled)."""
 
@@ -489,6 +507,8 @@ def _write_pyramid(
 ) -> None:
     """Write the pyramid (runs in the helper thread of :func:`pyramid_tiff_job`)."""
     import tifffile
+
+    _ensure_jpeg_compressor(tifffile)
 
     dims = pyramid_levels(width, height, tile, levels)
     raw_bytes = sum(w * h * 3 for w, h in dims)

@@ -53,6 +53,8 @@ def test_without_imagecodecs_pillow_writes_tiles_openslide_reads_alike(
                         lambda im, fp, fmt=None, **kw: (saves.append(fmt),
                                                         real_save(im, fp, fmt, **kw))[1])
     monkeypatch.setitem(sys.modules, "imagecodecs", None)   # import imagecodecs -> ImportError
+    # tifffile's own JPEG codec needs imagecodecs too: start from an empty codec table.
+    monkeypatch.setattr(tifffile.TIFF.COMPRESSORS, "_codecs", {1: lambda d, *a, **k: d})
     b = write_pyramid_tiff(tmp_path / "b.tif", 900, 600, levels=2, quality=90)
     assert saves and set(saves) == {"JPEG"}
     ra, rb = (np.asarray(openslide.OpenSlide(str(p)).read_region((0, 0), 0, (900, 600)))[..., :3]
