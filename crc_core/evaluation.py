@@ -469,9 +469,19 @@ def metrics_from_predictions(path: str | Path) -> dict[str, Any]:
 
 def compare(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     """Side-by-side tables (paper Tables 3 and 4) and a report from several evaluation folders."""
+    from crc_core.jobs import run_job
+
+    return run_job(compare_job(dirs, out))
+
+
+def compare_job(dirs: Sequence[str | Path],
+                out: str | Path) -> Generator[Progress, None, dict[str, Any]]:
+    """:func:`compare` as a job: one progress step per folder read, one for the report."""
     results: dict[str, dict[str, Any]] = {}
     images: list[tuple[str, bytes]] = []
-    for d in dirs:
+    total = len(dirs) + 1
+    for i, d in enumerate(dirs):
+        yield Progress(i, total, f"reading {d}")
         p = Path(d)
         mfile = p / "metrics.json" if p.is_dir() else p
         try:
@@ -494,6 +504,7 @@ def compare(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
                 images.append((f"{name}: {caption}", f.read_bytes()))
     if not results:
         raise DatasetError("nothing to compare: give evaluation folders")
+    yield Progress(len(dirs), total, "writing tables and report")
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     texts = write_tables(results, outp)
