@@ -226,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 win.slideOpened.connect(apply_view)
             win.open_path_async(args.path, annotations=args.annotations)
     if args.demo and getattr(win, "results_panel", None) is not None:
-        if win.results_panel.entries:  # the demo model's prediction: show its region table
-            win.docks["results"].raise_()
+        def show_results(_path: str = "") -> None:
+            if win.results_panel.entries:  # the demo model's prediction: its region table
+                win.docks["results"].raise_()
+
+        show_results()
+        win.slideOpened.connect(show_results)  # interactive: the slide arrives from a worker
     if not args.screenshot:
         return app.exec()
     if args.view:

@@ -355,7 +355,14 @@ class MainWindow(QMainWindow):
         the GUI never waits on the slide file; the window switches when the reader is ready."""
         p = Path(path).expanduser()
         if p.is_dir() or p.name == PROJECT_FILE:
-            self.open_path(p)
+            # project.json is small: read here; its first slide opens in the worker.
+            try:
+                self._open_project(p if p.is_dir() else p.parent, wait=False)
+            except Exception as exc:
+                log.debug("open failed", exc_info=True)
+                errors.report(self, "Cannot open", _error_text(exc))
+                return
+            self.settings.add_recent(p)
             return
         ann = Path(annotations) if annotations else None
 
@@ -471,7 +478,8 @@ class MainWindow(QMainWindow):
             project.save()
         return project, entry
 
-    def _open_project(self, root: Path) -> None:
+    def _open_project(self, root: Path, wait: bool = True) -> None:
+        """Open a project and its first available slide (in a worker when not ``wait``)."""
         project = Project.open(root)
         self._close_slide()
         self.project = project
@@ -483,7 +491,10 @@ class MainWindow(QMainWindow):
         self._update_actions()
         first = next((e for e in project.slides if e.exists), None)
         if first is not None:
-            self.open_entry(first.id)
+            if wait:
+                self.open_entry(first.id)
+            else:
+                self.open_entry_async(first.id)
 
     def open_entry(self, entry_id: str) -> bool:
         """Open one slide of the current project."""
@@ -602,7 +613,7 @@ class MainWindow(QMainWindow):
     def choose_project(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open project folder")
         if path:
-            self.open_path(path)
+            self.open_path_async(path)
 
     def new_project(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Folder for the new project")
@@ -613,7 +624,7 @@ class MainWindow(QMainWindow):
         except CrcError as exc:
             errors.report(self, "Cannot create project", str(exc))
             return
-        self.open_path(path)
+        self.open_path_async(path)
 
     def add_slides_to_project(self) -> None:
         if self.project is None or self.implicit_project:
@@ -629,7 +640,7 @@ class MainWindow(QMainWindow):
             self.project.save()
             self.project_panel.refresh(self.entry.id if self.entry else None)
             if self.slide is None:
-                self.open_entry(added[0].id)
+                self.open_entry_async(added[0].id)
 
     def choose_annotations(self) -> None:
         if self.slide is None:

@@ -34,7 +34,7 @@ def _tree_state(root: Path) -> dict[str, tuple[int, int, str]]:
 
 
 @pytest.fixture
-def run_demo(monkeypatch: pytest.MonkeyPatch, qapp):
+def run_demo(monkeypatch: pytest.MonkeyPatch, qapp, qtbot):
     """Run ``crc-viewer --demo`` up to the event loop; return (rc, the main window)."""
     if not (shipped_demo_dir() / "project.json").is_file():
         pytest.skip("resources/demo is not in this checkout")
@@ -51,7 +51,12 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, qapp):
 
     def run(*extra: str) -> tuple[int, MainWindow | None]:
         rc = viewer_main.main(["--demo", *extra])
-        return rc, (windows[-1] if windows else None)
+        win = windows[-1] if windows else None
+        if win is not None:  # the window is up at once; the slide arrives from a worker thread
+            qtbot.waitUntil(lambda: win.slide is not None and win.document is not None,
+                            timeout=30000)
+            QApplication.processEvents()
+        return rc, win
 
     return run
 
@@ -68,6 +73,7 @@ def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path)
     assert class_maps and class_maps[0].visible  # the demo model's class map, shown
     heat = [ly for ly in layers if isinstance(ly, HeatmapLayer)]
     assert heat and not heat[0].visible  # the CAM heatmap is there, ready to toggle
+    assert not win.docks["results"].visibleRegion().isEmpty()  # its region table is in front
     win.results_panel.heat_box.setChecked(True)
     assert heat[0].visible
 

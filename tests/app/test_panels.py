@@ -167,3 +167,21 @@ def test_activating_a_project_slide_opens_it_in_the_background(qtbot, slides_dir
     assert w.slide.path.name == "tcga-cr-7395-01a-01-ts1.svs"
     assert w.entry.id == proj.slides[1].id
     w.close()
+
+
+def test_a_project_opened_from_the_menu_loads_its_first_slide_in_the_background(
+        qtbot, slides_dir, tmp_path):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "proj")
+    proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save()
+    w = MainWindow()
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.slideOpened, timeout=20000):
+        w.open_path_async(tmp_path / "proj")   # File > Open Project, drops and recent files
+        # The project is shown at once; its slide arrives from the worker thread.
+        assert w.project is not None and w.project.name == proj.name
+        assert w.slide is None
+    assert w.slide.path.name == "cmu-1-small-region.svs"
+    w.close()
