@@ -302,8 +302,12 @@ class _Batches:
         in training by the caller."""
         if self.images is not None:
             assert self.labels is not None
+            # One upload of the epoch's order (a pageable copy per batch would make the CPU
+            # wait for the GPU to drain before every step).
+            order_t = torch.tensor(order, dtype=torch.long).to(self.images.device,
+                                                               non_blocking=True)
             for s in range(0, len(order), batch):
-                pos = torch.tensor(order[s:s + batch], device=self.images.device)
+                pos = order_t[s:s + batch]
                 x, y = self.images[pos], self.labels[pos]
                 yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
             return
@@ -374,15 +378,16 @@ def compute_loss(output: Any, y: torch.Tensor, cfg: TrainConfig,
 
 
 def _train_micro(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                 autocast: bool, scale: float,
-                 weight: torch.Tensor | None = None) -> tuple[float, int]:
-    """Forward and backward one micro-batch; returns (summed loss, correct predictions)."""
+                 autocast: bool, scale: float | torch.Tensor,
+                 weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward one micro-batch; returns (summed loss, correct predictions) as
+    tensors on the device: reading them would make the CPU wait for the GPU every step."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         out = model(x)
         loss = compute_loss(out, y, cfg, weight)
     (loss * scale).backward()
-    correct = int((main_logits(out).argmax(1) == y).sum())
-    return float(loss.detach()) * x.shape[0], correct
+    correct = (main_logits(out).argmax(1) == y).sum()
+    return loss.detach() * x.shape[0], correct
 
 
 def _prep(x: torch.Tensor, aug: Augment | None, gen: torch.Generator | None,
@@ -628,14 +633,20 @@ def fit(
             if len(order) % per_rank_batch == 1:
                 order = order[:-1]   # a batch of one breaks batch norm
             train_model.train()
-            sums = [0.0, 0.0, 0.0]   # loss*n, correct, n
+            # loss*n and correct stay on the device until the epoch ends (no per-step sync);
+            # the progress text reads the running loss at most once a second.
+            ep_loss = torch.zeros((), dtype=torch.float64, device=device)
+            ep_correct = torch.zeros((), dtype=torch.float64, device=device)
+            ep_n = 0
+            shown = 0.0
             t_train = time.perf_counter()
             for step, (x, y) in enumerate(train_b.iterate(order, per_rank_batch)):
                 x = _prep(x, aug, gen, list(spec.mean), list(spec.std))
                 while True:
                     try:
                         optimizer.zero_grad(set_to_none=True)
-                        loss_sum, correct = 0.0, 0
+                        loss_sum: Any = 0.0
+                        correct: Any = 0
                         chunks = list(range(0, x.shape[0], micro))
                         for ci, s in enumerate(chunks):
                             xs, ys = x[s:s + micro], y[s:s + micro]
@@ -643,7 +654,7 @@ def fit(
                                 # The chunk's share of the batch loss (of its class
                                 # weight when weighted), so accumulation equals one batch.
                                 share = (xs.shape[0] / x.shape[0] if loss_weight is None else
-                                         float(loss_weight[ys].sum() / loss_weight[y].sum()))
+                                         loss_weight[ys].sum() / loss_weight[y].sum())
                                 ls, c = _train_micro(train_model, xs, ys, cfg, autocast, share,
                                                      loss_weight)
                             loss_sum += ls
@@ -664,15 +675,19 @@ def fit(
                                f"to keep the batch of {per_rank_batch}); retrying")
                         warn_fn(msg)
                         yield Progress(epoch * steps_per_epoch + step, total_steps, msg)
-                sums[0] += loss_sum
-                sums[1] += correct
-                sums[2] += x.shape[0]
-                yield Progress(epoch * steps_per_epoch + step + 1, total_steps,
-                               f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / x.shape[0]:.3f}")
+                ep_loss += loss_sum
+                ep_correct += correct
+                ep_n += x.shape[0]
+                text = f"epoch {epoch + 1}/{cfg.epochs}"
+                now = time.perf_counter()
+                if now - shown >= 1.0:
+                    shown = now
+                    text += f" loss {float(ep_loss) / max(1, ep_n):.3f}"
+                yield Progress(epoch * steps_per_epoch + step + 1, total_steps, text)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - t_train
-            sums = _all_sum(sums, info, device)
+            sums = _all_sum([float(ep_loss), float(ep_correct), float(ep_n)], info, device)
             train_loss = sums[0] / max(1.0, sums[2])
             train_acc = sums[1] / max(1.0, sums[2])
             val_loss = val_acc = val_bal = None
@@ -742,21 +757,18 @@ def _validate(model: nn.Module, batches: _Batches, info: DistInfo, cfg: TrainCon
     """Summed loss, correct, count and per class (correct, count) over all ranks."""
     model.eval()
     order = _order(len(batches), info, 0, 0, shuffle=False)
-    sums = [0.0] * (3 + 2 * n_classes)
+    # Sums stay on the device (one read at the end): loss, then per class correct and count.
+    acc = torch.zeros(1 + 2 * n_classes, dtype=torch.float64, device=device)
     with torch.inference_mode():
         for x, y in batches.iterate(order, batch):
             xf = _prep(x, None, None, list(mean), list(std))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 logits = main_logits(model(xf))
-            sums[0] += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-            sums[1] += float((logits.argmax(1) == y).sum())
-            sums[2] += x.shape[0]
-            hit = (logits.argmax(1) == y).long()
-            for c, (k, n) in enumerate(zip(torch.bincount(y, weights=hit.float(),
-                                                          minlength=n_classes).tolist(),
-                                           torch.bincount(y, minlength=n_classes).tolist(),
-                                           strict=True)):
-                sums[3 + 2 * c] += k
-                sums[4 + 2 * c] += n
+            acc[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+            hit = (logits.argmax(1) == y).double()
+            acc[1::2] += torch.bincount(y, weights=hit, minlength=n_classes)[:n_classes]
+            acc[2::2] += torch.bincount(y, minlength=n_classes)[:n_classes]
+    per = acc.tolist()
+    sums = [per[0], sum(per[1::2]), sum(per[2::2])] + per[1:]
     s = _all_sum(sums, info, device)
     return s[0], s[1], s[2], [(s[3 + 2 * c], s[4 + 2 * c]) for c in range(n_classes)]
