@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 SPLITS = ("train", "val")
+_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc")
 _STYLE = {"train": "-", "val": "--"}
 
 
@@ -33,7 +34,8 @@ class CurvesCanvas(_Canvas):
     """Loss and accuracy per epoch, training (solid) and validation (dashed), one colour per run.
 
     :meth:`start_run` begins a new run (e.g. the next architecture); :meth:`add_row` appends one
-    history row (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``; missing or
+    history row (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc`` and, dotted,
+    ``val_bal_acc``; missing or
     ``None`` values leave a gap); :meth:`set_history` replaces a run's rows at once.
     """
 
@@ -73,13 +75,16 @@ class CurvesCanvas(_Canvas):
                 self._lines.pop(key).remove()
         color = self._color(len(self.runs) if name not in self.runs
                             else list(self.runs).index(name))
-        self.runs[name] = {k: [] for k in ("epoch", "train_loss", "train_acc", "val_loss",
-                                           "val_acc")}
+        self.runs[name] = {k: [] for k in ("epoch", *_KEYS)}
         for ax, metric in ((self.ax_loss, "loss"), (self.ax_acc, "acc")):
             for split in SPLITS:
                 (line,) = ax.plot([], [], _STYLE[split], color=color, marker="o", markersize=3,
                                   label=f"{name} {split}")
                 self._lines[(name, split, metric)] = line
+        # Validation balanced accuracy (dotted): in the legend once a row carries it.
+        (line,) = self.ax_acc.plot([], [], ":", color=color, marker=".", markersize=3,
+                          label="_nolegend_")
+        self._lines[(name, "val", "bal_acc")] = line
         self._current = name
         self._refresh_legend()
 
@@ -93,7 +98,7 @@ class CurvesCanvas(_Canvas):
             self.start_run(name)
         data = self.runs[name]
         data["epoch"].append(float(row.get("epoch") or len(data["epoch"]) + 1))
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        for key in _KEYS:
             v = row.get(key)
             data[key].append(np.nan if v is None else float(v))
         self._update_lines(name)
@@ -105,7 +110,7 @@ class CurvesCanvas(_Canvas):
         for row in rows:
             data = self.runs[run]
             data["epoch"].append(float(row.get("epoch") or len(data["epoch"]) + 1))
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            for key in _KEYS:
                 v = row.get(key)
                 data[key].append(np.nan if v is None else float(v))
         self._update_lines(run)
@@ -122,6 +127,11 @@ class CurvesCanvas(_Canvas):
         for split in SPLITS:
             self._lines[(name, split, "loss")].set_data(ep, data[f"{split}_loss"])
             self._lines[(name, split, "acc")].set_data(ep, data[f"{split}_acc"])
+        bal = self._lines[(name, "val", "bal_acc")]
+        bal.set_data(ep, data["val_bal_acc"])
+        if bal.get_label() == "_nolegend_" and not np.all(np.isnan(data["val_bal_acc"])):
+            bal.set_label(f"{name} val balanced")
+            self._refresh_legend()
         for ax in (self.ax_loss, self.ax_acc):
             ax.relim()
             ax.autoscale_view()

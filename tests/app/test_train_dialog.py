@@ -71,6 +71,10 @@ def test_training_from_the_dialog_shows_live_curves_and_the_report(qtbot, tiny_c
     # Live curves: one point per epoch for training and validation loss and accuracy.
     assert dlg.curves.series("train_loss", "resnet50") == [r["train_loss"] for r in rows]
     assert len(dlg.curves.series("val_acc", "resnet50")) == 2
+    assert dlg.curves.series("val_bal_acc", "resnet50") == pytest.approx(
+        [float(r["val_bal_acc"]) for r in rows])
+    labels = [ln.get_label() for ln in dlg.curves.ax_acc.get_lines()]
+    assert "resnet50 val balanced" in labels
     assert "Images/s: " in dlg.ips_label.text() and "–" not in dlg.ips_label.text()
     # The report: Table 3 row of the model, Table 4 rows per class, ROC and confusion plotted.
     assert list(dlg.report.evaluated()) == ["resnet50"]
