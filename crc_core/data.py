@@ -349,15 +349,22 @@ class Split:
 
 
 def split_by_group(table: TileTable, val_fraction: float = 0.2, seed: int = 0,
-                   warn: Callable[[str], None] | None = None) -> Split:
-    """Train/val(/test) indices: the given split column when present, else a seeded group split.
+                   warn: Callable[[str], None] | None = None,
+                   test_fraction: float = 0.0) -> Split:
+    """Train/val/test indices: the given split column when present, else a seeded group split.
 
     Whole groups go to one side, stratified by each group's majority class so that every class with
     at least two groups is on both sides. ``val_fraction`` 0 gives an empty validation set.
+    ``test_fraction`` > 0 keeps a further share of the groups out of training *and* of model
+    selection (the validation set picks ``best.pt``; the test set reports it). The validation
+    groups are drawn first, so a split without test groups is the same as before.
     """
     warn = warn or (lambda msg: None)
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"--val-fraction {val_fraction} must be in [0, 1)")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ConfigError(f"--test-fraction {test_fraction} must be in [0, 1) and leave groups "
+                          f"for training beside --val-fraction {val_fraction}")
     if any(s.split is not None for s in table.samples):
         tr = [i for i, s in enumerate(table.samples) if s.split in (None, "train")]
         va = [i for i, s in enumerate(table.samples) if s.split == "val"]
@@ -368,7 +375,7 @@ def split_by_group(table: TileTable, val_fraction: float = 0.2, seed: int = 0,
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(table.samples):
         groups[s.group].append(i)
-    if val_fraction == 0.0:
+    if val_fraction == 0.0 and test_fraction == 0.0:
         return Split(list(range(len(table.samples))), [], [])
     if len(groups) < 2:
         raise DatasetError(f"{table.source}: only one group; a split by group needs at least two "
@@ -381,20 +388,29 @@ def split_by_group(table: TileTable, val_fraction: float = 0.2, seed: int = 0,
         by_class[major[0][0]].append(g)
     rng = random.Random(seed)
     val_groups: set[str] = set()
+    test_groups: set[str] = set()
     for label in sorted(by_class):
         gs = by_class[label]
         rng.shuffle(gs)
+        name = table.scheme.names[label]
         n = round(val_fraction * len(gs))
-        if len(gs) >= 2:
+        if len(gs) >= 2 and val_fraction > 0:
             n = min(max(n, 1), len(gs) - 1)
-        else:
+        elif val_fraction > 0:
             n = 0
-            warn(f"class {table.scheme.names[label]!r} has a single group: it is kept for training "
-                 f"only")
+            warn(f"class {name!r} has a single group: it is kept for training only")
         val_groups.update(gs[:n])
-    tr = [i for i, s in enumerate(table.samples) if s.group not in val_groups]
+        if test_fraction > 0:
+            left = len(gs) - n - 1            # one group at least stays for training
+            k = min(max(round(test_fraction * len(gs)), 1), left) if left > 0 else 0
+            if k == 0 and len(gs) >= 2:
+                warn(f"class {name!r} has {len(gs)} group(s): none is left for the test set")
+            test_groups.update(gs[n:n + k])
+    tr = [i for i, s in enumerate(table.samples)
+          if s.group not in val_groups and s.group not in test_groups]
     va = [i for i, s in enumerate(table.samples) if s.group in val_groups]
-    return Split(tr, va, [])
+    te = [i for i, s in enumerate(table.samples) if s.group in test_groups]
+    return Split(tr, va, te)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -362,13 +362,15 @@ def evaluate(
         subset = "val" if same else "all"
         if same:
             sp = split_by_group(table, float(cfg.get("val_fraction", 0.2) or 0.0),
-                                int(cfg.get("seed", 0)))
+                                int(cfg.get("seed", 0)),
+                                test_fraction=float(cfg.get("test_fraction") or 0.0))
             subset = "test" if sp.test else ("val" if sp.val else "all")
     if subset == "all":
         indices = list(range(len(table)))
     else:
         sp = split_by_group(table, float(cfg.get("val_fraction", 0.2) or 0.0),
-                            int(cfg.get("seed", 0)))
+                            int(cfg.get("seed", 0)),
+                            test_fraction=float(cfg.get("test_fraction") or 0.0))
         indices = sp.test if subset == "test" else sp.val
     if not indices:
         raise DatasetError(f"{table.source}: the {subset} subset is empty; use --subset all")

@@ -94,6 +94,7 @@ class TrainConfig:
     weights: str | None = None        # None | imagenet | path
     seed: int = 0
     val_fraction: float = 0.2
+    test_fraction: float = 0.0        # groups kept out of training and of model selection
     workers: int = -1                 # DataLoader workers when streaming; -1 = automatic
     compile: bool = False
     cache: str = "auto"               # auto | gpu | cpu | none
@@ -159,6 +160,9 @@ def validate_config(cfg: TrainConfig) -> None:
                           f"{spec.min_input_size} to 2048 pixels")
     if not 0 <= cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction {cfg.val_fraction} must be in [0, 1)")
+    if not 0 <= cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ConfigError(f"--test-fraction {cfg.test_fraction} must be in [0, 1) and leave "
+                          f"groups for training beside --val-fraction {cfg.val_fraction}")
     if not isinstance(cfg.save_every, int) or cfg.save_every < 1:
         raise ConfigError(f"--save-every {cfg.save_every} must be a positive number of epochs")
     if cfg.balance not in BALANCE_MODES:
@@ -522,7 +526,8 @@ def fit(
             if [n.casefold() for n in ck_names] != [n.casefold() for n in scheme.names]:
                 raise CheckpointError(f"{last_path} was trained on classes {', '.join(ck_names)}; "
                                       f"this data has {', '.join(scheme.names)}")
-        split = split_by_group(table, cfg.val_fraction, cfg.seed, warn=warn_fn)
+        split = split_by_group(table, cfg.val_fraction, cfg.seed, warn=warn_fn,
+                               test_fraction=cfg.test_fraction)
         size = cfg.image_size
         if size is None:
             size = table.patch_size if (table.patch_size or 0) >= spec.min_input_size \
@@ -740,7 +745,9 @@ def fit(
             "last": str(last_path), "best": str(best_path), "skipped": len(skipped),
             "train_images": len(train_b), "val_images": len(val_b), "world_size": info.world,
             "cache": cache, "device": str(device), "micro_batch": micro,
-            "counts": {"train": table.counts(train_b.indices), "val": table.counts(val_b.indices)},
+            "test_images": len(split.test),
+            "counts": {"train": table.counts(train_b.indices), "val": table.counts(val_b.indices),
+                       "test": table.counts(split.test)},
         }
         if info.main:
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

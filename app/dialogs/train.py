@@ -5,8 +5,8 @@ The dialog builds one :class:`crc_core.training.TrainConfig` per chosen architec
 (the GUI thread never waits on it). Each epoch's history row (the ``payload`` of fit's per-epoch
 ``Progress``) extends the live loss/accuracy curves and the images-per-second readout; per-batch
 events move the progress bar within the epoch. When a run ends its ``best.pt`` is evaluated on the
-validation split (:func:`crc_core.evaluation.evaluate`, also in a worker) into ``<run>/eval`` and
-added to the report panel (Tables 3 and 4, ROC, confusion matrix, curves).
+test split, else the validation split (:func:`crc_core.evaluation.evaluate`, also in a worker),
+into ``<run>/eval`` and added to the report panel (Tables 3 and 4, ROC, confusion matrix, curves).
 
 Cancel stops after the current batch: every completed epoch is already in ``<run>/last.pt``
 (written atomically at each epoch's end), so a cancelled run can be continued with
@@ -275,8 +275,17 @@ class TrainDialog(QDialog):
         self.val_spin.setRange(0.0, 0.9)
         self.val_spin.setSingleStep(0.05)
         self.val_spin.setValue(0.2)
-        self.val_spin.setToolTip("Share of groups held out for validation (and the report)")
+        self.val_spin.setToolTip("Share of groups held out for validation: picks best.pt (and "
+                                 "is the report's data when there is no test share)")
         form.addRow("Validation share", self.val_spin)
+        self.test_spin = QDoubleSpinBox()
+        self.test_spin.setRange(0.0, 0.5)
+        self.test_spin.setSingleStep(0.05)
+        self.test_spin.setValue(0.0)
+        self.test_spin.setToolTip("Share of groups kept out of training and of the choice of "
+                                  "best.pt; the report is computed on them (crc train "
+                                  "--test-fraction)")
+        form.addRow("Test share", self.test_spin)
         self.data_summary = QLabel("")
         self.data_summary.setWordWrap(True)
         form.addRow(self.data_summary)
@@ -580,6 +589,7 @@ class TrainDialog(QDialog):
                 batch_size=self.batch_spin.value(), lr=float(self.lr_spin.value()),
                 image_size=self.size_spin.value() or None,
                 device=self.device_combo.currentText(), val_fraction=float(self.val_spin.value()),
+                test_fraction=float(self.test_spin.value()),
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts)
             runs.append(_Run(arch, out, cfg, i, len(folders)))
@@ -705,7 +715,8 @@ class TrainDialog(QDialog):
                 return
             from crc_core.evaluation import evaluate
 
-            self.status_label.setText(f"Evaluating {run.arch} on the validation split…")
+            held = "test" if run.config.test_fraction > 0 else "validation"
+            self.status_label.setText(f"Evaluating {run.arch} on the {held} split…")
             factory = functools.partial(evaluate, best, self._data, run.out / "eval",
                                         device=self.device_combo.currentText(),
                                         batch_size=max(2, self.batch_spin.value()),
@@ -786,7 +797,8 @@ class TrainDialog(QDialog):
         self.cancel_button.setEnabled(busy)
         for w in (self.dataset_combo, self.image_column, self.label_column, self.group_column,
                   self.group_pattern_edit, self.balance_combo, self.best_combo,
-                  self.classes_edit, self.map_edit, self.val_spin, self.preset_combo,
+                  self.classes_edit, self.map_edit, self.val_spin, self.test_spin,
+                  self.preset_combo,
                   self.epochs_spin, self.batch_spin, self.lr_spin, self.size_spin,
                   self.device_combo, self.out_edit, *self.arch_boxes.values()):
             w.setEnabled(not busy)

@@ -20,8 +20,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
     p.add_argument("--out", required=True, help="folder for the report")
     p.add_argument("--subset", choices=["auto", "val", "test", "all"], default="auto",
-                   help="auto (default): the held-out part when --data is the training data, "
-                   "else all images")
+                   help="auto (default): when --data is the training data, its test groups "
+                   "(--test-fraction or a split column), else its validation groups; other "
+                   "data: all images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")

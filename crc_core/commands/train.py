@@ -64,6 +64,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of groups held out for validation (default 0.2)")
+    p.add_argument("--test-fraction", type=float,
+                   help="share of groups held out as a test set, used neither for training nor "
+                   "to pick best.pt; `crc evaluate` reports on it (default 0)")
     p.add_argument("--workers", type=int, default=-1,
                    help="DataLoader workers when images are streamed (default automatic)")
     p.add_argument("--cache", choices=["auto", "gpu", "cpu", "none"], default="auto",
@@ -127,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         arch, args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         milestones=milestones, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
         image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
-        val_fraction=args.val_fraction, workers=args.workers, compile=args.compile,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+        workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
         balance=args.balance, best_metric=args.best_metric, save_every=args.save_every,
         data={k: v for k, v in data_options(args).items() if v is not None})
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         last = summary["history"][-1] if summary["history"] else {}
         brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",
                                          "best_metric", "best_score",
-                                         "train_images", "val_images", "skipped", "device")}
+                                         "train_images", "val_images", "test_images",
+                                         "skipped", "device")}
         brief["last_epoch"] = last
         sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     return 0

@@ -169,7 +169,9 @@ def test_group_pattern_and_class_balance_reach_the_training_config(qtbot, ebhi_d
     assert "file names" not in dlg.data_summary.text()
     dlg.balance_combo.setCurrentIndex(dlg.balance_combo.findData("sampler"))
     dlg.best_combo.setCurrentIndex(dlg.best_combo.findData("balanced_acc"))
+    dlg.test_spin.setValue(0.2)
     (run,) = dlg._make_configs()
+    assert run.config.test_fraction == pytest.approx(0.2)
     assert run.config.balance == "sampler" and run.config.best_metric == "balanced_acc"
     assert run.config.data["group_pattern"] == r"\d{7}"
 

@@ -48,6 +48,29 @@ def test_split_is_by_group_never_by_row(ebhi_dir: Path) -> None:
     assert len(sp.train) + len(sp.val) == len(t)
 
 
+def test_test_fraction_keeps_a_third_set_of_groups_apart(ebhi_dir: Path) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS, **THREE, group_pattern=r"\d{7}")
+    plain = split_by_group(t, 0.2, seed=0)
+    sp = split_by_group(t, 0.2, seed=0, test_fraction=0.2)
+    assert sp.val == plain.val              # the validation groups do not move
+    sets = [{t.samples[i].group for i in part} for part in (sp.train, sp.val, sp.test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert len(sp.train) + len(sp.val) + len(sp.test) == len(t)
+    # Stratified: every class is in all three parts, the test part is about a fifth of the cases.
+    for part in (sp.train, sp.val, sp.test):
+        assert set(t.counts(part).values()) and min(t.counts(part).values()) > 0
+    assert 0.15 < len(sets[2]) / len({s.group for s in t.samples}) < 0.25
+    assert split_by_group(t, 0.2, seed=0, test_fraction=0.2).test == sp.test   # seeded
+
+
+@pytest.mark.parametrize("val, test", [(0.2, -0.1), (0.5, 0.5), (0.2, 1.0)])
+def test_impossible_test_fraction_is_a_config_error(ebhi_dir: Path, val: float,
+                                                    test: float) -> None:
+    t = load_table(ebhi_dir / "labels.csv", **EBHI_OPTS)
+    with pytest.raises(ConfigError, match="--test-fraction"):
+        split_by_group(t, val, test_fraction=test)
+
+
 def test_file_name_group_values_are_reported(ebhi_dir: Path) -> None:
     # EBHI's 22 GTDC tiles carry their file name as case_id: 22 one-tile "cases" from 8 patients.
     notes: list[str] = []

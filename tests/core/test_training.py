@@ -243,6 +243,23 @@ def test_save_every_writes_last_pt_every_n_epochs_and_after_the_last(subset: Pat
         make_config("resnet50", "quick", save_every=0)
 
 
+def test_test_groups_are_kept_out_and_evaluate_reports_on_them(subset: Path,
+                                                              tmp_path: Path) -> None:
+    from crc_core.data import load_table, split_by_group
+    from crc_core.evaluation import evaluate
+
+    summary = run_job(fit(subset, tmp_path / "run", tiny_config(test_fraction=0.25)))
+    t = load_table(subset, **DATA_OPTS)
+    sp = split_by_group(t, 0.25, 0, test_fraction=0.25)
+    assert summary["test_images"] == len(sp.test) > 0
+    assert summary["train_images"] == len(sp.train) and summary["val_images"] == len(sp.val)
+    res = run_job(evaluate(tmp_path / "run" / "best.pt", subset, tmp_path / "eval"))
+    assert res["subset"] == "test" and res["n"] == len(sp.test)
+    with open(tmp_path / "eval" / "predictions.csv") as fh:
+        names = {Path(r["image"]).name for r in csv.DictReader(fh)}
+    assert names == {t.samples[i].path.name for i in sp.test}
+
+
 def test_unknown_balance_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--balance"):
         make_config("resnet50", "quick", balance="oversample")
