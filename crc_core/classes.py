@@ -46,7 +46,7 @@ class ClassDef:
 
     @property
     def hex(self) -> str:
-        return "#%02x%02x%02x" % self.color
+        return "#{:02x}{:02x}{:02x}".format(*self.color)
 
 
 def _check_color(color: Any, where: str) -> RGB:

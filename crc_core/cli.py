@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("crc: interrupted\n")
         return 130
-    except (BrokenPipeError,):
+    except BrokenPipeError:
         return EXIT_ERROR
     except OSError as exc:
         # Disk full, permission denied, ...: name the file and the problem, never a traceback.
