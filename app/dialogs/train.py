@@ -153,6 +153,7 @@ class TrainDialog(QDialog):
         self.resize(1320, 820)
         self._worker: JobWorker | None = None
         self._queue: list[_Run] = []
+        self._subsets: list[str] = []            # what each evaluation of this start ran on
         self._run: _Run | None = None
         self._phase = "idle"          # idle | train | eval
         self._data: str = ""
@@ -606,6 +607,7 @@ class TrainDialog(QDialog):
             self._fail("Cannot start training", str(exc))
             return
         self._queue = runs
+        self._subsets = []
         self.curves.clear()
         self.report.clear()
         self.log.clear()
@@ -617,8 +619,11 @@ class TrainDialog(QDialog):
             self._run = None
             self._set_busy(False)
             self._set_bar(self.epoch_bar, 1.0, "done")
-            self.status_label.setText("Done. " + ("The report shows the validation split."
-                                                  if self.report.results else ""))
+            names = {"test": "test", "val": "validation", "all": "whole"}
+            parts = sorted({names.get(x, x) for x in self._subsets})
+            self.status_label.setText("Done. " + (f"The report shows the {' and '.join(parts)} "
+                                                  f"split." if self.report.results and parts
+                                                  else ""))
             if self.report.results:
                 self.tabs.setCurrentWidget(self.report)
             self.allFinished.emit()
@@ -706,10 +711,14 @@ class TrainDialog(QDialog):
         if self._phase == "train":
             run.summary = result if isinstance(result, dict) else None
             best = run.out / "best.pt"
-            acc = (run.summary or {}).get("best_val_acc")
+            sm = run.summary or {}
+            score = sm.get("best_score", sm.get("best_val_acc"))
+            what = ("balanced accuracy" if sm.get("best_metric") == "balanced_acc"
+                    else "accuracy")
             self._log(f"{run.arch}: training done"
-                      + (f", best validation accuracy {acc:.3f} at epoch "
-                         f"{run.summary['best_epoch']}" if acc is not None and run.summary else ""))
+                      + (f", best {'validation' if sm.get('val_images') else 'training'} "
+                         f"{what} {score:.3f} at epoch {sm['best_epoch']}"
+                         if score is not None and sm.get("best_epoch") else ""))
             if not best.is_file():
                 self._fail("Evaluation skipped", f"{best}: no checkpoint was written")
                 return
@@ -730,6 +739,8 @@ class TrainDialog(QDialog):
             self._fail("Cannot show the report", str(exc))
             return
         m = result if isinstance(result, dict) else {}
+        if m.get("subset"):
+            self._subsets.append(str(m["subset"]))
         if m.get("accuracy") is not None:
             self._log(f"{run.arch}: {m.get('subset', '')} accuracy {m['accuracy']:.3f}, mAP "
                       f"{(m.get('macro') or {}).get('map') or 0:.3f} ({run.out / 'eval'})")

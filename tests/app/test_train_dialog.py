@@ -84,6 +84,21 @@ def test_training_from_the_dialog_shows_live_curves_and_the_report(qtbot, tiny_c
     assert int(dlg.report.confusion.matrix.sum()) == dlg.report.evaluated()["resnet50"]["n"]
     assert dlg.tabs.currentWidget() is dlg.report
     assert dlg.start_button.isEnabled()
+    assert dlg.status_label.text() == "Done. The report shows the validation split."
+
+
+def test_with_a_test_share_the_report_is_on_the_test_cases(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                         errors_seen):
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    dlg.test_spin.setValue(0.25)
+    dlg.best_combo.setCurrentIndex(dlg.best_combo.findData("balanced_acc"))
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen == []
+    assert dlg.report.evaluated()["resnet50"]["subset"] == "test"
+    assert dlg.status_label.text() == "Done. The report shows the test split."
+    log = dlg.log.toPlainText()
+    assert "best validation balanced accuracy" in log and "resnet50: test accuracy" in log
 
 
 def test_two_architectures_train_one_after_another_into_one_report(qtbot, tiny_csv: Path,
