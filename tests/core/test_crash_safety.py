@@ -19,12 +19,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ebhi_subset import write_subset
 from PIL import Image
 
 from crc_core.annotations import read_annotations_bytes
@@ -286,21 +286,8 @@ def test_kill_during_checkpoint_saves_20_trials(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiles_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16 real EBHI tiles, two classes, at most two per case."""
-    rows = list(csv.DictReader(open(ebhi_dir / "labels.csv", newline="")))
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r["ebhi_class"]].append(r)
-    out = tmp_path_factory.mktemp("tiles") / "tiles.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "ebhi_class", "case_id"])
-        for c in ("Normal", "Adenocarcinoma"):
-            seen: Counter[str] = Counter()
-            for r in by[c]:
-                if seen[r["case_id"]] < 2 and sum(seen.values()) < 8:
-                    seen[r["case_id"]] += 1
-                    w.writerow([str(ebhi_dir / r["image"]), c, r["case_id"]])
-    return out
+    return write_subset(ebhi_dir, tmp_path_factory.mktemp("tiles") / "tiles.csv",
+                        ["Normal", "Adenocarcinoma"], 8, per_case=2)
 
 
 EPOCHS = 3

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import csv
 import errno
 import io
 import json
 import os
-from collections import Counter, defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from ebhi_subset import write_subset
 
 import crc_core.annotations as annmod
 import crc_core.atomic as atomic
@@ -223,21 +222,9 @@ def _enospc_for_checkpoints(real: Any) -> Any:
 # ----------------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def tiles_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = list(csv.DictReader(open(ebhi_dir / "labels.csv", newline="")))
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r["ebhi_class"]].append(r)
-    out = tmp_path_factory.mktemp("tiles") / "tiles.csv"
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "ebhi_class", "case_id"])
-        for c in ("Normal", "Adenocarcinoma"):
-            seen: Counter[str] = Counter()
-            for r in by[c]:
-                if seen[r["case_id"]] < 2 and sum(seen.values()) < 8:
-                    seen[r["case_id"]] += 1
-                    w.writerow([str(ebhi_dir / r["image"]), c, r["case_id"]])
-    return out
+    """16 real EBHI tiles, two classes, at most two per case."""
+    return write_subset(ebhi_dir, tmp_path_factory.mktemp("tiles") / "tiles.csv",
+                        ["Normal", "Adenocarcinoma"], 8, per_case=2)
 
 
 TRAIN = ["--label-column", "ebhi_class", "--group-column", "case_id", "--arch", "densenet121",
