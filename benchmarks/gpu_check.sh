@@ -2,7 +2,8 @@
 # GPU check for issue 5/6 (Qt-free), within one 10-minute device call:
 #   1. benchmarks/train_bench.py: end-to-end training images/s vs the bare step, 400 px, three archs;
 #   2. a real EBHI-Seg run: ResNet50, paper preset (200 epochs, lr drops after 80/120/160/180),
-#      3 classes (Normal / Adenoma = LGIN + HGIN / Adenocarcinoma), split by case, then `crc evaluate`;
+#      3 classes (Normal / Adenoma = LGIN + HGIN / Adenocarcinoma), cases split 60/20/20, then
+#      `crc evaluate` on the test cases;
 #   3. benchmarks/predict_bench.py: whole-slide prediction windows/s vs the bare forward pass;
 #   4. while time is left: DenseNet121 (224 px) and InceptionV3 (299 px, auxiliary head) with the
 #      paper preset, evaluated, and `crc compare` of the evaluated models.
@@ -40,7 +41,9 @@ fi
 if [ ! -f "$DATA" ]; then say "EBHI tiles not found at $DATA: set CRC_SHARED_DATA"; exit 2; fi
 
 THREE=(--classes "Normal,Low-grade IN,High-grade IN,Adenocarcinoma" --map "Low-grade IN=Adenoma,High-grade IN=Adenoma")
-COLS=(--label-column ebhi_class --group-column case_id --group-pattern '\d{7}')
+# Split by case number, 60/20/20: validation picks best.pt, `crc evaluate` reports on the test cases.
+COLS=(--label-column ebhi_class --group-column case_id --group-pattern '\d{7}' --val-fraction 0.2
+      --test-fraction 0.2)
 if [ "$SMOKE" = 1 ]; then
     # A few tiles per class and case, 64 px, one epoch: the mechanics, not the numbers.
     "$PY" - "$DATA" "$WORK/smoke.csv" <<'PY'
