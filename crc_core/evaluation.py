@@ -357,20 +357,18 @@ def evaluate(
         raise DatasetError(f"{table.source}: label(s) {', '.join(unknown)} are not classes of the "
                            f"model ({', '.join(scheme.names)}); use --classes/--map")
     to_model = [scheme.index(n) for n in table.scheme.names]
-    if subset == "auto":
-        same = _same_file(train_data.get("source"), table.source)
-        subset = "val" if same else "all"
-        if same:
-            sp = split_by_group(table, float(cfg.get("val_fraction", 0.2) or 0.0),
-                                int(cfg.get("seed", 0)),
-                                test_fraction=float(cfg.get("test_fraction") or 0.0))
-            subset = "test" if sp.test else ("val" if sp.val else "all")
-    if subset == "all":
-        indices = list(range(len(table)))
-    else:
+    sp = None
+    if subset != "all" and (subset != "auto"
+                            or _same_file(train_data.get("source"), table.source)):
+        # The training run's own split (same fractions and seed), computed once.
         sp = split_by_group(table, float(cfg.get("val_fraction", 0.2) or 0.0),
                             int(cfg.get("seed", 0)),
                             test_fraction=float(cfg.get("test_fraction") or 0.0))
+    if subset == "auto":
+        subset = "all" if sp is None else ("test" if sp.test else ("val" if sp.val else "all"))
+    if subset == "all" or sp is None:
+        indices = list(range(len(table)))
+    else:
         indices = sp.test if subset == "test" else sp.val
     if not indices:
         raise DatasetError(f"{table.source}: the {subset} subset is empty; use --subset all")
