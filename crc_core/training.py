@@ -581,19 +581,17 @@ def fit(
                 optimizer.load_state_dict(ckpt["optimizer"])
             start_epoch = int(ckpt.get("epoch") or 0)
             m = ckpt.get("metrics") or {}
-            best = (float(m.get("best_score", m.get("best_val_acc", -1.0))),
-                    float(m.get("best_val_loss", math.inf)))
-            best_epoch = int(m.get("best_epoch", 0))
-            best_val_acc = m.get("best_val_acc")
             if best_path.is_file():
                 # With --save-every > 1, best.pt can be newer than last.pt: keep its score so a
                 # worse epoch of the resumed run does not replace it.
-                bm = (load_checkpoint(best_path, "cpu").get("metrics") or {})
+                bm = load_checkpoint(best_path, "cpu").get("metrics") or {}
                 if int(bm.get("epoch") or 0) > start_epoch:
-                    best = (float(bm.get("best_score", bm.get("best_val_acc", -1.0))),
-                            float(bm.get("best_val_loss") or math.inf))
-                    best_epoch = int(bm.get("best_epoch", 0))
-                    best_val_acc = bm.get("best_val_acc")
+                    m = bm
+            best_loss = m.get("best_val_loss")
+            best = (float(m.get("best_score", m.get("best_val_acc", -1.0))),
+                    math.inf if best_loss is None else float(best_loss))
+            best_epoch = int(m.get("best_epoch", 0))
+            best_val_acc = m.get("best_val_acc")
         train_model: nn.Module = model
         if info.world > 1:
             train_model = nn.parallel.DistributedDataParallel(
