@@ -331,13 +331,16 @@ class MainWindow(QMainWindow):
 
     # ================================================================= opening
     def open_path(
-        self, path: str | Path, annotations: str | Path | None = None, quiet: bool = False
+        self, path: str | Path, annotations: str | Path | None = None, quiet: bool = False,
+        wait: bool = True,
     ) -> bool:
-        """Open a slide file or a project folder; errors go to a dialog (raise when ``quiet``)."""
+        """Open a slide file or a project folder; errors go to a dialog (raise when ``quiet``).
+
+        A project's first slide opens in a worker thread when not ``wait``."""
         p = Path(path).expanduser()
         try:
             if p.is_dir() or p.name == PROJECT_FILE:
-                self._open_project(p if p.is_dir() else p.parent)
+                self._open_project(p if p.is_dir() else p.parent, wait=wait)
             else:
                 self._open_slide_file(p, Path(annotations) if annotations else None)
         except Exception as exc:
@@ -356,13 +359,7 @@ class MainWindow(QMainWindow):
         p = Path(path).expanduser()
         if p.is_dir() or p.name == PROJECT_FILE:
             # project.json is small: read here; its first slide opens in the worker.
-            try:
-                self._open_project(p if p.is_dir() else p.parent, wait=False)
-            except Exception as exc:
-                log.debug("open failed", exc_info=True)
-                errors.report(self, "Cannot open", _error_text(exc))
-                return
-            self.settings.add_recent(p)
+            self.open_path(p, wait=False)
             return
         ann = Path(annotations) if annotations else None
 
