@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from ebhi_subset import write_subset
 
 from app.panels.report import ReportPanel, read_result
 from crc_core.errors import CrcError
@@ -27,21 +27,7 @@ def run_dir(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("report")
-    with open(ebhi_dir / "labels.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r["ebhi_class"]].append(r)
-    data = root / "sub.csv"
-    with open(data, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image", "ebhi_class", "case_id"])
-        for c in CLASSES:
-            seen: Counter[str] = Counter()
-            for r in by[c]:
-                if seen[r["case_id"]] < 2 and sum(seen.values()) < 8:
-                    seen[r["case_id"]] += 1
-                    w.writerow([str(ebhi_dir / r["image"]), c, r["case_id"]])
+    data = write_subset(ebhi_dir, root / "sub.csv", CLASSES, 8, per_case=2)
     cfg = make_config("resnet50", "quick", epochs=1, batch_size=8, image_size=64, device="cpu",
                       val_fraction=0.25,
                       data={"label_column": "ebhi_class", "group_column": "case_id"})
