@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from crc_core.data import _HED_FROM_RGB
-from crc_core.stain import _macenko_estimate, _od, _screen, DEFAULT_HE
+from crc_core.stain import DEFAULT_HE, _macenko_estimate, _od, _screen
 
 
 def hed_means(imgs: np.ndarray) -> np.ndarray:
@@ -54,22 +54,13 @@ def ebhi_tiles(folder: Path, n: int, seed: int) -> np.ndarray:
 
 
 def slide_tiles(path: Path, n: int, size: int, seed: int, min_tissue: float = 0.8) -> np.ndarray:
-    """Up to ``n`` level-0 windows of ``size`` px with >= ``min_tissue`` tissue (seeded order)."""
+    """Up to ``n`` level-0 windows of ``size`` px with >= ``min_tissue`` tissue (seeded)."""
+    from crc_core.jobs import run_job
     from crc_core.slide import open_slide
-    from crc_core.tissue import tissue_fraction
+    from crc_core.stain import slide_tissue_windows
 
     with open_slide(path) as sl:
-        w, h = sl.dimensions
-        cells = [(x, y) for y in range(0, h - size + 1, size) for x in range(0, w - size + 1, size)]
-        rng = np.random.default_rng(seed)
-        out = []
-        for k in rng.permutation(len(cells)):
-            tile = sl.read_region(cells[k], 0, (size, size))
-            if tissue_fraction(tile) >= min_tissue:
-                out.append(tile)
-            if len(out) >= n:
-                break
-    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+        return run_job(slide_tissue_windows(sl, n, size, seed, min_tissue))
 
 
 def _range(v: np.ndarray) -> list[float]:
@@ -88,7 +79,8 @@ def summarise(name: str, imgs: np.ndarray, ref: dict[str, Any] | None) -> dict[s
     row: dict[str, Any] = {
         "source": name, "tiles": len(imgs),
         "H": _range(hed[:, 0]), "E": _range(hed[:, 1]), "D": _range(hed[:, 2]),
-        "macenko_H": np.round(he_med[0], 3).tolist(), "macenko_E": np.round(he_med[1], 3).tolist(),
+        "macenko_H": [round(float(v), 3) for v in he_med[0]],
+        "macenko_E": [round(float(v), 3) for v in he_med[1]],
         "max_c_H": _range(mk["max_c"][:, 0]) if len(mk["he"]) else None,
         "max_c_E": _range(mk["max_c"][:, 1]) if len(mk["he"]) else None,
         "macenko_failed": mk["failed"], "_hed": hed, "_he": he_med,

@@ -677,7 +677,7 @@ def _stain_resolution(lm: LoadedModel) -> dict[str, Any]:
     if lm.stain is None:
         return {"method": "none", "statement": "no stain normalisation (the checkpoint has none)"}
     return {"method": lm.stain.method, "statement": lm.stain.statement("windows"),
-            "counts": dict(lm.stain.counts)}
+            "counts": dict(lm.stain.counts), "normalizer": lm.stain.to_json()}
 
 
 def _stain_notes(lm: LoadedModel) -> list[str]:

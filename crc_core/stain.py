@@ -50,7 +50,7 @@ from crc_core.jobs import Progress
 
 __all__ = [
     "METHODS", "StainNormalizer", "estimate_stains", "fit_from_table", "fit_images",
-    "from_checkpoint", "normalizer_from_json",
+    "from_checkpoint", "normalizer_from_json", "slide_stain_job", "slide_tissue_windows",
 ]
 
 #: ``--stain-norm`` choices.
@@ -487,6 +487,50 @@ def estimate_stains(images: Sequence[np.ndarray] | np.ndarray) -> dict[str, Any]
     return {"ok": True, "hematoxylin": p["stain_vectors"][0], "eosin": p["stain_vectors"][1],
             "max_concentrations": p["max_concentrations"], "images": norm.reference["tiles"],
             "pixels": norm.reference["pixels"]}
+
+
+def slide_tissue_windows(slide: Any, n: int = 32, size: int = 224, seed: int = 0,
+                         min_tissue: float = 0.8) -> Generator[Progress, None, np.ndarray]:
+    """Up to ``n`` level-0 windows of ``size`` px that are at least ``min_tissue`` tissue.
+
+    A job generator: candidate cells come from the thumbnail's tissue mask
+    (:func:`crc_core.tissue.tissue_mask`), are visited in a seeded random order and kept when the
+    window itself passes :func:`crc_core.tissue.tissue_fraction`. Returns ``(k, size, size, 3)``
+    uint8, ``k <= n`` (0 when the slide shows no such tissue).
+    """
+    from crc_core.tissue import tissue_fraction, tissue_mask
+
+    w, h = slide.dimensions
+    thumb = np.asarray(slide.thumbnail(1024))
+    mask = tissue_mask(thumb)
+    sy, sx = mask.shape[0] / h, mask.shape[1] / w
+    cells = []
+    for y in range(0, h - size + 1, size):
+        for x in range(0, w - size + 1, size):
+            m = mask[int(y * sy):max(int(y * sy) + 1, int((y + size) * sy)),
+                     int(x * sx):max(int(x * sx) + 1, int((x + size) * sx))]
+            if m.mean() >= min_tissue * 0.75:        # the thumbnail is coarse: a loose first cut
+                cells.append((x, y))
+    out: list[np.ndarray] = []
+    for k, i in enumerate(np.random.default_rng(seed).permutation(len(cells))):
+        tile = np.asarray(slide.read_region(cells[i], 0, (size, size)))[..., :3]
+        if tissue_fraction(tile) >= min_tissue:
+            out.append(tile)
+        yield Progress(len(out), n, f"reading tissue windows ({k + 1} looked at)")
+        if len(out) >= n:
+            break
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def slide_stain_job(slide: Any, n: int = 32, size: int = 224, seed: int = 0
+                    ) -> Generator[Progress, None, dict[str, Any]]:
+    """The Macenko stain vectors of a slide's tissue (:func:`estimate_stains` of up to ``n``
+    tissue windows; a job generator for the viewer's slide properties)."""
+    windows = yield from slide_tissue_windows(slide, n, size, seed)
+    yield Progress(len(windows), n, "estimating stain vectors")
+    res = estimate_stains(list(windows)) if len(windows) else {
+        "ok": False, "reason": "no window of the slide is mostly tissue"}
+    return {**res, "windows": int(len(windows)), "window_px": size}
 
 
 Transform = Callable[[np.ndarray], np.ndarray]
