@@ -355,6 +355,14 @@ class TrainDialog(QDialog):
         self.best_combo.setToolTip("Which validation score picks best.pt; balanced accuracy (mean "
                                    "per-class recall) does not reward ignoring a rare class")
         form.addRow("Best model by", self.best_combo)
+        self.stain_combo = QComboBox()
+        for label, method in (("none", "none"), ("Macenko", "macenko"), ("Reinhard", "reinhard")):
+            self.stain_combo.addItem(label, method)
+        self.stain_combo.setToolTip(
+            "Stain normalisation (crc train --stain-norm): fitted on up to 64 training images, "
+            "stored in the checkpoint and applied wherever the model sees pixels (training, "
+            "evaluation, prediction)")
+        form.addRow("Stain normalisation", self.stain_combo)
         return box
 
     def _build_output_box(self) -> QGroupBox:
@@ -592,7 +600,8 @@ class TrainDialog(QDialog):
                 device=self.device_combo.currentText(), val_fraction=float(self.val_spin.value()),
                 test_fraction=float(self.test_spin.value()),
                 balance=self.balance_combo.currentData(),
-                best_metric=self.best_combo.currentData(), data=opts)
+                best_metric=self.best_combo.currentData(),
+                stain_norm=self.stain_combo.currentData(), data=opts)
             runs.append(_Run(arch, out, cfg, i, len(folders)))
         self._data = data
         return runs
