@@ -15,8 +15,9 @@ validation set, never the best training score; no optimizer state), ``history.cs
 train/val loss and accuracy, learning rate, seconds, images/s), ``config.json`` (every option and
 ``notes`` on what the run decided), ``split.csv`` (every image's content key and split) and
 ``summary.json``. Checkpoints record the split by content (:class:`crc_core.splits.SplitRecord`), so
-``crc evaluate`` recognises the test images wherever the dataset is moved. CUDA out of memory halves the micro-batch (gradients are
-accumulated, so the effective batch is unchanged) and retries the batch.
+``crc evaluate`` recognises the test images wherever the dataset is moved. CUDA out of memory
+halves the micro-batch (gradients are accumulated, so the effective batch is unchanged) and retries
+the batch.
 """
 
 from __future__ import annotations
