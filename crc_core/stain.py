@@ -14,7 +14,8 @@ Methods.
   ``OD >= 0.15`` in every channel (and not pen ink) are tissue; the plane of the two largest
   eigenvectors of their OD covariance; the H and E vectors at the 1st and 99th percentile angles;
   concentrations by least squares; each stain rescaled so its 99th percentile concentration is the
-  reference's; the image rebuilt with the reference's stain vectors. These are the steps, constants
+  reference's (negative concentrations, pixels outside the two stains' cone, taken as 0); the image
+  rebuilt with the reference's stain vectors. These are the steps, constants
   and nearest-rank percentiles of torchstain's ``TorchMacenkoNormalizer`` (which fits the reference
   here); the apply step is the same algorithm vectorised over a batch (torchstain handles one image
   at a time), with the checks below, and a test holds it to torchstain image by image.
@@ -316,7 +317,10 @@ class StainNormalizer:
         ref_max = torch.tensor(self.params["max_concentrations"], dtype=torch.float32)
         od, he, c, max_c, why = _macenko_estimate(batch, ref)
         keep = why["background"] | why["pen"] | why["unestimable"]
-        c = c * (ref_max / torch.where(keep[:, None], 1.0, max_c))[..., None]
+        # A negative least-squares concentration is a pixel outside the cone of the two stains
+        # (JPEG noise, pigment): rebuilt with the reference's vectors it would turn green or
+        # yellow, so it is taken as no stain (torchstain keeps it; the only difference).
+        c = c.clamp(min=0) * (ref_max / torch.where(keep[:, None], 1.0, max_c))[..., None]
         rgb = IO * torch.exp(-(ref.T[None] @ c))                                  # (N, 3, P)
         rgb = torch.nan_to_num(rgb, nan=255.0, posinf=255.0).clamp(0, 255).round()
         out = rgb.to(torch.uint8).transpose(1, 2).reshape(batch.shape).numpy().copy()

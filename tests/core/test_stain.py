@@ -53,9 +53,14 @@ def test_macenko_apply_matches_torchstain_image_by_image(ref_tiles, other_tiles,
     ts.maxCRef = torch.tensor(norm.params["max_concentrations"])
     for mine, im in zip(ours, other_tiles, strict=True):
         theirs, _, _ = ts.normalize(torch.from_numpy(im).permute(2, 0, 1), stains=False)
-        diff = np.abs(theirs.numpy().astype(int) - mine.astype(int))
+        diff = np.abs(theirs.numpy().astype(int) - mine.astype(int)).max(-1).reshape(-1)
+        # Pixels with a negative concentration are clamped here, kept by torchstain.
+        od = stain._od(im[None])
+        he = stain._macenko_vectors(od, stain._screen(im[None], od, strict=True)[0])
+        inside = (stain._concentrations(od, he)[0] >= 0).all(0).numpy()
+        assert inside.mean() > 0.5      # (mostly pale pixels with a tiny negative value)
         # torchstain truncates to integers where we round: at most 1 apart, allow float noise.
-        assert np.mean(diff <= 1) > 0.999, diff.max()
+        assert np.mean(diff[inside] <= 1) > 0.999, diff[inside].max()
 
 
 def test_fit_apply_round_trip_reaches_the_reference_stain(ref_tiles, other_tiles):
