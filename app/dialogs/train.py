@@ -357,7 +357,7 @@ class TrainDialog(QDialog):
         self.best_combo.setToolTip("Which validation score picks best.pt; balanced accuracy (mean "
                                    "per-class recall) does not reward ignoring a rare class")
         form.addRow("Best model by", self.best_combo)
-        self.augment_check = QCheckBox("flips, rotations, colour and stain jitter")
+        self.augment_check = QCheckBox("flips, rotations, zoom, colour and stain jitter")
         self.augment_check.setToolTip("Training augmentation (the paper preset has none; crc train "
                                       "--augment / --no-augment)")
         form.addRow("Augmentation", self.augment_check)

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
                    help="recommended (default): the strongest recipe measured on the CPU (30 "
                    "epochs, batch 32, AdamW lr 1e-3 with a cosine decay, balanced sampling when "
                    "the largest class has >= 3x the smallest's images, best.pt by validation "
-                   "balanced accuracy, flips/rotations/colour/stain augmentation); paper: the "
+                   "balanced accuracy, flips/rotations/zoom/colour/stain augmentation); paper: the "
                    "study exactly (batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs "
                    "80, 120, 160, 180, no augmentation, no balancing, best.pt by validation "
                    "accuracy); quick: 5 epochs, batch 16, for trying things. Any option below "
