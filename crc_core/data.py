@@ -200,11 +200,15 @@ class Augment:
         by ``± hed / 2`` in optical density (0 = off). Used when ``hed_range`` is not given.
     hed_range
         Strong stain jitter: ``[low, high]`` factors, drawn log-uniformly and independently for
-        each image and HED channel, that scale the stain concentrations; with ``hed_shift``.
+        each image and stain, that scale the H and E concentrations; with ``hed_shift``.
         The recommended range covers the measured spread between EBHI and real slides.
     hed_shift
-        With ``hed_range``: each channel shifted by ``± hed_shift`` OD units (the augmentation's
-        ``log(I) / log(1e-6)`` units; uniform).
+        With ``hed_range``: the residual D channel raised by ``U(0, hed_shift)`` OD units (the
+        augmentation's ``log(I) / log(1e-6)`` units). One-sided: other labs' slides measured
+        more D than the training tiles, and dye only ever adds optical density.
+    hed_prob
+        With ``hed_range``: the share of images that get the strong jitter; the others get the
+        light one (``hed``). Half and half keeps the training images' own look in every batch.
     scale_range
         Random rescaling ``[low, high]`` (zoom factor, log-uniform per image, about the centre
         with a random shift): above 1 a smaller field of view fills the input (bilinear), below 1
@@ -217,12 +221,13 @@ class Augment:
     hed: float = 0.03
     hed_range: list[float] | None = None
     hed_shift: float = 0.0
+    hed_prob: float = 1.0
     scale_range: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"flip": self.flip, "rot90": self.rot90, "color": self.color, "hed": self.hed,
                 "hed_range": None if self.hed_range is None else list(self.hed_range),
-                "hed_shift": self.hed_shift,
+                "hed_shift": self.hed_shift, "hed_prob": self.hed_prob,
                 "scale_range": None if self.scale_range is None else list(self.scale_range)}
 
     @classmethod
@@ -238,6 +243,8 @@ class Augment:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a range other than ``[low, high]``, 0 < low <= high."""
+        if not 0 <= self.hed_prob <= 1:
+            raise ConfigError(f"augmentation hed_prob {self.hed_prob!r}: give a share in [0, 1]")
         for name in ("hed_range", "scale_range"):
             r = getattr(self, name)
             if r is None:
@@ -253,6 +260,7 @@ class Augment:
         """The augmentation of the ``recommended`` training preset (ranges measured, see above)."""
         return cls(flip=True, rot90=True, color=0.1, hed=0.05,
                    hed_range=list(MEASURED_HED_RANGE), hed_shift=MEASURED_HED_SHIFT,
+                   hed_prob=0.5,
                    scale_range=list(RECOMMENDED_SCALE_RANGE))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -278,13 +286,17 @@ class Augment:
         if self.scale_range is not None and tuple(self.scale_range) != (1, 1):
             zoom = _log_uniform(u(n), *self.scale_range)
             x = rescale(x, zoom, u(n, 2) * 2 - 1)
-        if self.hed_range is not None:
-            a = _log_uniform(u(n, 3), *self.hed_range)
-            b = (u(n, 3) * 2 - 1) * self.hed_shift
-            x = hed_jitter(x, a, b)
-        elif self.hed > 0:
-            a = 1 + (u(n, 3) * 2 - 1) * self.hed
+        if self.hed_range is not None or self.hed > 0:
+            a = 1 + (u(n, 3) * 2 - 1) * self.hed                 # light (Tellez)
             b = (u(n, 3) * 2 - 1) * self.hed / 2
+            if self.hed_range is not None:
+                strong = (u(n) < self.hed_prob).view(n, 1)
+                sa = _log_uniform(u(n, 3), *self.hed_range)
+                sa[:, 2] = 1.0                          # D is shifted, not scaled
+                a = torch.where(strong, sa, a)
+                d = torch.zeros(n, 3, device=dev)
+                d[:, 2] = u(n) * self.hed_shift
+                b = torch.where(strong, d, b)
             x = hed_jitter(x, a, b)
         if self.color > 0:
             x = _color_jitter(x, self.color, u(n), u(n), u(n))
