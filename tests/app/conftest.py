@@ -134,3 +134,9 @@ def cmu_window(qtbot, slides_dir):
 @pytest.fixture
 def canvas(qtbot, cmu_window) -> Canvas:
     return Canvas(qtbot, cmu_window)
+
+
+@pytest.fixture
+def canvas_of(qtbot):
+    """``canvas_of(window)``: a :class:`Canvas` on any main window."""
+    return lambda win: Canvas(qtbot, win)
