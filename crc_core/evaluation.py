@@ -22,14 +22,18 @@ import io
 import json
 import math
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from crc_core.atomic import atomic_write_bytes, atomic_write_text
-from crc_core.errors import DatasetError
+from crc_core.classes import ClassScheme
+from crc_core.errors import ConfigError, DatasetError
 from crc_core.jobs import Progress
+from crc_core.splits import SplitRecord, choose_subset, content_keys
+from crc_core.tables import TileTable, load_table, parse_map
 
 OVERALL_KEYS = ["map", "precision", "recall", "specificity", "npv", "auroc"]
 PER_CLASS_KEYS = ["precision", "recall", "specificity", "npv", "ap", "auroc", "support"]
@@ -39,9 +43,37 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
+def _class_metrics(cm: np.ndarray, y: np.ndarray, p: np.ndarray, i: int) -> dict[str, Any]:
+    """One-vs-rest figures of class ``i``; ``None`` where a figure is undefined on this data."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    total = int(cm.sum())
+    tp = int(cm[i, i])
+    fp = int(cm[:, i].sum()) - tp
+    fn = int(cm[i, :].sum()) - tp
+    tn = total - tp - fp - fn
+    pos, neg = tp + fn, total - (tp + fn)
+    both = pos > 0 and neg > 0
+    return {
+        # Never predicted: precision 0 for a class that is there (it was missed), else undefined.
+        "precision": _ratio(tp, tp + fp) if tp + fp else (0.0 if pos else None),
+        "recall": _ratio(tp, pos) if pos else None,
+        "specificity": _ratio(tn, tn + fp) if neg else None,
+        "npv": _ratio(tn, tn + fn) if neg else None,
+        "ap": float(average_precision_score(y == i, p[:, i])) if both else None,
+        "auroc": float(roc_auc_score(y == i, p[:, i])) if both else None,
+        "support": pos,
+    }
+
+
 def compute_metrics(y_true: Sequence[int], probs: np.ndarray, class_names: Sequence[str]
                     ) -> dict[str, Any]:
     """All metrics of one evaluation.
+
+    One rule for the macro means: a class absent from the evaluated labels is listed in
+    ``absent_classes`` and left out of *every* macro mean (mAP, precision, recall, specificity,
+    NPV, AUROC) alike; a figure undefined on this data (e.g. AUROC when all images are of one class)
+    is ``None`` and left out of its mean.
 
     Parameters
     ----------
@@ -55,16 +87,12 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, class_names: Seque
     Returns
     -------
     dict
-        ``{"accuracy", "macro": {map, precision, recall, specificity, npv, auroc},
-        "per_class": {name: {precision, recall, specificity, npv, ap, auroc, support}},
-        "confusion": K x K list (rows true, columns predicted), "classes": names, "n": N}``.
+        ``{"accuracy", "balanced_accuracy", "macro": {map, precision, recall, specificity, npv,
+        auroc}, "per_class": {name: {precision, recall, specificity, npv, ap, auroc, support}},
+        "confusion": K x K list (rows true, columns predicted), "classes": names,
+        "absent_classes": names, "n": N}``.
     """
-    from sklearn.metrics import (
-        average_precision_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    from sklearn.metrics import confusion_matrix
 
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -75,37 +103,20 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, class_names: Seque
     if len(y) == 0:
         raise DatasetError("nothing to evaluate: no images")
     pred = p.argmax(1)
-    labels = list(range(k))
-    cm = confusion_matrix(y, pred, labels=labels)
-    prec, rec, _f1, support = precision_recall_fscore_support(
-        y, pred, labels=labels, zero_division=0)
-    total = cm.sum()
-    per_class: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(class_names):
-        tp = cm[i, i]
-        fp = cm[:, i].sum() - tp
-        fn = cm[i, :].sum() - tp
-        tn = total - tp - fp - fn
-        positives = y == i
-        ap = auroc = None
-        if positives.any():
-            ap = float(average_precision_score(positives, p[:, i]))
-            if (~positives).any():
-                auroc = float(roc_auc_score(positives, p[:, i]))
-        per_class[name] = {
-            "precision": float(prec[i]), "recall": float(rec[i]),
-            "specificity": _ratio(tn, tn + fp), "npv": _ratio(tn, tn + fn),
-            "ap": ap, "auroc": auroc, "support": int(support[i]),
-        }
+    cm = confusion_matrix(y, pred, labels=list(range(k)))
+    per_class = {name: _class_metrics(cm, y, p, i) for i, name in enumerate(class_names)}
+    present = [n for n in class_names if per_class[n]["support"] > 0]
 
     def mean(key: str) -> float | None:
-        vals = [v[key] for v in per_class.values() if v[key] is not None]
+        vals = [per_class[n][key] for n in present if per_class[n][key] is not None]
         return float(np.mean(vals)) if vals else None
 
     macro = {"map": mean("ap"), "precision": mean("precision"), "recall": mean("recall"),
              "specificity": mean("specificity"), "npv": mean("npv"), "auroc": mean("auroc")}
-    return {"accuracy": float((pred == y).mean()), "macro": macro, "per_class": per_class,
-            "confusion": cm.astype(int).tolist(), "classes": list(class_names), "n": int(len(y))}
+    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": macro["recall"],
+            "macro": macro, "per_class": per_class, "confusion": cm.astype(int).tolist(),
+            "classes": list(class_names),
+            "absent_classes": [n for n in class_names if n not in present], "n": int(len(y))}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -282,150 +293,117 @@ def render_report(title: str, results: dict[str, dict[str, Any]], images: list[t
 
 
 # ----------------------------------------------------------------------------- evaluate
-def _same_file(a: str | None, b: Path) -> bool:
-    if not a:
-        return True
-    try:
-        return Path(a).resolve() == b.resolve()
-    except OSError:
-        return False
+@dataclass
+class _EvalData:
+    """The labelled images to score, expressed in the model's classes."""
+
+    table: TileTable
+    to_model: list[int | None]          # table class index -> model class index (None: left out)
+    notes: list[str] = field(default_factory=list)
+    left_out_labels: dict[str, int] = field(default_factory=dict)
 
 
-def evaluate(
-    checkpoint: str | Path,
-    data: str | Path,
-    out: str | Path,
-    *,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    group_column: str | None = None,
-    split_column: str | None = None,
-    classes: str | Sequence[str] | None = None,
-    mapping: str | dict[str, str] | None = None,
-    group_pattern: str | None = None,
-    subset: str = "auto",
-    batch_size: int = 64,
-    device: str = "auto",
-    workers: int = 0,
-    name: str | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> Generator[Progress, None, dict[str, Any]]:
-    """Evaluate a checkpoint on labelled images and write the report folder ``out`` (a job).
-
-    Parameters
-    ----------
-    checkpoint
-        A ``.pt`` from :func:`crc_core.training.fit`.
-    data
-        Dataset folder or CSV; column options default to those the model was trained with.
-    subset
-        ``auto`` (the validation/test part of the training data when ``data`` is the training data,
-        else every image), ``val``, ``test`` or ``all``.
-
-    Returns
-    -------
-    dict
-        The metrics (as in ``metrics.json``) plus ``"out"`` and ``"files"``.
-    """
-    import torch
-
-    from crc_core.data import TileDataset, collate_skip, load_table, normalize, split_by_group
-    from crc_core.models import load_checkpoint, main_logits, model_from_checkpoint
-    from crc_core.training import resolve_device
-
-    warn_fn = warn or (lambda msg: None)
-    if subset not in ("auto", "val", "test", "all"):
-        from crc_core.errors import ConfigError
-
-        raise ConfigError(f"--subset {subset!r}: choose auto, val, test or all")
-    ckpt = load_checkpoint(checkpoint, "cpu")
+def _model_vocabulary(ckpt: dict[str, Any]) -> tuple[ClassScheme, dict[str, str]]:
+    """The model's classes and the label map it was trained with (raw label -> class name)."""
     cfg = ckpt.get("config") or {}
-    train_data = cfg.get("data") or {}
-    opts = {"image_column": image_column, "label_column": label_column,
-            "group_column": group_column, "split_column": split_column, "classes": classes,
-            "map": mapping, "group_pattern": group_pattern}
-    for k in opts:
-        if opts[k] is None:
-            opts[k] = train_data.get(k)
+    mapping = parse_map((cfg.get("data") or {}).get("map"))
+    return ckpt["scheme"], mapping
+
+
+def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
+                warn: Callable[[str], None]) -> _EvalData:
+    """Read ``data`` with the caller's options (columns guessed otherwise, the label column also
+    from the model's class names) and match its labels to the model's classes: by id or name, else
+    through the label map the model was trained with; other labels are left out and counted."""
+    scheme, train_map = _model_vocabulary(ckpt)
+    hints = [*scheme.names, *scheme.ids, *train_map]
     table = load_table(data, image_column=opts["image_column"], label_column=opts["label_column"],
-                       group_column=opts["group_column"], split_column=opts["split_column"],
-                       classes=opts["classes"], mapping=opts["map"],
-                       group_pattern=opts["group_pattern"], warn=warn_fn)
-    scheme = ckpt["scheme"]
-    unknown = [n for n in table.scheme.names if scheme.find(n) is None]
-    if unknown:
-        raise DatasetError(f"{table.source}: label(s) {', '.join(unknown)} are not classes of the "
-                           f"model ({', '.join(scheme.names)}); use --classes/--map")
-    to_model = [scheme.index(n) for n in table.scheme.names]
-    sp = None
-    if subset != "all" and (subset != "auto"
-                            or _same_file(train_data.get("source"), table.source)):
-        # The training run's own split (same fractions and seed), computed once.
-        sp = split_by_group(table, float(cfg.get("val_fraction", 0.2) or 0.0),
-                            int(cfg.get("seed", 0)),
-                            test_fraction=float(cfg.get("test_fraction") or 0.0))
-    if subset == "auto":
-        subset = "all" if sp is None else ("test" if sp.test else ("val" if sp.val else "all"))
-    if subset == "all" or sp is None:
-        indices = list(range(len(table)))
-    else:
-        indices = sp.test if subset == "test" else sp.val
-    if not indices:
-        raise DatasetError(f"{table.source}: the {subset} subset is empty; use --subset all")
+                       classes=opts["classes"], mapping=opts["map"], label=opts["label"],
+                       label_hints=hints, min_classes=1, warn=warn)
+    ed = _EvalData(table, [])
+    lookup = {k.casefold(): v for k, v in train_map.items()}
+    for name in table.scheme.names:
+        cls = scheme.find(name) or scheme.find(table.scheme.get(name).id)
+        via = lookup.get(name.casefold())
+        if cls is None and via is not None and scheme.find(via) is not None:
+            cls = scheme.find(via)
+            ed.notes.append(f"label {name!r} counted as {cls.name!r} (the model's training map)")
+        ed.to_model.append(None if cls is None else scheme.index(cls.id))
+    counts = table.counts()
+    ed.left_out_labels = {n: counts[n] for n, m in zip(table.scheme.names, ed.to_model,
+                                                       strict=True) if m is None and counts[n]}
+    if ed.left_out_labels:
+        warn("left out, not classes of the model (" + ", ".join(scheme.names) + "): "
+             + ", ".join(f"{v} image(s) labelled {k!r}" for k, v in ed.left_out_labels.items()))
+    if all(m is None for m in ed.to_model):
+        raise DatasetError(f"{table.source}: none of its labels ({', '.join(table.scheme.names)}) "
+                           f"is a class of the model ({', '.join(scheme.names)}); use --map "
+                           f"\"LABEL=CLASS\" or --label CLASS")
+    return ed
 
-    dev = resolve_device(device)
-    model, meta = model_from_checkpoint(ckpt, dev)
-    model = model.to(memory_format=torch.channels_last)
+
+def _scale(meta: dict[str, Any], table: TileTable, mpp: float | None) -> tuple[float, str]:
+    """Factor from an image's pixels to the network input's, and the sentence saying so."""
     size = int(meta["input_size"])
-    mean, std = meta["mean"], meta["std"]
-    ds = TileDataset(table, indices, size)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=collate_skip)
-    probs_l: list[np.ndarray] = []
-    kept: list[int] = []
-    skipped = 0
-    done = 0
-    n = len(indices)
-    yield Progress(0, n, f"evaluating {n} images")
-    with torch.inference_mode():
-        for x, y, bad in loader:
-            start, done = done, done + len(y) + len(bad)
-            skipped += len(bad)
-            if len(y):
-                kept += sorted(set(range(start, done)) - set(bad.tolist()))
-                xf = normalize(x.to(dev).float() / 255, mean, std).contiguous(
-                    memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                    logits = main_logits(model(xf))
-                probs_l.append(torch.softmax(logits.float(), 1).cpu().numpy())
-            yield Progress(done, n, f"evaluating {n} images")
-    if skipped:
-        warn_fn(f"{skipped} unreadable image(s) skipped")
-    if not kept:
-        raise DatasetError(f"{table.source}: no readable images to evaluate")
-    probs = np.concatenate(probs_l)
-    rows = [table.samples[indices[j]] for j in kept]
-    y_true = np.array([to_model[s.label] for s in rows])
-    metrics = compute_metrics(y_true, probs, scheme.names)
-    model_name = name or f"{meta['arch']}"
-    metrics.update({"model": model_name, "arch": meta["arch"], "checkpoint": str(checkpoint),
-                    "data": str(table.source), "subset": subset, "skipped": skipped,
-                    "epoch": meta.get("epoch")})
+    patch = meta.get("patch_size") if isinstance(meta.get("patch_size"), int) else size
+    model_mpp = meta.get("mpp") if isinstance(meta.get("mpp"), int | float) else None
+    image_mpp = mpp if mpp is not None else table.mpp
+    per_input = size / patch           # input pixels per patch pixel
+    if model_mpp and image_mpp:
+        factor = image_mpp / model_mpp * per_input
+        return factor, (f"images at {image_mpp:g} µm/px resampled to the model's {model_mpp:g} "
+                        f"µm/px ({patch} px patches -> {size} px input)")
+    if model_mpp:
+        return per_input, (f"the images' pixel size is unknown: taken as the model's "
+                           f"{model_mpp:g} µm/px (give --mpp to resample them to it)")
+    return per_input, (f"the model's scale is unknown (trained without a pixel size): images "
+                       f"are taken at its patches' pixel scale ({patch} px patches -> {size} px "
+                       f"input)")
 
-    outp = Path(out)
+
+def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float, size: int,
+           threads: int) -> Generator[Progress, None, tuple[np.ndarray, list[int], int]]:
+    """Mean window probabilities of each image (one window for a tile of the patch size)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from crc_core.preprocess import decode_windows
+
+    def load(i: int) -> np.ndarray | None:
+        try:
+            return decode_windows(table.samples[i].path, factor, size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return None
+
+    n, probs, kept, skipped = len(indices), [], [], 0
+    yield Progress(0, n, f"evaluating {n} images")
+    chunk = max(1, scorer.batch_size)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for s in range(0, n, chunk):
+            part = list(indices[s:s + chunk])
+            wins = list(pool.map(load, part))
+            good = [(i, w) for i, w in zip(part, wins, strict=True) if w is not None]
+            skipped += len(part) - len(good)
+            if good:
+                p, _ = scorer.run(np.concatenate([w for _, w in good]))
+                bounds = np.cumsum([0] + [len(w) for _, w in good])
+                probs += [p[bounds[j]:bounds[j + 1]].mean(0) for j in range(len(good))]
+                kept += [i for i, _ in good]
+            yield Progress(min(n, s + chunk), n, f"evaluating {n} images")
+    return (np.stack(probs) if probs else np.zeros((0, 0))), kept, skipped
+
+
+def _write_outputs(outp: Path, metrics: dict[str, Any], table: TileTable, kept: Sequence[int],
+                   y_true: np.ndarray, probs: np.ndarray, scheme: ClassScheme, model_name: str,
+                   checkpoint: str | Path) -> list[str]:
     outp.mkdir(parents=True, exist_ok=True)
-    files: list[str] = []
     atomic_write_text(outp / "metrics.json", json.dumps(metrics, indent=2))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", "label", "predicted"] + [f"prob_{c}" for c in scheme.names])
-    base = table.source.parent
-    for s, t, pr in zip(rows, y_true, probs, strict=True):
-        try:
-            shown = str(s.path.relative_to(base))
-        except ValueError:
-            shown = str(s.path)
-        w.writerow([shown, scheme.names[t], scheme.names[int(pr.argmax())]]
+    for i, t, pr in zip(kept, y_true, probs, strict=True):
+        w.writerow([table.relpath(i), scheme.names[t], scheme.names[int(pr.argmax())]]
                    + [f"{v:.6f}" for v in pr])
     atomic_write_text(outp / "predictions.csv", buf.getvalue())
     results = {model_name: metrics}
@@ -438,21 +416,131 @@ def evaluate(
                                          scheme.colors, f"{model_name} ROC")),
               ("Confusion matrix", plot_confusion(cm, scheme.names, outp / "confusion.png",
                                                   f"{model_name} confusion"))]
+    files = ["metrics.json", "predictions.csv", "table3.csv", "table3.md", "table4.csv",
+             "table4.md", "confusion.csv", "roc.png", "confusion.png", "report.html"]
     hist = Path(checkpoint).parent / "history.csv"
-    if hist.is_file():
-        history = read_history(hist)
-        if history:
-            images.insert(0, ("Loss and accuracy", plot_curves(history, outp / "curves.png",
-                                                               model_name)))
-            files.append("curves.png")
-    notes = [f"Checkpoint {checkpoint} ({meta['arch']}, epoch {meta.get('epoch')}), "
-             f"data {table.source}, subset {subset}: {len(rows)} images"
-             + (f", {skipped} unreadable skipped" if skipped else "") + "."]
+    history = read_history(hist) if hist.is_file() else []
+    if history:
+        images.insert(0, ("Loss and accuracy", plot_curves(history, outp / "curves.png",
+                                                           model_name)))
+        files.append("curves.png")
     atomic_write_text(outp / "report.html", render_report(f"Evaluation: {model_name}", results,
-                                                          images, notes))
-    files += ["metrics.json", "predictions.csv", "table3.csv", "table3.md", "table4.csv",
-              "table4.md", "confusion.csv", "roc.png", "confusion.png", "report.html"]
-    return {**metrics, "out": str(outp), "files": files}
+                                                          images, report_notes(metrics)))
+    return files
+
+
+def report_notes(m: dict[str, Any]) -> list[str]:
+    """The sentences every report states beside its figures: what was scored, and how."""
+    notes = [f"Checkpoint {m.get('checkpoint')} ({m.get('arch')}, epoch {m.get('epoch')}); data "
+             f"{m.get('data')}."]
+    notes.append(f"Scored: {m.get('n')} images, subset {m.get('subset')!r}: "
+                 f"{m.get('subset_how')}.")
+    if m.get("left_out"):
+        notes.append("Left out: " + ", ".join(f"{v} {k}" for k, v in m["left_out"].items())
+                     + " image(s).")
+    if m.get("left_out_labels"):
+        notes.append("Labels that are not classes of the model, left out: "
+                     + ", ".join(f"{k} ({v})" for k, v in m["left_out_labels"].items()) + ".")
+    if m.get("absent_classes"):
+        notes.append("Classes absent from these images, left out of every macro mean: "
+                     + ", ".join(m["absent_classes"]) + ".")
+    sc = m.get("scoring") or {}
+    notes.append(f"Scale: {m.get('scale')}. Scoring: {sc.get('device')}, {sc.get('precision')}, "
+                 f"{'test-time augmentation (8 views)' if sc.get('tta', 1) > 1 else 'no TTA'}, "
+                 f"resampling {sc.get('resampling')}.")
+    notes += list(m.get("notes") or [])
+    if m.get("skipped"):
+        notes.append(f"{m['skipped']} unreadable image(s) skipped.")
+    return notes
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    classes: str | Sequence[str] | None = None,
+    mapping: str | dict[str, str] | None = None,
+    label: str | None = None,
+    mpp: float | None = None,
+    subset: str = "auto",
+    batch_size: int = 64,
+    device: str = "auto",
+    workers: int = 0,
+    name: str | None = None,
+    tta: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Generator[Progress, None, dict[str, Any]]:
+    """Evaluate a checkpoint on labelled images and write the report folder ``out`` (a job).
+
+    Parameters
+    ----------
+    checkpoint
+        A ``.pt`` from :func:`crc_core.training.fit`.
+    data
+        Dataset folder, CSV, or image folder (class subfolders, or ``label`` for all); columns are
+        guessed (:func:`crc_core.tables.load_table`) unless given; one class is enough.
+    label
+        Every image is of this class (a folder or CSV of one class's images).
+    mpp
+        µm/px of the images when the data does not state it: they are resampled to the model's
+        scale (without it they are taken at the model's scale, and the report says so).
+    subset
+        ``auto``: the run's test images when the data holds any, else images the run never trained
+        or validated on, else its validation images; never a training image. ``val``, ``test``:
+        the run's own; ``all``: every image. Images are recognised by content
+        (:mod:`crc_core.splits`), so moving or copying the dataset does not change the choice.
+    tta
+        Average the eight flips and rotations (:mod:`crc_core.runtime`).
+
+    Returns
+    -------
+    dict
+        The metrics (as in ``metrics.json``) plus ``"out"`` and ``"files"``.
+    """
+    from crc_core.models import load_checkpoint, model_from_checkpoint
+    from crc_core.runtime import Scorer, describe, resolve_device
+
+    warn_fn = warn or (lambda msg: None)
+    if subset not in ("auto", "val", "test", "all"):
+        raise ConfigError(f"--subset {subset!r}: choose auto, val, test or all")
+    if mpp is not None and not (0 < float(mpp) < 1000):
+        raise ConfigError(f"--mpp {mpp}: give the images' µm per pixel, e.g. 0.5")
+    ckpt = load_checkpoint(checkpoint, "cpu")
+    ed = _eval_table(ckpt, data, {"image_column": image_column, "label_column": label_column,
+                                  "classes": classes, "map": mapping, "label": label}, warn_fn)
+    table = ed.table
+    keys = yield from content_keys(table)
+    sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, subset)
+    indices = [i for i in sub.indices if ed.to_model[table.samples[i].label] is not None]
+    if not indices:
+        raise DatasetError(f"{table.source}: no image of a model class in the {sub.name} subset")
+    model, meta = model_from_checkpoint(ckpt, resolve_device(device))
+    scheme: ClassScheme = meta["scheme"]
+    factor, scale_note = _scale(meta, table, mpp)
+    scorer = Scorer(model, meta["arch"], meta["mean"], meta["std"], resolve_device(device),
+                    batch_size, tta=tta)
+    probs, kept, skipped = yield from _score(table, indices, scorer, factor,
+                                             int(meta["input_size"]), max(1, workers or 4))
+    if skipped:
+        warn_fn(f"{skipped} unreadable image(s) skipped")
+    if not kept:
+        raise DatasetError(f"{table.source}: no readable images to evaluate")
+    y_true = np.array([ed.to_model[table.samples[i].label] for i in kept])
+    metrics = compute_metrics(y_true, probs, scheme.names)
+    model_name = name or f"{meta['arch']}"
+    metrics.update({
+        "model": model_name, "arch": meta["arch"], "checkpoint": str(checkpoint),
+        "data": str(table.source), "subset": sub.name, "subset_how": sub.how,
+        "left_out": sub.left_out, "left_out_labels": ed.left_out_labels, "skipped": skipped,
+        "epoch": meta.get("epoch"), "scale": scale_note, "scoring": describe(scorer),
+        "notes": ed.notes,
+    })
+    files = _write_outputs(Path(out), metrics, table, kept, y_true, probs, scheme, model_name,
+                           checkpoint)
+    return {**metrics, "out": str(out), "files": files}
 
 
 def metrics_from_predictions(path: str | Path) -> dict[str, Any]:

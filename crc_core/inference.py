@@ -23,7 +23,6 @@ out-of-memory the batch is halved and retried (a progress message says so).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -39,14 +38,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from crc_core.atomic import atomic_path
-from crc_core.cam import HeatmapAccumulator, compute_cams, normalize_cams, upsample_cams
+from crc_core.cam import HeatmapAccumulator
 from crc_core.classes import ClassDef, ClassScheme
 from crc_core.errors import CheckpointError, ClassSchemeError, ConfigError, CrcError, SlideError
 from crc_core.jobs import Progress
+from crc_core.preprocess import resample
+from crc_core.runtime import Scorer, describe, resolve_device
 
 __all__ = [
     "GridSpec",
@@ -220,22 +220,6 @@ def map_scheme(
     if unused:
         parts.append("never predicted: " + ", ".join(unused))
     return ClassScheme(mapped), "; ".join(parts)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
-    if isinstance(device, torch.device):
-        return device
-    d = str(device).strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: no CUDA GPU is available; use cpu or auto")
-        return torch.device(d)
-    if d == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda[:N]")
 
 
 # ------------------------------------------------------------------------------------------ grid
@@ -660,107 +644,10 @@ def load_prediction(path: str | os.PathLike[str]) -> Prediction:
 
 
 # ------------------------------------------------------------------------------------- execution
-class _Runner:
-    """The model on its device: uint8 batches in, probabilities (and CAM tiles) out.
-
-    Halves the batch on CUDA out-of-memory and retries (messages collected in ``messages``).
-    """
-
-    def __init__(
-        self, lm: LoadedModel, device: torch.device, batch_size: int, amp: bool | None = None
-    ) -> None:
-        self.lm = lm
-        self.device = device
-        self.batch_size = int(batch_size)
-        self.messages: list[str] = []
-        self.amp = (device.type == "cuda") if amp is None else bool(amp)
-        mean = torch.tensor(lm.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(lm.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = mean / std
-        lm.model.to(device).eval()
-        if device.type == "cuda":
-            lm.model.to(memory_format=torch.channels_last)
-
-    def to_input(self, imgs: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, H, W) normalised float on the device."""
-        t = torch.from_numpy(imgs)
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-        x = t.permute(0, 3, 1, 2).float()
-        x = x * self._scale - self._shift
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Bare forward pass: logits of a normalised batch."""
-        from crc_core.models import main_logits
-
-        with torch.inference_mode(), self._autocast():
-            return main_logits(self.lm.model(x)).float()
-
-    def _run(
-        self, x: torch.Tensor, cam: bool, cam_class: int | None, cam_method: str, cam_tile: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not cam:
-            return torch.softmax(self.forward(x), dim=1), None
-        with self._autocast():
-            logits, raw = compute_cams(self.lm.model, self.lm.arch, x, cam_class, cam_method)  # type: ignore[arg-type]
-        probs = torch.softmax(logits.float(), dim=1)
-        tiles = upsample_cams(normalize_cams(raw), cam_tile)
-        if cam_class is not None:
-            tiles = tiles * probs[:, cam_class, None, None]
-        return probs, tiles
-
-    def run(
-        self,
-        imgs: np.ndarray,
-        cam: bool = False,
-        cam_class: int | None = None,
-        cam_method: str = "cam",
-        cam_tile: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities ``(N, C)`` and CAM tiles ``(N, cam_tile, cam_tile)`` (or ``None``)."""
-        n = len(imgs)
-        probs_out: list[np.ndarray] = []
-        cams_out: list[np.ndarray] = []
-        i = 0
-        while i < n:
-            bs = min(self.batch_size, n - i)
-            try:
-                x = self.to_input(imgs[i : i + bs])
-                p, t = self._run(x, cam, cam_class, cam_method, cam_tile)
-                probs_out.append(p.cpu().numpy().astype(np.float32))
-                if t is not None:
-                    cams_out.append(t.cpu().numpy().astype(np.float32))
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if bs <= 1:
-                    raise CrcError(
-                        f"out of memory on {self.device} even with batch size 1; use --device cpu "
-                        f"or free GPU memory"
-                    ) from None
-                self.batch_size = max(1, bs // 2)
-                self.messages.append(
-                    f"out of memory on {self.device} with batch size {bs}; "
-                    f"retrying with batch size {self.batch_size}"
-                )
-                continue
-            i += bs
-        probs = (
-            np.concatenate(probs_out)
-            if probs_out
-            else np.zeros((0, len(self.lm.scheme)), np.float32)
-        )
-        cams = np.concatenate(cams_out) if cams_out else None
-        return probs, cams
+def make_scorer(lm: LoadedModel, device: torch.device, batch_size: int, amp: bool | None = None,
+                tta: bool = False) -> Scorer:
+    """The :class:`crc_core.runtime.Scorer` of a loaded model (shared with ``crc evaluate``)."""
+    return Scorer(lm.model, lm.arch, lm.mean, lm.std, device, batch_size, amp=amp, tta=tta)
 
 
 def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray) -> np.ndarray:
@@ -770,9 +657,7 @@ def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray) -> np.ndarray:
     for i, (r, c) in enumerate(cells):
         x, y, _, _ = grid.cell_rect(int(r), int(c))
         arr = slide.read_region((x, y), grid.level, (grid.read_size, grid.read_size))
-        if grid.read_size != s:
-            arr = np.asarray(Image.fromarray(arr).resize((s, s), Image.Resampling.BILINEAR))
-        out[i] = arr
+        out[i] = resample(arr, s)
     return out
 
 
@@ -807,6 +692,7 @@ def predict(
     amp: bool | None = None,
     out: str | os.PathLike[str] | None = None,
     patch_size: int | None = None,
+    tta: bool = False,
 ) -> Generator[Progress, None, Prediction]:
     """Predict a slide window by window (a job generator; see module docstring).
 
@@ -844,6 +730,9 @@ def predict(
     patch_size
         Window side in pixels at the checkpoint's level or mpp, overriding the checkpoint's (needed
         for checkpoints trained on tile manifests, which do not record one).
+    tta
+        Average the eight flips and rotations of each window (8x the compute; see
+        :mod:`crc_core.runtime`). CAM maps come from the unaugmented pass.
 
     Yields
     ------
@@ -899,7 +788,7 @@ def predict(
         C = len(out_scheme)
         probs = np.full((C, grid.rows, grid.cols), np.nan, dtype=np.float32)
         heat = HeatmapAccumulator(grid.cam_shape) if cam else None
-        runner = _Runner(lm, dev, batch_size, amp)
+        runner = make_scorer(lm, dev, batch_size, amp, tta)
         yield Progress(
             0,
             total,
@@ -920,7 +809,7 @@ def predict(
             b, fut = pending.popleft()
             imgs = fut.result()
             n_msgs = len(runner.messages)
-            p, tiles = runner.run(imgs, cam, cam_idx, cam_method, grid.cam_tile)
+            p, tiles = runner.run(imgs, cam, cam_idx, cam_method, grid.cam_tile, C)
             probs[:, b[:, 0], b[:, 1]] = p.T
             if heat is not None and tiles is not None:
                 for (r, c), t in zip(b, tiles, strict=True):
@@ -957,7 +846,7 @@ def predict(
                 "classes": lm.scheme.names,
             },
             slide=_slide_identity(slide),
-            resolution=plan.resolution,
+            resolution={**plan.resolution, "scoring": describe(runner)},
             warnings=notes,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )

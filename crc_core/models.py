@@ -387,6 +387,7 @@ def save_checkpoint(
     scheduler: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     half: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file, fsync, rename): a kill never leaves half a file.
 
@@ -408,6 +409,9 @@ def save_checkpoint(
     half
         Store floating weights as float16 (compact release checkpoints; the optimizer is then best
         left out).
+    extra
+        Further plain entries (``split``: the run's split by content, ``preprocess``,
+        ``mpp_source``); they may not replace the keys above.
     """
     spec = get_spec(arch)
     head = classifier(model, arch)
@@ -435,6 +439,10 @@ def save_checkpoint(
         "metrics": _plain(metrics or {}, "metrics"),
         "torch_version": str(torch.__version__),
     }
+    for k, v in (extra or {}).items():
+        if k in ckpt:
+            raise CheckpointError(f"checkpoint entry {k!r} cannot be replaced by an extra entry")
+        ckpt[k] = _plain(v, k)
     target = Path(path)
     with atomic_path(target) as tmp:
         torch.save(ckpt, tmp)

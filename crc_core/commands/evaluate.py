@@ -9,26 +9,41 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from crc_core.commands.train import add_data_options
-
     p = subparsers.add_parser(
         "evaluate", help="evaluate a checkpoint on labelled images",
-        description="Evaluate a checkpoint: writes metrics.json, predictions.csv, table3/table4 "
-        "(.csv, .md), roc.png, confusion.png, curves.png and report.html into --out. Data options "
-        "default to those the model was trained with.")
+        description="Evaluate a checkpoint on any labelled images: a `crc extract` dataset, a CSV, "
+        "a folder with one subfolder per class, or a folder of images of one class (--label). "
+        "Writes metrics.json, predictions.csv, table3/table4 (.csv, .md), roc.png, "
+        "confusion.png, curves.png and report.html into --out. Images are recognised by content "
+        "against the split the checkpoint records, so its training images are never scored "
+        "unless --subset all is given. Columns are guessed from common names (and the label "
+        "column from its values) unless given.")
     p.add_argument("--checkpoint", required=True, help="a .pt written by `crc train`")
-    p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+    p.add_argument("--data", required=True,
+                   help="dataset folder, CSV manifest, or folder of images")
     p.add_argument("--out", required=True, help="folder for the report")
     p.add_argument("--subset", choices=["auto", "val", "test", "all"], default="auto",
-                   help="auto (default): when --data is the training data, its test groups "
-                   "(--test-fraction or a split column), else its validation groups; other "
-                   "data: all images")
+                   help="auto (default): the run's test images when the data holds any, else the "
+                   "images the run never trained or validated on, else its validation images "
+                   "(never a training image); val/test: the run's own; all: every image")
+    p.add_argument("--label", help="every image is of this class (a folder or CSV of one class)")
+    p.add_argument("--mpp", type=float,
+                   help="µm per pixel of the images when the data does not state it: they are "
+                   "resampled to the model's scale (without it they are taken at that scale)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the 8 flips and rotations (8x slower)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--workers", type=int, default=0, help="image reading threads (default 4)")
     p.add_argument("--name", help="model name in the tables (default: the architecture)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_data_options(p)
+    g = p.add_argument_group("data (each guessed when not given)")
+    g.add_argument("--image-column", help="CSV column with image paths (relative to the CSV)")
+    g.add_argument("--label-column", help="CSV column with class labels")
+    g.add_argument("--classes", help='keep only these labels, comma-separated, e.g. "A,B,C"')
+    g.add_argument("--map", dest="map",
+                   help='count labels as model classes, e.g. "Low-grade IN=Adenoma,TUM='
+                   'Adenocarcinoma" (the map the model was trained with is known already)')
     p.set_defaults(func=run)
 
 
@@ -41,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
     job = evaluate(args.checkpoint, args.data, args.out, image_column=args.image_column,
-                   label_column=args.label_column, group_column=args.group_column,
-                   split_column=args.split_column, classes=args.classes, mapping=args.map,
-                   group_pattern=args.group_pattern,
-                   subset=args.subset, batch_size=args.batch_size, device=args.device,
+                   label_column=args.label_column, classes=args.classes, mapping=args.map,
+                   label=args.label, mpp=args.mpp, subset=args.subset, tta=args.tta,
+                   batch_size=args.batch_size, device=args.device,
                    workers=max(0, args.workers), name=args.name, warn=warn)
     res = drive_with_bar(job, desc="evaluate", quiet=args.quiet)
-    brief = {"out": res["out"], "subset": res["subset"], "n": res["n"],
-             "accuracy": res["accuracy"], "macro": res["macro"]}
+    brief = {"out": res["out"], "subset": res["subset"], "subset_how": res["subset_how"],
+             "n": res["n"], "accuracy": res["accuracy"],
+             "balanced_accuracy": res["balanced_accuracy"], "macro": res["macro"],
+             "absent_classes": res["absent_classes"], "scale": res["scale"]}
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     return 0

@@ -73,11 +73,12 @@ def test_run_folder_fills_table3_in_the_papers_layout(panel: ReportPanel, run_di
 def test_table4_specificity_and_npv_follow_the_confusion_matrix(panel: ReportPanel,
                                                                 run_dir: Path):
     panel.open_folder(run_dir)
-    cm = np.array(_metrics(run_dir)["confusion"])
+    m = _metrics(run_dir)
+    cm = np.array(m["confusion"])
     t4 = panel.table4
     assert t4.rowCount() == len(CLASSES)
     for row in range(t4.rowCount()):
-        i = CLASSES.index(_cell(t4, row, "Class"))
+        i = m["classes"].index(_cell(t4, row, "Class"))   # the confusion matrix's order
         tp = cm[i, i]
         fp, fn = cm[:, i].sum() - tp, cm[i, :].sum() - tp
         tn = cm.sum() - tp - fp - fn

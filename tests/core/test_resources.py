@@ -229,7 +229,7 @@ def tiles_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TRAIN = ["--label-column", "ebhi_class", "--group-column", "case_id", "--arch", "densenet121",
          "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--workers", "0",
-         "--val-fraction", "0.25", "--quiet"]
+         "--val-fraction", "0.25", "--mpp", "1.3", "--quiet"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name open files")
