@@ -362,6 +362,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has_slide = self.slide is not None
         for a in (
+            self.act_delete,
             self.act_export,
             self.act_props,
             self.act_mpp,
@@ -866,7 +867,7 @@ class MainWindow(QMainWindow):
     def _on_openFailed(self, path: str, message: str) -> None:
         if self.slide is None:
             self.start_page.set_recent(self.settings.recent)
-            self.start_page.set_problem(f"Could not open {path}:\n{message}")
+            self.start_page.set_problem(message, f"Could not open {Path(path).name}")
             self.pages.setCurrentWidget(self.start_page)
 
     def open_demo(self) -> None:

@@ -8,9 +8,11 @@ the window works here too (the main window accepts drops).
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextDocumentFragment
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -66,7 +68,7 @@ class StartPage(QWidget):
             buttons.addWidget(b)
         buttons.addStretch(1)
         self.recent = QListWidget()
-        self.recent.setMaximumHeight(220)
+        self.recent.setMaximumHeight(160)
         self.recent.itemActivated.connect(self._on_recent_itemActivated)
         self.recent_label = QLabel("<b>Recent</b> (double-click to open)")
         hint = QLabel("You can also drop a slide file or a project folder on this window. "
@@ -96,17 +98,23 @@ class StartPage(QWidget):
     def set_recent(self, paths: list[str]) -> None:
         self.recent.clear()
         for p in paths:
-            item = QListWidgetItem(Path(p).name or p)
+            item = QListWidgetItem(f"{Path(p).name or p}    ({Path(p).parent})")
             item.setToolTip(p)
             item.setData(Qt.ItemDataRole.UserRole, p)
             self.recent.addItem(item)
         self.recent.setVisible(bool(paths))
         self.recent_label.setVisible(bool(paths))
 
-    def set_problem(self, text: str) -> None:
-        """Show why the last open failed (empty: hide)."""
-        self.problem.setText(text)
+    def set_problem(self, text: str, title: str = "") -> None:
+        """Show why the last open failed (empty: hide); ``title`` in bold above it."""
+        body = html.escape(text).replace("\n", "<br>")
+        self.problem.setText(f"<b>{html.escape(title)}</b><br>{body}" if title else body)
         self.problem.setVisible(bool(text))
+
+    def problem_text(self) -> str:
+        """The problem shown, as plain text."""
+        return self.problem.text() and QTextDocumentFragment.fromHtml(
+            self.problem.text()).toPlainText()
 
     def _on_recent_itemActivated(self, item: QListWidgetItem) -> None:
         self.recentActivated.emit(item.data(Qt.ItemDataRole.UserRole))

@@ -106,6 +106,12 @@ class MeasureTool(Tool):
         fm = painter.fontMetrics()
         box = QRectF(end.x() + 10, end.y() - fm.height() - 8, fm.horizontalAdvance(text) + 12,
                      fm.height() + 6)
+        # keep the label on screen: to the left of the end, or below, when there is no room
+        if box.right() > view.width() - 4:
+            box.moveRight(end.x() - 10)
+        if box.top() < 4:
+            box.moveTop(end.y() + 10)
+        box.moveLeft(max(4.0, min(box.left(), view.width() - 4 - box.width())))
         painter.fillRect(box, QColor(0, 0, 0, 190))
         painter.setPen(QColor(255, 255, 255))
         painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)

@@ -41,8 +41,8 @@ class DisplayAdjustDialog(QDialog):
         self.contrast = self._slider(slider_from_contrast(adj.contrast))
         self.brightness_value = QLabel()
         self.contrast_value = QLabel()
-        for name, slider, value in (("&Brightness", self.brightness, self.brightness_value),
-                                    ("&Contrast", self.contrast, self.contrast_value)):
+        for name, slider, value in (("Brightness", self.brightness, self.brightness_value),
+                                    ("Contrast", self.contrast, self.contrast_value)):
             row = QHBoxLayout()
             row.addWidget(slider, 1)
             value.setMinimumWidth(48)

@@ -79,6 +79,7 @@ class ProjectPanel(QWidget):
         self.tree.setHeaderLabels(["Slide", "Annotations"])
         self.tree.setRootIsDecorated(False)
         self.tree.setIconSize(QSize(THUMB_PX, THUMB_PX))
+        self.tree.setWordWrap(True)  # names wrap beside the thumbnail instead of "Demo slide..."
         self._thumbs: dict[str, QIcon] = {}  # entry id -> icon (this project)
         self._tried: set[str] = set()  # entry ids already read (or found unreadable)
         self._worker: Any = None
