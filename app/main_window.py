@@ -49,7 +49,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QStackedWidget,
-    QToolButton,
     QWidget,
 )
 
@@ -60,6 +59,7 @@ from app.annotate.palette import ClassPalette
 from app.demo import bundle_root
 from app.dialogs import errors
 from app.messages import MessageLog, MessagesPanel
+from app.messages import attach_to_window as attach_messages
 from app.messages import install as install_messages
 from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
@@ -190,13 +190,8 @@ class MainWindow(QMainWindow):
         self.pos_label = QLabel("")
         self.zoom_label = QLabel("")
         self.statusBar().addWidget(self.pos_label, 1)
-        self.warn_button = QToolButton()  # "⚠ 2": warnings since start; opens Messages
-        self.warn_button.setAutoRaise(True)
-        self.warn_button.hide()
-        self.warn_button.clicked.connect(self._show_messages)
-        self.statusBar().addPermanentWidget(self.warn_button)
+        self.warn_button = attach_messages(self, self.messages)  # "⚠ 2": opens View > Messages
         self.statusBar().addPermanentWidget(self.zoom_label)
-        self.messages.messageAdded.connect(self._on_messages_messageAdded)
         self.view.cursorMoved.connect(self._on_view_cursorMoved)
         self.view.viewChanged.connect(self._update_zoom_label)
         self.ctl.measured.connect(lambda text: self.statusBar().showMessage(text, 15000))
@@ -880,18 +875,6 @@ class MainWindow(QMainWindow):
             self._open_failed("the demo project", "Cannot open the demo", str(exc))
             return
         self.open_path_async(root)
-
-    def _on_messages_messageAdded(self, level: str, text: str) -> None:
-        if level in ("warning", "error"):
-            self.statusBar().showMessage(f"⚠ {text}", 15000)
-            n = sum(1 for _t, lv, _x in self.messages.entries if lv in ("warning", "error"))
-            self.warn_button.setText(f"⚠ {n}")
-            self.warn_button.setToolTip(f"{n} warning(s) since start: show them (View > Messages)")
-            self.warn_button.show()
-
-    def _show_messages(self) -> None:
-        self.docks["messages"].show()
-        self.docks["messages"].raise_()
 
     def show_shortcuts(self) -> Any:
         """Help > Keyboard Shortcuts: every shortcut, generated from the actions."""

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -166,3 +167,29 @@ class MessagesPanel(QWidget):
     def _on_messages_messageAdded(self, level: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         self.text.appendPlainText(f"{stamp}  {level}: {text}")
+
+
+def attach_to_window(window: Any, messages: MessageLog) -> QToolButton:
+    """Show ``messages`` in ``window``'s status bar: each warning for 15 s, and a permanent
+    "⚠ N" button (warnings since start) that opens the Messages dock (``window.docks``)."""
+    button = QToolButton()
+    button.setAutoRaise(True)
+    button.hide()
+
+    def show_dock() -> None:
+        window.docks["messages"].show()
+        window.docks["messages"].raise_()
+
+    def added(level: str, text: str) -> None:
+        if level not in ("warning", "error"):
+            return
+        window.statusBar().showMessage(f"⚠ {text}", 15000)
+        n = sum(1 for _t, lv, _x in messages.entries if lv in ("warning", "error"))
+        button.setText(f"⚠ {n}")
+        button.setToolTip(f"{n} warning(s) since start: show them (View > Messages)")
+        button.show()
+
+    button.clicked.connect(show_dock)
+    messages.messageAdded.connect(added)
+    window.statusBar().addPermanentWidget(button)
+    return button
