@@ -91,6 +91,7 @@ def viewer_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Pa
     for e in win.results_panel.entries.values():  # annotations alone for these shots
         e.class_layer.visible = False
     win.layers_panel.rebuild()
+    win.docks["annotations"].raise_()
     if take("annotation-menu") or take("annotation-properties"):
         ann = list(win.document)[1]  # "Adenoma A"
         x0, y0, x1, y1 = ann.bounds

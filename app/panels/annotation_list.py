@@ -87,11 +87,11 @@ class AnnotationList(QWidget):
         self.tree.customContextMenuRequested.connect(self._on_tree_customContextMenuRequested)
         hdr = self.tree.header()
         hdr.setStretchLastSection(False)
-        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        hdr.setSectionResizeMode(NAME_COL, QHeaderView.ResizeMode.Stretch)
-        for i in (2, 3):
+        # names and areas are read in full; the class (its colour and, in a tooltip, its name)
+        # takes what is left; the state column shows only when something is locked or hidden
+        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for i in (NAME_COL, 2, 3):
             hdr.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.setColumnWidth(0, 120)
         self.tree.itemSelectionChanged.connect(self._on_tree_selectionChanged)
         self.tree.itemClicked.connect(self._on_tree_itemClicked)
         self.tree.itemDoubleClicked.connect(self._on_tree_itemDoubleClicked)
@@ -128,6 +128,9 @@ class AnnotationList(QWidget):
             names = doc.annotations.display_names(doc.scheme)
             for a in doc:
                 self.tree.addTopLevelItem(self._item(a, names[a.id], doc, mpp))
+        self.tree.setColumnHidden(
+            3, doc is None or not any(a.locked or a.hidden for a in doc)
+        )
         self._syncing = False
         self._sync_selection()
 
@@ -138,6 +141,7 @@ class AnnotationList(QWidget):
                                 state])
         if c is not None:
             item.setIcon(0, color_icon(c.color))
+            item.setToolTip(0, c.name)
         item.setData(0, ID_ROLE, a.id)
         item.setData(NAME_COL, NAME_ROLE, a.name)
         item.setData(2, ID_ROLE, a.area)
