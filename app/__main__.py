@@ -33,6 +33,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 GUI_SWITCH_INTERVAL_S = 0.001
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         except CrcError as exc:
             return _fail(str(exc))
 
-    from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
     def _qt_messages(kind: QtMsgType, _ctx: object, msg: str) -> None:
@@ -239,15 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
         else:  # interactive: the window is up at once, the slide follows from a worker thread
-            if args.view:
-                pending = [args.view]  # apply to the first slide only
-
-                def apply_view(_path: str) -> None:
-                    if pending:
-                        win.view.set_view(*pending.pop())
-
-                win.slideOpened.connect(apply_view)
-            win.open_path_async(args.path, annotations=args.annotations)
+            _open_interactive(win, args)
     if args.demo and getattr(win, "results_panel", None) is not None:
         def show_results(_path: str = "") -> None:
             if win.results_panel.entries:  # the demo model's prediction: its region table
@@ -260,10 +253,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.path and outcome["failed"] and not outcome["opened"]:
             return 2  # the slide asked for on the command line never opened
         return rc
+    return _shoot(app, win, args)
+
+
+def _open_interactive(win: Any, args: argparse.Namespace) -> None:
+    """Open ``args.path`` in a worker thread; ``--view`` applies to the first slide shown."""
+    if args.view:
+        pending = [args.view]
+
+        def apply_view(_path: str) -> None:
+            if pending:
+                win.view.set_view(*pending.pop())
+
+        win.slideOpened.connect(apply_view)
+    win.open_path_async(args.path, annotations=args.annotations)
+
+
+def _shoot(app: Any, win: Any, args: argparse.Namespace) -> int:
+    """``--screenshot``: save the window once every visible tile is painted; the exit status."""
+    from PySide6.QtCore import QTimer
+
     if args.view:
         app.processEvents()
         win.view.set_view(*args.view)
-
     out = Path(args.screenshot)
     result = {"rc": 1}
 

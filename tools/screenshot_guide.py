@@ -154,55 +154,12 @@ def viewer_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Pa
     win.layers_panel.rebuild()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    ap.add_argument("--only", nargs="*", default=None, help="names of the shots to take")
-    ap.add_argument(
-        "--eval",
-        type=Path,
-        default=None,
-        help="a `crc evaluate` folder shown in the report panel (shot 'report')",
-    )
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
-    os.environ["CRC_VIEWER_HOME"] = str(home)
-
-    import torch
-
-    torch.set_num_threads(1)
+def demo_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Path]) -> None:
+    """Shots 1-3: the project as it opens, drawing a polygon, the class scheme editor."""
     from PySide6.QtCore import QPoint, Qt
-    from PySide6.QtGui import QIcon
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
 
-    import app  # noqa: F401  (PySide6 workaround)
-    import app.dialogs.errors as errs
-    from app.demo import bundle_root, install_demo
-    from app.main_window import MainWindow
-
-    def show_error(_parent: object, title: str, msg: str) -> None:  # never a modal box here
-        print(f"error dialog: {title}: {msg}", file=sys.stderr)
-
-    errs.show_error = show_error
-    qapp = QApplication.instance() or QApplication(["crc-viewer"])
-    qapp.setApplicationName("CRC Workbench")
-    qapp.setWindowIcon(QIcon(str(bundle_root() / "resources" / "icon.png")))
-    root = install_demo(home)
-    win = MainWindow()
-    win.resize(1400, 900)
-    win.show()
-    win.open_path(root, quiet=True)
-    settle(qapp, win)
     panel = win.results_panel
-    want = set(args.only) if args.only else None
-
-    def take(name: str) -> bool:
-        return want is None or name in want
-
-    def out(name: str) -> Path:
-        return args.out / f"guide-{name}.png"
 
     # 1. the project as it opens: slide, annotations, project panel (prediction hidden)
     if take("open-project"):
@@ -249,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(qapp, lambda: False, 0.5)
         save(dlg, out("class-scheme"))
         dlg.reject()
+
+
+
+def analysis_shots(
+    qapp, win, args, take: Callable[[str], bool], out: Callable[[str], Path]
+) -> None:
+    """Shots 4-8: Build Dataset, Predict, the class map, the CAM heatmap, the report."""
+    panel = win.results_panel
 
     # 4. Analysis > Build Dataset: a real build of the demo project (224 px, as the EBHI tiles)
     if take("build-dataset"):
@@ -303,6 +268,58 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(qapp, lambda: False, 1.5)
         save(rep, out("report"))
         rep.close()
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    ap.add_argument("--only", nargs="*", default=None, help="names of the shots to take")
+    ap.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        help="a `crc evaluate` folder shown in the report panel (shot 'report')",
+    )
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
+    os.environ["CRC_VIEWER_HOME"] = str(home)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    import app  # noqa: F401  (PySide6 workaround)
+    import app.dialogs.errors as errs
+    from app.demo import bundle_root, install_demo
+    from app.main_window import MainWindow
+
+    def show_error(_parent: object, title: str, msg: str) -> None:  # never a modal box here
+        print(f"error dialog: {title}: {msg}", file=sys.stderr)
+
+    errs.show_error = show_error
+    qapp = QApplication.instance() or QApplication(["crc-viewer"])
+    qapp.setApplicationName("CRC Workbench")
+    qapp.setWindowIcon(QIcon(str(bundle_root() / "resources" / "icon.png")))
+    root = install_demo(home)
+    win = MainWindow()
+    win.resize(1400, 900)
+    win.show()
+    win.open_path(root, quiet=True)
+    settle(qapp, win)
+    want = set(args.only) if args.only else None
+
+    def take(name: str) -> bool:
+        return want is None or name in want
+
+    def out(name: str) -> Path:
+        return args.out / f"guide-{name}.png"
+
+    demo_shots(qapp, win, take, out)
+    analysis_shots(qapp, win, args, take, out)
 
     # 9-14. the viewer's own tools: start page, annotation menu and properties, measure,
     # brightness/contrast, keyboard shortcuts
