@@ -215,7 +215,11 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, names: Sequence[str], path: 
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
     ax.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1), ylim=(0, 1.02),
            title=title or "ROC per class")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.55, "no ROC curve: a class needs positive and negative images",
+                ha="center", fontsize=9, color="dimgrey")
     return _save_fig(fig, path)
 
 
@@ -512,11 +516,10 @@ def evaluate(
     ed = _eval_table(ckpt, data, {"image_column": image_column, "label_column": label_column,
                                   "classes": classes, "map": mapping, "label": label}, warn_fn)
     table = ed.table
-    keys = yield from content_keys(table)
+    eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
+    keys = yield from content_keys(table, eligible)
     sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, subset)
-    indices = [i for i in sub.indices if ed.to_model[table.samples[i].label] is not None]
-    if not indices:
-        raise DatasetError(f"{table.source}: no image of a model class in the {sub.name} subset")
+    indices = [eligible[j] for j in sub.indices]
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))
     scheme: ClassScheme = meta["scheme"]
     factor, scale_note = _scale(meta, table, mpp)

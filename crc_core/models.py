@@ -388,6 +388,7 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     half: bool = False,
     extra: dict[str, Any] | None = None,
+    ema: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file, fsync, rename): a kill never leaves half a file.
 
@@ -409,6 +410,9 @@ def save_checkpoint(
     half
         Store floating weights as float16 (compact release checkpoints; the optimizer is then best
         left out).
+    ema
+        State of the moving average of the weights (``AveragedModel.state_dict()``), kept in
+        ``last.pt`` so a resumed run continues it.
     extra
         Further plain entries (``split``: the run's split by content, ``preprocess``,
         ``mpp_source``); they may not replace the keys above.
@@ -435,6 +439,7 @@ def save_checkpoint(
         "config": _plain(config or {}, "config"),
         "epoch": None if epoch is None else int(epoch),
         "optimizer": optimizer,
+        "ema": ema,
         "scheduler": _plain(scheduler, "scheduler") if scheduler is not None else None,
         "metrics": _plain(metrics or {}, "metrics"),
         "torch_version": str(torch.__version__),
@@ -613,5 +618,5 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cp
         first = str(exc).splitlines()[0] if str(exc) else "mismatched tensors"
         raise CheckpointError(f"checkpoint weights do not fit {arch}: {first}") from None
     model.to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "ema")}
     return model, meta

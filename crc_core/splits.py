@@ -115,7 +115,8 @@ def split_by_group(table: TileTable, val_fraction: float = 0.2, seed: int = 0,
                            f"(or give --split-column, or --val-fraction 0)")
     val_g, test_g = _draw_groups(table, everything, val_fraction, test_fraction, seed, warn)
     sp = _assemble(table, everything, val_g, test_g)
-    sp.notes.append(f"validation: {len(val_g)} groups drawn by {_group_word(table)}"
+    sp.notes.append((f"validation: {len(val_g)} {_group_word(table)} groups" if val_g else
+                     f"no validation set: no class has two {_group_word(table)} groups to spare")
                     + (f"; test: {len(test_g)} groups" if test_g else ""))
     return sp
 
@@ -150,8 +151,12 @@ def _given_split(table: TileTable, val_fraction: float, seed: int,
     val_g, _ = _draw_groups(table, tr, val_fraction, 0.0, seed, warn)
     sp = _assemble(table, tr, val_g, set())
     sp.test = te
-    sp.notes.append(f"validation: {len(val_g)} {_group_word(table)} group(s) carved out of the "
-                    f"given training part (test untouched)")
+    if not val_g:
+        sp.notes.append(f"no validation set: no class has two {_group_word(table)} groups in the "
+                        f"training part to spare one")
+    else:
+        sp.notes.append(f"validation: {len(val_g)} {_group_word(table)} group(s) carved out of "
+                        f"the given training part (test untouched)")
     return sp
 
 

@@ -319,13 +319,14 @@ class TrainDialog(QDialog):
             self.arch_boxes[a] = cb
             archs.addWidget(cb)
         form.addRow("Architectures", archs)
-        from crc_core.training import PRESETS
+        from crc_core.training import DEFAULT_PRESET, PRESET_HELP, PRESETS
 
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
-        self.preset_combo.setCurrentText("quick")
-        self.preset_combo.setToolTip("paper: batch 32, 200 epochs, lr 1e-3 lowered tenfold after "
-                                     "epochs 80, 120, 160, 180; quick: 5 epochs, batch 16")
+        for i, name in enumerate(PRESETS):
+            self.preset_combo.setItemData(i, f"{name}: {PRESET_HELP[name]}", Qt.ItemDataRole.ToolTipRole)
+        self.preset_combo.setCurrentText(DEFAULT_PRESET)
+        self.preset_combo.setToolTip("; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
         self.preset_combo.currentTextChanged.connect(self._on_preset_changed)
         form.addRow("Preset", self.preset_combo)
         self.epochs_spin = QSpinBox()
@@ -356,7 +357,8 @@ class TrainDialog(QDialog):
             item.setToolTip("no CUDA GPU is available here")
         form.addRow("Device", self.device_combo)
         self.balance_combo = QComboBox()
-        for label, mode in (("none (as the paper)", "none"), ("weighted loss", "loss"),
+        for label, mode in (("auto (balanced sampling when classes are >= 3x apart)", "auto"),
+                            ("none (as the paper)", "none"), ("weighted loss", "loss"),
                             ("balanced sampling", "sampler")):
             self.balance_combo.addItem(label, mode)
         self.balance_combo.setToolTip(
@@ -370,6 +372,14 @@ class TrainDialog(QDialog):
         self.best_combo.setToolTip("Which validation score picks best.pt; balanced accuracy (mean "
                                    "per-class recall) does not reward ignoring a rare class")
         form.addRow("Best model by", self.best_combo)
+        self.augment_check = QCheckBox("flips, rotations, colour and stain jitter")
+        self.augment_check.setToolTip("Training augmentation (the paper preset has none; crc train "
+                                      "--augment / --no-augment)")
+        form.addRow("Augmentation", self.augment_check)
+        self.tta_check = QCheckBox("average 8 flips and rotations in the report (8x slower)")
+        self.tta_check.setToolTip("Test-time augmentation when each trained model is evaluated "
+                                  "(crc evaluate --tta)")
+        form.addRow("Report", self.tta_check)
         return box
 
     def _build_output_box(self) -> QGroupBox:
@@ -560,6 +570,13 @@ class TrainDialog(QDialog):
         self.epochs_spin.setValue(int(p["epochs"]))
         self.batch_spin.setValue(int(p["batch_size"]))
         self.lr_spin.setValue(float(p["lr"]))
+        for combo, key, default in ((self.balance_combo, "balance", "none"),
+                                    (self.best_combo, "best_metric", "acc")):
+            i = combo.findData(p.get(key, default))
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        aug = p.get("augment")
+        self.augment_check.setChecked(aug is None or any(bool(v) for v in aug.values()))
 
     # ------------------------------------------------------------------ output folders
     def selected_archs(self) -> list[str]:
@@ -589,6 +606,18 @@ class TrainDialog(QDialog):
     def is_running(self) -> bool:
         return self._worker is not None
 
+    def _augment_choice(self) -> dict[str, Any] | None:
+        """``None``: the preset's augmentation; the recommended one or none when switched."""
+        from crc_core.data import Augment
+        from crc_core.training import NO_AUGMENT, PRESETS
+
+        aug = PRESETS[self.preset_combo.currentText()].get("augment")
+        preset_on = aug is None or any(bool(v) for v in aug.values())
+        if self.augment_check.isChecked() == preset_on:
+            return None
+        return Augment.recommended().to_json() if self.augment_check.isChecked() \
+            else dict(NO_AUGMENT)
+
     def _make_configs(self) -> list[_Run]:
         from crc_core.training import make_config
 
@@ -615,7 +644,8 @@ class TrainDialog(QDialog):
                 device=self.device_combo.currentText(), val_fraction=float(self.val_spin.value()),
                 test_fraction=float(self.test_spin.value()),
                 balance=self.balance_combo.currentData(),
-                best_metric=self.best_combo.currentData(), data=opts)
+                best_metric=self.best_combo.currentData(), data=opts,
+                augment=self._augment_choice())
             runs.append(_Run(arch, out, cfg, i, len(folders)))
         self._data = data
         return runs
@@ -760,6 +790,7 @@ class TrainDialog(QDialog):
             factory = functools.partial(evaluate, best, self._data, run.out / "eval",
                                         device=self.device_combo.currentText(),
                                         batch_size=max(2, self.batch_spin.value()),
+                                        tta=self.tta_check.isChecked(),
                                         warn=self._bridge.warned.emit)
             self._start_worker(factory, "eval")
             return
@@ -839,7 +870,7 @@ class TrainDialog(QDialog):
         self.cancel_button.setEnabled(busy)
         for w in (self.dataset_combo, self.image_column, self.label_column, self.group_column,
                   self.group_pattern_edit, self.balance_combo, self.best_combo,
-                  self.classes_edit, self.map_edit, self.val_spin, self.test_spin,
+                  self.augment_check, self.tta_check, self.classes_edit, self.map_edit, self.val_spin, self.test_spin,
                   self.preset_combo,
                   self.epochs_spin, self.batch_spin, self.lr_spin, self.size_spin,
                   self.device_combo, self.out_edit, *self.arch_boxes.values()):

@@ -76,6 +76,18 @@ def register(subparsers: Any) -> None:
         help="skip windows with less tissue than this fraction (default 0.25)",
     )
     p.add_argument("--all-windows", action="store_true", help="predict every window, tissue or not")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the 8 flips and rotations of each window (8x slower)",
+    )
+    p.add_argument(
+        "--slide-mpp",
+        type=float,
+        default=None,
+        help="µm per pixel of slides that do not state one (their windows are then cut at the "
+        "checkpoint's scale instead of at pyramid level 0)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -196,6 +208,10 @@ def predict_one(
     from crc_core.slide import open_slide
 
     with open_slide(slide_path) as slide:
+        if slide.mpp is None and args.slide_mpp is not None:
+            slide.set_mpp(args.slide_mpp)
+            warn(f"{slide_path.name}: no pixel size in the file; using --slide-mpp "
+                 f"{args.slide_mpp:g} µm/px")
         label_scheme = lm.scheme.copy()
         regions: list[Any] | None = None
         if regions_path is not None:
@@ -220,6 +236,7 @@ def predict_one(
             min_tissue=args.min_tissue,
             out=out_dir / "prediction.npz",
             patch_size=args.patch_size,
+            tta=args.tta,
         )
         pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
         for w in pred.warnings:
@@ -275,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 0.0 <= args.min_tissue <= 1.0:
         raise ConfigError(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
+    if args.slide_mpp is not None and not 0 < args.slide_mpp < 1000:
+        raise ConfigError(f"--slide-mpp must be a positive number of µm per pixel, got "
+                          f"{args.slide_mpp}")
     rank, world, local = _dist()
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1 and device.index is None:

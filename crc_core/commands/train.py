@@ -97,6 +97,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--best-metric", choices=["acc", "balanced_acc"],
                    help="validation score that picks best.pt: accuracy (paper) or balanced "
                    "accuracy (mean per-class recall; recommended)")
+    p.add_argument("--ema", type=float,
+                   help="exponential moving average of the weights, decay per step (e.g. 0.99; "
+                   "0 = off): validation, best.pt and the report use the averaged weights")
     p.add_argument("--half-checkpoint", action="store_true",
                    help="store best.pt weights in float16 (half the size)")
     p.add_argument("--save-every", type=int, metavar="N",
@@ -166,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
         balance=args.balance, best_metric=args.best_metric, save_every=args.save_every,
+        ema=args.ema,
         data={k: v for k, v in data_options(args).items() if v is not None})
     say = warn if rank == 0 else (lambda msg: None)
     job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)

@@ -301,3 +301,25 @@ def test_unknown_architecture_is_a_config_error() -> None:
 def test_too_small_image_size_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="75"):
         make_config("inception_v3", "quick", image_size=64)
+
+
+def test_ema_weights_are_validated_released_and_resumed(ebhi_dir, tmp_path):
+    """--ema: best.pt holds the moving average (not the raw weights) and resume continues it."""
+    from ebhi_subset import write_subset
+
+    from crc_core.models import load_checkpoint
+
+    data = tmp_path / "sub.csv"
+    write_subset(ebhi_dir, data, ["Normal", "Adenocarcinoma"], 8, per_case=2)
+    cfg = tiny_config(epochs=1, ema=0.5, image_size=32)
+    run_job(fit(data, tmp_path / "run", cfg))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert last["ema"] is not None and int(last["ema"]["n_averaged"]) > 0
+    key = "fc.weight"
+    assert torch.equal(best["model"][key], last["ema"]["module." + key])
+    assert not torch.equal(best["model"][key], last["model"][key])
+    cfg2 = tiny_config(epochs=2, ema=0.5, image_size=32)
+    run_job(fit(data, tmp_path / "run", cfg2, resume=True))
+    again = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert int(again["ema"]["n_averaged"]) > int(last["ema"]["n_averaged"])
