@@ -20,8 +20,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# without ARGS: the demo project (slide, annotations, the demo model's class map); else ARGS as given
+# without ARGS: the demo project (slide, annotations, the demo model's class map); else ARGS as given.
+# On Linux, first checks that Qt's X11 plugin can load and names the Debian packages it lacks.
 run: install
+	$(PY) tools/check_qt_platform.py
 	$(VENV)/bin/crc-viewer $(if $(strip $(ARGS)),$(ARGS),--demo)
 
 test: install-dev

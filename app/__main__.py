@@ -10,6 +10,14 @@ annotations and the demo model's class map and CAM heatmap), first copying it fr
 ``resources/demo`` into the user data folder when it is not there yet or the shipped version changed
 (:mod:`app.demo`); the shipped files are never written.
 
+Without ``--screenshot`` the window opens at once and the slide follows from a worker thread. When
+it cannot be opened, the window says why (a message box, then the start page with the reason, the
+recent files and the demo) and stays usable; the one-line reason also goes to stderr, and the exit
+status when the window is closed is **2** unless a slide was opened meanwhile (0), so a script
+that starts ``crc-viewer FILE`` learns that FILE did not open. Python warnings are shown in the
+window (status bar, View > Messages) and written to ``data_home()/logs/crc-viewer.log``, not to
+the terminal.
+
 ``--view X,Y,ZOOM`` centres the view on level-0 pixel (X, Y) at ZOOM screen pixels per level-0 pixel
 (1 = 1:1 at level 0; 0.25 = a quarter). ``--screenshot OUT.png`` opens the window, waits until every
 visible tile is painted at its final resolution, saves the window as PNG and exits 0; a slide that
@@ -25,6 +33,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 GUI_SWITCH_INTERVAL_S = 0.001
 
@@ -137,6 +146,20 @@ def _selftest_demo(win: object, home: Path) -> bool:
     return ok
 
 
+def _watch_outcome(win: object) -> dict[str, bool]:
+    """Whether a slide opened, and whether an open failed (its reason printed on stderr)."""
+    outcome = {"failed": False, "opened": False}
+
+    def failed(_path: str, message: str) -> None:
+        if not outcome["opened"] and not outcome["failed"]:
+            print(f"crc-viewer: error: {message}", file=sys.stderr)
+        outcome["failed"] = True
+
+    win.openFailed.connect(failed)  # type: ignore[attr-defined]
+    win.slideOpened.connect(lambda _p: outcome.update(opened=True))  # type: ignore[attr-defined]
+    return outcome
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.demo:
@@ -168,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         except CrcError as exc:
             return _fail(str(exc))
 
-    from PySide6.QtCore import QTimer, QtMsgType, qInstallMessageHandler
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
     def _qt_messages(kind: QtMsgType, _ctx: object, msg: str) -> None:
@@ -201,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         win.resize(1400, 900)
     if args.selftest:
         return _selftest(app, win)
+    outcome = _watch_outcome(win)
     win.show()
     app.processEvents()
     if args.path:
@@ -216,15 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
         else:  # interactive: the window is up at once, the slide follows from a worker thread
-            if args.view:
-                pending = [args.view]  # apply to the first slide only
-
-                def apply_view(_path: str) -> None:
-                    if pending:
-                        win.view.set_view(*pending.pop())
-
-                win.slideOpened.connect(apply_view)
-            win.open_path_async(args.path, annotations=args.annotations)
+            _open_interactive(win, args)
     if args.demo and getattr(win, "results_panel", None) is not None:
         def show_results(_path: str = "") -> None:
             if win.results_panel.entries:  # the demo model's prediction: its region table
@@ -233,11 +249,33 @@ def main(argv: list[str] | None = None) -> int:
         show_results()
         win.slideOpened.connect(show_results)  # interactive: the slide arrives from a worker
     if not args.screenshot:
-        return app.exec()
+        rc = app.exec()
+        if args.path and outcome["failed"] and not outcome["opened"]:
+            return 2  # the slide asked for on the command line never opened
+        return rc
+    return _shoot(app, win, args)
+
+
+def _open_interactive(win: Any, args: argparse.Namespace) -> None:
+    """Open ``args.path`` in a worker thread; ``--view`` applies to the first slide shown."""
+    if args.view:
+        pending = [args.view]
+
+        def apply_view(_path: str) -> None:
+            if pending:
+                win.view.set_view(*pending.pop())
+
+        win.slideOpened.connect(apply_view)
+    win.open_path_async(args.path, annotations=args.annotations)
+
+
+def _shoot(app: Any, win: Any, args: argparse.Namespace) -> int:
+    """``--screenshot``: save the window once every visible tile is painted; the exit status."""
+    from PySide6.QtCore import QTimer
+
     if args.view:
         app.processEvents()
         win.view.set_view(*args.view)
-
     out = Path(args.screenshot)
     result = {"rc": 1}
 

@@ -48,20 +48,27 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QStackedWidget,
     QWidget,
 )
 
+from app.annotate.actions import AnnotationActions
 from app.annotate.controller import AnnotationController
 from app.annotate.document import AnnotationDocument
 from app.annotate.palette import ClassPalette
 from app.demo import bundle_root
 from app.dialogs import errors
+from app.messages import MessageLog, MessagesPanel
+from app.messages import attach_to_window as attach_messages
+from app.messages import install as install_messages
 from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
 from app.panels.project_panel import ProjectPanel
 from app.settings import Settings, data_home
+from app.start_page import StartPage
 from app.viewer.overview import OverviewWidget
 from app.viewer.view import SlideView
+from app.viewer.view_actions import ViewActions
 from crc_core.annotations import AnnotationSet, load_annotations, save_annotations
 from crc_core.classes import ClassScheme
 from crc_core.errors import CrcError
@@ -103,9 +110,11 @@ class MainWindow(QMainWindow):
     Signals
     -------
     slideOpened(str): path of the slide now shown.
+    openFailed(str, str): a slide or project could not be opened (path, one-line message).
     """
 
     slideOpened = Signal(str)
+    openFailed = Signal(str, str)
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -126,7 +135,11 @@ class MainWindow(QMainWindow):
         self._open_token: object | None = None
 
         self.view = SlideView()
-        self.setCentralWidget(self.view)
+        self.start_page = StartPage()  # shown while no slide is open
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.start_page)
+        self.pages.addWidget(self.view)
+        self.setCentralWidget(self.pages)
         self.ctl = AnnotationController(self.view, self)
         self.ctl.layer.fill_opacity = float(self.settings.get("fill_opacity"))
         self.ctl.brush_radius_px = float(self.settings.get("brush_radius_px"))
@@ -136,6 +149,11 @@ class MainWindow(QMainWindow):
         self.annotation_list = AnnotationList(
             self.ctl, lambda: self.slide.mpp if self.slide else None
         )
+        self.ann_actions = AnnotationActions(self)
+        self.annotation_list.set_actions(self.ann_actions)
+        self.view_actions = ViewActions(self)
+        self.messages = MessageLog(self)
+        install_messages(self.messages)  # Python warnings and logged warnings come here
         self.project_panel = ProjectPanel()
         self.project_panel.slideActivated.connect(self._on_project_slideActivated)
         self.layers_panel = LayersPanel(self.view.layers)
@@ -151,6 +169,8 @@ class MainWindow(QMainWindow):
             ),
             ("project", "Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("layers", "Layers", self.layers_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("messages", "Messages", MessagesPanel(self.messages),
+             Qt.DockWidgetArea.BottomDockWidgetArea),
         ]:
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{key}")
@@ -165,13 +185,22 @@ class MainWindow(QMainWindow):
         # Results shares a tabbed dock with Annotations, so the right column keeps room for both
         self.tabifyDockWidget(self.docks["annotations"], self.docks["results"])
         self.docks["annotations"].raise_()
+        self.docks["messages"].hide()  # View > Messages, or the status bar's warning button
 
         self.pos_label = QLabel("")
         self.zoom_label = QLabel("")
         self.statusBar().addWidget(self.pos_label, 1)
+        self.warn_button = attach_messages(self, self.messages)  # "⚠ 2": opens View > Messages
         self.statusBar().addPermanentWidget(self.zoom_label)
         self.view.cursorMoved.connect(self._on_view_cursorMoved)
         self.view.viewChanged.connect(self._update_zoom_label)
+        self.ctl.measured.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.start_page.openSlideRequested.connect(self.choose_slide)
+        self.start_page.openProjectRequested.connect(self.choose_project)
+        self.start_page.demoRequested.connect(self.open_demo)
+        self.start_page.recentActivated.connect(self.open_path_async)
+        self.start_page.set_recent(self.settings.recent)
+        self.openFailed.connect(self._on_openFailed)
         self._build_actions()
         self._build_menus()
         self.resize(1400, 900)
@@ -211,6 +240,13 @@ class MainWindow(QMainWindow):
         self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = A("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.act_redo = A("&Redo", self.redo, QKeySequence.StandardKey.Redo)
+        self.act_undo.setProperty("base_text", "Undo")  # its text names the command
+        self.act_redo.setProperty("base_text", "Redo")
+        # toolbar buttons of fixed text (the menu's "Undo Draw rectangle" would resize the bar)
+        self.tb_undo = QAction("Undo", self)
+        self.tb_undo.triggered.connect(self.undo)
+        self.tb_redo = QAction("Redo", self)
+        self.tb_redo.triggered.connect(self.redo)
         self.act_delete = A(
             "&Delete Selection", self.ctl.delete_selection, QKeySequence.StandardKey.Delete
         )
@@ -271,13 +307,17 @@ class MainWindow(QMainWindow):
         for a in (self.act_undo, self.act_redo):
             e.addAction(a)
         e.addSeparator()
-        for a in (self.act_delete, self.act_select_all):
+        for a in (self.act_delete, self.act_select_all, *self.ann_actions.actions):
             e.addAction(a)
         e.addSeparator()
         e.addAction(self.act_scheme)
         v = mb.addMenu("&View")
         for a in (self.act_fit, self.act_1to1, self.act_zoom_in, self.act_zoom_out):
             v.addAction(a)
+        mags = v.addMenu("&Magnification")
+        for a in (*self.view_actions.mag_actions.values(), self.view_actions.act_overzoom):
+            mags.addAction(a)
+        v.addAction(self.view_actions.act_adjust)
         v.addSeparator()
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
@@ -291,6 +331,9 @@ class MainWindow(QMainWindow):
         for a in self.analysis_actions.values():
             an.addAction(a)
         h = mb.addMenu("&Help")
+        h.addAction(self._act("&User Guide", self.show_user_guide, "F1"))
+        h.addAction(self._act("&Keyboard Shortcuts", self.show_shortcuts, "Ctrl+/"))
+        h.addSeparator()
         h.addAction(self._act("&About", self.about))
         tb = self.addToolBar("Tools")
         tb.setObjectName("toolbar-tools")
@@ -299,7 +342,10 @@ class MainWindow(QMainWindow):
         for a in self.tool_actions.values():
             tb.addAction(a)
         tb.addSeparator()
-        for a in (self.act_undo, self.act_redo, self.act_delete, self.act_fit, self.act_1to1):
+        for a in (self.tb_undo, self.tb_redo, self.act_delete, self.act_fit, self.act_1to1):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in self.view_actions.mag_actions.values():
             tb.addAction(a)
 
     def _fill_recent(self) -> None:
@@ -314,6 +360,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has_slide = self.slide is not None
         for a in (
+            self.act_delete,
             self.act_export,
             self.act_props,
             self.act_mpp,
@@ -326,11 +373,18 @@ class MainWindow(QMainWindow):
         ):
             a.setEnabled(has_slide)
         self.act_add_slide.setEnabled(self.project is not None and not self.implicit_project)
-        stack = self.document.undo_stack if self.document else None
+        # (`is not None`: an empty document has len 0, and its undo must stay available)
+        stack = self.document.undo_stack if self.document is not None else None
         self.act_undo.setEnabled(bool(stack and stack.canUndo()))
         self.act_redo.setEnabled(bool(stack and stack.canRedo()))
         self.act_undo.setText(f"&Undo {stack.undoText()}" if stack and stack.canUndo() else "&Undo")
         self.act_redo.setText(f"&Redo {stack.redoText()}" if stack and stack.canRedo() else "&Redo")
+        for tb, act in ((self.tb_undo, self.act_undo), (self.tb_redo, self.act_redo)):
+            tb.setEnabled(act.isEnabled())
+            keys = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            tb.setToolTip(f"{act.text().replace('&', '')} ({keys})")
+        self.ann_actions.update_enabled()
+        self.view_actions.update_enabled()
 
     # ================================================================= opening
     def open_path(
@@ -350,7 +404,7 @@ class MainWindow(QMainWindow):
             if quiet:
                 raise
             log.debug("open failed", exc_info=True)
-            errors.report(self, "Cannot open", _error_text(exc))
+            self._open_failed(p, "Cannot open", _error_text(exc))
             return False
         self.settings.add_recent(p)
         return True
@@ -373,7 +427,7 @@ class MainWindow(QMainWindow):
             except Exception as exc:
                 if self.slide is not reader:
                     reader.close()
-                errors.report(self, "Cannot open", _error_text(exc))
+                self._open_failed(p, "Cannot open", _error_text(exc))
                 return
             self.settings.add_recent(p)
 
@@ -388,7 +442,7 @@ class MainWindow(QMainWindow):
             entry = project.get_slide(entry_id)
             path = project.slide_path(entry)
         except CrcError as exc:
-            errors.report(self, "Cannot open slide", str(exc))
+            self._open_failed(entry_id, "Cannot open slide", str(exc))
             return
 
         def ready(reader: Any) -> None:
@@ -400,7 +454,7 @@ class MainWindow(QMainWindow):
             except Exception as exc:
                 if self.slide is not reader:
                     reader.close()
-                errors.report(self, "Cannot open slide", _error_text(exc))
+                self._open_failed(path, "Cannot open slide", _error_text(exc))
 
         self._start_open(path, ready)
 
@@ -437,7 +491,7 @@ class MainWindow(QMainWindow):
             if self._open_token is token:
                 self._open_worker = None
                 self.statusBar().clearMessage()
-                errors.report(self, "Cannot open", msg)
+                self._open_failed(path, "Cannot open", msg)
 
         worker.finished_ok.connect(done)
         worker.failed.connect(failed)
@@ -504,14 +558,14 @@ class MainWindow(QMainWindow):
             entry = self.project.get_slide(entry_id)
             reader = open_slide(self.project.slide_path(entry))
         except Exception as exc:
-            errors.report(self, "Cannot open slide", _error_text(exc))
+            self._open_failed(entry_id, "Cannot open slide", _error_text(exc))
             return False
         try:
             self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
         except Exception as exc:
             if self.slide is not reader:
                 reader.close()
-            errors.report(self, "Cannot open slide", _error_text(exc))
+            self._open_failed(reader.path, "Cannot open slide", _error_text(exc))
             return False
         return True
 
@@ -523,6 +577,9 @@ class MainWindow(QMainWindow):
         implicit: bool,
         annotation_file: Path | None = None,
     ) -> None:
+        # save pending edits first: reopening the same slide must read them back
+        if self.document is not None:
+            self.document.flush()
         # load annotations before replacing anything: a bad file leaves the window as it was
         scheme = project.scheme
         if annotation_file is not None:
@@ -555,6 +612,8 @@ class MainWindow(QMainWindow):
             scheme, res.annotations if res is not None else AnnotationSet(), saver, parent=self
         )
         doc.saveFailed.connect(lambda msg: errors.report(self, "Autosave failed", msg))
+        doc.refused.connect(lambda msg: self.statusBar().showMessage(msg, 10000))
+        doc.selectionChanged.connect(self.ann_actions.update_enabled)
         doc.saved.connect(self._on_document_saved)
         doc.changed.connect(self._on_document_changed)
         doc.undo_stack.indexChanged.connect(self._on_undo_indexChanged)
@@ -562,6 +621,8 @@ class MainWindow(QMainWindow):
         self.ctl.set_document(doc)
         self.palette.refresh()
         self.annotation_list.attach()
+        self.pages.setCurrentWidget(self.view)
+        self.start_page.set_problem("")
         self.view.set_source(reader)
         self.project_panel.set_project(project, entry.id)
         self.project_panel.set_count(entry.id, len(doc))
@@ -588,6 +649,8 @@ class MainWindow(QMainWindow):
             self.slide = None
         self.annotation_list.attach()
         self.palette.refresh()
+        self.start_page.set_recent(self.settings.recent)
+        self.pages.setCurrentWidget(self.start_page)
 
     def _on_undo_indexChanged(self, _index: int) -> None:
         self._update_actions()
@@ -695,6 +758,8 @@ class MainWindow(QMainWindow):
         self.view.mpp = self.slide.mpp
         self.view.update()
         self.annotation_list.refresh()
+        self._update_actions()  # magnification buttons follow the pixel size
+        self._update_zoom_label()
 
     # ================================================================= edit actions
     def undo(self) -> None:
@@ -727,7 +792,8 @@ class MainWindow(QMainWindow):
             return
         from app.dialogs.class_scheme import ClassSchemeDialog
 
-        in_use = self.document.annotations.classes_in_use() if self.document else set()
+        in_use = (self.document.annotations.classes_in_use()
+                  if self.document is not None else set())
         dlg = ClassSchemeDialog(scheme, in_use, self)
         if dlg.exec():
             self.apply_scheme(dlg.result_scheme())
@@ -789,6 +855,47 @@ class MainWindow(QMainWindow):
             return
         lv = self.view.target_level()
         self.zoom_label.setText(f"{self.view.magnification_text()}   level {lv}")
+        self.zoom_label.setToolTip(self.view.magnification_tooltip())
+
+    def _open_failed(self, path: Path | str, title: str, message: str) -> None:
+        """Tell the user (dialog) and the listeners (start page, exit status) an open failed."""
+        self.openFailed.emit(str(path), message)
+        errors.report(self, title, message)
+
+    def _on_openFailed(self, path: str, message: str) -> None:
+        if self.slide is None:
+            self.start_page.set_recent(self.settings.recent)
+            self.start_page.set_problem(message, f"Could not open {Path(path).name}")
+            self.pages.setCurrentWidget(self.start_page)
+
+    def open_demo(self) -> None:
+        """Open the demo project (installed into the data folder on first use)."""
+        from app.demo import install_demo
+
+        try:
+            root = install_demo()
+        except CrcError as exc:
+            self._open_failed("the demo project", "Cannot open the demo", str(exc))
+            return
+        self.open_path_async(root)
+
+    def show_shortcuts(self) -> Any:
+        """Help > Keyboard Shortcuts: every shortcut, generated from the actions."""
+        from app.help import ShortcutsDialog
+
+        dlg = ShortcutsDialog(self)
+        self.analysis_dialogs["shortcuts"] = dlg
+        dlg.show()
+        return dlg
+
+    def show_user_guide(self) -> Any:
+        """Help > User Guide: docs/USER_GUIDE.md with its screenshots."""
+        from app.help import UserGuideWindow
+
+        dlg = UserGuideWindow(parent=self)
+        self.analysis_dialogs["guide"] = dlg
+        dlg.show()
+        return dlg
 
     def about(self) -> Any:
         """Help > About: version, the study, EBHI-Seg and OpenSlide credits, licences."""

@@ -12,9 +12,11 @@ Files
   a list of features (QuPath 0.2-0.6 exports), with ``properties.objectType`` (``"annotation"``;
   detections, cells and tiles are skipped with one warning), ``properties.classification`` as
   ``{name | names, color: [r, g, b] | colorRGB: int}`` or a plain string, ``name``, and notes in
-  ``notes`` or ``description``. Written: a FeatureCollection of ``Feature`` objects with ``id``,
-  ``geometry`` and ``properties {objectType: "annotation", classification: {name, color}, name,
-  description, isLocked, ...}`` that QuPath 0.4+ imports.
+  ``notes``, ``description`` or QuPath's ``metadata.ANNOTATION_DESCRIPTION``. Written: a
+  FeatureCollection of ``Feature`` objects with ``id``, ``geometry`` and ``properties {objectType:
+  "annotation", classification: {name, color}, name, description, metadata:
+  {ANNOTATION_DESCRIPTION}, isLocked, isHidden (only when true), ...}`` that QuPath 0.4+ imports
+  (QuPath shows the name, the description and the lock; it ignores ``isHidden``).
 * ``.xml``: ASAP XML (``ASAP_Annotations/Annotations/Annotation`` with ``Coordinates/Coordinate``
   and ``AnnotationGroups/Group``), parsed by defusedxml's SAX reader with DTDs forbidden (no
   external entity is read and no entity is expanded; no element tree is built). The class is the
@@ -24,8 +26,8 @@ Files
 ASAP encoding of holes and multipolygons
 -----------------------------------------
 ASAP draws single outlines only, so an annotation is written as one ``Annotation`` element per
-outline, all with the same ``Name`` and two extra attributes ASAP ignores: ``Id`` (the annotation's
-UUID) and ``Role`` (``"shell"`` or ``"hole"``). Each polygon part is a ``Role="shell"`` element in
+outline, all with the same ``Name`` and extra attributes ASAP ignores: ``Id`` (the annotation's
+UUID), ``Role`` (``"shell"`` or ``"hole"``) and, when set, ``Locked="1"`` / ``Hidden="1"``. Each polygon part is a ``Role="shell"`` element in
 its class group; each hole is a ``Role="hole"`` element in the group ``Exclusion`` (the convention
 ASAP users follow for regions cut out of an annotation). On reading, elements
 sharing an ``Id`` are merged back into one (multi)polygon and their holes subtracted, so areas, holes
@@ -101,6 +103,14 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_VERTICES_PER_ANNOTATION = 500_000
 #: Most warnings kept in a LoadResult; the rest are counted in a final line.
 MAX_WARNINGS = 200
+#: Property keys of the two viewer flags (``isLocked`` is QuPath's; QuPath ignores ``isHidden``).
+LOCKED_KEY = "isLocked"
+HIDDEN_KEY = "isHidden"
+#: QuPath keeps an annotation's description in ``properties.metadata`` under this key.
+QUPATH_DESCRIPTION_KEY = "ANNOTATION_DESCRIPTION"
+#: Annotation flags written as extra ASAP attributes (``Locked="1"``, ``Hidden="1"``).
+_ASAP_FLAGS = {LOCKED_KEY: "Locked", HIDDEN_KEY: "Hidden"}
+
 #: Class name given to annotations that carry no classification.
 UNCLASSIFIED = "Unclassified"
 
@@ -207,6 +217,24 @@ class Annotation:
     def replace(self, **changes: Any) -> Annotation:
         """A copy with some fields changed (same id unless ``id`` is given)."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def locked(self) -> bool:
+        """Locked (QuPath's ``isLocked``): the viewer refuses to move, reshape or delete it."""
+        return self.properties.get(LOCKED_KEY) is True
+
+    @property
+    def hidden(self) -> bool:
+        """Hidden (``isHidden``): not drawn in the viewer; still saved, exported and used."""
+        return self.properties.get(HIDDEN_KEY) is True
+
+    def with_flags(self, locked: bool | None = None, hidden: bool | None = None) -> Annotation:
+        """A copy with the locked and/or hidden flag set (``None`` keeps it)."""
+        props = dict(self.properties)
+        for key, value in ((LOCKED_KEY, locked), (HIDDEN_KEY, hidden)):
+            if value is not None:
+                props[key] = bool(value)
+        return dataclasses.replace(self, properties=props)
 
 
 class AnnotationSet:
@@ -322,6 +350,27 @@ class AnnotationSet:
             a.geometry for a in self._items.values() if class_id is None or a.class_id == class_id
         ]
         return shapely.union_all(geoms) if geoms else Polygon()
+
+    def display_names(self, scheme: ClassScheme | None = None) -> dict[str, str]:
+        """The name a person reads for each annotation id: its name, else ``"<class> #<n>"``.
+
+        ``n`` counts the annotations of that class in drawing order (from 1); the class is its
+        display name in ``scheme`` (the class id when the scheme lacks it). Never a UUID.
+        """
+        counts: Counter[str] = Counter()
+        out: dict[str, str] = {}
+        for a in self._items.values():
+            counts[a.class_id] += 1
+            if a.name.strip():
+                out[a.id] = a.name.strip()
+                continue
+            c = scheme.find(a.class_id) if scheme is not None else None
+            out[a.id] = f"{c.name if c is not None else a.class_id} #{counts[a.class_id]}"
+        return out
+
+    def display_name(self, ann_id: str, scheme: ClassScheme | None = None) -> str:
+        """:meth:`display_names` of one annotation."""
+        return self.display_names(scheme)[self.get(ann_id).id]
 
     def at_point(self, x: float, y: float) -> list[Annotation]:
         """Annotations whose area contains the level-0 point, topmost (last drawn) first."""
@@ -752,6 +801,15 @@ def _feature_to_annotation(
     if not isinstance(note, str):
         raise _FeatureError(f"has 'notes' of type {_jtype(note)}, expected a string")
 
+    meta = props.get("metadata")
+    if isinstance(meta, dict) and QUPATH_DESCRIPTION_KEY in meta:
+        meta = {k: v for k, v in meta.items() if k != QUPATH_DESCRIPTION_KEY}
+        qdesc = props["metadata"][QUPATH_DESCRIPTION_KEY]
+        if not note and isinstance(qdesc, str):
+            note = qdesc
+        props = {**props, "metadata": meta} if meta else {
+            k: v for k, v in props.items() if k != "metadata"
+        }
     name, note = _text(name), _text(note)
     cls_name, cls_color = _classification(props, where)
     if cls_name is not None:
@@ -1014,6 +1072,7 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
         notes: str
         hole: bool
         poly: Polygon
+        flags: dict[str, bool]
 
     outlines: list[_Outline] = []
     used_groups = {(item.attrs.get("PartOfGroup") or "").strip() for item in raw}
@@ -1071,6 +1130,7 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
                 el.get("Notes") or "",
                 is_hole,
                 Polygon(ring),
+                {k: True for k, attr in _ASAP_FLAGS.items() if el.get(attr) == "1"},
             )
         )
 
@@ -1136,7 +1196,10 @@ def _read_asap(data: bytes, rd: _Reader) -> list[Annotation]:
         color = group_colors.get(group) or first.color
         class_id = rd.class_for(group or None, color, where)
         out.append(
-            Annotation(rd.new_id(first.ann_id), class_id, out_geom, first.name, first.notes, {})
+            Annotation(
+                rd.new_id(first.ann_id), class_id, out_geom, first.name, first.notes,
+                dict(first.flags),
+            )
         )
 
     # Exclusions without our Id attribute: cut them from the annotations whose outline contains them.
@@ -1321,10 +1384,19 @@ def _feature_text(a: Annotation, cname: str, color: tuple[int, int, int]) -> str
         props["name"] = a.name
     else:
         props.pop("name", None)
+    meta = dict(props["metadata"]) if isinstance(props.get("metadata"), dict) else {}
+    meta.pop(QUPATH_DESCRIPTION_KEY, None)
     if a.notes:
         props["description"] = a.notes
+        meta[QUPATH_DESCRIPTION_KEY] = a.notes  # where QuPath reads it
+    if meta:
+        props["metadata"] = meta
+    else:
+        props.pop("metadata", None)
     props["classification"] = {"name": cname, "color": list(color)}
-    props.setdefault("isLocked", False)
+    props.setdefault(LOCKED_KEY, False)
+    if props.get(HIDDEN_KEY) is not True:
+        props.pop(HIDDEN_KEY, None)
     feature = {
         "type": "Feature",
         "id": a.id,
@@ -1443,6 +1515,9 @@ def _to_asap(aset: AnnotationSet, scheme: ClassScheme) -> bytes:
             attrs["AutoName"] = "1"  # ASAP needs a Name; ours was empty
         if ann.notes and role == "shell":
             attrs["Notes"] = _xml_text(ann.notes)
+        for key, attr in _ASAP_FLAGS.items():
+            if ann.properties.get(key) is True:
+                attrs[attr] = "1"  # ours, like Id and Role; ASAP ignores them
         el = ET.SubElement(anns, "Annotation", attrs)
         coords = ET.SubElement(el, "Coordinates")
         arr = np.asarray(ring.coords)[:-1, :2]  # ASAP rings are not closed

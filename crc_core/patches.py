@@ -53,6 +53,7 @@ import os
 import re
 import time
 import zlib
+from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -859,11 +860,15 @@ def extract(
         reports: list[AreaReport] = []
         seen_ids: set[tuple[int, str]] = set()
         for si, (src, r, sc) in enumerate(zip(sources, readers, scales, strict=False)):
+            numbers: Counter[str] = Counter()  # "<class name> #<n>" for unnamed areas
             for ann in src.annotations:
                 cdef = scheme.find(str(ann.class_id))
                 cid = cdef.id if cdef else str(ann.class_id)
+                numbers[cid] += 1
                 if cid not in include:
                     continue
+                cname = cdef.name if cdef else cid
+                label = (getattr(ann, "name", "") or "").strip() or f"{cname} #{numbers[cid]}"
                 aid = str(ann.id)
                 if (si, aid) in seen_ids:
                     raise AnnotationError(f"{src.path}: two annotations share the id {aid!r}")
@@ -890,7 +895,7 @@ def extract(
                 )
                 reports.append(rep)
                 if plan.status in ("outside", "small", "clipped"):
-                    warnings.append(f"{names[si]}: area {aid} ({cid}): {plan.message}")
+                    warnings.append(f"{names[si]}: area {label!r} ({cname}): {plan.message}")
                 for kind, arr in (("grid", plan.grid), ("random", plan.random)):
                     for x, y in arr.tolist():
                         key = f"patches/{cid}/{names[si]}__{_safe(aid)}__x{x}_y{y}{ext}"
@@ -1203,7 +1208,8 @@ def extract(
                 n_groups = sum(1 for g in groups.values() if g.get(cid))
                 if n_groups == 1:
                     warnings.append(
-                        f"class {cid}: one {cfg.split_by} only, so all its patches are in train "
+                        f"class {used_scheme.get(cid).name}: one {cfg.split_by} only, so all its "
+                        "patches are in train "
                         f"({'an area' if cfg.split_by == 'area' else 'a slide'} is never split "
                         "between train and test)"
                     )

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,12 +138,16 @@ def region_results(
     top = probs.argmax(axis=0) if probs.size else np.zeros(0, dtype=int)
     conf = probs.max(axis=0) if probs.size else np.zeros(0, dtype=np.float32)
     out: list[RegionResult] = []
+    numbers: Counter[str] = Counter()  # "<label name> #<n>" for unnamed regions
     for i, region in enumerate(regions):
         rid, name, geom, label = _region_parts(region, i)
         inside = shapely.contains_xy(geom, cx, cy) if len(cx) else np.zeros(0, dtype=bool)
         n = int(inside.sum())
         label_def = lscheme.find(label) if label else None
         label_name = label_def.name if label_def else (label or None)
+        numbers[label_name or ""] += 1
+        if not name.strip():  # a person reads names, never a UUID
+            name = f"{label_name or 'Region'} #{numbers[label_name or '']}"
         # The label as one of the model's classes (by id, else by name).
         model_label = None
         if label_def is not None:
@@ -183,7 +188,7 @@ def regions_to_geojson(
             meas["Agreement"] = 1.0 if r.agreement else 0.0
         props: dict[str, Any] = {
             "objectType": "annotation",
-            "name": r.name or r.id,
+            "name": r.name,
             "measurements": meas,
         }
         if r.label:

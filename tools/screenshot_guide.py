@@ -9,7 +9,8 @@ The script installs the demo project (:mod:`app.demo`) into a temporary ``CRC_VI
 it in the real :class:`app.main_window.MainWindow`, drives the real widgets (tools, mouse events on
 the view, the results panel's controls, the dialogs of the Analysis and Edit menus) and grabs each
 window once every visible slide tile is painted. Nothing is drawn or faked: each PNG is
-``QWidget.grab()`` of a live widget. Shots: ``guide-<name>.png`` for the names in :data:`SHOTS`.
+``QWidget.grab()`` of a live widget, or (for popup menus and dialogs over the window) a grab of the
+virtual screen under the window. Shots: ``guide-<name>.png`` for the names in :data:`SHOTS`.
 """
 
 from __future__ import annotations
@@ -60,55 +61,105 @@ def save(widget, path: Path) -> None:
     print(f"wrote {path} ({img.width()}x{img.height()})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    ap.add_argument("--only", nargs="*", default=None, help="names of the shots to take")
-    ap.add_argument(
-        "--eval",
-        type=Path,
-        default=None,
-        help="a `crc evaluate` folder shown in the report panel (shot 'report')",
-    )
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
-    os.environ["CRC_VIEWER_HOME"] = str(home)
+def save_screen(qapp, widget, path: Path) -> None:
+    """Grab the screen under ``widget``'s window: includes popup menus and dialogs over it."""
+    pump(qapp)
+    g = widget.window().frameGeometry()
+    img = qapp.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height())
+    if not img.save(str(path), "PNG"):
+        raise SystemExit(f"cannot write {path}")
+    print(f"wrote {path} ({img.width()}x{img.height()})")
 
-    import torch
 
-    torch.set_num_threads(1)
-    from PySide6.QtCore import QPoint, Qt
-    from PySide6.QtGui import QIcon
+def viewer_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Path]) -> None:
+    """Start page, annotation menu and properties, measure, brightness/contrast, shortcuts."""
+    from PySide6.QtCore import QPointF, QRectF, Qt
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
 
-    import app  # noqa: F401  (PySide6 workaround)
-    import app.dialogs.errors as errs
-    from app.demo import bundle_root, install_demo
     from app.main_window import MainWindow
 
-    def show_error(_parent: object, title: str, msg: str) -> None:  # never a modal box here
-        print(f"error dialog: {title}: {msg}", file=sys.stderr)
+    v = win.view
+    if take("start-page"):  # what a failed start leaves: the reason, the demo, recent files
+        other = MainWindow(win.settings)
+        other.resize(1400, 900)
+        other.move(win.pos())
+        other.show()
+        other.open_path(Path.home() / "slides" / "biopsy-17.svs")
+        wait_until(qapp, lambda: False, 0.5)
+        save(other, out("start-page"))
+        other.close()
+    for e in win.results_panel.entries.values():  # annotations alone for these shots
+        e.class_layer.visible = False
+    win.layers_panel.rebuild()
+    win.docks["annotations"].raise_()
+    if take("annotation-menu") or take("annotation-properties"):
+        ann = list(win.document)[1]  # "Adenoma A"
+        x0, y0, x1, y1 = ann.bounds
+        v.zoom_to_rect(QRectF(x0 - 600, y0 - 400, x1 - x0 + 1200, y1 - y0 + 800))
+        settle(qapp, win)
+        win.ctl.set_tool("select")
+        c = ann.geometry.representative_point()
+        p = v.l0_to_widget(QPointF(c.x, c.y)).toPoint()
+        if take("annotation-menu"):
+            QTest.mouseClick(v, Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier, p)
+            menu = win.ann_actions.menu
+            wait_until(qapp, lambda: menu is not None and menu.isVisible(), 5)
+            sc = next(a for a in menu.actions() if a.text() == "Set Class")
+            QTest.mouseMove(menu, menu.actionGeometry(sc).center())  # hover: the submenu opens
+            sub = sc.menu()
+            wait_until(qapp, sub.isVisible, 3)
+            wait_until(qapp, lambda: False, 0.3)
+            save_screen(qapp, win, out("annotation-menu"))
+            sub.close()
+            menu.close()
+        if take("annotation-properties"):
+            QTest.mouseDClick(v, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p)
+            dlg = win.ann_actions.dialog
+            wait_until(qapp, lambda: dlg is not None and dlg.isVisible(), 5)
+            dlg.move(win.x() + 420, win.y() + 220)
+            dlg.notes_edit.setPlainText(ann.notes + "\nTubular; check the margin at 5 o'clock.")
+            wait_until(qapp, lambda: False, 0.5)
+            save_screen(qapp, win, out("annotation-properties"))
+            dlg.reject()
+        win.ctl.set_tool("pan")
+    if take("measure"):
+        v.set_view(3300, 950, 0.9)  # inside "Adenoma A"
+        settle(qapp, win)
+        win.ctl.set_tool("measure")
+        a, b = v.l0_to_widget(QPointF(3020, 640)), v.l0_to_widget(QPointF(3560, 1180))
+        QTest.mousePress(v, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a.toPoint())
+        for t in (0.3, 0.6, 1.0):
+            QTest.mouseMove(v, (a + (b - a) * t).toPoint())
+        QTest.mouseRelease(v, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                           b.toPoint())
+        settle(qapp, win)
+        save(win, out("measure"))
+        win.ctl.set_tool("pan")
+    if take("brightness"):
+        dlg = win.view_actions.show_adjust()
+        dlg.move(win.x() + 900, win.y() + 120)
+        dlg.brightness.setValue(12)
+        dlg.contrast.setValue(30)
+        settle(qapp, win)
+        save_screen(qapp, win, out("brightness"))
+        dlg.reset()
+        dlg.close()
+    if take("shortcuts"):
+        dlg = win.show_shortcuts()
+        dlg.resize(640, 760)
+        wait_until(qapp, lambda: False, 0.5)
+        save(dlg, out("shortcuts"))
+        dlg.close()
+    win.results_panel._apply_visibility()
+    win.layers_panel.rebuild()
 
-    errs.show_error = show_error
-    qapp = QApplication.instance() or QApplication(["crc-viewer"])
-    qapp.setApplicationName("CRC Workbench")
-    qapp.setWindowIcon(QIcon(str(bundle_root() / "resources" / "icon.png")))
-    root = install_demo(home)
-    win = MainWindow()
-    win.resize(1400, 900)
-    win.show()
-    win.open_path(root, quiet=True)
-    settle(qapp, win)
+
+def demo_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Path]) -> None:
+    """Shots 1-3: the project as it opens, drawing a polygon, the class scheme editor."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
     panel = win.results_panel
-    want = set(args.only) if args.only else None
-
-    def take(name: str) -> bool:
-        return want is None or name in want
-
-    def out(name: str) -> Path:
-        return args.out / f"guide-{name}.png"
 
     # 1. the project as it opens: slide, annotations, project panel (prediction hidden)
     if take("open-project"):
@@ -155,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(qapp, lambda: False, 0.5)
         save(dlg, out("class-scheme"))
         dlg.reject()
+
+
+
+def analysis_shots(
+    qapp, win, args, take: Callable[[str], bool], out: Callable[[str], Path]
+) -> None:
+    """Shots 4-8: Build Dataset, Predict, the class map, the CAM heatmap, the report."""
+    panel = win.results_panel
 
     # 4. Analysis > Build Dataset: a real build of the demo project (224 px, as the EBHI tiles)
     if take("build-dataset"):
@@ -210,7 +269,63 @@ def main(argv: list[str] | None = None) -> int:
         save(rep, out("report"))
         rep.close()
 
-    # 9. Help > About
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    ap.add_argument("--only", nargs="*", default=None, help="names of the shots to take")
+    ap.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        help="a `crc evaluate` folder shown in the report panel (shot 'report')",
+    )
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
+    os.environ["CRC_VIEWER_HOME"] = str(home)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    import app  # noqa: F401  (PySide6 workaround)
+    import app.dialogs.errors as errs
+    from app.demo import bundle_root, install_demo
+    from app.main_window import MainWindow
+
+    def show_error(_parent: object, title: str, msg: str) -> None:  # never a modal box here
+        print(f"error dialog: {title}: {msg}", file=sys.stderr)
+
+    errs.show_error = show_error
+    qapp = QApplication.instance() or QApplication(["crc-viewer"])
+    qapp.setApplicationName("CRC Workbench")
+    qapp.setWindowIcon(QIcon(str(bundle_root() / "resources" / "icon.png")))
+    root = install_demo(home)
+    win = MainWindow()
+    win.resize(1400, 900)
+    win.show()
+    win.open_path(root, quiet=True)
+    settle(qapp, win)
+    want = set(args.only) if args.only else None
+
+    def take(name: str) -> bool:
+        return want is None or name in want
+
+    def out(name: str) -> Path:
+        return args.out / f"guide-{name}.png"
+
+    demo_shots(qapp, win, take, out)
+    analysis_shots(qapp, win, args, take, out)
+
+    # 9-14. the viewer's own tools: start page, annotation menu and properties, measure,
+    # brightness/contrast, keyboard shortcuts
+    viewer_shots(qapp, win, take, out)
+
+    # 15. Help > About
     if take("about"):
         dlg = win.about()
         wait_until(qapp, lambda: False, 0.5)

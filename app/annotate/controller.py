@@ -14,6 +14,7 @@ from shapely.geometry.base import BaseGeometry
 from app.annotate.document import AnnotationDocument
 from app.annotate.geometry import clean_polygonal
 from app.annotate.layer import AnnotationLayer
+from app.annotate.measure import MeasureTool
 from app.annotate.tools import TOOL_CLASSES, Tool
 from app.viewer.view import SlideView
 from crc_core.annotations import Annotation
@@ -27,10 +28,14 @@ class AnnotationController(QObject):
     -------
     currentClassChanged(str): the id of the class new shapes get.
     toolChanged(str): the name of the active tool.
+    annotationActivated(str): an annotation was double-clicked on the canvas (its id).
+    measured(str): the measure tool finished a line ("Measured 123.4 µm").
     """
 
     currentClassChanged = Signal(str)
     toolChanged = Signal(str)
+    annotationActivated = Signal(str)
+    measured = Signal(str)
 
     def __init__(self, view: SlideView, parent: QObject | None = None):
         super().__init__(parent)
@@ -41,7 +46,9 @@ class AnnotationController(QObject):
         self.current_class_id: str | None = None
         self.brush_radius_px = 20.0
         self.brush_erase = False
-        self.tools: dict[str, Tool] = {cls.name: cls(self) for cls in TOOL_CLASSES}
+        self.tools: dict[str, Tool] = {
+            cls.name: cls(self) for cls in (*TOOL_CLASSES, MeasureTool)
+        }
         self.tool_name = "pan"
         view.set_tool(self.tools["pan"])
 
@@ -76,9 +83,12 @@ class AnnotationController(QObject):
 
     # ----------------------------------------------------------------- queries for tools
     def visible_annotations(self) -> list[Annotation]:
+        """Annotations drawn on the canvas: not hidden, of a visible class."""
         if self.document is None:
             return []
-        return [a for a in self.document if self.layer.is_class_visible(a.class_id)]
+        return [
+            a for a in self.document if not a.hidden and self.layer.is_class_visible(a.class_id)
+        ]
 
     def annotation_at(self, p: tuple[float, float], tol: float) -> Annotation | None:
         """Topmost visible annotation containing ``p`` or with its outline within ``tol``."""
@@ -109,7 +119,9 @@ class AnnotationController(QObject):
         same = [
             a
             for a in reversed(self.visible_annotations())
-            if a.class_id == self.current_class_id and a.geometry.intersects(stroke)
+            if a.class_id == self.current_class_id
+            and not a.locked  # a locked outline keeps its shape: the stroke becomes its own
+            and a.geometry.intersects(stroke)
         ]
         if not same:
             self.add_shape(stroke, "Brush")

@@ -14,6 +14,12 @@ or
 slide).
 A killed process therefore loses at most the last 150 ms of edits, and never the file itself.
 
+Locked annotations (``Annotation.locked``, QuPath's ``isLocked``) keep their outline: a change
+that would move, reshape or delete one is dropped from the command (the rest of the change goes
+through) and :attr:`AnnotationDocument.refused` says which, by name. Their name, description,
+class and flags can still change (unlocking is such a change). Hidden annotations
+(``Annotation.hidden``) are edited like any other; the layer just does not draw them.
+
 Threading: GUI thread only.
 """
 
@@ -62,12 +68,14 @@ class AnnotationDocument(QObject):
     selectionChanged(): the selected ids changed.
     saved(): an autosave or flush wrote the file.
     saveFailed(str): a save failed; one-line message for the user.
+    refused(str): part of an edit was refused (locked annotations); one line naming them.
     """
 
     changed = Signal()
     selectionChanged = Signal()
     saved = Signal()
     saveFailed = Signal(str)
+    refused = Signal(str)
 
     def __init__(
         self,
@@ -104,9 +112,46 @@ class AnnotationDocument(QObject):
     def selected(self) -> list[Annotation]:
         return [a for a in (self.annotations.find(i) for i in self.selection) if a is not None]
 
+    def display_name(self, ann_id: str) -> str:
+        """The name a person reads: the annotation's name, else ``"<class name> #<n>"``."""
+        return self.annotations.display_name(ann_id, self.scheme)
+
+    def names_text(self, ids: Iterable[str], limit: int = 3) -> str:
+        """``"Tumour front, Normal #2 and 3 more"``: annotations named for a message."""
+        names = self.annotations.display_names(self.scheme)
+        got = [names[i] for i in ids if i in names]
+        if len(got) > limit:
+            return ", ".join(got[:limit]) + f" and {len(got) - limit} more"
+        return " and ".join([", ".join(got[:-1]), got[-1]] if len(got) > 1 else got)
+
+    def check_editable(self, ids: Iterable[str], what: str = "moved, reshaped or deleted") -> bool:
+        """``True`` when none of ``ids`` is locked; else say which are (``refused``)."""
+        locked = [i for i in ids if (a := self.annotations.find(i)) is not None and a.locked]
+        if locked:
+            verb = "is" if len(locked) == 1 else "are"
+            self.refused.emit(
+                f"{self.names_text(locked)} {verb} locked and cannot be {what} (unlock first)"
+            )
+        return not locked
+
     # ----------------------------------------------------------------- edits (undoable)
     def push_change(self, before: State, after: State, text: str) -> None:
-        """Push one undoable change (no-op when nothing differs)."""
+        """Push one undoable change (no-op when nothing differs).
+
+        Entries that would move, reshape or delete a locked annotation are dropped (``refused``
+        names them); the rest of the change is pushed.
+        """
+        blocked = [
+            k
+            for k, old in before.items()
+            if old is not None
+            and old.locked
+            and (after.get(k) is None or after[k].geometry is not old.geometry)
+        ]
+        if blocked:
+            self.check_editable(blocked)
+            before = {k: v for k, v in before.items() if k not in blocked}
+            after = {k: v for k, v in after.items() if k not in blocked}
         if all(before.get(k) is after.get(k) for k in set(before) | set(after)):
             return
         self.undo_stack.push(ChangeCommand(self, before, after, text))
@@ -123,12 +168,14 @@ class AnnotationDocument(QObject):
         anns = list(anns)
         self.push_change({a.id: None for a in anns}, {a.id: a for a in anns}, text)
 
-    def remove(self, ids: Iterable[str], text: str = "Delete annotation") -> None:
+    def remove(self, ids: Iterable[str], text: str = "") -> None:
         before = {i: self.annotations.find(i) for i in ids if i in self.annotations}
         if not before:
             return
-        if len(before) > 1 and text == "Delete annotation":
-            text = f"Delete {len(before)} annotations"
+        if not text:
+            free = [i for i, a in before.items() if a is not None and not a.locked]
+            text = (f"Delete {self.display_name(free[0])}" if len(free) == 1
+                    else f"Delete {len(free)} annotations")
         self.push_change(before, {i: None for i in before}, text)
 
     def update(self, new: Iterable[Annotation], text: str) -> None:
@@ -157,12 +204,61 @@ class AnnotationDocument(QObject):
         ]
         if anns:
             name = self.scheme.get(class_id).name
-            self.update([a.replace(class_id=class_id) for a in anns], f"Set class to {name}")
+            what = self.display_name(anns[0].id) if len(anns) == 1 else f"{len(anns)} annotations"
+            self.update([a.replace(class_id=class_id) for a in anns], f"Set {what} to {name}")
 
     def rename(self, ann_id: str, name: str) -> None:
         old = self.annotations.get(ann_id)
+        name = name.strip()
         if old.name != name:
-            self.update([old.replace(name=name)], "Rename annotation")
+            before = self.display_name(ann_id)
+            self.update([old.replace(name=name)], f"Rename {before}")
+
+    def set_properties(
+        self,
+        ann_id: str,
+        *,
+        name: str | None = None,
+        notes: str | None = None,
+        class_id: str | None = None,
+        locked: bool | None = None,
+        hidden: bool | None = None,
+    ) -> None:
+        """Change name, description, class and flags of one annotation in one undo step."""
+        old = self.annotations.get(ann_id)
+        changes: dict[str, object] = {}
+        if name is not None and name.strip() != old.name:
+            changes["name"] = name.strip()
+        if notes is not None and notes != old.notes:
+            changes["notes"] = notes
+        if class_id is not None and class_id != old.class_id:
+            self.scheme.get(class_id)
+            changes["class_id"] = class_id
+        new = old.replace(**changes) if changes else old
+        if (locked is not None and locked != old.locked) or (
+            hidden is not None and hidden != old.hidden
+        ):
+            new = new.with_flags(locked=locked, hidden=hidden)
+        if new is not old:
+            self.update([new], f"Edit {self.display_name(ann_id)}")
+
+    def set_flags(
+        self, ids: Iterable[str], *, locked: bool | None = None, hidden: bool | None = None
+    ) -> None:
+        """Lock/unlock and/or hide/show annotations (one undo step)."""
+        anns = [
+            a
+            for a in (self.annotations.find(i) for i in ids)
+            if a is not None
+            and ((locked is not None and a.locked != locked)
+                 or (hidden is not None and a.hidden != hidden))
+        ]
+        if not anns:
+            return
+        verb = {(True, None): "Lock", (False, None): "Unlock", (None, True): "Hide",
+                (None, False): "Show"}.get((locked, hidden), "Change")
+        what = self.display_name(anns[0].id) if len(anns) == 1 else f"{len(anns)} annotations"
+        self.update([a.with_flags(locked=locked, hidden=hidden) for a in anns], f"{verb} {what}")
 
     # ----------------------------------------------------------------- raw apply (commands)
     def _apply(self, state: State, positions: dict[str, int]) -> None:

@@ -4,7 +4,7 @@ Draws in level-0 px (see :mod:`app.viewer.layers`). Painter paths are cached per
 rebuilt only when its geometry object changes; annotations outside the visible rectangle are culled
 by
 their bounds. ``fill_opacity`` (0..1) is the fill's alpha; outlines stay opaque; the layer's own
-``opacity`` scales everything. Hidden classes are skipped.
+``opacity`` scales everything. Hidden classes and hidden annotations are skipped.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class AnnotationLayer(Layer):
         live = set()
         for ann in doc:
             live.add(ann.id)
-            if ann.class_id in self.hidden_classes:
+            if ann.hidden or ann.class_id in self.hidden_classes:
                 continue
             geom = self.preview.get(ann.id, ann.geometry)
             if geom is None:

@@ -7,13 +7,15 @@ view)`` in level-0 px. Tools never change annotations directly: they call the
 :class:`~app.annotate.controller.AnnotationController`,
 so every finished stroke is one undo step.
 
-Tools: pan, select (click, shift-click, drag to move the selection), edit vertices (drag a vertex,
-double-click an edge to add one, right-click a vertex to delete it), rectangle (drag), polygon
-(click
-points; double-click or Enter closes; Backspace removes the last point; Esc cancels), freehand lasso
-(drag), and brush (drag paints a round stroke into the annotation of the current class under the
-stroke or a new one; with *erase* on, or with the right button, it cuts the stroke out of every
-visible annotation it touches).
+Tools: pan, select (click, shift-click, drag to move the selection; with both, a double-click on
+an annotation asks for its properties through ``AnnotationController.annotationActivated``), edit
+vertices (drag a vertex, double-click an edge to add one, right-click a vertex to delete it),
+rectangle (drag), polygon (click points; double-click or Enter closes; Backspace removes the last
+point; Esc cancels), freehand lasso (drag), brush (drag paints a round stroke into the annotation of
+the current class under the stroke or a new one; with *erase* on, or with the right button, it cuts
+the stroke out of every visible annotation it touches) and measure (drag a line: its length in µm
+when the slide is calibrated, else in pixels, stays on the canvas until the next one or Esc).
+Locked annotations are never moved, reshaped or erased.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Tool:
     label = "Pan"
     shortcut = "H"
     cursor: Any = Qt.CursorShape.OpenHandCursor
+    keys: tuple[tuple[str, str], ...] = ()  # (keys, what) for Help > Keyboard Shortcuts
 
     def __init__(self, ctl: AnnotationController):
         self.ctl = ctl
@@ -88,8 +91,22 @@ class Tool:
         return self.ctl.document is not None and self.ctl.current_class() is not None
 
 
+def _activate_at(tool: Tool, ev: QMouseEvent, view: SlideView) -> bool:
+    """Double-click on an annotation: select it and ask for its properties (controller signal)."""
+    doc = tool.ctl.document
+    if doc is None or ev.button() != LEFT:
+        return False
+    hit = tool.ctl.annotation_at(_l0(view, ev), 4 / view.scale)
+    if hit is None:
+        return False
+    doc.set_selection([hit.id])
+    tool.ctl.annotationActivated.emit(hit.id)
+    return True
+
+
 class PanTool(Tool):
-    pass
+    def mouse_double_click(self, ev: QMouseEvent, view: SlideView) -> bool:
+        return _activate_at(self, ev, view)
 
 
 class RectangleTool(Tool):
@@ -140,6 +157,8 @@ class RectangleTool(Tool):
 
 class PolygonTool(Tool):
     name, label, shortcut = "polygon", "Polygon", "P"
+    keys = (("Enter, double-click", "Close the polygon"), ("Backspace", "Remove the last point"),
+            ("Esc", "Cancel the polygon"))
     cursor = Qt.CursorShape.CrossCursor
 
     def __init__(self, ctl: AnnotationController):
@@ -275,6 +294,7 @@ class LassoTool(Tool):
 class BrushTool(Tool):
     name, label, shortcut = "brush", "Brush", "B"
     cursor = Qt.CursorShape.BlankCursor
+    keys = (("Right drag", "Erase"),)
 
     def __init__(self, ctl: AnnotationController):
         super().__init__(ctl)
@@ -352,6 +372,8 @@ class BrushTool(Tool):
 
 class SelectTool(Tool):
     name, label, shortcut = "select", "Select / move", "V"
+    keys = (("Shift+click", "Add to or remove from the selection"),
+            ("Esc", "Clear the selection"))
     cursor = Qt.CursorShape.ArrowCursor
 
     def __init__(self, ctl: AnnotationController):
@@ -393,7 +415,9 @@ class SelectTool(Tool):
         p = _l0(view, ev)
         self.offset = (p[0] - self.drag_from[0], p[1] - self.drag_from[1])
         self.ctl.layer.preview = {
-            a.id: affinity.translate(a.geometry, *self.offset) for a in doc.selected()
+            a.id: affinity.translate(a.geometry, *self.offset)
+            for a in doc.selected()
+            if not a.locked  # locked ones stay put (the document refuses to move them)
         }
         self.ctl.layer.notify_changed()
         return True
@@ -415,6 +439,10 @@ class SelectTool(Tool):
         self.ctl.layer.notify_changed()
         return True
 
+    def mouse_double_click(self, ev: QMouseEvent, view: SlideView) -> bool:
+        self.cancel()
+        return _activate_at(self, ev, view)
+
     def key_press(self, ev: QKeyEvent, view: SlideView) -> bool:
         if (
             ev.key() == Qt.Key.Key_Escape
@@ -428,6 +456,7 @@ class SelectTool(Tool):
 
 class EditVerticesTool(Tool):
     name, label, shortcut = "vertices", "Edit vertices", "E"
+    keys = (("Double-click an edge", "Add a vertex"), ("Right click a vertex", "Delete it"))
     cursor = Qt.CursorShape.PointingHandCursor
 
     def __init__(self, ctl: AnnotationController):
@@ -469,6 +498,8 @@ class EditVerticesTool(Tool):
         p = _l0(view, ev)
         hit = self._vertex_at(p, 6 / view.scale)
         if hit is not None:
+            if not doc.check_editable([hit[0]], "reshaped"):
+                return True
             if ev.button() == RIGHT:
                 ann = doc.get(hit[0])
                 if ann is not None:
@@ -515,7 +546,7 @@ class EditVerticesTool(Tool):
         p = _l0(view, ev)
         for a in doc.selected():
             g = insert_vertex(a.geometry, p, 6 / view.scale)
-            if g is not None:
+            if g is not None and doc.check_editable([a.id], "reshaped"):
                 doc.set_geometry(a.id, g, "Add vertex")
                 return True
         return False

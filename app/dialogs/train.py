@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -47,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from app.dialogs import errors
 from app.panels.report import ReportPanel
+from app.widgets.labels import WrapLabel
 from app.widgets.plots import CurvesCanvas
 from app.workers import JobWorker
 from crc_core.errors import ConfigError, CrcError
@@ -157,6 +159,7 @@ class TrainDialog(QDialog):
         self._run: _Run | None = None
         self._phase = "idle"          # idle | train | eval
         self._data: str = ""
+        self._data_ok = False         # the data summary found data that can train
         self._bridge = _Bridge(self)
         self._bridge.warned.connect(self._on_bridge_warned)
         self._summary_timer = QTimer(self)
@@ -189,9 +192,21 @@ class TrainDialog(QDialog):
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
         buttons.addWidget(self.close_button)
-        ll.addLayout(buttons)
         left.setMinimumWidth(400)
         left.setMaximumWidth(520)
+        # the settings column scrolls rather than squeezing its rows (a long data warning was cut)
+        left_scroll = QScrollArea()
+        left_scroll.setWidget(left)
+        left_scroll.setWidgetResizable(True)
+        left_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        left_panel = QWidget()  # the scrolling settings, and the buttons always in sight
+        lp = QVBoxLayout(left_panel)
+        lp.setContentsMargins(0, 0, 0, 0)
+        lp.addWidget(left_scroll, 1)
+        lp.addLayout(buttons)
+        left_panel.setMinimumWidth(left.minimumWidth() + 16)
+        left_panel.setMaximumWidth(left.maximumWidth() + 16)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_live_tab(), "Training")
@@ -199,7 +214,7 @@ class TrainDialog(QDialog):
         self.tabs.addTab(self.report, "Report")
 
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
+        split.addWidget(left_panel)
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
@@ -287,8 +302,8 @@ class TrainDialog(QDialog):
                                   "best.pt; the report is computed on them (crc train "
                                   "--test-fraction)")
         form.addRow("Test share", self.test_spin)
-        self.data_summary = QLabel("")
-        self.data_summary.setWordWrap(True)
+        self.data_summary = WrapLabel("")  # keeps every line of a long warning
+        self.data_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.data_summary)
         return box
 
@@ -519,7 +534,7 @@ class TrainDialog(QDialog):
     def _update_data_summary(self) -> None:
         text = self.dataset_combo.currentText().strip()
         if not text:
-            self._set_summary("Choose a dataset folder or a CSV file.", ok=True)
+            self._set_summary("Choose a dataset folder or a CSV file.", ok=True, ready=False)
             return
         from crc_core.data import load_table
 
@@ -542,9 +557,17 @@ class TrainDialog(QDialog):
             text += "\n⚠ " + "\n⚠ ".join(notes)
         self._set_summary(text, ok=True)
 
-    def _set_summary(self, text: str, ok: bool) -> None:
-        self.data_summary.setText(text)
+    def _set_summary(self, text: str, ok: bool, ready: bool | None = None) -> None:
+        """Show the data summary (red when not ``ok``); Start is enabled only when ``ready``
+        (default: ``ok``), and its tooltip then says what to fix."""
+        # long paths have no spaces: let them break after / and _ instead of being cut
+        self.data_summary.setText(text.replace("/", "/\u200b").replace("_", "_\u200b"))
+        self.data_summary.setToolTip(text)
         self.data_summary.setStyleSheet("" if ok else "color: #b00020")
+        self._data_ok = ok if ready is None else ready
+        self.start_button.setEnabled(self._data_ok and not self.is_running())
+        self.start_button.setToolTip("" if self._data_ok else
+                                     "Cannot start: " + (text if not ok else "choose the data"))
 
     def _on_preset_changed(self, name: str) -> None:
         from crc_core.training import PRESETS
@@ -638,6 +661,11 @@ class TrainDialog(QDialog):
     def start(self) -> None:
         """Start training the selected architectures (errors go to an error dialog)."""
         if self.is_running():
+            return
+        if self._summary_timer.isActive():  # fields edited a moment ago: check them now
+            self._summary_timer.stop()
+            self._update_data_summary()
+        if not self._data_ok:
             return
         try:
             runs = self._make_configs()
@@ -733,6 +761,9 @@ class TrainDialog(QDialog):
                 idx -= 1        # the last batch of an epoch, before its row arrives
             within = (ev.done - idx * per_epoch) / per_epoch if per_epoch else 0.0
             self._set_bar(self.epoch_bar, within, f"epoch {idx + 1}/{epochs}: %p%")
+            # the header follows the epoch (it kept "decoding images 108/108" before)
+            self.status_label.setText(f"Training {run.arch} ({run.index + 1} of {run.count}): "
+                                      f"epoch {idx + 1} of {epochs}")
         else:
             self._set_bar(self.epoch_bar, None, ev.message or "preparing")
         if ev.total:
@@ -843,7 +874,7 @@ class TrainDialog(QDialog):
         bar.setFormat(fmt)
 
     def _set_busy(self, busy: bool) -> None:
-        self.start_button.setEnabled(not busy)
+        self.start_button.setEnabled(not busy and self._data_ok)
         self.cancel_button.setEnabled(busy)
         for w in (self.dataset_combo, self.image_column, self.label_column, self.group_column,
                   self.group_pattern_edit, self.balance_combo, self.best_combo,

@@ -16,8 +16,13 @@ that have left the view.
 
 Mouse and keys go to the active tool first (:mod:`app.annotate.tools`); what it does not take
 navigates: drag to pan (left button in the pan/select tools, middle button always), wheel to zoom
-about
-the cursor, arrows/WASD to pan, +/- to zoom.
+about the cursor, arrows/WASD to pan, +/- to zoom. A right click the tool does not take (or the
+Menu key) emits ``contextMenuRequested``.
+
+Zooming in stops at the scan's resolution (scale 1: one screen pixel per level-0 pixel) unless
+``allow_overzoom`` is on (View > Zoom Past Scan Resolution) or Shift is held with the wheel;
+``zoomCapped`` tells the window to say so. Explicit ``set_view(..., scale)`` (``--view``) is
+not capped. Magnification and the brightness/contrast of the slide: :mod:`app.viewer.display`.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import math
 import time
 from typing import Any
 
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
+    QContextMenuEvent,
     QFont,
+    QImage,
     QKeyEvent,
     QMouseEvent,
     QPainter,
@@ -39,6 +46,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from app.viewer.display import DisplayAdjust, magnification_readout, native_magnification
 from app.viewer.layers import LayerStack, PaintContext
 from app.viewer.tiles import TileKey, TileLoader
 
@@ -73,14 +81,30 @@ class SlideView(QWidget):
     viewChanged(): centre or scale changed.
     cursorMoved(object): level-0 ``QPointF`` under the mouse, or ``None`` when it left the slide.
     renderComplete(): a frame was painted with every visible tile at its final resolution.
+    contextMenuRequested(QPoint, object): right click (widget px) not taken by the tool, with the
+        level-0 ``QPointF`` under it.
+    zoomCapped(): a zoom-in stopped at the scan's resolution.
     """
 
     viewChanged = Signal()
     cursorMoved = Signal(object)
     renderComplete = Signal()
+    contextMenuRequested = Signal(QPoint, object)
+    zoomCapped = Signal()
 
     MIN_SCALE_FACTOR = 0.25  # of the fit scale
     MAX_SCALE = 16.0  # 16 screen px per level-0 px
+    NATIVE_SCALE = 1.0  # the scan's resolution: interactive zoom stops here unless allowed
+    #: keys and gestures the view handles itself (listed by Help > Keyboard Shortcuts)
+    KEYS = (
+        ("Arrows / W A S D", "Pan"),
+        ("+ / -", "Zoom in / out (stops at the scan's resolution)"),
+        ("Wheel", "Zoom about the cursor"),
+        ("Shift+Wheel", "Zoom past the scan's resolution"),
+        ("Drag (middle button: any tool)", "Pan"),
+        ("Right click, Menu key", "Annotation menu: rename, class, lock, hide, delete, zoom to"),
+        ("Double-click an annotation", "Its properties (Pan and Select tools)"),
+    )
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -109,6 +133,10 @@ class SlideView(QWidget):
         self.show_scale_bar = True
         self.tile_threads: int | None = None  # reader threads (None: TileLoader's default)
         self._cursor_l0: QPointF | None = None
+        self._right_press: QPointF | None = None
+        self.allow_overzoom = False  # zoom past the scan's resolution (View menu toggle)
+        self.display_adjust = DisplayAdjust()
+        self._frame: QImage | None = None
 
     # ----------------------------------------------------------------- source
     def set_source(
@@ -209,12 +237,24 @@ class SlideView(QWidget):
         """One screen pixel per level-0 pixel, keeping the centre."""
         self.set_view(self.center.x(), self.center.y(), 1.0)
 
-    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
-        """Zoom by ``factor`` keeping the slide point under ``anchor`` (widget px) in place."""
+    def capped_scale(self, scale: float, overzoom: bool = False) -> float:
+        """``scale`` limited to the scan's resolution unless over-zoom is allowed (or already
+        past it); emits ``zoomCapped`` when it limits."""
+        limit = max(self.NATIVE_SCALE, self.scale)
+        if overzoom or self.allow_overzoom or scale <= limit * (1 + 1e-9):
+            return scale
+        self.zoomCapped.emit()
+        return limit
+
+    def zoom_by(
+        self, factor: float, anchor: QPointF | None = None, overzoom: bool = False
+    ) -> None:
+        """Zoom by ``factor`` keeping the slide point under ``anchor`` (widget px) in place;
+        zooming in stops at the scan's resolution unless ``overzoom`` or ``allow_overzoom``."""
         if anchor is None:
             anchor = QPointF(self.width() / 2, self.height() / 2)
         before = self.widget_to_l0(anchor)
-        self.scale *= factor
+        self.scale = self.capped_scale(self.scale * factor, overzoom)
         self._clamp()
         # keep `before` under the anchor
         self.center = QPointF(
@@ -240,7 +280,30 @@ class SlideView(QWidget):
         s = min(self.width() / max(r.width(), 1.0), self.height() / max(r.height(), 1.0)) * (
             1 - margin
         )
+        s = min(s, max(self.NATIVE_SCALE, self.scale)) if not self.allow_overzoom else s
         self.set_view(r.center().x(), r.center().y(), s)
+
+    # ----------------------------------------------------------------- magnification
+    def native_magnification(self) -> float | None:
+        """Magnification at scale 1 (objective power, else from mpp; ``None``: unknown)."""
+        return native_magnification(self.objective_power, self.mpp)[0]
+
+    def magnification(self) -> float | None:
+        native = self.native_magnification()
+        return None if native is None else native * self.scale
+
+    def set_magnification(self, mag: float, overzoom: bool = False) -> bool:
+        """Zoom about the centre to ``mag``×; ``False`` when it is unknown or was capped at the
+        scan's resolution (then the view shows the scan's own)."""
+        native = self.native_magnification()
+        if native is None or self.source is None:
+            return False
+        want = mag / native
+        self._fit_pending = False
+        self.scale = self.capped_scale(want, overzoom)
+        self._clamp()
+        self._view_changed()
+        return abs(self.scale - want) < 1e-9 * want
 
     def _view_changed(self) -> None:
         self._complete = False
@@ -312,7 +375,10 @@ class SlideView(QWidget):
         p.fillRect(self.rect(), BACKGROUND)
         complete = self.source is None
         if self.source is not None and self.loader is not None:
-            complete = self._paint_slide(p)
+            if self.display_adjust.is_identity:
+                complete = self._paint_slide(p)
+            else:  # brightness/contrast: paint the slide into a frame, adjust it, show it
+                complete = self._paint_adjusted_slide(p)
             self._paint_layers(p)
         if self.tool is not None:
             p.save()
@@ -330,6 +396,27 @@ class SlideView(QWidget):
         if complete:
             self._complete = True
             self.renderComplete.emit()
+
+    def _paint_adjusted_slide(self, p: QPainter) -> bool:
+        dpr = self.devicePixelRatioF()
+        size = self.size() * dpr
+        if self._frame is None or self._frame.size() != size:
+            self._frame = QImage(size, QImage.Format.Format_RGB32)
+            self._frame.setDevicePixelRatio(dpr)
+        self._frame.fill(BACKGROUND)
+        fp = QPainter(self._frame)
+        complete = self._paint_slide(fp)
+        fp.end()
+        self.display_adjust.apply(self._frame)
+        p.drawImage(0, 0, self._frame)
+        return complete
+
+    def set_display_adjust(self, adjust: DisplayAdjust) -> None:
+        """View-only brightness/contrast of the slide (layers are drawn unchanged)."""
+        self.display_adjust = adjust
+        if adjust.is_identity:
+            self._frame = None
+        self.update()
 
     def _apply_l0_transform(self, p: QPainter) -> None:
         p.translate(self.width() / 2, self.height() / 2)
@@ -414,9 +501,13 @@ class SlideView(QWidget):
             p.restore()
 
     def magnification_text(self) -> str:
-        if self.objective_power:
-            return f"{self.objective_power * self.scale:.3g}×"
-        return f"zoom {self.scale * 100:.3g}%"
+        """The one magnification readout (status bar and scale bar): ``"20×"``, ``"≈7.7×"``
+        (estimated from mpp) or ``"zoom 12% (magnification unknown)"``."""
+        return magnification_readout(self.scale, self.objective_power, self.mpp)[0]
+
+    def magnification_tooltip(self) -> str:
+        """How the readout is known, in a sentence."""
+        return magnification_readout(self.scale, self.objective_power, self.mpp)[1]
 
     def scale_bar_label(self, target_px: float = 150.0) -> tuple[float, str]:
         """Scale bar length (screen px) and text (µm from mpp; level-0 px when uncalibrated)."""
@@ -479,10 +570,13 @@ class SlideView(QWidget):
 
     def mousePressEvent(self, ev: QMouseEvent) -> None:  # noqa: N802
         self.setFocus()
+        self._right_press = None
         if ev.button() == Qt.MouseButton.MiddleButton or not self._tool_call("mouse_press", ev):
             if ev.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton):
                 self._drag_pan = ev.position()
                 self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            elif ev.button() == Qt.MouseButton.RightButton and self.source is not None:
+                self._right_press = ev.position()
 
     def mouseMoveEvent(self, ev: QMouseEvent) -> None:  # noqa: N802
         pos = ev.position()
@@ -500,6 +594,14 @@ class SlideView(QWidget):
         self._tool_call("mouse_move", ev)
 
     def mouseReleaseEvent(self, ev: QMouseEvent) -> None:  # noqa: N802
+        if ev.button() == Qt.MouseButton.RightButton and self._right_press is not None:
+            moved = ev.position() - self._right_press
+            self._right_press = None
+            if abs(moved.x()) + abs(moved.y()) < 6:
+                self.contextMenuRequested.emit(
+                    ev.position().toPoint(), self.widget_to_l0(ev.position())
+                )
+            return
         if self._drag_pan is not None:
             self._drag_pan = None
             if self.tool is not None:
@@ -517,13 +619,23 @@ class SlideView(QWidget):
         self.cursorMoved.emit(None)
         super().leaveEvent(ev)
 
+    def contextMenuEvent(self, ev: QContextMenuEvent) -> None:  # noqa: N802
+        # mouse right clicks are handled in mouseReleaseEvent (the tool may take them); the Menu
+        # key asks at the cursor when it is over the view, else at the centre
+        ev.accept()
+        if ev.reason() != QContextMenuEvent.Reason.Mouse and self.source is not None:
+            pos = ev.pos() if self.rect().contains(ev.pos()) else self.rect().center()
+            self.contextMenuRequested.emit(pos, self.widget_to_l0(QPointF(pos)))
+
     def wheelEvent(self, ev: QWheelEvent) -> None:  # noqa: N802
         if self.source is None:
             return
-        steps = ev.angleDelta().y() / 120.0
+        d = ev.angleDelta()
+        steps = (d.y() or d.x()) / 120.0  # Shift+wheel arrives as horizontal on some systems
         if steps == 0:
             return
-        self.zoom_by(1.25**steps, ev.position())
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        self.zoom_by(1.25**steps, ev.position(), overzoom=shift)
 
     def keyPressEvent(self, ev: QKeyEvent) -> None:  # noqa: N802
         if self._tool_call("key_press", ev):

@@ -4,6 +4,9 @@ Each plot is a ``FigureCanvasQTAgg`` (matplotlib's Qt backend, which supports Py
 plain ``matplotlib.figure.Figure``; pyplot is never used here, so its global backend (Agg in the
 core) does not matter. Updates call ``draw_idle``, so several changes in one event-loop turn cost
 one redraw. GUI thread only: workers hand rows over through signals.
+
+A plot with nothing to show hides its axes and says why in the middle of the figure
+(:attr:`_Canvas.empty_message`), instead of drawing empty axes with meaningless limits.
 """
 
 from __future__ import annotations
@@ -28,6 +31,20 @@ class _Canvas(FigureCanvasQTAgg):
         self.setParent(parent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(280, 200)
+        self._empty = self.figure.text(0.5, 0.5, "", ha="center", va="center", wrap=True,
+                                       color="0.35", fontsize=10)
+
+    @property
+    def empty_message(self) -> str:
+        """What the plot says instead of empty axes ("" when it shows data)."""
+        return str(self._empty.get_text()) if self._empty.get_visible() else ""
+
+    def _set_empty(self, message: str) -> None:
+        """Hide the axes and say ``message``; ``""`` shows the axes again."""
+        for ax in self.figure.axes:
+            ax.set_visible(not message)
+        self._empty.set_text(message)
+        self._empty.set_visible(bool(message))
 
 
 class CurvesCanvas(_Canvas):
@@ -46,7 +63,10 @@ class CurvesCanvas(_Canvas):
         self._lines: dict[tuple[str, str, str], Any] = {}
         self._current: str | None = None
         self._style_axes()
+        self._set_empty(self.EMPTY)
         self.draw_idle()
+
+    EMPTY = "No epochs yet: loss and accuracy are drawn here as each epoch ends."
 
     def _color(self, index: int) -> str:
         return f"C{index % 10}"
@@ -66,6 +86,7 @@ class CurvesCanvas(_Canvas):
         self.ax_loss.clear()
         self.ax_acc.clear()
         self._style_axes()
+        self._set_empty(self.EMPTY)
         self.draw_idle()
 
     def start_run(self, name: str) -> None:
@@ -124,6 +145,7 @@ class CurvesCanvas(_Canvas):
     def _update_lines(self, name: str) -> None:
         data = self.runs[name]
         ep = data["epoch"]
+        self._set_empty("" if any(d["epoch"] for d in self.runs.values()) else self.EMPTY)
         for split in SPLITS:
             self._lines[(name, split, "loss")].set_data(ep, data[f"{split}_loss"])
             self._lines[(name, split, "acc")].set_data(ep, data[f"{split}_acc"])
@@ -180,6 +202,12 @@ class RocCanvas(_Canvas):
         ax.grid(True, alpha=0.3)
         if self.curves:
             ax.legend(loc="lower right", fontsize=7)
+            self._set_empty("")
+        elif len(y):
+            self._set_empty(f"{title or 'ROC'}: no curve, every image is of one class "
+                            "(a ROC curve needs positives and negatives)")
+        else:
+            self._set_empty(f"{title or 'ROC'}: nothing evaluated yet")
         self.draw_idle()
 
 
@@ -212,7 +240,9 @@ class ConfusionCanvas(_Canvas):
             ax.set_xticks(range(k), names, rotation=35, ha="right", fontsize=small)
             ax.set_yticks(range(k), names, fontsize=small)
             ax.set(xlabel="Predicted", ylabel="True")
+            self._set_empty("")
         else:
             ax.set_xticks([])
             ax.set_yticks([])
+            self._set_empty(f"{title or 'Confusion matrix'}: nothing evaluated yet")
         self.draw_idle()

@@ -84,3 +84,59 @@ class ArraySlide:
 @pytest.fixture
 def make_array_slide():
     return ArraySlide
+
+
+class Canvas:
+    """Real mouse events on a main window's slide view, addressed in level-0 pixels."""
+
+    def __init__(self, qtbot, win) -> None:
+        self.qtbot, self.win = qtbot, win
+
+    def point(self, x: float, y: float):
+        from PySide6.QtCore import QPoint, QPointF
+
+        p = self.win.view.l0_to_widget(QPointF(x, y))
+        return QPoint(round(p.x()), round(p.y()))
+
+    def drag(self, pts, button=None) -> None:
+        from PySide6.QtCore import Qt
+
+        button = button or Qt.MouseButton.LeftButton
+        view = self.win.view
+        self.qtbot.mousePress(view, button, pos=self.point(*pts[0]))
+        for p in pts[1:]:
+            self.qtbot.mouseMove(view, self.point(*p))
+        self.qtbot.mouseRelease(view, button, pos=self.point(*pts[-1]))
+
+    def click(self, x: float, y: float, button=None, double: bool = False) -> None:
+        from PySide6.QtCore import Qt
+
+        button = button or Qt.MouseButton.LeftButton
+        fn = self.qtbot.mouseDClick if double else self.qtbot.mouseClick
+        fn(self.win.view, button, pos=self.point(x, y))
+
+
+@pytest.fixture
+def cmu_window(qtbot, slides_dir):
+    """The main window on cmu-1-small-region.svs (real slide), at half resolution."""
+    from app.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.open_path(slides_dir / "cmu-1-small-region.svs")
+    w.view.set_view(1100, 1500, 0.5)
+    return w
+
+
+@pytest.fixture
+def canvas(qtbot, cmu_window) -> Canvas:
+    return Canvas(qtbot, cmu_window)
+
+
+@pytest.fixture
+def canvas_of(qtbot):
+    """``canvas_of(window)``: a :class:`Canvas` on any main window."""
+    return lambda win: Canvas(qtbot, win)

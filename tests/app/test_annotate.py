@@ -378,16 +378,6 @@ def test_vertex_added_by_double_click_on_an_edge_and_deleted_by_right_click(qtbo
     assert len(only(win).geometry.exterior.coords) == 5
 
 
-def test_renaming_in_the_annotation_list_is_undoable(qtbot, win):
-    win.ctl.set_tool("rectangle")
-    drag(qtbot, win, [(900, 1300), (1300, 1700)])
-    item = win.annotation_list.tree.topLevelItem(0)
-    item.setText(1, "Crypt")
-    assert only(win).name == "Crypt"
-    win.undo()
-    assert only(win).name == ""
-
-
 def test_selftest_exits_0():
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     r = subprocess.run(

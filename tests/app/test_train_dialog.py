@@ -61,11 +61,16 @@ def test_training_from_the_dialog_shows_live_curves_and_the_report(qtbot, tiny_c
                                                                     tmp_path: Path, errors_seen):
     dlg = make_dialog(qtbot, tiny_csv, tmp_path, 2)
     rows: list[dict] = []
+    headers: list[str] = []
     dlg.epochFinished.connect(lambda arch, row: rows.append(row))
+    dlg.epochFinished.connect(lambda arch, row: headers.append(dlg.status_label.text()))
     with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
         assert dlg.is_running() and not dlg.start_button.isEnabled()
     assert errors_seen == []
+    # the header follows the epochs (it kept "decoding images 24/24" before)
+    assert headers == ["Training resnet50 (1 of 1): epoch 1 of 2",
+                       "Training resnet50 (1 of 1): epoch 2 of 2"]
     run = tmp_path / "resnet50"
     assert (run / "last.pt").is_file() and (run / "eval" / "metrics.json").is_file()
     # Live curves: one point per epoch for training and validation loss and accuracy.
@@ -131,35 +136,41 @@ def test_cancel_mid_run_keeps_the_last_checkpoint(qtbot, tiny_csv: Path, tmp_pat
     assert not dlg.is_running() and dlg.start_button.isEnabled()
 
 
-def _start_and_wait_failure(qtbot, dlg: TrainDialog) -> None:
-    with qtbot.waitSignal(dlg.runFailed, timeout=TIMEOUT_MS):
-        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
-
-
-def test_empty_dataset_shows_an_error_and_the_dialog_stays_usable(qtbot, tmp_path: Path,
-                                                                  errors_seen, tiny_csv: Path):
+def test_data_that_cannot_train_disables_start_and_says_why(qtbot, tmp_path: Path, errors_seen,
+                                                            tiny_csv: Path):
     empty = tmp_path / "empty.csv"
     empty.write_text("image,ebhi_class,case_id\n")
     dlg = make_dialog(qtbot, empty, tmp_path, 1)
-    _start_and_wait_failure(qtbot, dlg)
-    assert len(errors_seen) == 1 and "no images" in errors_seen[0][1]
-    assert dlg.start_button.isEnabled() and dlg.dataset_combo.isEnabled()
-    assert not dlg.cancel_button.isEnabled()
-    # Still usable: pointing it at a one-class CSV and starting again reports that problem.
-    one = tmp_path / "one.csv"
+    assert "no images" in dlg.data_summary.toolTip()
+    assert not dlg.start_button.isEnabled()
+    assert "no images" in dlg.start_button.toolTip()
+    qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert not dlg.is_running() and errors_seen == []  # no "Training failed" later
+    # a one-class CSV: the same, with a long path that still wraps and is readable in full
+    one = tmp_path / ("a-rather-long-folder-name_" * 4) / "one.csv"
+    one.parent.mkdir()
     one.write_text("".join(tiny_csv.read_text().splitlines(keepends=True)[:7]))
     dlg.dataset_combo.setCurrentText(str(one))
-    _start_and_wait_failure(qtbot, dlg)
-    assert len(errors_seen) == 2 and "one class" in errors_seen[1][1]
+    dlg.resize(1320, 820)
+    qtbot.waitUntil(lambda: "one class" in dlg.data_summary.toolTip())
+    label = dlg.data_summary
+    assert not dlg.start_button.isEnabled()
+    qtbot.waitUntil(lambda: label.height() >= label.heightForWidth(label.width()))
+    assert label.width() <= label.parentWidget().width()  # wrapped, not cut at the right
+    # good data again: Start is back
+    dlg.dataset_combo.setCurrentText(str(tiny_csv))
+    qtbot.waitUntil(dlg.start_button.isEnabled)
 
 
-def test_csv_without_the_label_column_shows_an_error(qtbot, tmp_path: Path, errors_seen,
-                                                     tiny_csv: Path):
+def test_csv_without_the_label_column_disables_start(qtbot, tmp_path: Path, errors_seen,
+                                                    tiny_csv: Path):
     dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
-    dlg.label_column.setCurrentText("diagnosis")
-    _start_and_wait_failure(qtbot, dlg)
-    assert "diagnosis" in errors_seen[0][1]
     assert dlg.start_button.isEnabled()
+    dlg.label_column.setCurrentText("diagnosis")
+    qtbot.waitUntil(lambda: not dlg.start_button.isEnabled())
+    assert "diagnosis" in dlg.data_summary.toolTip()
+    qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert not dlg.is_running() and errors_seen == []
 
 
 def test_no_architecture_selected_is_refused_at_start(qtbot, tiny_csv: Path, tmp_path: Path,
