@@ -71,7 +71,7 @@ class StainViewController(QObject):
         self.origin = ""                 # where the normaliser came from, for the status bar
         self._worker: Any = None
         self.act_toggle = QAction("&Stain View", self, checkable=True)
-        self.act_toggle.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        self.act_toggle.setShortcut(QKeySequence("Ctrl+Shift+S"))
         self.act_toggle.setStatusTip("Show the slide through a model's stain normalisation")
         self.act_toggle.toggled.connect(self._on_toggle_toggled)
         self.act_choose = QAction("Choose Stain &Normaliser…", self)
