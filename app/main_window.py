@@ -321,6 +321,9 @@ class MainWindow(QMainWindow):
         v.addSeparator()
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
+        from app.viewer.stain_view import install_stain_view
+
+        self.stain_view = install_stain_view(self, v)
         t = mb.addMenu("&Tools")
         for a in self.tool_actions.values():
             t.addAction(a)

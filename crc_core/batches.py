@@ -9,8 +9,9 @@ a draw with replacement in which every class is equally likely (:func:`balanced_
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
+import numpy as np
 import torch
 
 from crc_core.data import TileDataset, TileTable, collate_skip, decode_all
@@ -22,8 +23,10 @@ class Batches:
     """Per-epoch batches of (uint8 images, labels) on the training device, cached or streamed."""
 
     def __init__(self, table: TileTable, indices: list[int], size: int, device: torch.device,
-                 cache: str, workers: int) -> None:
+                 cache: str, workers: int,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.table, self.indices, self.size, self.device = table, indices, size, device
+        self.transform = transform        # uint8 (N, H, W, 3) -> same, at decode time (stain)
         self.cache = cache
         self.workers = workers
         self.images: torch.Tensor | None = None
@@ -34,7 +37,8 @@ class Batches:
         if self.cache == "none" or not self.indices:
             return
         dev = self.device if self.cache == "gpu" else torch.device("cpu")
-        decoded = yield from decode_all(self.table, self.indices, self.size, device=dev)
+        decoded = yield from decode_all(self.table, self.indices, self.size, device=dev,
+                                        transform=self.transform)
         self.images, self.labels = decoded.images, decoded.labels
         self.skipped = decoded.skipped
         self.indices = decoded.kept
@@ -59,7 +63,7 @@ class Batches:
                 x, y = self.images[pos], self.labels[pos]
                 yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
             return
-        ds = TileDataset(self.table, self.indices, self.size)
+        ds = TileDataset(self.table, self.indices, self.size, self.transform)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch, sampler=order, num_workers=self.workers,
             collate_fn=collate_skip, pin_memory=self.device.type == "cuda",

@@ -3,8 +3,9 @@
 Tables (what images, which labels, which groups) are read by :mod:`crc_core.tables` and split by
 :mod:`crc_core.splits`; both are re-exported here. Images are decoded once, through the one
 preprocessing path of :mod:`crc_core.preprocess`, into a ``uint8`` tensor ``(N, 3, S, S)`` (on the
-GPU when it fits); augmentation (:class:`Augment`: flips, 90-degree rotations, colour and HED stain
-jitter) runs batch-wise on whatever device the batch is on. Unreadable images are skipped with a
+GPU when it fits), after the stain normalisation when the run has one (:mod:`crc_core.stain`);
+augmentation (:class:`Augment`: flips, 90-degree rotations, rescaling, HED stain and colour jitter)
+runs batch-wise on whatever device the batch is on. Unreadable images are skipped with a
 warning and counted.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from crc_core.tables import (
 __all__ = [
     "IMAGE_SUFFIXES", "Augment", "DecodedSet", "Sample", "Split", "TileDataset", "TileTable",
     "cache_bytes", "choose_cache", "collate_skip", "decode_all", "decode_image", "hed_jitter",
-    "load_table", "normalize", "parse_classes", "parse_map", "split_by_group",
+    "load_table", "normalize", "parse_classes", "parse_map", "rescale", "split_by_group",
 ]
 
 
@@ -52,10 +53,14 @@ class DecodedSet:
 
 
 def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int = 0,
-               device: str | torch.device = "cpu") -> Generator[Progress, None, DecodedSet]:
+               device: str | torch.device = "cpu",
+               transform: Callable[[np.ndarray], np.ndarray] | None = None,
+               ) -> Generator[Progress, None, DecodedSet]:
     """Decode ``indices`` of ``table`` once into a uint8 tensor (a job generator).
 
-    Unreadable images are skipped (listed in ``skipped``), never fatal.
+    ``transform`` (uint8 ``(N, H, W, 3)`` to the same; the stain normalisation) is applied to
+    each decoded image, so the cache holds what the model trains on. Unreadable images are skipped
+    (listed in ``skipped``), never fatal.
     """
     n = len(indices)
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
@@ -66,7 +71,7 @@ def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int
     def one(j: int) -> tuple[int, str | None]:
         path = table.samples[indices[j]].path
         try:
-            images[j] = torch.from_numpy(decode_image(path, size))
+            images[j] = torch.from_numpy(_decode(path, size, transform))
             return j, None
         except FileNotFoundError:
             return j, "file not found"
@@ -89,6 +94,15 @@ def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int
     return DecodedSet(imgs.to(device), labels.to(device), kept, skipped)
 
 
+def _decode(path: Any, size: int, transform: Callable[[np.ndarray], np.ndarray] | None
+            ) -> np.ndarray:
+    """``(3, size, size)`` uint8 of an image file, through ``transform`` when given."""
+    img = decode_image(path, size)
+    if transform is None:
+        return img
+    return np.ascontiguousarray(transform(img.transpose(1, 2, 0)[None])[0].transpose(2, 0, 1))
+
+
 class TileDataset(torch.utils.data.Dataset):
     """Streaming dataset (decoded per item, for DataLoader workers).
 
@@ -97,10 +111,12 @@ class TileDataset(torch.utils.data.Dataset):
     Unreadable images yield a label of -1 and are dropped by :func:`collate_skip`.
     """
 
-    def __init__(self, table: TileTable, indices: Sequence[int], size: int) -> None:
+    def __init__(self, table: TileTable, indices: Sequence[int], size: int,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.table = table
         self.indices = list(indices)
         self.size = size
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -108,7 +124,7 @@ class TileDataset(torch.utils.data.Dataset):
     def __getitem__(self, j: int) -> tuple[torch.Tensor, int, int]:
         s = self.table.samples[self.indices[j]]
         try:
-            return torch.from_numpy(decode_image(s.path, self.size)), s.label, j
+            return torch.from_numpy(_decode(s.path, self.size, self.transform)), s.label, j
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return torch.zeros((3, self.size, self.size), dtype=torch.uint8), -1, j
 
@@ -156,9 +172,20 @@ _RGB_FROM_HED[2] = torch.linalg.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 
 
+#: The measured stain spread (benchmarks/RESULTS.md, "Stain statistics"): against the EBHI
+#: median, the real H&E slides' median H concentration is 0.42x-0.75x (5-95 %: 0.29x-1.31x), E
+#: 0.55x-0.73x (0.44x-0.87x), and their residual (D) channel is higher by 0.037-0.038 OD units.
+MEASURED_HED_RANGE = (0.3, 1.4)
+MEASURED_HED_SHIFT = 0.04
+#: Random rescaling of the recommended preset (around the training scale).
+RECOMMENDED_SCALE_RANGE = (0.75, 1.5)
+
+
 @dataclass
 class Augment:
     """Batch augmentation on float ``(N, 3, H, W)`` images in [0, 1], on any device.
+
+    Order: flips and rotations, rescaling, stain (HED) jitter, colour jitter.
 
     Parameters
     ----------
@@ -169,22 +196,72 @@ class Augment:
     color
         Brightness, contrast and saturation factors drawn from ``1 ± color`` (0 = off).
     hed
-        Stain jitter: each HED channel scaled by ``1 ± hed`` and shifted by ``± hed / 2`` in optical
-        density (Tellez et al. 2018; 0 = off).
+        Light stain jitter (Tellez et al. 2018): each HED channel scaled by ``1 ± hed`` and shifted
+        by ``± hed / 2`` in optical density (0 = off). Used when ``hed_range`` is not given.
+    hed_range
+        Strong stain jitter: ``[low, high]`` factors, drawn log-uniformly and independently for
+        each image and stain, that scale the H and E concentrations; with ``hed_shift``.
+        The recommended range covers the measured spread between EBHI and real slides.
+    hed_shift
+        With ``hed_range``: the residual D channel raised by ``U(0, hed_shift)`` OD units (the
+        augmentation's ``log(I) / log(1e-6)`` units). One-sided: other labs' slides measured
+        more D than the training tiles, and dye only ever adds optical density.
+    hed_prob
+        With ``hed_range``: the share of images that get the strong jitter; the others get the
+        light one (``hed``). Half and half keeps the training images' own look in every batch.
+    scale_range
+        Random rescaling ``[low, high]`` (zoom factor, log-uniform per image, about the centre
+        with a random shift): above 1 a smaller field of view fills the input (bilinear), below 1
+        the image shrinks and the border is filled by mirroring it. ``None`` = off.
     """
 
     flip: bool = True
     rot90: bool = True
     color: float = 0.1
     hed: float = 0.03
+    hed_range: list[float] | None = None
+    hed_shift: float = 0.0
+    hed_prob: float = 1.0
+    scale_range: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"flip": self.flip, "rot90": self.rot90, "color": self.color, "hed": self.hed}
+        return {"flip": self.flip, "rot90": self.rot90, "color": self.color, "hed": self.hed,
+                "hed_range": None if self.hed_range is None else list(self.hed_range),
+                "hed_shift": self.hed_shift, "hed_prob": self.hed_prob,
+                "scale_range": None if self.scale_range is None else list(self.scale_range)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Augment:
+        """From a stored configuration: unknown keys are ignored, missing ones take the defaults
+        of older versions (no strong stain jitter, no rescaling), so old runs replay as before."""
+        from dataclasses import fields
+
+        names = {f.name for f in fields(cls)}
+        aug = cls(**{k: v for k, v in (data or {}).items() if k in names})
+        aug.validate()
+        return aug
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a range other than ``[low, high]``, 0 < low <= high."""
+        if not 0 <= self.hed_prob <= 1:
+            raise ConfigError(f"augmentation hed_prob {self.hed_prob!r}: give a share in [0, 1]")
+        for name in ("hed_range", "scale_range"):
+            r = getattr(self, name)
+            if r is None:
+                continue
+            if (not isinstance(r, list | tuple) or len(r) != 2
+                    or not all(isinstance(v, int | float) for v in r)
+                    or not 0 < r[0] <= r[1] < 100):
+                raise ConfigError(f"augmentation {name} {r!r}: give [low, high] with "
+                                  f"0 < low <= high, e.g. [0.75, 1.5]")
 
     @classmethod
     def recommended(cls) -> Augment:
-        """The augmentation of the ``recommended`` training preset."""
-        return cls(flip=True, rot90=True, color=0.1, hed=0.05)
+        """The augmentation of the ``recommended`` training preset (ranges measured, see above)."""
+        return cls(flip=True, rot90=True, color=0.1, hed=0.05,
+                   hed_range=list(MEASURED_HED_RANGE), hed_shift=MEASURED_HED_SHIFT,
+                   hed_prob=0.5,
+                   scale_range=list(RECOMMENDED_SCALE_RANGE))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -206,22 +283,69 @@ class Augment:
                 if sel.numel():
                     out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
             x = out
-        if self.hed > 0:
-            a = 1 + (u(n, 3) * 2 - 1) * self.hed
+        if self.scale_range is not None and tuple(self.scale_range) != (1, 1):
+            zoom = _log_uniform(u(n), *self.scale_range)
+            x = rescale(x, zoom, u(n, 2) * 2 - 1)
+        if self.hed_range is not None or self.hed > 0:
+            a = 1 + (u(n, 3) * 2 - 1) * self.hed                 # light (Tellez)
             b = (u(n, 3) * 2 - 1) * self.hed / 2
+            if self.hed_range is not None:
+                strong = (u(n) < self.hed_prob).view(n, 1)
+                sa = _log_uniform(u(n, 3), *self.hed_range)
+                sa[:, 2] = 1.0                          # D is shifted, not scaled
+                a = torch.where(strong, sa, a)
+                d = torch.zeros(n, 3, device=dev)
+                d[:, 2] = u(n) * self.hed_shift
+                b = torch.where(strong, d, b)
             x = hed_jitter(x, a, b)
         if self.color > 0:
-            c = self.color
-            bright = (1 + (u(n) * 2 - 1) * c).view(n, 1, 1, 1)
-            contrast = (1 + (u(n) * 2 - 1) * c).view(n, 1, 1, 1)
-            sat = (1 + (u(n) * 2 - 1) * c).view(n, 1, 1, 1)
-            x = x * bright
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * contrast + mean
-            gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-            x = (x - gray) * sat + gray
-            x = x.clamp(0, 1)
+            x = _color_jitter(x, self.color, u(n), u(n), u(n))
         return x
+
+
+def _log_uniform(r: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Map uniform [0, 1) draws to [lo, hi) log-uniformly."""
+    return torch.exp(math.log(lo) + r * (math.log(hi) - math.log(lo)))
+
+
+def _color_jitter(x: torch.Tensor, c: float, r1: torch.Tensor, r2: torch.Tensor,
+                  r3: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    bright = (1 + (r1 * 2 - 1) * c).view(n, 1, 1, 1)
+    contrast = (1 + (r2 * 2 - 1) * c).view(n, 1, 1, 1)
+    sat = (1 + (r3 * 2 - 1) * c).view(n, 1, 1, 1)
+    x = x * bright
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean
+    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (x - gray) * sat + gray
+    return x.clamp(0, 1)
+
+
+def rescale(x: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """Zoom each image of ``x`` ((N, C, H, W) float) by ``zoom`` ((N,)), keeping its pixel count.
+
+    ``zoom > 1`` magnifies: a ``1 / zoom`` field of view, placed by ``shift`` ((N, 2) in [-1, 1],
+    as a share of the room left; ``None`` = centred), is interpolated bilinearly to the full size.
+    ``zoom < 1`` shrinks the image about its centre and fills the border by mirroring (reflection
+    padding). One ``grid_sample`` for the batch, on the batch's device.
+    """
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    inv = (1.0 / zoom).to(torch.float32)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0] = inv
+    theta[:, 1, 1] = inv
+    if shift is not None:
+        room = (1.0 - inv).clamp(min=0)                     # only a magnified view can move
+        theta[:, 0, 2] = shift[:, 0] * room
+        theta[:, 1, 2] = shift[:, 1] * room
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection",
+                        align_corners=False)
+    return out.to(x.dtype)
 
 
 def hed_jitter(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

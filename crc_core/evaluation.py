@@ -506,6 +506,7 @@ def evaluate(
     """
     from crc_core.models import load_checkpoint, model_from_checkpoint
     from crc_core.runtime import Scorer, describe, resolve_device
+    from crc_core.stain import from_checkpoint
 
     warn_fn = warn or (lambda msg: None)
     if subset not in ("auto", "val", "test", "all"):
@@ -523,8 +524,9 @@ def evaluate(
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))
     scheme: ClassScheme = meta["scheme"]
     factor, scale_note = _scale(meta, table, mpp)
+    stain = from_checkpoint(ckpt)       # the checkpoint's stain normalisation, applied likewise
     scorer = Scorer(model, meta["arch"], meta["mean"], meta["std"], resolve_device(device),
-                    batch_size, tta=tta)
+                    batch_size, tta=tta, transform=stain)
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
                                              int(meta["input_size"]), max(1, workers or 4))
     if skipped:
@@ -539,7 +541,9 @@ def evaluate(
         "data": str(table.source), "subset": sub.name, "subset_how": sub.how,
         "left_out": sub.left_out, "left_out_labels": ed.left_out_labels, "skipped": skipped,
         "epoch": meta.get("epoch"), "scale": scale_note, "scoring": describe(scorer),
-        "notes": ed.notes,
+        "notes": ed.notes + [stain.statement("images") + "." if stain else
+                             "No stain normalisation (the checkpoint has none)."],
+        "stain": stain.to_json() | {"counts": dict(stain.counts)} if stain else {"method": "none"},
     })
     files = _write_outputs(Path(out), metrics, table, kept, y_true, probs, scheme, model_name,
                            checkpoint)

@@ -99,6 +99,7 @@ class LoadedModel:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     identity: dict[str, Any] = field(default_factory=dict)
     patch_known: bool = True  # False: the checkpoint does not record its patch size
+    stain: Any = None  # crc_core.stain.StainNormalizer the model was trained with, or None
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -145,6 +146,9 @@ def load_model(
             f"expected a checkpoint path, a loaded checkpoint or a LoadedModel, "
             f"got {type(checkpoint_or_model).__name__}"
         )
+    from crc_core.stain import from_checkpoint
+
+    stain = from_checkpoint(ckpt)
     model, meta = model_from_checkpoint(ckpt, device=device)
     identity.update({"arch": meta["arch"], "epoch": meta.get("epoch")})
     identity.setdefault("name", meta["arch"])
@@ -164,6 +168,7 @@ def load_model(
         std=tuple(float(v) for v in meta["std"]),  # type: ignore[arg-type]
         identity=identity,
         patch_known=isinstance(patch, int) and patch > 0,
+        stain=stain,
     )
 
 
@@ -646,8 +651,40 @@ def load_prediction(path: str | os.PathLike[str]) -> Prediction:
 # ------------------------------------------------------------------------------------- execution
 def make_scorer(lm: LoadedModel, device: torch.device, batch_size: int, amp: bool | None = None,
                 tta: bool = False) -> Scorer:
-    """The :class:`crc_core.runtime.Scorer` of a loaded model (shared with ``crc evaluate``)."""
-    return Scorer(lm.model, lm.arch, lm.mean, lm.std, device, batch_size, amp=amp, tta=tta)
+    """The :class:`crc_core.runtime.Scorer` of a loaded model (shared with ``crc evaluate``), with
+    the checkpoint's stain normalisation as its ``transform``."""
+    return Scorer(lm.model, lm.arch, lm.mean, lm.std, device, batch_size, amp=amp, tta=tta,
+                  transform=lm.stain)
+
+
+def scale_statement(resolution: dict[str, Any], input_size: int | None = None) -> str:
+    """One sentence on the scale a prediction's windows were cut at (from ``Prediction.resolution``).
+    """
+    r = resolution
+    patch, level, ds = r.get("patch_size"), r.get("level"), float(r.get("downsample") or 1.0)
+    into = f", resampled to {input_size} px" if input_size else ""
+    if r.get("mode") == "mpp":
+        return (f"windows of {patch} px at the model's {r.get('checkpoint_mpp'):g} µm/px (slide "
+                f"{r.get('slide_mpp'):.4g} µm/px; read at level {level}{into})")
+    why = ("the slide has no pixel size" if r.get("slide_mpp") is None
+           else "the model's scale is unknown")
+    return (f"windows of {patch} px at pyramid level {level} (downsample {ds:g}){into}: {why}, "
+            f"so not at a physical scale")
+
+
+def _stain_resolution(lm: LoadedModel) -> dict[str, Any]:
+    """What the prediction states about stain normalisation (``resolution["stain"]``)."""
+    if lm.stain is None:
+        return {"method": "none", "statement": "no stain normalisation (the checkpoint has none)"}
+    return {"method": lm.stain.method, "statement": lm.stain.statement("windows"),
+            "counts": dict(lm.stain.counts), "normalizer": lm.stain.to_json()}
+
+
+def _stain_notes(lm: LoadedModel) -> list[str]:
+    """A warning when windows were passed through unnormalised (background, ink, unestimable)."""
+    if lm.stain is None or not lm.stain.passed_through:
+        return []
+    return [lm.stain.statement("windows")]
 
 
 def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray) -> np.ndarray:
@@ -789,6 +826,8 @@ def predict(
         probs = np.full((C, grid.rows, grid.cols), np.nan, dtype=np.float32)
         heat = HeatmapAccumulator(grid.cam_shape) if cam else None
         runner = make_scorer(lm, dev, batch_size, amp, tta)
+        if lm.stain is not None:
+            lm.stain.reset_counts()
         yield Progress(
             0,
             total,
@@ -825,6 +864,7 @@ def predict(
                 {"kind": "batch", "grid": grid, "cells": b, "probs": p, "cam": tiles},
             )
         notes.extend(runner.messages)
+        notes.extend(_stain_notes(lm))
         pred = Prediction(
             probs=probs,
             selected=plan.selected,
@@ -846,7 +886,8 @@ def predict(
                 "classes": lm.scheme.names,
             },
             slide=_slide_identity(slide),
-            resolution={**plan.resolution, "scoring": describe(runner)},
+            resolution={**plan.resolution, "scoring": describe(runner),
+                        "stain": _stain_resolution(lm)},
             warnings=notes,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )

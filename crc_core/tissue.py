@@ -26,6 +26,7 @@ __all__ = [
     "gland_fractions",
     "gland_mask",
     "gland_masks",
+    "ink_pixels",
     "pen_mask",
     "tissue_fraction",
     "tissue_mask",
@@ -103,11 +104,7 @@ def _pen(
     mn: np.ndarray,
     dilate_fraction: float = 0.004,
 ) -> np.ndarray:
-    sat = (mx - mn) / np.maximum(mx, 1).astype(np.float32)
-    blue = (b > r + 60) & (g > r + 5) & (sat > 0.40)
-    green = (g > r + 30) & (g >= b - 20) & (sat > 0.30)
-    black = (mx < 50) & (mx - mn < 30)
-    ink = blue | green | black
+    ink = _ink(r, g, b, mx, mn)
     # Drop isolated pixels (JPEG noise); keep real strokes.
     min_px = max(4, int(ink.size * 2e-5))
     ink = morphology.remove_small_objects(ink, max_size=min_px)
@@ -115,6 +112,28 @@ def _pen(
     if radius >= 1 and ink.any():
         ink = morphology.dilation(ink, morphology.disk(radius))
     return ink
+
+
+def _ink(r: np.ndarray, g: np.ndarray, b: np.ndarray, mx: np.ndarray, mn: np.ndarray
+         ) -> np.ndarray:
+    sat = (mx - mn) / np.maximum(mx, 1).astype(np.float32)
+    blue = (b > r + 60) & (g > r + 5) & (sat > 0.40)
+    green = (g > r + 30) & (g >= b - 20) & (sat > 0.30)
+    black = (mx < 50) & (mx - mn < 30)
+    return blue | green | black
+
+
+def ink_pixels(rgb: np.ndarray) -> np.ndarray:
+    """The pixel rule of :func:`pen_mask` alone (no clean-up, no dilation), for any leading shape.
+
+    ``rgb`` is ``(..., 3)`` uint8 (one image or a batch ``(N, H, W, 3)``); returns ``(...)`` bool.
+    Cheap and vectorised, for batch code that needs to know which pixels are ink.
+    """
+    arr = np.asarray(rgb)[..., :3]
+    r, g, b = (arr[..., i].astype(np.int16) for i in range(3))
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    return _ink(r, g, b, mx, mn)
 
 
 def tissue_mask(

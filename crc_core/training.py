@@ -55,6 +55,8 @@ from crc_core.models import (
 from crc_core.preprocess import RESAMPLING
 from crc_core.runtime import is_oom, resolve_device
 from crc_core.splits import Split, SplitRecord, content_keys, split_by_group, split_csv
+from crc_core.stain import METHODS as STAIN_METHODS
+from crc_core.stain import StainNormalizer, fit_from_table, from_checkpoint
 
 __all__ = [
     "BALANCE_MODES", "BEST_METRICS", "PRESETS", "DistInfo", "TrainConfig", "balanced_order",
@@ -89,7 +91,7 @@ DEFAULT_PRESET = "recommended"
 PRESET_HELP: dict[str, str] = {
     "recommended": "the strongest recipe measured on the CPU: 30 epochs, AdamW with a cosine "
                    "rate, balanced sampling when classes are >= 3x apart, best.pt by validation "
-                   "balanced accuracy, flips/rotations/colour/stain augmentation",
+                   "balanced accuracy, flips/rotations/colour/stain/scale augmentation",
     "paper": "the study exactly: 200 epochs, batch 32, lr 1e-3 lowered tenfold after epochs 80, "
              "120, 160, 180, no augmentation, no balancing, best.pt by validation accuracy",
     "quick": "5 epochs, batch 16, constant rate: for trying things",
@@ -139,6 +141,8 @@ class TrainConfig:
     # "auto" = "sampler" when the largest class has >= AUTO_BALANCE_RATIO x the smallest's images.
     balance: str = "none"
     mpp: float | None = None          # µm/px of tiles whose dataset does not state it (--mpp)
+    stain_norm: str = "none"          # none | macenko | reinhard (crc_core.stain), fitted on
+    stain_tiles: int = 64             # up to this many training tiles (seeded)
     best_metric: str = "acc"          # acc | balanced_acc (mean per-class recall) picks best.pt
     save_every: int = 1               # last.pt every N epochs (and after the last); best.pt always
     # Exponential moving average of the weights (decay per optimizer step; 0 = off): validation,
@@ -195,6 +199,12 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"schedule {cfg.schedule!r}: choose {', '.join(SCHEDULES)}")
     if cfg.mpp is not None and not (isinstance(cfg.mpp, int | float) and 0 < cfg.mpp < 1000):
         raise ConfigError(f"--mpp {cfg.mpp}: give the tiles' µm per pixel, e.g. 0.5")
+    if cfg.augment:
+        Augment.from_json(cfg.augment)
+    if cfg.stain_norm not in STAIN_METHODS:
+        raise ConfigError(f"--stain-norm {cfg.stain_norm!r}: choose {', '.join(STAIN_METHODS)}")
+    if not isinstance(cfg.stain_tiles, int) or cfg.stain_tiles < 1:
+        raise ConfigError(f"--stain-tiles {cfg.stain_tiles} must be a positive number of tiles")
     if not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"label smoothing {cfg.label_smoothing} must be in [0, 1)")
     spec = get_spec(cfg.arch)
@@ -363,6 +373,7 @@ class _Run:
     loss_weight: torch.Tensor | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    stain: StainNormalizer | None = None
 
     @property
     def autocast(self) -> bool:
@@ -458,16 +469,19 @@ def _prepare_batches(run: _Run) -> Generator[Progress, None, None]:
             else spec.input_size
         cfg.image_size = size
     run.size = size
+    yield from _fit_stain(run)
     run.cache = choose_cache(len(split.train) + len(split.val), size, run.device, cfg.cache)
     workers = cfg.workers if cfg.workers >= 0 else (
         0 if run.cache != "none" else min(8, max(1, (os.cpu_count() or 2) - 1)))
-    run.train_b = Batches(table, split.train, size, run.device, run.cache, workers)
-    run.val_b = Batches(table, split.val, size, run.device, run.cache, workers)
+    run.train_b = Batches(table, split.train, size, run.device, run.cache, workers, run.stain)
+    run.val_b = Batches(table, split.val, size, run.device, run.cache, workers, run.stain)
     n_all = len(split.train) + len(split.val)
     yield Progress(0, None, f"decoding {n_all} images ({run.cache} cache)")
     for ev in (*run.train_b.prepare(), *run.val_b.prepare()):
         yield Progress(ev.done, None, f"decoding images {int(ev.done)}/{int(ev.total or 0)}")
     run.skipped = run.train_b.skipped + run.val_b.skipped
+    if run.stain is not None and run.stain.passed_through:
+        run.warn(run.stain.statement("images"))
     if run.skipped:
         run.warn(f"{len(run.skipped)} unreadable image(s) skipped, e.g. {run.skipped[0][0]} "
                  f"({run.skipped[0][1]})")
@@ -480,6 +494,16 @@ def _prepare_batches(run: _Run) -> Generator[Progress, None, None]:
     missing = [n for i, n in enumerate(table.scheme.names) if i not in present]
     if missing:
         run.warn(f"no training images of class(es) {', '.join(missing)}")
+
+
+def _fit_stain(run: _Run) -> Generator[Progress, None, None]:
+    """The stain normaliser: the resumed checkpoint's, else fitted on training tiles (seeded)."""
+    cfg = run.cfg
+    if run.stain is None and cfg.stain_norm != "none":
+        run.stain = yield from fit_from_table(run.table, run.split.train, cfg.stain_norm, run.size,
+                                              cfg.stain_tiles, cfg.seed)
+    if run.stain is not None:
+        cfg.notes.append(run.stain.describe() + ", applied when images are decoded")
 
 
 def _resolve_balance(run: _Run) -> None:
@@ -608,7 +632,7 @@ def _train_epoch(run: _Run, epoch: int) -> Generator[Progress, None, tuple[float
     if len(order) % run.per_rank_batch == 1:
         order = order[:-1]   # a batch of one breaks batch norm
     run.train_model.train()
-    aug = Augment(**cfg.augment) if cfg.augment else None
+    aug = Augment.from_json(cfg.augment) if cfg.augment else None
     # loss*n and correct stay on the device until the epoch ends (no per-step sync); the
     # progress text reads the running loss at most once a second.
     ep_loss = torch.zeros((), dtype=torch.float64, device=run.device)
@@ -772,6 +796,7 @@ def fit(
         table, split = _load_data(cfg, data, ckpt, out, warn_fn)
         cfg.notes += split.notes
         run = _Run(cfg, out, info, device, warn_fn, table, split)
+        run.stain = from_checkpoint(ckpt) if ckpt is not None else None
         record = yield from _record_split(run)
         yield from _prepare_batches(run)
         _resolve_balance(run)
@@ -788,7 +813,8 @@ def fit(
                     "patch_size": table.patch_size or uniform_tile_size(table),
                     "level": table.level, "mpp": mpp,
                     "extra": {"split": record, "mpp_source": mpp_source,
-                              "preprocess": {"resampling": RESAMPLING}}}
+                              "preprocess": {"resampling": RESAMPLING, "stain": (
+                                  run.stain.to_json() if run.stain else {"method": "none"})}}}
         if info.main:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "config.json", json.dumps(cfg.to_json(), indent=2))

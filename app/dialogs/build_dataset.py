@@ -3,7 +3,8 @@
 The settings of :class:`crc_core.patches.ExtractConfig` (patch size, overlap, random windows,
 filters, split, seed, level or mpp, caps, format) and the classes to include; Build runs
 :func:`crc_core.patches.extract` in a :class:`app.workers.JobWorker` with a progress bar and Cancel.
-When done the dialog shows the Table-1 style counts and a grid of sample patches per class. A
+When done the dialog shows the Table-1 style counts and a grid of sample patches per class (through
+a stain normalisation when one is chosen: :mod:`app.dialogs.stain_preview`). A
 cancelled build leaves an incomplete dataset that Build (same settings, same name) resumes.
 The dataset goes to ``<project>/datasets/<name>``.
 """
@@ -139,6 +140,10 @@ class BuildDatasetDialog(QDialog):
         form.addRow("Max. patches per class:", self.cap)
         form.addRow("Reader threads:", self.workers)
         form.addRow("Patch format:", self.format)
+        from app.dialogs.stain_preview import StainPreview
+
+        self.stain_preview = StainPreview(self)
+        form.addRow("Stain preview:", self.stain_preview.combo)
 
         self.class_list = QListWidget()
         for c in project.scheme:
@@ -192,6 +197,7 @@ class BuildDatasetDialog(QDialog):
         lay.addWidget(QLabel("Patches per class (Table 1):"))
         lay.addWidget(self.table)
         lay.addWidget(QLabel("Sample patches:"))
+        lay.addWidget(self.stain_preview.note)
         lay.addWidget(scroll, 1)
 
     # ---------------------------------------------------------------------------------- settings
@@ -319,6 +325,7 @@ class BuildDatasetDialog(QDialog):
         self.status_label.setText(msg)
         self._show_table(result.table, result.totals)
         self._show_samples(result)
+        self.stain_preview.refresh()
         self.buildFinished.emit(result)
 
     def _on_worker_failed(self, message: str) -> None:

@@ -247,7 +247,11 @@ class PredictDialog(QDialog):
         self.result = pred
         self.panel.finish(self._name, pred)
         n = int(pred.predicted.sum())
-        text = f"Done: {n} patches predicted."
+        from crc_core.inference import scale_statement
+
+        text = (f"Done: {n} patches predicted. Scale: "
+                f"{scale_statement(pred.resolution, pred.grid.input_size)}. Stain: "
+                f"{(pred.resolution.get('stain') or {}).get('statement', 'not recorded')}.")
         if pred.warnings:
             text += " " + " ".join(pred.warnings)
         self.status.setText(text)

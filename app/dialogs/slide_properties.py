@@ -1,4 +1,4 @@
-"""Slide properties: file facts, every OpenSlide property, the label and macro images; mpp entry.
+"""Slide properties: file facts, every OpenSlide property, label and macro images, stain; mpp entry.
 
 :func:`ask_mpp` asks the user for the slide's µm per pixel (for slides whose file has none); the
 main
@@ -102,6 +102,11 @@ class SlidePropertiesDialog(QDialog):
         if not slide.associated_names:
             row.addWidget(QLabel("This slide has no label, macro or other associated images."))
         tabs.addTab(images, "Label and macro")
+        from app.dialogs.stain_tab import StainTab
+
+        self.stain_tab = StainTab(slide)
+        self.finished.connect(self.stain_tab.cancel)
+        tabs.addTab(self.stain_tab, "Stain")
         bb = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         bb.rejected.connect(self.reject)
         bb.accepted.connect(self.accept)

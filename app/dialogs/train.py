@@ -372,7 +372,7 @@ class TrainDialog(QDialog):
         self.best_combo.setToolTip("Which validation score picks best.pt; balanced accuracy (mean "
                                    "per-class recall) does not reward ignoring a rare class")
         form.addRow("Best model by", self.best_combo)
-        self.augment_check = QCheckBox("flips, rotations, colour and stain jitter")
+        self.augment_check = QCheckBox("flips, rotations, zoom, colour and stain jitter")
         self.augment_check.setToolTip("Training augmentation (the paper preset has none; crc train "
                                       "--augment / --no-augment)")
         form.addRow("Augmentation", self.augment_check)
@@ -380,6 +380,14 @@ class TrainDialog(QDialog):
         self.tta_check.setToolTip("Test-time augmentation when each trained model is evaluated "
                                   "(crc evaluate --tta)")
         form.addRow("Report", self.tta_check)
+        self.stain_combo = QComboBox()
+        for label, method in (("none", "none"), ("Macenko", "macenko"), ("Reinhard", "reinhard")):
+            self.stain_combo.addItem(label, method)
+        self.stain_combo.setToolTip(
+            "Stain normalisation (crc train --stain-norm): fitted on up to 64 training images, "
+            "stored in the checkpoint and applied wherever the model sees pixels (training, "
+            "evaluation, prediction)")
+        form.addRow("Stain normalisation", self.stain_combo)
         return box
 
     def _build_output_box(self) -> QGroupBox:
@@ -645,7 +653,7 @@ class TrainDialog(QDialog):
                 test_fraction=float(self.test_spin.value()),
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts,
-                augment=self._augment_choice())
+                augment=self._augment_choice(), stain_norm=self.stain_combo.currentData())
             runs.append(_Run(arch, out, cfg, i, len(folders)))
         self._data = data
         return runs

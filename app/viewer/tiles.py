@@ -103,14 +103,16 @@ class _ThumbJob(QRunnable):
         super().__init__()
         self.loader = loader
         self.max_px = max_px
+        self.source = loader.source
 
     def run(self) -> None:
         try:
-            img: QImage | None = array_to_qimage(self.loader.source.thumbnail(self.max_px))
+            img: QImage | None = array_to_qimage(self.source.thumbnail(self.max_px))
         except Exception as exc:
             log.warning("thumbnail could not be read: %s", exc)
             img = None
-        self.loader._emitter.thumbnailLoaded.emit(img)
+        if self.source is self.loader.source:  # not replaced meanwhile (replace_source)
+            self.loader._emitter.thumbnailLoaded.emit(img)
 
 
 class TileLoader(QObject):
@@ -157,6 +159,7 @@ class TileLoader(QObject):
         self._emitter.tileLoaded.connect(self._on_job_tileLoaded)
         self._emitter.thumbnailLoaded.connect(self._on_job_thumbnailLoaded)
         self._thumbnail_px = thumbnail_px
+        self._source_generation = 0  # tiles requested before replace_source() are dropped
 
     # ----------------------------------------------------------------- geometry
     def level_tile_grid(self, level: int) -> tuple[int, int]:
@@ -241,7 +244,7 @@ class TileLoader(QObject):
     def _on_job_tileLoaded(self, key: TileKey, generation: int, img: QImage) -> None:
         with self._lock:
             self._in_flight.discard(key)
-        if self._closed:
+        if self._closed or generation < self._source_generation:
             return
         if img.isNull():
             self._failed.add(key)
@@ -255,6 +258,22 @@ class TileLoader(QObject):
             return
         self.thumbnail = img if img is not None and not img.isNull() else None
         self.thumbnailReady.emit()
+
+    def replace_source(self, source: Any) -> None:
+        """Read the same tiles from ``source`` from now on (same geometry, other pixels, e.g. the
+        stain view): the cache is emptied and tiles still being read from the old source are
+        dropped when they arrive."""
+        with self._lock:
+            self.source = source
+            self.generation += 1
+            self._source_generation = self.generation
+            self._queue = []
+        self._cache.clear()
+        self._cache_used = 0
+        self._failed.clear()
+        self.thumbnail = None
+        self._thumb_pending = False
+        self.request_thumbnail()
 
     def close(self, wait_ms: int = 5000) -> None:
         """Stop loading: drop queued jobs and join the running ones."""

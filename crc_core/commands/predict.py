@@ -256,12 +256,16 @@ def predict_one(
     n = int(pred.predicted.sum())
     cmap = pred.class_map()
     counts = {c.name: int((cmap == k).sum()) for k, c in enumerate(pred.scheme)}
+    from crc_core.inference import scale_statement
+
     return {
         "slide": str(slide_path),
         "out": str(out_dir),
         "grid": list(pred.grid.shape),
         "predicted": n,
         "counts": counts,
+        "scale": scale_statement(pred.resolution, pred.grid.input_size),
+        "stain": (pred.resolution.get("stain") or {}).get("statement", ""),
     }
 
 
@@ -317,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{slides[i].name}: {summary['predicted']} of {rows}x{cols} windows predicted "
                 f"({counts}) -> {summary['out']}"
             )
+            print(f"  scale: {summary['scale']}")
+            print(f"  stain: {summary['stain']}")
     if world > 1 and not mine:
         print(f"rank {rank}: no slide to predict ({len(slides)} slide(s), {world} processes)")
     return 0

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
                    help="recommended (default): the strongest recipe measured on the CPU (30 "
                    "epochs, batch 32, AdamW lr 1e-3 with a cosine decay, balanced sampling when "
                    "the largest class has >= 3x the smallest's images, best.pt by validation "
-                   "balanced accuracy, flips/rotations/colour/stain augmentation); paper: the "
+                   "balanced accuracy, flips/rotations/zoom/colour/stain augmentation); paper: the "
                    "study exactly (batch 32, 200 epochs, lr 1e-3 lowered tenfold after epochs "
                    "80, 120, 160, 180, no augmentation, no balancing, best.pt by validation "
                    "accuracy); quick: 5 epochs, batch 16, for trying things. Any option below "
@@ -70,6 +70,12 @@ def register(subparsers: Any) -> None:
                    help="µm per pixel of the tiles when the dataset does not state it (a tile "
                    "folder or CSV): recorded in the checkpoint so prediction cuts windows at this "
                    "scale; without it the scale is recorded as unknown (with a warning)")
+    p.add_argument("--stain-norm", choices=["none", "macenko", "reinhard"],
+                   help="stain normalisation (default none): fitted on up to --stain-tiles "
+                   "training tiles, stored in the checkpoint and applied to every image the model "
+                   "sees (training at decode time, evaluation, prediction)")
+    p.add_argument("--stain-tiles", type=int,
+                   help="training tiles the stain normalisation is fitted on (default 64, seeded)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--weights", help="none (default), imagenet (from the local torch cache "
                    "only) or "
@@ -169,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
         balance=args.balance, best_metric=args.best_metric, save_every=args.save_every,
+        stain_norm=args.stain_norm, stain_tiles=args.stain_tiles,
         ema=args.ema,
         data={k: v for k, v in data_options(args).items() if v is not None})
     say = warn if rank == 0 else (lambda msg: None)

@@ -158,6 +158,8 @@ def test_prediction_paints_progressively_and_lists_the_regions(
     assert int(panel.table.item(0, 3).text()) == n
     saved = list((win.project.predictions_dir / win.entry.id).glob("*.npz"))
     assert len(saved) == 1
+    # The scale and the stain normalisation used are stated where the user looks.
+    assert "Scale: windows of" in dlg.status.text() and "Stain: " in dlg.status.text()
 
 
 def test_cancel_removes_the_layers_and_saves_nothing(qtbot, win, checkpoint: Path) -> None:

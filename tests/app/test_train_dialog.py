@@ -200,6 +200,10 @@ def test_group_pattern_and_class_balance_reach_the_training_config(qtbot, ebhi_d
     assert run.config.test_fraction == pytest.approx(0.2)
     assert run.config.balance == "sampler" and run.config.best_metric == "balanced_acc"
     assert run.config.data["group_pattern"] == r"\d{7}"
+    assert run.config.stain_norm == "none"
+    dlg.stain_combo.setCurrentIndex(dlg.stain_combo.findData("macenko"))
+    (run,) = dlg._make_configs()
+    assert run.config.stain_norm == "macenko"
 
 
 def test_paper_preset_fills_the_schedule(qtbot, tmp_path: Path):

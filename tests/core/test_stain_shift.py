@@ -1,0 +1,114 @@
+"""benchmarks/stain_shift.py: its conditions on a few real tiles, and one end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ebhi_subset import write_subset
+from PIL import Image
+
+from crc_core.jobs import run_job
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import stain_shift  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiles(ebhi_dir: Path) -> list[np.ndarray]:
+    files = sorted(p for p in ebhi_dir.glob("low-grade-in/*.jpg") if "_glands" not in p.name)
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files[:2]]
+
+
+def test_scales_keep_the_pixel_count_and_change_the_scale(tiles) -> None:
+    t = tiles[0]
+    big = stain_shift.rescale_tile(t, 1.5)
+    small = stain_shift.rescale_tile(t, 0.75)
+    assert big.shape == small.shape == t.shape
+    # 1.5x: the central 149 px of the 224 px tile fill it.
+    centre = t[37:37 + 149, 37:37 + 149]
+    assert np.abs(big.mean((0, 1)) - centre.mean((0, 1))).max() < 3
+    # 0.75x: the whole tile in the central 168 px, mirrored outside.
+    assert np.array_equal(small[28, 28:196], small[27, 28:196])
+
+
+def test_hed_conditions_move_the_stain_they_name(tiles) -> None:
+    from stain_stats import hed_means
+
+    base = hed_means(np.stack(tiles))
+    lighter = hed_means(np.stack([stain_shift.hed_shift(0.7, 1.0, 0.0)(t) for t in tiles]))
+    ratio = lighter / base
+    assert np.allclose(ratio[:, 0], 0.7, atol=0.08)      # H x0.7 in the augmentation's space
+    assert np.allclose(ratio[:, 1], 1.0, atol=0.08)      # E untouched
+    same = stain_shift.hed_shift(1.0, 1.0, 0.0)(tiles[0])
+    # Unit factors are the identity except where hed_jitter clamps negative concentrations
+    # (a few very dark or saturated pixels).
+    d = np.abs(same.astype(int) - tiles[0].astype(int))
+    assert np.median(d) <= 1 and d.mean() < 2
+
+
+def test_slide_condition_restains_tiles_to_the_slide(tiles, slides_dir: Path) -> None:
+    from crc_core.stain import estimate_stains
+
+    fn, info = stain_shift.slide_condition(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", 16, 0)
+    assert info["fitted_on"]["tiles"] == 16
+    out = [fn(t) for t in tiles]
+    got = estimate_stains(out)["hematoxylin"]
+    ref = info["stain_vectors"][0]
+    angle = np.degrees(np.arccos(np.clip(np.dot(got, ref), -1, 1)))
+    assert angle < 6 and all(o.shape == t.shape for o, t in zip(out, tiles, strict=True))
+
+
+@pytest.fixture(scope="module")
+def split_checkpoint(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A random-weight checkpoint whose split record calls 3 tiles of a small CSV test."""
+    import torch
+
+    from crc_core.models import build_model, save_checkpoint
+    from crc_core.splits import Split, SplitRecord, content_keys
+    from crc_core.tables import load_table
+
+    root = tmp_path_factory.mktemp("shift")
+    csv_path = write_subset(ebhi_dir, root / "sub.csv", ["Normal", "Adenocarcinoma"], 4)
+    opts = {"label_column": "ebhi_class", "group_column": "case_id"}
+    table = load_table(csv_path, **opts)
+    keys = run_job(content_keys(table))
+    rec = SplitRecord.of(keys, Split(train=[0, 1, 4, 5], val=[], test=[2, 3, 6]))
+    torch.manual_seed(0)
+    ck = save_checkpoint(root / "best.pt", build_model("resnet50", 2), arch="resnet50",
+                         classes=table.scheme, input_size=64, patch_size=224, half=True,
+                         config={"data": {**opts, "source": str(csv_path)}},
+                         extra={"split": rec.to_json()})
+    return ck, csv_path
+
+
+def test_test_images_are_the_split_records_test(split_checkpoint) -> None:
+    ck, csv_path = split_checkpoint
+    paths, labels, how = stain_shift.test_images(ck, csv_path)
+    assert len(paths) == 3 and how.startswith("test")
+    assert sorted(labels) == ["Adenocarcinoma", "Normal", "Normal"]
+
+
+def test_benchmark_runs_every_condition_end_to_end(split_checkpoint, slides_dir: Path,
+                                                   tmp_path: Path) -> None:
+    ck, csv_path = split_checkpoint
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stain_shift.py"), "--checkpoint", str(ck),
+         "--name", "tiny", "--data", str(csv_path), "--slide",
+         str(slides_dir / "cmu-1-small-region.svs"), "--slide-tiles", "8", "--out",
+         str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((tmp_path / "out" / "stain_shift.json").read_text())
+    conds = doc["results"]["tiny"]
+    assert list(conds) == ["none", "slide cmu-1-small-region.svs", *stain_shift.HED_CONDITIONS,
+                           "scale 0.75x", "scale 1.5x"]
+    assert all(c["n"] == 3 for c in conds.values())
+    table = (tmp_path / "out" / "stain_shift.md").read_text()
+    assert "| tiny | scale 1.5x | 3 |" in table
