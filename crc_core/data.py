@@ -59,7 +59,8 @@ def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int
     """Decode ``indices`` of ``table`` once into a uint8 tensor (a job generator).
 
     ``transform`` (uint8 ``(N, H, W, 3)`` to the same; the stain normalisation) is applied to
-    each decoded image, so the cache holds what the model trains on. Unreadable images are skipped
+    each decoded image at its own resolution before resampling, so the cache holds what the model
+    trains on. Unreadable images are skipped
     (listed in ``skipped``), never fatal.
     """
     n = len(indices)
@@ -96,11 +97,8 @@ def decode_all(table: TileTable, indices: Sequence[int], size: int, workers: int
 
 def _decode(path: Any, size: int, transform: Callable[[np.ndarray], np.ndarray] | None
             ) -> np.ndarray:
-    """``(3, size, size)`` uint8 of an image file, through ``transform`` when given."""
-    img = decode_image(path, size)
-    if transform is None:
-        return img
-    return np.ascontiguousarray(transform(img.transpose(1, 2, 0)[None])[0].transpose(2, 0, 1))
+    """``(3, size, size)`` uint8 of an image file, ``transform`` applied before resampling."""
+    return decode_image(path, size, transform)
 
 
 class TileDataset(torch.utils.data.Dataset):

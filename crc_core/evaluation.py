@@ -366,8 +366,10 @@ def _scale(meta: dict[str, Any], table: TileTable, mpp: float | None) -> tuple[f
 
 
 def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float, size: int,
-           threads: int) -> Generator[Progress, None, tuple[np.ndarray, list[int], int]]:
-    """Mean window probabilities of each image (one window for a tile of the patch size)."""
+           threads: int, transform: Any = None,
+           ) -> Generator[Progress, None, tuple[np.ndarray, list[int], int]]:
+    """Mean window probabilities of each image (one window for a tile of the patch size);
+    ``transform`` (stain normalisation) at each image's own resolution."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
@@ -376,7 +378,7 @@ def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float,
 
     def load(i: int) -> np.ndarray | None:
         try:
-            return decode_windows(table.samples[i].path, factor, size)
+            return decode_windows(table.samples[i].path, factor, size, transform)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
 
@@ -526,9 +528,10 @@ def evaluate(
     factor, scale_note = _scale(meta, table, mpp)
     stain = from_checkpoint(ckpt)       # the checkpoint's stain normalisation, applied likewise
     scorer = Scorer(model, meta["arch"], meta["mean"], meta["std"], resolve_device(device),
-                    batch_size, tta=tta, transform=stain)
+                    batch_size, tta=tta)
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
-                                             int(meta["input_size"]), max(1, workers or 4))
+                                             int(meta["input_size"]), max(1, workers or 4),
+                                             stain)
     if skipped:
         warn_fn(f"{skipped} unreadable image(s) skipped")
     if not kept:

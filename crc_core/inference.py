@@ -45,7 +45,7 @@ from crc_core.cam import HeatmapAccumulator
 from crc_core.classes import ClassDef, ClassScheme
 from crc_core.errors import CheckpointError, ClassSchemeError, ConfigError, CrcError, SlideError
 from crc_core.jobs import Progress
-from crc_core.preprocess import resample
+from crc_core.preprocess import Transform, resample
 from crc_core.runtime import Scorer, describe, resolve_device
 
 __all__ = [
@@ -651,10 +651,9 @@ def load_prediction(path: str | os.PathLike[str]) -> Prediction:
 # ------------------------------------------------------------------------------------- execution
 def make_scorer(lm: LoadedModel, device: torch.device, batch_size: int, amp: bool | None = None,
                 tta: bool = False) -> Scorer:
-    """The :class:`crc_core.runtime.Scorer` of a loaded model (shared with ``crc evaluate``), with
-    the checkpoint's stain normalisation as its ``transform``."""
-    return Scorer(lm.model, lm.arch, lm.mean, lm.std, device, batch_size, amp=amp, tta=tta,
-                  transform=lm.stain)
+    """The :class:`crc_core.runtime.Scorer` of a loaded model (shared with ``crc evaluate``); the
+    checkpoint's stain normalisation is applied where windows are read (:func:`_read_windows`)."""
+    return Scorer(lm.model, lm.arch, lm.mean, lm.std, device, batch_size, amp=amp, tta=tta)
 
 
 def scale_statement(resolution: dict[str, Any], input_size: int | None = None) -> str:
@@ -687,15 +686,21 @@ def _stain_notes(lm: LoadedModel) -> list[str]:
     return [lm.stain.statement("windows")]
 
 
-def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray) -> np.ndarray:
-    """(N, input, input, 3) uint8 windows of ``cells`` ((N, 2) rows/cols), resized to the input size."""
-    s = grid.input_size
-    out = np.empty((len(cells), s, s, 3), dtype=np.uint8)
+def _read_windows(slide: Any, grid: GridSpec, cells: np.ndarray,
+                  transform: Transform | None = None) -> np.ndarray:
+    """(N, input, input, 3) uint8 windows of ``cells`` ((N, 2) rows/cols), resampled to the input
+    size; ``transform`` (the stain normalisation) first, at the read resolution."""
+    s, rs = grid.input_size, grid.read_size
+    raw = np.empty((len(cells), rs, rs, 3), dtype=np.uint8)
     for i, (r, c) in enumerate(cells):
         x, y, _, _ = grid.cell_rect(int(r), int(c))
-        arr = slide.read_region((x, y), grid.level, (grid.read_size, grid.read_size))
-        out[i] = resample(arr, s)
-    return out
+        raw[i] = slide.read_region((x, y), grid.level, (rs, rs))
+    if transform is not None and len(cells):
+        raw = transform(raw)
+    if rs == s:
+        return raw
+    return np.stack([resample(a, s) for a in raw]) if len(cells) else np.empty((0, s, s, 3),
+                                                                                  np.uint8)
 
 
 def _slide_identity(slide: Any) -> dict[str, Any]:
@@ -843,7 +848,7 @@ def predict(
         while nxt < len(batches) or pending:
             while nxt < len(batches) and len(pending) < ahead:
                 b = batches[nxt]
-                pending.append((b, pool.submit(_read_windows, slide, grid, b)))
+                pending.append((b, pool.submit(_read_windows, slide, grid, b, lm.stain)))
                 nxt += 1
             b, fut = pending.popleft()
             imgs = fut.result()

@@ -8,6 +8,11 @@ figures in an evaluation report hold for the class map on a slide: a tile scored
 and the same pixels placed in a slide and scored by ``crc predict`` get the same probabilities (a test
 checks it).
 
+Stain normalisation, when a checkpoint has one, is applied to each image or window at its own
+resolution, *before* resampling (``transform`` arguments): Macenko estimates from a shrunk image
+mix stains (benchmarks/stain_undo.py: re-staining to the TCGA slide undone to 3.2 grey levels at
+224 px, 14.2 after shrinking to 64 px).
+
 Resampling. Downscaling averages the source pixels each output pixel covers (Pillow's ``BOX`` filter,
 i.e. area averaging, exact for integer factors); upscaling interpolates bicubically. The earlier
 training path decoded JPEG tiles with libjpeg's DCT scaling ("draft" mode) while prediction resized
@@ -18,7 +23,7 @@ before); callers that know a physical scale resample to it first (see :mod:`crc_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +31,12 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "RESAMPLING", "decode_image", "decode_windows", "image_windows", "resample", "resample_by",
+    "RESAMPLING", "Transform", "decode_image", "decode_rgb", "decode_windows", "image_windows", "resample", "resample_by",
     "to_float_input",
 ]
+
+#: A uint8 ``(N, H, W, 3)`` -> same function (the checkpoint's stain normalisation).
+Transform = Callable[[np.ndarray], np.ndarray]
 
 #: What the report and checkpoints say about the resampling (plain text, stored in checkpoints).
 RESAMPLING = "area-average down (Pillow BOX), bicubic up"
@@ -47,11 +55,23 @@ def resample(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), filt))
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """``(3, size, size)`` uint8 RGB of an image file through :func:`resample` (no DCT shortcut)."""
+def decode_rgb(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of an image file at its own resolution."""
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(resample(arr, size).transpose(2, 0, 1))
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _at_own_resolution(rgb: np.ndarray, transform: Transform | None) -> np.ndarray:
+    """``transform`` (the stain normalisation) on one image at its own resolution, before any
+    resampling: per-image stain estimates from a shrunk image mix stains and are coarse."""
+    return rgb if transform is None else transform(rgb[None])[0]
+
+
+def decode_image(path: Path, size: int, transform: Transform | None = None) -> np.ndarray:
+    """``(3, size, size)`` uint8 RGB of an image file: ``transform`` at the file's resolution, then
+    :func:`resample` (no DCT shortcut)."""
+    rgb = _at_own_resolution(decode_rgb(path), transform)
+    return np.ascontiguousarray(resample(rgb, size).transpose(2, 0, 1))
 
 
 def to_float_input(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -110,8 +130,7 @@ def image_windows(rgb: np.ndarray, factor: float, size: int) -> np.ndarray:
                      for x in _starts(w, size)])
 
 
-def decode_windows(path: Path, factor: float, size: int) -> np.ndarray:
-    """:func:`image_windows` of an image file (RGB)."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return image_windows(arr, factor, size)
+def decode_windows(path: Path, factor: float, size: int,
+                   transform: Transform | None = None) -> np.ndarray:
+    """:func:`image_windows` of an image file, ``transform`` applied at the file's resolution."""
+    return image_windows(_at_own_resolution(decode_rgb(path), transform), factor, size)

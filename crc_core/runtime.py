@@ -16,7 +16,6 @@ are computed on the unaugmented pass only (a statement says so where CAM is show
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -99,15 +98,11 @@ class Scorer:
         float16 autocast on CUDA (default on there; never on the CPU).
     tta
         Average the eight flips and rotations (see module docstring).
-    transform
-        Applied to every uint8 ``(N, H, W, 3)`` batch before normalisation (the checkpoint's stain
-        normalisation, when it has one), the same function training applied to its images.
     """
 
     def __init__(self, model: nn.Module, arch: str | None, mean: Any, std: Any,
                  device: torch.device, batch_size: int = 32, amp: bool | None = None,
-                 tta: bool = False,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 tta: bool = False) -> None:
         self.model = model
         self.arch = arch
         self.mean = tuple(float(v) for v in mean)
@@ -116,7 +111,6 @@ class Scorer:
         self.batch_size = max(1, int(batch_size))
         self.amp = (device.type == "cuda") if amp is None else bool(amp)
         self.tta = bool(tta)
-        self.transform = transform
         self.messages: list[str] = []
         model.to(device).eval()
         if device.type == "cuda":
@@ -130,10 +124,6 @@ class Scorer:
     def to_input(self, imgs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised float input on the device from ``(N, H, W, 3)`` numpy or ``(N, 3, H, W)``
         torch uint8."""
-        if self.transform is not None:
-            if not isinstance(imgs, np.ndarray):
-                imgs = imgs.permute(0, 2, 3, 1).cpu().numpy()
-            imgs = self.transform(imgs)
         t = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2) \
             if isinstance(imgs, np.ndarray) else imgs
         if self.device.type == "cuda":

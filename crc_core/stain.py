@@ -423,11 +423,12 @@ def fit_images(images: Sequence[np.ndarray], method: str, seed: int = 0,
 def fit_from_table(table: Any, indices: Sequence[int], method: str, size: int,
                    n: int = DEFAULT_TILES, seed: int = 0,
                    ) -> Generator[Progress, None, StainNormalizer]:
-    """Fit on up to ``n`` images of ``table`` rows ``indices`` (seeded choice) at ``size`` px.
+    """Fit on up to ``n`` images of ``table`` rows ``indices`` (seeded choice), each at its own
+    resolution (where the normaliser is applied; ``size`` is kept for callers and unused).
 
     A job generator (decoding is the slow part). Unreadable images are left out.
     """
-    from crc_core.preprocess import decode_image
+    from crc_core.preprocess import decode_rgb
 
     rng = np.random.default_rng(seed)
     pick = list(indices)
@@ -436,7 +437,7 @@ def fit_from_table(table: Any, indices: Sequence[int], method: str, size: int,
     images = []
     for j, i in enumerate(pick):
         try:
-            images.append(decode_image(table.samples[i].path, size).transpose(1, 2, 0))
+            images.append(decode_rgb(table.samples[i].path))
         except (OSError, ValueError, SyntaxError):
             continue
         yield Progress(j + 1, len(pick), f"fitting {method} stain normalisation")

@@ -19,7 +19,7 @@ from crc_core.evaluation import evaluate
 from crc_core.inference import load_model, make_scorer, predict
 from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
-from crc_core.preprocess import decode_image
+from crc_core.preprocess import decode_image, decode_rgb, resample
 from crc_core.slide import open_array
 from crc_core.stain import fit_images, from_checkpoint
 
@@ -60,17 +60,23 @@ def test_checkpoint_holds_the_fitted_normaliser(run: Path) -> None:
     assert any("Macenko stain normalisation fitted on" in n for n in notes)
 
 
-def test_loaded_model_scores_through_the_normaliser(run: Path, subset: Path) -> None:
+def test_windows_are_normalised_at_their_own_resolution_before_resampling(run: Path,
+                                                                         subset: Path) -> None:
+    """Prediction normalises each window as read, then resamples it to the input size (the
+    order training and evaluation use too)."""
+    from crc_core.preprocess import resample
+
     lm = load_model(run / "best.pt")
     assert lm.stain is not None and lm.stain.method == "macenko"
-    scorer = make_scorer(lm, torch.device("cpu"), 4)
-    assert scorer.transform is lm.stain
     table = load_table(subset, label_column="ebhi_class", group_column="case_id")
-    img = decode_image(table.samples[0].path, 64).transpose(1, 2, 0)[None]
-    with_norm, _ = scorer.run(img)
-    scorer.transform = None
-    without, _ = scorer.run(lm.stain(img))       # the same pixels, normalised by hand
-    assert np.allclose(with_norm, without, atol=1e-6)
+    tile = np.asarray(Image.open(table.samples[0].path).convert("RGB"))
+    slide = open_array(tile, mpp=(1.3, 1.3), name="tile.png")
+    pred = run_job(predict(slide, run / "best.pt", tissue=False, device="cpu"))
+    by_hand = resample(lm.stain(tile[None])[0], lm.input_size)[None]
+    expected, _ = make_scorer(lm, torch.device("cpu"), 4).run(by_hand)
+    assert np.allclose(pred.probs[:, 0, 0], expected[0], atol=1e-5)
+    shrunk_first = lm.stain(resample(tile, lm.input_size)[None])
+    assert not np.array_equal(shrunk_first, by_hand)     # the order matters
 
 
 def test_evaluate_applies_and_states_the_normalisation(run: Path, subset: Path,
@@ -101,13 +107,14 @@ def test_predict_counts_glass_windows_passed_through(run: Path, subset: Path) ->
 def test_training_cache_holds_normalised_images(subset: Path) -> None:
     table = load_table(subset, label_column="ebhi_class", group_column="case_id")
     idx = list(range(4))
-    imgs = [decode_image(table.samples[i].path, 48).transpose(1, 2, 0) for i in idx]
-    norm = fit_images(imgs, "reinhard")
+    full = [decode_rgb(table.samples[i].path) for i in idx]
+    norm = fit_images(full, "reinhard")
     b = Batches(table, idx, 48, torch.device("cpu"), "cpu", 0, norm)
     for _ in b.prepare():
         pass
     assert b.images is not None
-    want = norm(np.stack(imgs)).transpose(0, 3, 1, 2)
+    # Normalised at the tile's own resolution, then resampled to the input size.
+    want = np.stack([resample(norm(f[None])[0], 48) for f in full]).transpose(0, 3, 1, 2)
     assert np.array_equal(b.images.numpy(), want)
 
 
