@@ -19,7 +19,7 @@ from crc_core.evaluation import evaluate
 from crc_core.inference import load_model, make_scorer, predict
 from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
-from crc_core.preprocess import decode_image, decode_rgb, resample
+from crc_core.preprocess import decode_rgb, resample
 from crc_core.slide import open_array
 from crc_core.stain import fit_images, from_checkpoint
 
