@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.dialogs import errors
+from app.dialogs.scale_banner import GlandScaleBanner
 from app.workers import JobWorker
 from crc_core.errors import CrcError
 from crc_core.jobs import Progress
@@ -189,8 +190,15 @@ class BuildDatasetDialog(QDialog):
         scroll.setWidget(self.samples)
         scroll.setMinimumHeight(2 * THUMB_PX + 40)
 
+        # Which scale the gland filter assumes for slides without a pixel size, said up front.
+        self.scale_banner = GlandScaleBanner(project, self)
+        for w in (self.min_gland, self.patch_size):
+            w.valueChanged.connect(self._on_scale_settings_changed)
+        self._on_scale_settings_changed()
+
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.scale_banner)
         lay.addWidget(self.progress)
         lay.addWidget(self.status_label)
         lay.addLayout(buttons)
@@ -420,13 +428,18 @@ class BuildDatasetDialog(QDialog):
             self.sample_labels[c.id] = labels
             row += 1
 
+    def _on_scale_settings_changed(self, *_args: Any) -> None:
+        self.scale_banner.refresh(self.min_gland.value() or None, self.patch_size.value())
+
     # ---------------------------------------------------------------------------------- closing
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.scale_banner.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait()
         super().closeEvent(event)
 
     def reject(self) -> None:
+        self.scale_banner.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait()
         super().reject()

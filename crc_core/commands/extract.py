@@ -163,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
         sources, warns = sources_from_files(zip(args.slide, args.annotations, strict=False), scheme)
     for w in warns:
         warn(w)
+    from crc_core.jobs import run_job
+    from crc_core.scale_notes import gland_scale_notes
+
+    for note in run_job(gland_scale_notes(sources, cfg.min_gland, cfg.patch_size)):
+        warn(note)
     result = drive_with_bar(
         extract(sources, args.out, scheme, cfg), desc="extract", quiet=args.quiet
     )

@@ -109,3 +109,23 @@ def test_stain_preview_shows_normalised_samples(qtbot, project, errors_seen):
         dlg.stain_preview.combo.setCurrentText("none")
     assert all(np.array_equal(pixels(lab), b) for lab, b in zip(labs, before, strict=True))
     assert not errors_seen
+
+
+def test_a_banner_says_which_scale_the_gland_filter_assumes(qtbot, slides_dir: Path,
+                                                            tmp_path: Path):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "p", scheme=ClassScheme.three_class())
+    tcga = proj.add_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs")
+    proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save()
+    dlg = make_dialog(qtbot, proj)   # gland filter off: nothing assumed
+    qtbot.wait(400)
+    assert not dlg.scale_banner.isVisible()
+    dlg.min_gland.setValue(0.5)
+    qtbot.waitUntil(dlg.scale_banner.isVisible, timeout=10000)
+    text = dlg.scale_banner.text()
+    assert text.count("states no pixel size") == 1 and tcga.id in text and "1.3 µm/px" in text
+    proj.set_mpp(tcga, 0.5)          # the user states it: the banner goes
+    dlg.patch_size.setValue(224)
+    qtbot.waitUntil(lambda: not dlg.scale_banner.isVisible(), timeout=10000)
