@@ -356,19 +356,9 @@ class BuildDatasetDialog(QDialog):
         self.sample_labels = {}
 
     def _show_table(self, table: list[dict[str, Any]], totals: dict[str, Any]) -> None:
-        rows = [
-            (r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"]) for r in table
-        ]
-        rows.append(
-            (
-                "Total",
-                totals["slides"],
-                totals["areas"],
-                totals["train"],
-                totals["test"],
-                totals["total"],
-            )
-        )
+        from crc_core.patches import table_rows
+
+        rows = table_rows(table, totals, total_label="Total")
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, v in enumerate(row):

@@ -123,7 +123,7 @@ def test_disk_full_during_crc_extract_marks_the_dataset_incomplete_and_resume_co
     assert rc == 0, err
     ds = tmp_path / "ds"
     with monkeypatch.context() as m:
-        disk = fill(m, 40_000, patches, atomic)  # room for some of the patches
+        disk = fill(m, 40_000, patches.store, atomic)  # room for some of the patches
         rc, _, err = run_cli("extract", "--slide", slide, "--annotations", geo, "--out", ds,
                              *EXTRACT)
         assert disk.refused
