@@ -744,7 +744,7 @@ def test_million_vertex_polygon_is_refused_naming_the_limit(tmp_path, scheme):
 
 def test_file_above_the_size_limit_is_refused_before_reading(tmp_path, scheme, monkeypatch):
     path = _write(tmp_path, "big.geojson", _fc(*[_feature(SQUARE) for _ in range(50)]))
-    monkeypatch.setattr(annmod, "MAX_FILE_BYTES", 1024)
+    monkeypatch.setattr(annmod.io, "MAX_FILE_BYTES", 1024)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("file was read"))
     with pytest.raises(AnnotationError, match="larger than"):
         load_annotations(path, scheme)
@@ -971,7 +971,7 @@ def test_saved_annotations_read_back_with_the_same_classes_and_areas(
 
 
 def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, scheme, monkeypatch):
-    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    monkeypatch.setattr(annmod.geometry, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
     xml = (
         '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
@@ -984,7 +984,7 @@ def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, sche
 def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(
     tmp_path, scheme, monkeypatch
 ):
-    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    monkeypatch.setattr(annmod.geometry, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
     small = '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/><Coordinate Order="2" X="9" Y="9"/>'
     xml = (

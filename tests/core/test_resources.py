@@ -174,7 +174,7 @@ def test_disk_full_during_annotation_convert_leaves_out_whole(tmp_path: Path,
     save_annotations(_aset(3), out, ClassScheme.paper())
     before = out.read_bytes()
     with monkeypatch.context() as m:
-        fill(m, 100, annmod, atomic)
+        fill(m, 100, annmod.io, atomic)
         rc, _, err = run_cli("annotations", "convert", src, out)
     line = one_error_line(rc, err)
     assert str(out) in line and os.strerror(errno.ENOSPC) in line
