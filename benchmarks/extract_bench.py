@@ -1,6 +1,6 @@
 """Benchmark of `crc_core.patches.extract`: patches/s end to end against bare read_region calls.
 
-A pyramidal TIFF with tissue-like content (crc_core.synthetic.TissuePattern) is generated, one area
+A pyramidal TIFF with tissue-like content (crc_testkit.synthetic.TissuePattern) is generated, one area
 covering most of it is gridded with the default 400 px windows (overlap 0.3), and, in the same run:
 
 - ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of
@@ -39,7 +39,9 @@ from crc_core import patches as P
 from crc_core.classes import ClassScheme
 from crc_core.jobs import run_job
 from crc_core.slide import open_slide
-from crc_core.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff  # noqa: E402
 
 
 def bare_reads(

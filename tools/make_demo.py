@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,8 +39,10 @@ from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
 from crc_core.project import Project
 from crc_core.splits import SplitRecord, content_keys
-from crc_core.synthetic import TileMosaic, write_pyramid_tiff
 from crc_core.tables import load_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TileMosaic, write_pyramid_tiff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = 224

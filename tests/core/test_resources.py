@@ -34,7 +34,7 @@ from crc_core.cli import main
 from crc_core.errors import ProjectError
 from crc_core.models import load_checkpoint
 from crc_core.project import Project
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
 torch.set_num_threads(2)
 

@@ -29,7 +29,6 @@ LONG_FUNCTIONS_ALLOWED: set[str] = {
     "app/dialogs/build_dataset.py:BuildDatasetDialog.__init__",  # to split
     "crc_core/inference.py:plan_grid",  # to split (owned by the inference work)
     "crc_core/inference.py:predict",  # to split (owned by the inference work)
-    "crc_core/synthetic.py:_write_pyramid",  # to split
 }
 LONG_MODULES_ALLOWED: set[str] = {
     "app/dialogs/train.py",  # to split
@@ -41,7 +40,6 @@ LONG_MODULES_ALLOWED: set[str] = {
 # frozenset of the files sharing a block -> allowed while it is merged
 DUPLICATES_ALLOWED: set[frozenset[str]] = {
     frozenset({"benchmarks/extract_bench.py", "benchmarks/predict_bench.py"}),  # to split
-    frozenset({"crc_core/synthetic.py"}),  # to split
 }
 
 
