@@ -44,10 +44,6 @@ class JobWorker(QThread):
         """Ask the job to stop at its next yield (non-blocking)."""
         self._abort = True
 
-    @property
-    def is_cancel_requested(self) -> bool:
-        return self._abort
-
     def cancel_and_wait(self, msecs: int = 30000) -> bool:
         self.cancel()
         return self.wait(msecs)
