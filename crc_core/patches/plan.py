@@ -10,7 +10,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -591,19 +591,30 @@ def sources_from_files(
     return out, warns
 
 
-def sources_from_project(project: Any) -> tuple[list[SlideSource], list[str]]:
-    """Slide sources for every slide of a :class:`crc_core.project.Project` that has annotations."""
+def sources_from_project(
+    project: Any, open_sets: Mapping[str, Iterable[Any]] | None = None
+) -> tuple[list[SlideSource], list[str]]:
+    """Slide sources for every slide of a :class:`crc_core.project.Project` that has annotations.
+
+    ``open_sets`` maps a slide id to the annotations held in memory for it (the viewer's open
+    document, edits not yet autosaved included): those are used instead of the slide's file.
+    """
     out: list[SlideSource] = []
     warns: list[str] = []
+    open_sets = open_sets or {}
     for entry in project.slides:
-        if not Path(project.annotations_path(entry)).exists():
+        in_memory = open_sets.get(entry.id)
+        if in_memory is None and not Path(project.annotations_path(entry)).exists():
             continue
         if not getattr(entry, "exists", True):
             warns.append(f"slide {entry.name!r} skipped: {entry.problem or 'file missing'}")
             continue
-        res = project.load_annotations(entry)
-        warns.extend(f"{entry.name}: {w}" for w in res.warnings)
-        anns = list(res.annotations)
+        if in_memory is not None:
+            anns = list(in_memory)
+        else:
+            res = project.load_annotations(entry)
+            warns.extend(f"{entry.name}: {w}" for w in res.warnings)
+            anns = list(res.annotations)
         if anns:
             out.append(
                 SlideSource(
