@@ -4,7 +4,8 @@ Writes ``resources/demo/``: ``demo_slide.tiff`` (a tiled, JPEG-compressed pyrami
 OpenSlide opens as generic-tiff, level 0 ``COLS*224 x ROWS*224`` px, at the model's nominal
 1.3 µm/px), ``project.json`` with the three-class scheme (Normal / Adenoma / Adenocarcinoma), the
 ground-truth annotations as GeoJSON, the demo model's shipped prediction under
-``predictions/<slide id>/`` and a ``demo.json`` recording which EBHI tiles (of which cases) fill which
+``predictions/<slide id>/`` and a ``demo.json`` recording which EBHI tiles (of which cases) fill
+which
 area.
 
 Only tiles the demo model never trained on or chose its epoch with are used: the script reads the

@@ -77,7 +77,8 @@ def _parse_asap_xml(
                 self.root = False
                 if name != "ASAP_Annotations":
                     raise AnnotationError(
-                        f"{source}: root element is <{name[:60]}>, expected <ASAP_Annotations> (ASAP XML)"
+                        f"{source}: root element is <{name[:60]}>, expected <ASAP_Annotations> "
+                        "(ASAP XML)"
                     )
             if name == "Coordinate":
                 cur = self.cur

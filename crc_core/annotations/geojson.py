@@ -77,7 +77,8 @@ def _read_geojson(data: bytes, rd: _Reader) -> list[Annotation]:
             features = doc.get("features")
             if not isinstance(features, list):
                 raise AnnotationError(
-                    f"{rd.source}: 'features' is {_jtype(features)}, expected a list of GeoJSON features"
+                    f"{rd.source}: 'features' is {_jtype(features)}, expected a list of GeoJSON "
+                    "features"
                 )
         elif kind == "Feature":
             features = [doc]
@@ -90,7 +91,8 @@ def _read_geojson(data: bytes, rd: _Reader) -> list[Annotation]:
             )
     else:
         raise AnnotationError(
-            f"{rd.source}: top level is {_jtype(doc)}; expected a GeoJSON FeatureCollection, a Feature "
+            f"{rd.source}: top level is {_jtype(doc)}; expected a GeoJSON FeatureCollection, a "
+            "Feature "
             "or a list of features"
         )
 
@@ -195,18 +197,24 @@ def _classification(props: dict[str, Any], where: str) -> tuple[str | None, Any]
     return name, color
 
 
+def _check_vertex_count(coords: Any, depth: int) -> None:
+    """Refuse an outline above the vertex limit before any geometry is built."""
+    n = _count_vertices(coords, depth)
+    limit = geometry.MAX_VERTICES_PER_ANNOTATION
+    if n > limit:
+        raise _FeatureError(
+            f"has {n:,} vertices; at most {limit:,} per annotation are read "
+            "(simplify the outline first)"
+        )
+
+
 def _geometry_polys(
     geom: dict[str, Any], what: str, notes: dict[str, int], where: str, rd: _Reader, depth: int
 ) -> list[Polygon]:
     kind = geom.get("type")
     coords = geom.get("coordinates")
     if kind == "Polygon":
-        n = _count_vertices(coords, 3)
-        if n > geometry.MAX_VERTICES_PER_ANNOTATION:
-            raise _FeatureError(
-                f"has {n:,} vertices; at most {geometry.MAX_VERTICES_PER_ANNOTATION:,} per annotation are read "
-                "(simplify the outline first)"
-            )
+        _check_vertex_count(coords, 3)
         p = _polygon_json(coords, what, notes)
         return [p] if p is not None else []
     if kind == "MultiPolygon":
@@ -214,12 +222,7 @@ def _geometry_polys(
             raise _FeatureError(
                 f"{what} coordinates are {_jtype(coords)}, expected a list of polygons"
             )
-        n = _count_vertices(coords, 4)
-        if n > geometry.MAX_VERTICES_PER_ANNOTATION:
-            raise _FeatureError(
-                f"has {n:,} vertices; at most {geometry.MAX_VERTICES_PER_ANNOTATION:,} per annotation are read "
-                "(simplify the outline first)"
-            )
+        _check_vertex_count(coords, 4)
         polys = []
         for k, part in enumerate(coords):
             p = _polygon_json(part, f"{what} part {k + 1}", notes)
@@ -249,14 +252,16 @@ def _geometry_polys(
                 total += sum(len(p.exterior.coords) for p in got)
                 if total > geometry.MAX_VERTICES_PER_ANNOTATION:
                     raise _FeatureError(
-                        f"has more than {geometry.MAX_VERTICES_PER_ANNOTATION:,} vertices (simplify the outline first)"
+                        f"has more than {geometry.MAX_VERTICES_PER_ANNOTATION:,} vertices "
+                        "(simplify the outline first)"
                     )
                 polys.extend(got)
             else:
                 dropped += 1
         if dropped and polys:
             rd.warn(
-                f"{rd.source}: {where}: dropped {dropped} point/line member(s) of a GeometryCollection"
+                f"{rd.source}: {where}: dropped {dropped} point/line member(s) of a "
+                "GeometryCollection"
             )
         if not polys:
             raise _Skip("has no area (points or lines only)")

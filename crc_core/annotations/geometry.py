@@ -59,7 +59,8 @@ def _ring_array(ring: Any, what: str) -> np.ndarray:
 
 
 def _clean_ring(arr: np.ndarray, notes: dict[str, int], expect_closed: bool) -> np.ndarray | None:
-    """Remove repeated points and the closing point; None when fewer than 3 distinct points remain."""
+    """Remove repeated points and the closing point; None when fewer than 3 distinct points
+    remain."""
     if len(arr) == 0:
         return None
     closed = len(arr) > 1 and bool(np.all(arr[0] == arr[-1]))
@@ -92,7 +93,8 @@ def _three_distinct(arr: np.ndarray) -> bool:
 
 
 def _count_vertices(coords: Any, depth: int) -> int:
-    """Count points in nested coordinate lists without building arrays (depth: 2 ring, 3 polygon, 4 multi)."""
+    """Count points in nested coordinate lists without building arrays (depth: 2 ring, 3 polygon, 4
+    multi)."""
     if not isinstance(coords, list):
         return 0
     if depth <= 2:
@@ -101,7 +103,8 @@ def _count_vertices(coords: Any, depth: int) -> int:
 
 
 def _polygon_json(coords: Any, what: str, notes: dict[str, int]) -> Polygon | None:
-    """A GeoJSON Polygon's coordinates -> shapely Polygon (may be invalid); None when degenerate shell."""
+    """A GeoJSON Polygon's coordinates -> shapely Polygon (may be invalid); None when degenerate
+    shell."""
     if not isinstance(coords, list) or not coords:
         raise _FeatureError(f"{what} must be a non-empty list of rings")
     shell = _clean_ring(_ring_array(coords[0], f"{what} outer ring"), notes, expect_closed=True)
@@ -153,7 +156,8 @@ def _finish_geometry(
         if inside is None:
             raise _Skip("lies entirely outside the slide")
         warn.append(
-            f"clipped to the slide ({100.0 * (1 - inside.area / out.area):.1f}% of its area was outside)"
+            f"clipped to the slide ({100.0 * (1 - inside.area / out.area):.1f}% of its area was "
+            "outside)"
         )
         out = inside
     return out
@@ -249,7 +253,8 @@ class _Reader:
 
     def attempt(self, where: str, fn: Callable[..., T], *args: Any) -> T | None:
         """``fn(*args)`` for the feature at ``where``, or None when it is refused (a _FeatureError:
-        an AnnotationError, or skipped with ``skip_invalid``) or skipped (a _Skip, with a warning)."""
+        an AnnotationError, or skipped with ``skip_invalid``) or skipped (a _Skip, with a
+        warning)."""
         try:
             return fn(*args)
         except _FeatureError as exc:

@@ -53,11 +53,13 @@ def read_annotations_bytes(
     source: str = "annotations",
     skip_invalid: bool = False,
 ) -> LoadResult:
-    """Parse annotation file content (``fmt``: ``"geojson"`` or ``"asap"``). See :func:`load_annotations`."""
+    """Parse annotation file content (``fmt``: ``"geojson"`` or ``"asap"``). See
+    :func:`load_annotations`."""
     rd = _Reader(scheme, slide_size, skip_invalid, source)
     if len(data) > MAX_FILE_BYTES:
         raise AnnotationError(
-            f"{source}: {len(data) / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB "
+            f"{source}: {len(data) / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} "
+            "MiB "
             "accepted for an annotation file (export annotations without detections)"
         )
     try:
@@ -131,7 +133,8 @@ def load_annotations(
         raise AnnotationError(f"{p}: is a folder, not an annotation file")
     if size > MAX_FILE_BYTES:
         raise AnnotationError(
-            f"{p}: {size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB accepted "
+            f"{p}: {size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB "
+            "accepted "
             "for an annotation file (export annotations without detections)"
         )
     try:

@@ -208,7 +208,8 @@ class AnnotationSet:
         raise AnnotationError(f"no annotation with id {ann_id}")
 
     def replace(self, ann: Annotation) -> Annotation:
-        """Put ``ann`` in place of the annotation with the same id (same position); return the old one."""
+        """Put ``ann`` in place of the annotation with the same id (same position); return the old
+        one."""
         if ann.id not in self._items:
             raise AnnotationError(f"no annotation with id {ann.id}")
         old = self._items[ann.id]
@@ -323,7 +324,8 @@ def _single(geom: BaseGeometry) -> Geometry | None:
 
 
 def clean_geometry(geom: BaseGeometry) -> tuple[Geometry, list[str]]:
-    """Make an area geometry valid: ``make_valid`` keeping polygonal parts; MultiPolygon of one -> Polygon.
+    """Make an area geometry valid: ``make_valid`` keeping polygonal parts; MultiPolygon of one ->
+    Polygon.
 
     Returns
     -------

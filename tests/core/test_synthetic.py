@@ -1,4 +1,5 @@
-"""crc_testkit.synthetic: streaming pyramid writer, tile sources, cancellation and argument checks."""
+"""crc_testkit.synthetic: streaming pyramid writer, tile sources, cancellation and argument
+checks."""
 
 from __future__ import annotations
 
