@@ -37,9 +37,7 @@ LONG_MODULES_ALLOWED: set[str] = {
     "crc_core/training.py",  # to split
 }
 # frozenset of the files sharing a block -> allowed while it is merged
-DUPLICATES_ALLOWED: set[frozenset[str]] = {
-    frozenset({"benchmarks/extract_bench.py", "benchmarks/predict_bench.py"}),  # to split
-}
+DUPLICATES_ALLOWED: set[frozenset[str]] = set()  # empty: keep it so
 
 
 def _python_files(*tops: str) -> list[Path]:
