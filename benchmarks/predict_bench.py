@@ -1,6 +1,6 @@
 """Benchmark of `crc_core.inference.predict`: windows/s end to end against the bare model forward pass.
 
-A whole pyramidal TIFF with tissue-like content (crc_core.synthetic.TissuePattern, 0.5 µm/px) is
+A whole pyramidal TIFF with tissue-like content (crc_testkit.synthetic.TissuePattern, 0.5 µm/px) is
 generated and, in the same process with the same model, batch size and device:
 
 - ``bare``: the model's forward pass on random input tensors already on the device (the limit);
@@ -39,7 +39,9 @@ from crc_core.classes import ClassScheme
 from crc_core.inference import LoadedModel, _read_windows, _Runner, predict, resolve_device
 from crc_core.jobs import run_job
 from crc_core.models import build_model, get_spec
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff  # noqa: E402
 
 
 def _rss_mb() -> float:

@@ -10,7 +10,8 @@ given split. It is read from
   ``--group-column``, ``--split-column``; each guessed from common names when not given, the label
   column also from its values when the caller knows the class names to expect), e.g.
   ``../shared/data/ebhi/labels.csv``;
-- a folder of images: one subfolder per class (``Normal/``, ``Adenoma/`` ...), or any folder of images
+- a folder of images: one subfolder per class (``Normal/``, ``Adenoma/`` ...), or any folder of
+images
   with one ``label`` for all of them (``crc evaluate --label Adenocarcinoma``).
 
 ``classes`` keeps rows with these (raw) labels and ``mapping`` (``"A=B,C=B"``) merges labels.
