@@ -13,7 +13,8 @@ again when the shipped version changes (a SHA-256 over the shipped files' names 
 demo model's name and size, kept in ``.demo-version`` of the copy); the previous copy is then moved
 aside to ``demo.previous`` (one generation) rather than deleted. The copy is built in a temporary
 sibling folder and renamed into place, so an interrupted first start leaves no half demo.
-Qt-free; called on the GUI thread before the window opens the project (copying ~12 MB + the 14 MB model).
+Qt-free; called on the GUI thread before the window opens the project (copying ~12 MB and the
+14 MB model).
 """
 
 from __future__ import annotations
