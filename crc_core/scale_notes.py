@@ -27,7 +27,7 @@ def gland_scale_note(name: str, min_gland: float, patch_size: int) -> str:
             f"assumes its patches are at the EBHI tiles' scale, {EBHI_MPP:g} µm/px "
             f"({patch_size} px = {patch_size * EBHI_MPP:.0f} µm); if that is wrong, so is the "
             f"filter's decision. Set the slide's pixel size (crc-viewer: Slide Properties, kept in "
-            f"the project) or turn the gland filter off (--min-gland off)")
+            f"the project) or turn the gland filter off (--min-gland 0)")
 
 
 def _slide_mpp(src: Any, open_slide_fn: Callable[[Any], Any]) -> float | None:

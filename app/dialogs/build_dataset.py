@@ -189,7 +189,25 @@ class BuildDatasetDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked)
             self.class_list.addItem(item)
         classes_box = QGroupBox("Classes to include")
-        QVBoxLayout(classes_box).addWidget(self.class_list)
+        box = QVBoxLayout(classes_box)
+        box.addWidget(self.class_list)
+        # Classes the gland filter leaves alone (poorly differentiated carcinoma has few glands
+        # by definition: the filter would strip it), the core's default checked.
+        self.gland_exempt_list = QListWidget()
+        self.gland_exempt_list.setToolTip("Patches of the checked classes skip the gland filter "
+                                          "(crc extract --gland-exempt)")
+        from crc_core.patches import ExtractConfig
+
+        default = ExtractConfig().exempt_ids(project.scheme)
+        for c in project.scheme:
+            item = QListWidgetItem(c.name)
+            item.setData(Qt.ItemDataRole.UserRole, c.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            checked = c.id in default
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.gland_exempt_list.addItem(item)
+        box.addWidget(QLabel("No gland filter for:"))
+        box.addWidget(self.gland_exempt_list)
         return classes_box
 
     def _make_run_controls(self) -> QHBoxLayout:
@@ -228,12 +246,14 @@ class BuildDatasetDialog(QDialog):
 
     # ---------------------------------------------------------------------------------- settings
     def selected_classes(self) -> list[str]:
-        out = []
-        for i in range(self.class_list.count()):
-            it = self.class_list.item(i)
-            if it.checkState() == Qt.CheckState.Checked:
-                out.append(str(it.data(Qt.ItemDataRole.UserRole)))
-        return out
+        return self._checked(self.class_list)
+
+    @staticmethod
+    def _checked(lst: QListWidget) -> list[str]:
+        """Class ids of the checked items of a class list."""
+        items = (lst.item(i) for i in range(lst.count()))
+        return [str(it.data(Qt.ItemDataRole.UserRole)) for it in items
+                if it.checkState() == Qt.CheckState.Checked]
 
     def config(self) -> Any:
         """The :class:`crc_core.patches.ExtractConfig` of the current settings (validated)."""
@@ -252,6 +272,7 @@ class BuildDatasetDialog(QDialog):
             random=self.random.value(),
             min_tissue=self.min_tissue.value() or None,
             min_gland=self.min_gland.value() or None,
+            gland_exempt=self._checked(self.gland_exempt_list),
             test_fraction=round(self.test_fraction.value(), 4),
             split_by=self.split_by.currentText(),
             seed=self.seed.value(),

@@ -51,6 +51,7 @@ from __future__ import annotations
 from crc_core.patches.job import extract
 from crc_core.patches.plan import (
     DATASET_FORMAT,
+    DEFAULT_GLAND_EXEMPT,
     MANIFEST_COLUMNS,
     TABLE_COLUMNS,
     AreaPlan,
@@ -73,6 +74,7 @@ from crc_core.patches.store import read_manifest
 
 __all__ = [
     "DATASET_FORMAT",
+    "DEFAULT_GLAND_EXEMPT",
     "MANIFEST_COLUMNS",
     "TABLE_COLUMNS",
     "AreaPlan",

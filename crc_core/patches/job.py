@@ -116,7 +116,8 @@ def extract(
         journal = Journal(out)
         todo, reused = journal.todo(plan.windows)
         journal.open()
-        pipeline = _Pipeline(cfg, plan, readers, folder, journal, max_in_flight)
+        pipeline = _Pipeline(cfg, plan, readers, folder, journal, max_in_flight,
+                             exempt=set(cfg.exempt_ids(used_scheme)))
         written = yield from pipeline.run(todo, reused)
         journal.close()
         result = _finish(plan, cfg, folder, journal, pipeline.kept_n)
@@ -290,8 +291,10 @@ class _Pipeline:
         folder: DatasetFolder,
         journal: Journal,
         max_in_flight: int | None,
+        exempt: set[str] | None = None,
     ) -> None:
         self.cfg, self.plan, self.readers = cfg, plan, readers
+        self.exempt = exempt or set()   # class ids that skip the gland filter
         self.folder, self.journal = folder, journal
         self.limit = max(max_in_flight or (4 * cfg.workers + 16), _GLAND_BATCH + 2)
         self.min_t = float(cfg.min_tissue or 0.0)
@@ -380,7 +383,7 @@ class _Pipeline:
             tissue = self.tissue.tissue_fraction(rgb[::_TISSUE_STEP, ::_TISSUE_STEP])
             if tissue < self.min_t:
                 return ("drop_tissue", w, None, tissue)
-        if not cfg.gland_on:  # nothing left to decide: encode and write in this same task
+        if not cfg.gland_on or w.class_id in self.exempt:  # nothing left to decide: write it
             return self._write_task(w, rgb, tissue, None)
         return ("read", w, rgb, tissue)
 

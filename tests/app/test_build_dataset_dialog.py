@@ -179,3 +179,21 @@ def test_an_area_drawn_and_built_at_once_is_in_the_dataset(
     rows = read_manifest(Path(proj.datasets_dir) / "ds" / "manifest.csv")
     assert rows and {r["area_id"] for r in rows} == {drawn.id}
     assert {r["label"] for r in rows} == {drawn.class_id}
+
+
+def test_poorly_differentiated_skips_the_gland_filter_unless_unticked(qtbot, tmp_path: Path):
+    from PySide6.QtCore import Qt
+
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "p5", scheme=ClassScheme.paper())
+    dlg = make_dialog(qtbot, proj, min_gland=0.5)
+    lst = dlg.gland_exempt_list
+    ticked = [lst.item(i).text() for i in range(lst.count())
+              if lst.item(i).checkState() == Qt.CheckState.Checked]
+    assert ticked == ["Adenocarcinoma poorly differentiated"]
+    assert dlg.config().gland_exempt == ["adc-poor"]
+    lst.setFocus()
+    lst.setCurrentRow(ticked and [lst.item(i).text() for i in range(lst.count())].index(ticked[0]))
+    qtbot.keyClick(lst, Qt.Key.Key_Space)     # untick: every class filtered
+    assert dlg.config().gland_exempt == []
