@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crc_core.cli import main as crc_main
 from crc_core.classes import ClassScheme
+from crc_core.cli import main as crc_main
 from crc_core.patches import ExtractConfig
 
 
@@ -24,8 +24,9 @@ def _feature(x: int, y: int, name: str) -> dict:
 def skin_areas(tmp_path: Path) -> Path:
     """Two areas of the skin slide, one called Normal, one poorly differentiated."""
     ann = tmp_path / "a.geojson"
-    ann.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        _feature(300, 400, "Normal"), _feature(300, 1500, "Adenocarcinoma poorly differentiated")]}))
+    features = [_feature(300, 400, "Normal"),
+                _feature(300, 1500, "Adenocarcinoma poorly differentiated")]
+    ann.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return ann
 
 
