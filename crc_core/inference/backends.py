@@ -1,8 +1,8 @@
 """Inference backends: PyTorch (any device) and ONNX Runtime (CPU), behind one :class:`Scorer`.
 
 ``crc predict``, ``crc evaluate`` and the Predict dialog all get their scorer from
-:func:`make_scorer`, so a checkpoint scores the same in the report and on the slide whichever backend
-runs it. Backends:
+:func:`make_scorer`, so a checkpoint scores the same in the report and on the slide whichever
+backend runs it. Backends:
 
 - ``torch``: :class:`crc_core.runtime.Scorer` (channels_last; float16 autocast on CUDA).
 - ``onnx``: the checkpoint exported once to ONNX (opset 17) with two outputs, the logits and the CAM
@@ -15,9 +15,9 @@ runs it. Backends:
   ONNX Runtime it falls back to PyTorch and says so (``Scorer.fallback``).
 
 The export is cached in the user cache folder (``$CRC_CACHE_DIR`` or platformdirs'
-``user_cache_dir("crc-workbench")``, subfolder ``onnx``), named by a key over the checkpoint's content
-fingerprint, the architecture, the input size, the quantisation and the export format, and written
-atomically; a second prediction with the same checkpoint reuses it.
+``user_cache_dir("crc-workbench")``, subfolder ``onnx``), named by a key over the checkpoint's
+content fingerprint, the architecture, the input size, the quantisation and the export format, and
+written atomically; a second prediction with the same checkpoint reuses it.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def cache_dir() -> Path:
 
 
 def _weights_key(lm: LoadedModel) -> str:
-    """The checkpoint's content fingerprint, else a hash of the weights (a model built in memory)."""
+    """The checkpoint's content fingerprint, else a hash of the weights (model built in memory)."""
     fp = lm.identity.get("fingerprint")
     if fp:
         return str(fp)
@@ -129,7 +129,7 @@ def export_path(lm: LoadedModel, quantize: str = "none") -> Path:
 
 
 class _CamOutputs(nn.Module):
-    """The classifier with two outputs: logits ``(N, C)`` and the CAM feature map ``(N, K, h, w)``."""
+    """The classifier with two outputs: logits ``(N, C)`` and the CAM feature map (N, K, h, w)."""
 
     def __init__(self, model: nn.Module, arch: str | None) -> None:
         super().__init__()
@@ -192,7 +192,7 @@ def _session(path: str, threads: int) -> Any:
 
 
 def default_threads() -> int:
-    """Threads for the model on the CPU when none are asked for: PyTorch's default (physical cores)."""
+    """CPU threads of the model when none are asked for: PyTorch's default (physical cores)."""
     return max(1, torch.get_num_threads())
 
 
@@ -243,7 +243,8 @@ def make_scorer(lm: LoadedModel, device: torch.device, batch_size: int, amp: boo
                 quantize: str = "none") -> Scorer:
     """The scorer of a loaded model for ``crc predict`` and ``crc evaluate`` (see module docstring).
 
-    ``threads`` (0: PyTorch's default) sets ONNX Runtime's intra-op threads, or PyTorch's on the CPU.
+    ``threads`` (0: PyTorch's default) sets ONNX Runtime's intra-op threads, or PyTorch's on the
+    CPU.
     The checkpoint's stain normalisation is applied where images are read, not here.
     """
     if threads < 0:

@@ -1,4 +1,4 @@
-"""A checkpoint made ready for prediction (:class:`LoadedModel`) and its classes in a project's scheme."""
+"""A checkpoint ready for prediction (:class:`LoadedModel`); its classes in a project's scheme."""
 
 from __future__ import annotations
 
