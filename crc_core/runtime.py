@@ -115,12 +115,14 @@ class Scorer:
         #: Why the requested backend was not used (``auto`` without ONNX Runtime), or ``None``.
         self.fallback: str | None = None
         model.to(device).eval()
-        # channels_last on the CPU too: 1.36x (ResNet50) and 1.78x (DenseNet121) the contiguous
-        # forward on the 2-core reference machine (benchmarks/RESULTS.md, inference backends).
-        model.to(memory_format=torch.channels_last)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
 
     #: Registry name of the backend (see :mod:`crc_core.inference.backends`).
     backend = "torch"
+    #: Model and input in channels_last, on the CPU too: 1.4x the contiguous forward pass of
+    #: ResNet50 and DenseNet121 there (benchmarks/RESULTS.md, "Inference backends on the CPU").
+    channels_last = True
 
     @property
     def backend_statement(self) -> str:
@@ -143,7 +145,7 @@ class Scorer:
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True) if t.device.type == "cpu" \
                 else t.to(self.device)
-        return to_float_input(t, self.mean, self.std, channels_last=True)
+        return to_float_input(t, self.mean, self.std, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bare forward pass: float32 logits of a normalised batch."""

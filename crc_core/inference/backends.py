@@ -200,10 +200,11 @@ class OnnxScorer(Scorer):
     """A :class:`~crc_core.runtime.Scorer` whose forward pass is an ONNX Runtime CPU session."""
 
     backend = "onnx"
+    channels_last = False  # ONNX Runtime takes contiguous NCHW input
 
     def __init__(self, lm: LoadedModel, batch_size: int = 32, tta: bool = False,
                  threads: int = 0, quantize: str = "none") -> None:
-        self.path, self.exported = export_onnx(lm, quantize)  # before channels_last is set
+        self.path, self.exported = export_onnx(lm, quantize)
         super().__init__(lm.model, lm.arch, lm.mean, lm.std, torch.device("cpu"), batch_size,
                          amp=False, tta=tta)
         self.threads = int(threads) or default_threads()
