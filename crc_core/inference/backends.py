@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import warnings
 import weakref
@@ -174,8 +175,12 @@ def export_onnx(lm: LoadedModel, quantize: str = "none") -> tuple[Path, bool]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32, _ = export_onnx(lm, "none")
-    with atomic_path(target) as tmp:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+    logging.disable(logging.WARNING)  # its advice to pre-process the model, on the root logger
+    try:
+        with atomic_path(target) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     return target, True
 
 

@@ -120,32 +120,28 @@ def predict(
     slide
         A :class:`crc_core.slide.SlideReader` or a path (opened and closed here).
     checkpoint_or_model
-        Checkpoint path, a dict from :func:`crc_core.models.load_checkpoint`, or a :class:`LoadedModel`.
+        Checkpoint path, a dict from :func:`crc_core.models.load_checkpoint`, or a
+        :class:`LoadedModel`.
     regions
         Shapely geometries or annotations (level-0); ``None``: the whole slide.
-    stride
-        Pixels between windows at the checkpoint's scale (default: the patch size).
-    cam
-        Also compute the CAM heatmap.
+    stride, cam
+        Pixels between windows at the checkpoint's scale (default: the patch size); also compute
+        the CAM heatmap.
     batch_size
         Windows per forward pass (halved automatically on CUDA out-of-memory).
-    device
-        ``auto``, ``cpu`` or ``cuda[:N]``.
-    workers
-        Reader threads (windows are read up to ``2 * workers`` batches ahead).
-    cam_class
-        Class (id, name or index) whose CAM is drawn; ``None``: each window's predicted class.
-    cam_method
+    device, workers
+        ``auto``, ``cpu`` or ``cuda[:N]``; reader threads (up to ``2 * workers`` batches ahead).
+    cam_class, cam_method
+        Class (id, name or index) whose CAM is drawn (``None``: each window's predicted class);
         ``cam`` or ``gradcam``.
     scheme
         The project's class scheme: the checkpoint's classes are mapped onto it or refused
         (:func:`map_scheme`).
     tissue, min_tissue
-        Skip windows with less than ``min_tissue`` tissue (set ``tissue=False`` to predict every window).
-    amp
-        Mixed precision on CUDA (default on there, never on the CPU).
-    out
-        When given, the result is saved there (``prediction.npz``) atomically once complete.
+        Skip windows with less than ``min_tissue`` tissue (``tissue=False``: predict every window).
+    amp, out
+        Mixed precision on CUDA (default on there, never on the CPU); when given, the result is
+        saved there (``prediction.npz``) atomically once complete.
     patch_size
         Window side in pixels at the checkpoint's level or mpp, overriding the checkpoint's (needed
         for checkpoints trained on tile manifests, which do not record one).
@@ -161,56 +157,73 @@ def predict(
     Progress
         ``payload`` is ``{"kind": "start", "grid", "selected", "classes"}`` first, then per batch
         ``{"kind": "batch", "grid", "cells" (N, 2) int32 rows/cols, "probs" (N, C) float32,
-        "cam" (N, cam_tile, cam_tile) float32 or None}``.
-
-    Returns
-    -------
-    Prediction
+        "cam" (N, cam_tile, cam_tile) float32 or None}``. Returns the :class:`Prediction`.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
-    if not 0.0 <= min_tissue <= 1.0:
-        raise ConfigError(f"min_tissue must be in [0, 1], got {min_tissue}")
+    _check_options(batch_size, workers, min_tissue)
     dev = resolve_device(device)
     own_slide = isinstance(slide, (str, os.PathLike))
     if own_slide:
-        from crc_core.slide import open_slide
-
-        slide = open_slide(slide)
+        slide = _open_slide(slide)
     try:
-        yield Progress(0, None, "loading model")
-        lm = load_model(checkpoint_or_model, dev)
-        out_scheme, map_msg = map_scheme(lm.scheme, scheme)
-        notes = [map_msg] if map_msg else []
-        cam_idx = _cam_index(cam_class, out_scheme)
-        yield Progress(0, None, "finding tissue")
-        plan = plan_grid(slide, lm, regions, stride, tissue, min_tissue, patch_size)
-        notes.extend(plan.notes)
-        yield Progress(0, None, f"preparing the {backend} backend")
-        runner = make_scorer(lm, dev, batch_size, amp, tta, backend, threads, quantize)
-        if runner.fallback:
-            notes.append(runner.fallback)
-        for n in notes:
-            warnings.warn(n, PredictionWarning, stacklevel=2)
-        run = _Run(lm, runner, plan.grid, len(out_scheme), cam, cam_idx, cam_method)
+        run, plan, notes = yield from _setup(
+            slide, checkpoint_or_model, dev, scheme, cam, cam_class, cam_method,
+            (regions, stride, tissue, min_tissue, patch_size),
+            (batch_size, amp, tta, backend, threads, quantize))
         cells = np.argwhere(plan.selected).astype(np.int32)  # (N, 2) row-major
         yield Progress(
             0, len(cells),
-            "; ".join(notes + [f"{len(cells)} windows to predict with {runner.backend_statement}"]),
-            {"kind": "start", "grid": plan.grid, "selected": plan.selected, "classes": out_scheme},
+            "; ".join(notes + [f"{len(cells)} windows to predict with "
+                               f"{run.scorer.backend_statement}"]),
+            {"kind": "start", "grid": plan.grid, "selected": plan.selected, "classes": run.scheme},
         )
         yield from _stream(slide, run, cells, batch_size, workers)
-        notes.extend(runner.messages)
-        notes.extend(_stain_notes(lm))
-        pred = _assemble(run, plan, out_scheme, slide, notes)
+        notes.extend(run.scorer.messages)
+        notes.extend(_stain_notes(run.lm))
+        pred = _assemble(run, plan, slide, notes)
         if out is not None:
             save_prediction(pred, out)
         return pred
     finally:
         if own_slide:
             slide.close()
+
+
+def _open_slide(path: Any) -> Any:
+    from crc_core.slide import open_slide
+
+    return open_slide(path)
+
+
+def _check_options(batch_size: int, workers: int, min_tissue: float) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    if not 0.0 <= min_tissue <= 1.0:
+        raise ConfigError(f"min_tissue must be in [0, 1], got {min_tissue}")
+
+
+def _setup(slide: Any, source: Any, dev: torch.device, scheme: ClassScheme | None, cam: bool,
+           cam_class: str | int | None, cam_method: str, grid_args: tuple[Any, ...],
+           scorer_args: tuple[Any, ...]) -> Generator[Progress, None, tuple[_Run, Any, list[str]]]:
+    """Model, class mapping, grid and scorer of a prediction; the notes the user is told."""
+    yield Progress(0, None, "loading model")
+    lm = load_model(source, dev)
+    out_scheme, map_msg = map_scheme(lm.scheme, scheme)
+    notes = [map_msg] if map_msg else []
+    cam_idx = _cam_index(cam_class, out_scheme)
+    yield Progress(0, None, "finding tissue")
+    plan = plan_grid(slide, lm, *grid_args)
+    notes.extend(plan.notes)
+    batch_size, amp, tta, backend, threads, quantize = scorer_args
+    yield Progress(0, None, f"preparing the {backend} backend")
+    scorer = make_scorer(lm, dev, batch_size, amp, tta, backend, threads, quantize)
+    if scorer.fallback:
+        notes.append(scorer.fallback)
+    for n in notes:
+        warnings.warn(n, PredictionWarning, stacklevel=3)
+    run = _Run(lm, scorer, plan.grid, out_scheme, cam, cam_idx, cam_method)
+    return run, plan, notes
 
 
 def _cam_index(cam_class: str | int | None, scheme: ClassScheme) -> int | None:
@@ -231,13 +244,14 @@ class _Run:
     lm: LoadedModel
     scorer: Scorer
     grid: GridSpec
-    n_classes: int
+    scheme: ClassScheme  # of the outputs (the project's when mapped)
     cam: bool
     cam_idx: int | None
     cam_method: str
 
     def __post_init__(self) -> None:
         g = self.grid
+        self.n_classes = len(self.scheme)
         self.probs = np.full((self.n_classes, g.rows, g.cols), np.nan, dtype=np.float32)
         self.heat = HeatmapAccumulator(g.cam_shape) if self.cam else None
         if self.lm.stain is not None:
@@ -287,10 +301,9 @@ def _stream(slide: Any, run: _Run, cells: np.ndarray, batch_size: int, workers: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _assemble(run: _Run, plan: Any, scheme: ClassScheme, slide: Any, notes: list[str]
-              ) -> Prediction:
+def _assemble(run: _Run, plan: Any, slide: Any, notes: list[str]) -> Prediction:
     """The :class:`Prediction` of a finished run."""
-    lm = run.lm
+    lm, scheme = run.lm, run.scheme
     return Prediction(
         probs=run.probs,
         selected=plan.selected,
