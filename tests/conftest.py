@@ -16,6 +16,14 @@ SLIDES = DATA / "slides"
 EBHI = DATA / "ebhi"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported ONNX models go to a per-session folder, never the user's cache."""
+    folder = tmp_path_factory.mktemp("crc-cache")
+    os.environ["CRC_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def slides_dir() -> Path:
     if not (SLIDES / "cmu-1-small-region.svs").exists():
