@@ -1,4 +1,4 @@
-"""Class groups: a coarser model on a finer project scheme and back, checked before any weight loads."""
+"""Class groups: a coarser model on a finer project scheme and back, checked before weights load."""
 
 from __future__ import annotations
 
