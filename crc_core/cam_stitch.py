@@ -1,17 +1,18 @@
 """One continuous CAM heatmap from per-window CAMs, and the CAM of another class after a prediction.
 
-A prediction's heatmap (:attr:`crc_core.inference.Prediction.cam`) holds each window's CAM scaled
-to its own maximum and overlap-averaged on a common grid (heatmap pixels, ``GridSpec.cam_scale`` level-0
-px each): every window has its own hotspot, so the slide looks like a patchwork. :func:`smooth_cam`
-weights each window's map by the window's probability of the explained class (the predicted class
-when none was chosen), so windows that do not show the class fade, then blurs it with a NaN-aware
-Gaussian (``sigma`` in windows, half a window by default; scipy) and rescales it to [0, 1]: one
-continuous map of where the class is. Pixels outside predicted windows stay NaN.
+A prediction's heatmap (:attr:`crc_core.inference.Prediction.cam`) holds each window's CAM
+scaled to its own maximum and overlap-averaged on a common grid (heatmap pixels,
+``GridSpec.cam_scale`` level-0 px each): every window has its own hotspot, so the slide looks like a
+patchwork. :func:`smooth_cam` weights each window's map by the window's probability of the
+explained class (the predicted class when none was chosen), so windows that do not show the class
+fade, then blurs it with a NaN-aware Gaussian (``sigma`` in windows, half a window by default;
+scipy) and rescales it to [0, 1]: one continuous map of where the class is. Pixels outside predicted
+windows stay NaN.
 
-:func:`class_cam_job` computes the CAM of a chosen class on the cells a prediction predicted,
-by running :func:`crc_core.inference.predict` again on exactly those cells (tiny regions at their
-centres, no tissue filter) with ``cam_class`` set; the model is loaded once per checkpoint and kept in
-the caller's ``cache``. Qt-free.
+:func:`class_cam_job` computes the CAM of a chosen class on the cells a prediction predicted, by
+running :func:`crc_core.inference.predict` again on exactly those cells (tiny regions at their
+centres, no tissue filter) with ``cam_class`` set; the model is loaded once per checkpoint and kept
+in the caller's ``cache``. Qt-free.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ def _weights_on_heatmap(pred: Any, weights: np.ndarray, shape: tuple[int, int]) 
     return acc.result()
 
 
-def smooth_cam(pred: Any, cam: np.ndarray | None = None,
-               class_index: int | None = None, sigma_windows: float = SMOOTH_SIGMA_WINDOWS) -> np.ndarray:
-    """The stitched, smoothed heatmap of ``cam`` (default ``pred.cam``), shape of ``cam``, in [0, 1],
-    NaN outside predicted windows (see module docstring)."""
+def smooth_cam(pred: Any, cam: np.ndarray | None = None, class_index: int | None = None,
+               sigma_windows: float = SMOOTH_SIGMA_WINDOWS) -> np.ndarray:
+    """The stitched, smoothed heatmap of ``cam`` (default ``pred.cam``), shape of ``cam``, in
+    [0, 1], NaN outside predicted windows (see module docstring)."""
     from scipy.ndimage import gaussian_filter
 
     heat = pred.cam if cam is None else cam

@@ -1,4 +1,4 @@
-"""A model's classes mapped onto a project's class scheme, with class groups, checked before loading.
+"""A model's classes mapped onto a project's class scheme, with class groups, checked up front.
 
 A model trained on coarser classes than the project's is usable on it when each model class is a
 project class (same id, else same name) or the *group* of several project classes: the model's
