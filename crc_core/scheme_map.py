@@ -245,6 +245,24 @@ def read_checkpoint_summary(path: str | os.PathLike[str]) -> CheckpointSummary:
                              time.perf_counter() - t0)
 
 
+def check_checkpoint(checkpoint: str | os.PathLike[str], project_scheme: ClassScheme | None
+                     ) -> tuple[SchemeMap, CheckpointSummary]:
+    """The checkpoint's classes (read without its weights) mapped onto ``project_scheme``.
+
+    Raises
+    ------
+    CheckpointError, ClassSchemeError
+        Unreadable checkpoint; a class without counterpart (the message says it was refused before
+        the weights were loaded and how long the check took).
+    """
+    summary = read_checkpoint_summary(checkpoint)
+    try:
+        return scheme_map(summary.scheme, project_scheme), summary
+    except ClassSchemeError as exc:
+        raise ClassSchemeError(f"{summary.path.name} refused: {exc} (checked in "
+                               f"{summary.seconds:.2f} s, before loading its weights)") from None
+
+
 def checked_predict(slide: Any, checkpoint: str | os.PathLike[str],
                     project_scheme: ClassScheme | None, **options: Any
                     ) -> Generator[Progress, None, Any]:
@@ -255,8 +273,7 @@ def checked_predict(slide: Any, checkpoint: str | os.PathLike[str],
     from crc_core.inference import predict
 
     yield Progress(0, None, "reading the model's classes")
-    summary = read_checkpoint_summary(checkpoint)
-    smap = scheme_map(summary.scheme, project_scheme)
+    smap, summary = check_checkpoint(checkpoint, project_scheme)
     yield Progress(0, None, smap.statement() or "the model's classes are the project's",
                    {"kind": "mapping", "map": smap, "summary": summary})
     options.pop("scheme", None)

@@ -3,8 +3,14 @@
 The job (:func:`crc_core.inference.predict`) runs in a :class:`app.workers.JobWorker`; the dialog shows
 its progress and can cancel it. As batches finish, the class map (and the CAM heatmap) paint
 progressively in the view through the results panel (:mod:`app.panels.results`), which saves the
-finished prediction in the project and lists the annotated regions against it. A checkpoint whose
-class scheme does not fit the project's is mapped onto it (the message says how) or refused.
+finished prediction in the project and lists the annotated regions against it.
+
+The checkpoint list offers the models used recently (the last one preselected), the project's and
+the shipped ones (:mod:`app.dialogs.model_choice`). The job is
+:func:`crc_core.scheme_map.checked_predict`: the checkpoint's classes are read first (memory-mapped,
+no weights) and mapped onto the project's scheme, a coarser model's class covering the project's
+finer ones (Adenocarcinoma for its three grades); the dialog states the mapping, or the refusal,
+before any weight is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -32,10 +39,12 @@ from PySide6.QtWidgets import (
 from shapely.geometry import box
 
 from app.dialogs import errors
+from app.dialogs.model_choice import ORIGIN_TEXT, known_models, remember_model
 from app.panels.results import install_results_panel
 from app.workers import JobWorker
-from crc_core.inference import Prediction, predict
+from crc_core.inference import Prediction
 from crc_core.jobs import Progress
+from crc_core.scheme_map import checked_predict
 
 SCOPES = ("view", "selection", "slide")
 SCOPE_TEXT = {"view": "Current view", "selection": "Selected regions", "slide": "Whole slide"}
@@ -51,12 +60,19 @@ class PredictDialog(QDialog):
         self.worker: JobWorker | None = None
         self.result: Prediction | None = None
         self._name = ""
+        self._statement = ""
+        self._ckpt_path: Path | None = None
 
         self.ckpt = QComboBox()
         self.ckpt.setEditable(True)
         self.ckpt.setMinimumWidth(380)
-        for p in self._known_checkpoints():
-            self.ckpt.addItem(str(p))
+        self.ckpt_origin = QLabel("")
+        self.mapping = QLabel("")
+        self.mapping.setWordWrap(True)
+        self.ckpt.currentTextChanged.connect(self._on_ckpt_changed)
+        for choice in known_models(window.project, window.settings):
+            self.ckpt.addItem(str(choice.path), choice.origin)
+            self.ckpt.setItemData(self.ckpt.count() - 1, choice.text, Qt.ItemDataRole.ToolTipRole)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -102,6 +118,8 @@ class PredictDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Checkpoint", row)
+        form.addRow("", self.ckpt_origin)
+        form.addRow("Classes", self.mapping)
         form.addRow("Predict on", scope_row)
         form.addRow("Patch size", self.patch)
         form.addRow("Stride", self.stride)
@@ -121,7 +139,7 @@ class PredictDialog(QDialog):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        close = QPushButton("Close")
+        close = self.close_button = QPushButton("Close")
         close.clicked.connect(self.close)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -135,15 +153,11 @@ class PredictDialog(QDialog):
         window.slideOpened.connect(self._on_window_slideOpened)
 
     # ------------------------------------------------------------------ options
-    def _known_checkpoints(self) -> list[Path]:
-        project = self.window.project
-        if project is None:
-            return []
-        try:
-            folder = project.models_dir
-        except Exception:  # a project without a models folder yet
-            return []
-        return sorted(folder.rglob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)[:20]
+    def _on_ckpt_changed(self, text: str) -> None:
+        i = self.ckpt.findText(text)
+        origin = self.ckpt.itemData(i) if i >= 0 else None
+        self.ckpt_origin.setText(ORIGIN_TEXT.get(origin, "") if isinstance(origin, str) else "")
+        self.mapping.setText("")
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "Checkpoints (*.pt *.pth)")
@@ -200,13 +214,14 @@ class PredictDialog(QDialog):
             cam=self.cam.isChecked(),
             batch_size=self.batch.value(),
             device=self.device.currentText(),
-            scheme=scheme,
             min_tissue=self.min_tissue.value(),
             patch_size=self.patch.value() or None,
         )
+        self._ckpt_path = ckpt
+        self.mapping.setText("")
 
         def factory() -> Any:
-            return predict(slide, ckpt, **opts)
+            return checked_predict(slide, ckpt, scheme, **opts)
 
         self.result = None
         self.worker = JobWorker(factory, self)
@@ -218,7 +233,7 @@ class PredictDialog(QDialog):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.status.setText("Loading the model…")
+        self.status.setText("Reading the model's classes…")
         self.worker.start()
         return True
 
@@ -233,7 +248,9 @@ class PredictDialog(QDialog):
 
     def _on_worker_progressed(self, ev: Progress) -> None:
         payload = ev.payload if isinstance(ev.payload, dict) else {}
-        if payload.get("kind") == "start":
+        if payload.get("kind") == "mapping":
+            self._on_mapping(payload["map"], payload["summary"])
+        elif payload.get("kind") == "start":
             self.panel.begin(self._name, payload["grid"], payload["classes"], self.cam.isChecked())
         elif payload.get("kind") == "batch":
             self.panel.add_batch(self._name, payload)
@@ -243,8 +260,18 @@ class PredictDialog(QDialog):
         if ev.message:
             self.status.setText(ev.message)
 
+    def _on_mapping(self, smap: Any, summary: Any) -> None:
+        """The checkpoint was accepted for the project's classes: state how, remember the model."""
+        said = smap.statement() or "The model's classes are the project's."
+        self._statement = smap.statement()
+        self.mapping.setText(f"{said} (classes read in {summary.seconds:.2f} s, before loading "
+                             f"the weights)")
+        remember_model(self.window.settings, self._ckpt_path)
+
     def _on_worker_finished_ok(self, pred: Prediction) -> None:
         self.result = pred
+        if self._statement:
+            pred.model["scheme_map"] = self._statement
         self.panel.finish(self._name, pred)
         n = int(pred.predicted.sum())
         from crc_core.inference import scale_statement
@@ -252,9 +279,7 @@ class PredictDialog(QDialog):
         text = (f"Done: {n} patches predicted. Scale: "
                 f"{scale_statement(pred.resolution, pred.grid.input_size)}. Stain: "
                 f"{(pred.resolution.get('stain') or {}).get('statement', 'not recorded')}.")
-        if pred.warnings:
-            text += " " + " ".join(pred.warnings)
-        self.status.setText(text)
+        self.status.setText("\n".join([text, *(f"• {m}" for m in pred.warnings)]))
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
 

@@ -5,7 +5,10 @@ classes, model and slide identity; see :mod:`crc_core.inference`), ``regions.geo
 ``regions.csv`` (per-region results, :mod:`crc_core.regions`; the whole predicted area is one region
 when ``--regions`` is not given), ``overlay.png`` (thumbnail with the class map blended in) and, with
 ``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap). With several slides each gets a subfolder
-of ``--out`` named after the slide. Under ``torchrun`` the slides are shared among the processes
+of ``--out`` named after the slide. With ``--project`` the checkpoint's classes are mapped onto the
+project's class scheme before its weights load (:mod:`crc_core.scheme_map`: a three-class model's
+Adenocarcinoma covers the five-class scheme's three grades), the mapping is printed, and the
+regions' labels are compared through it. Under ``torchrun`` the slides are shared among the processes
 (rank r takes slides r, r + world, ...), each on its own GPU.
 """
 
@@ -87,6 +90,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="µm per pixel of slides that do not state one (their windows are then cut at the "
         "checkpoint's scale instead of at pyramid level 0)",
+    )
+    p.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="project folder whose class scheme the checkpoint's classes are mapped onto "
+        "(class groups: Adenocarcinoma covers its three grades); refused before loading the "
+        "weights when a class has no counterpart",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -212,7 +223,7 @@ def predict_one(
             slide.set_mpp(args.slide_mpp)
             warn(f"{slide_path.name}: no pixel size in the file; using --slide-mpp "
                  f"{args.slide_mpp:g} µm/px")
-        label_scheme = lm.scheme.copy()
+        label_scheme = (args.label_scheme or lm.scheme).copy()
         regions: list[Any] | None = None
         if regions_path is not None:
             loaded = load_annotations(regions_path, label_scheme, slide_size=slide.dimensions)
@@ -269,6 +280,24 @@ def predict_one(
     }
 
 
+def _mapping(args: argparse.Namespace) -> Any:
+    """The checkpoint's classes mapped onto ``--project``'s scheme (read before the weights),
+    stated; ``None`` without ``--project``. Sets ``args.label_scheme`` (the project's scheme or None)."""
+    args.label_scheme = None
+    if getattr(args, "project", None) is None:
+        return None
+    from crc_core.project import Project
+    from crc_core.scheme_map import check_checkpoint
+
+    project = Project.open(args.project)
+    smap, summary = check_checkpoint(args.checkpoint, project.scheme)
+    args.label_scheme = project.scheme
+    if not args.quiet:
+        print(f"classes: {smap.statement() or 'the model classes are the project classes'} "
+              f"(read in {summary.seconds:.2f} s, before loading the weights)")
+    return smap
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -304,7 +333,10 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and world > 1 and device.index is None:
         device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     args.device = device
+    smap = _mapping(args)
     lm = load_model(args.checkpoint, device)
+    if smap is not None:
+        lm.scheme = smap.display_scheme()  # the model's outputs, in the project's names and colours
     if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
         raise ConfigError(
             f"--cam-class {args.cam_class!r} is not a class of the checkpoint "
