@@ -593,8 +593,9 @@ def _controls_over_table(panel: ResultsPanel, form: QFormLayout) -> QSplitter:
     low.addWidget(panel.disagree_box)
     low.addWidget(panel.table, 1)
     t = panel.table
-    t.setMinimumHeight(t.horizontalHeader().sizeHint().height()
-                       + TABLE_MIN_ROWS * t.verticalHeader().defaultSectionSize() + 4)
+    t.setMinimumHeight(t.horizontalHeader().sizeHint().height()  # header, rows, scroll bar, frame
+                       + TABLE_MIN_ROWS * t.verticalHeader().defaultSectionSize()
+                       + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 2)
     splitter = QSplitter(Qt.Orientation.Vertical)
     splitter.addWidget(scroll)
     splitter.addWidget(bottom)
