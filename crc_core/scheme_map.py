@@ -263,6 +263,13 @@ def check_checkpoint(checkpoint: str | os.PathLike[str], project_scheme: ClassSc
                                f"{summary.seconds:.2f} s, before loading its weights)") from None
 
 
+def check_job(checkpoint: str | os.PathLike[str], project_scheme: ClassScheme | None
+              ) -> Generator[Progress, None, tuple[SchemeMap, CheckpointSummary]]:
+    """:func:`check_checkpoint` as a job (for a GUI worker)."""
+    yield Progress(0, None, "reading the model's classes")
+    return check_checkpoint(checkpoint, project_scheme)
+
+
 def checked_predict(slide: Any, checkpoint: str | os.PathLike[str],
                     project_scheme: ClassScheme | None, **options: Any
                     ) -> Generator[Progress, None, Any]:

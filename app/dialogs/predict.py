@@ -10,7 +10,8 @@ the shipped ones (:mod:`app.dialogs.model_choice`). The job is
 :func:`crc_core.scheme_map.checked_predict`: the checkpoint's classes are read first (memory-mapped,
 no weights) and mapped onto the project's scheme, a coarser model's class covering the project's
 finer ones (Adenocarcinoma for its three grades); the dialog states the mapping, or the refusal,
-before any weight is loaded.
+before any weight is loaded: as soon as a model is chosen (:mod:`app.dialogs.mapping_preview`) and
+again when the prediction starts.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from PySide6.QtWidgets import (
 from shapely.geometry import box
 
 from app.dialogs import errors
+from app.dialogs.mapping_preview import MappingPreview, mapping_text
 from app.dialogs.model_choice import ORIGIN_TEXT, known_models, remember_model
 from app.panels.results import install_results_panel
 from app.workers import JobWorker
@@ -69,6 +71,8 @@ class PredictDialog(QDialog):
         self.ckpt_origin = QLabel("")
         self.mapping = QLabel("")
         self.mapping.setWordWrap(True)
+        self.preview = MappingPreview(self.mapping, self.ckpt.currentText, self._project_scheme,
+                                      self)
         self.ckpt.currentTextChanged.connect(self._on_ckpt_changed)
         for choice in known_models(window.project, window.settings):
             self.ckpt.addItem(str(choice.path), choice.origin)
@@ -157,7 +161,10 @@ class PredictDialog(QDialog):
         i = self.ckpt.findText(text)
         origin = self.ckpt.itemData(i) if i >= 0 else None
         self.ckpt_origin.setText(ORIGIN_TEXT.get(origin, "") if isinstance(origin, str) else "")
-        self.mapping.setText("")
+        self.preview.request()
+
+    def _project_scheme(self) -> Any:
+        return self.window.project.scheme if self.window.project is not None else None
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "Checkpoints (*.pt *.pth)")
@@ -207,7 +214,7 @@ class PredictDialog(QDialog):
         self._name = ckpt.stem if scope == "slide" else f"{ckpt.stem} ({SCOPE_TEXT[scope].lower()})"
         self.panel = install_results_panel(w)
         self.panel.window.docks["results"].show()
-        slide, scheme = w.slide, w.project.scheme if w.project is not None else None
+        slide, scheme = w.slide, self._project_scheme()
         opts = dict(
             regions=regions,
             stride=self.stride.value() or None,
@@ -218,7 +225,7 @@ class PredictDialog(QDialog):
             patch_size=self.patch.value() or None,
         )
         self._ckpt_path = ckpt
-        self.mapping.setText("")
+        self.preview.hold()
 
         def factory() -> Any:
             return checked_predict(slide, ckpt, scheme, **opts)
@@ -262,10 +269,8 @@ class PredictDialog(QDialog):
 
     def _on_mapping(self, smap: Any, summary: Any) -> None:
         """The checkpoint was accepted for the project's classes: state how, remember the model."""
-        said = smap.statement() or "The model's classes are the project's."
         self._statement = smap.statement()
-        self.mapping.setText(f"{said} (classes read in {summary.seconds:.2f} s, before loading "
-                             f"the weights)")
+        self.mapping.setText(mapping_text(smap, summary))
         remember_model(self.window.settings, self._ckpt_path)
 
     def _on_worker_finished_ok(self, pred: Prediction) -> None:
@@ -304,6 +309,7 @@ class PredictDialog(QDialog):
         self.cancel()
 
     def closeEvent(self, ev: Any) -> None:  # noqa: N802
+        self.preview.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait(10000)
         super().closeEvent(ev)

@@ -96,6 +96,8 @@ def test_dialog_remembers_the_model_used_last(qtbot, win, shipped_model: Path, t
     assert again is not dlg
     assert again.ckpt.currentText() == str(shipped_model.absolute())
     assert again.ckpt_origin.text() == "used recently"
+    # The mapping is stated as soon as the model is chosen, before Predict is pressed.
+    qtbot.waitUntil(lambda: COVERS in again.mapping.text(), timeout=60000)
     # The choice is in the settings file: a new window offers it first too.
     other = MainWindow()
     qtbot.addWidget(other)
@@ -111,6 +113,8 @@ def test_model_class_without_counterpart_is_refused_before_loading(
     dlg = _open_predict(win)
     dlg.ckpt.lineEdit().clear()
     qtbot.keyClicks(dlg.ckpt.lineEdit(), str(bad))
+    qtbot.waitUntil(lambda: dlg.mapping.text().startswith("Refused:"), timeout=60000)
+    assert "Stroma has no counterpart" in dlg.mapping.text() and errors_seen == []
     qtbot.mouseClick(dlg.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not dlg.running, timeout=60000)
     assert len(errors_seen) == 1
