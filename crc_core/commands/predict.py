@@ -4,12 +4,13 @@ For each slide the command writes ``prediction.npz`` (probability grid, geo-refe
 classes, model and slide identity; see :mod:`crc_core.inference`), ``regions.geojson`` and
 ``regions.csv`` (per-region results, :mod:`crc_core.regions`; the whole predicted area is one region
 when ``--regions`` is not given), ``overlay.png`` (thumbnail with the class map blended in) and, with
-``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap). With several slides each gets a subfolder
-of ``--out`` named after the slide. With ``--project`` the checkpoint's classes are mapped onto the
-project's class scheme before its weights load (:mod:`crc_core.scheme_map`: a three-class model's
-Adenocarcinoma covers the five-class scheme's three grades), the mapping is printed, and the
-regions' labels are compared through it. Under ``torchrun`` the slides are shared among the processes
-(rank r takes slides r, r + world, ...), each on its own GPU.
+``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap, its colour bar and the class it
+explains). With several slides each gets a subfolder of ``--out`` named after the slide. With
+``--project`` the checkpoint's classes are mapped onto the project's class scheme before its
+weights load (:mod:`crc_core.scheme_map`: a three-class model's Adenocarcinoma covers the
+five-class scheme's three grades), the mapping is printed, and the regions' labels are compared
+through it. Under ``torchrun`` the slides are shared among the processes (rank r takes slides
+r, r + world, ...), each on its own GPU.
 """
 
 from __future__ import annotations
@@ -176,6 +177,30 @@ def _with_legend(img: np.ndarray, items: list[tuple[str, tuple[int, int, int]]])
     return canvas
 
 
+def _with_colorbar(img: np.ndarray, cmap: str, text: str) -> Image.Image:
+    """``img`` over a colour bar of ``cmap``, 0 (left) to 1 (right), and a line saying ``text``."""
+    from matplotlib import colormaps
+
+    w = img.shape[1]
+    canvas = Image.new("RGB", (w, img.shape[0] + 44), (255, 255, 255))
+    canvas.paste(Image.fromarray(img), (0, 0))
+    ramp = (colormaps[cmap](np.linspace(0, 1, max(w - 8, 1)))[:, :3] * 255).astype(np.uint8)
+    canvas.paste(Image.fromarray(np.repeat(ramp[None], 12, axis=0)), (4, img.shape[0] + 4))
+    d = ImageDraw.Draw(canvas)
+    y = img.shape[0] + 17
+    d.text((4, y), "0 low", fill=(0, 0, 0))
+    d.text((max(4, w - 44), y), "1 high", fill=(0, 0, 0))
+    d.text((4, y + 12), text, fill=(0, 0, 0))
+    return canvas
+
+
+def cam_statement(pred: Any) -> str:
+    """Which class a prediction's CAM heatmap explains."""
+    cid = (pred.cam_info or {}).get("class")
+    what = "each window's predicted class" if cid is None else pred.scheme.get(cid).name
+    return f"CAM of {what} (each window scaled to its maximum)"
+
+
 def _save_png(image: Image.Image, path: Path) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
@@ -263,7 +288,8 @@ def predict_one(
         legend = [(c.name, c.color) for c in pred.scheme]
         _save_png(_with_legend(render_overlay(thumb, pred, scale), legend), out_dir / "overlay.png")
         if pred.cam is not None:
-            _save_png(Image.fromarray(render_heatmap(thumb, pred, scale)), out_dir / "heatmap.png")
+            _save_png(_with_colorbar(render_heatmap(thumb, pred, scale), "jet",
+                                     cam_statement(pred)), out_dir / "heatmap.png")
     n = int(pred.predicted.sum())
     cmap = pred.class_map()
     counts = {c.name: int((cmap == k).sum()) for k, c in enumerate(pred.scheme)}
@@ -282,7 +308,8 @@ def predict_one(
 
 def _mapping(args: argparse.Namespace) -> Any:
     """The checkpoint's classes mapped onto ``--project``'s scheme (read before the weights),
-    stated; ``None`` without ``--project``. Sets ``args.label_scheme`` (the project's scheme or None)."""
+    stated; ``None`` without ``--project``. Sets ``args.label_scheme`` (the project's scheme or
+    None)."""
     args.label_scheme = None
     if getattr(args, "project", None) is None:
         return None
@@ -336,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
     smap = _mapping(args)
     lm = load_model(args.checkpoint, device)
     if smap is not None:
-        lm.scheme = smap.display_scheme()  # the model's outputs, in the project's names and colours
+        lm.scheme = smap.display_scheme()  # the model's outputs in the project's names, colours
     if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
         raise ConfigError(
             f"--cam-class {args.cam_class!r} is not a class of the checkpoint "

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from crc_core.annotations import Annotation, AnnotationSet, save_annotations
 from crc_core.classes import ClassScheme
@@ -37,7 +39,7 @@ def test_three_class_model_on_a_five_class_project_is_mapped_and_stated(
     save_annotations(aset, regions, project.scheme)
     rc = main(["predict", "--checkpoint", str(checkpoint), "--slide",
                str(slides_dir / "cmu-1-small-region.svs"), "--regions", str(regions),
-               "--project", str(project.root), "--out", str(tmp_path / "out")])
+               "--project", str(project.root), "--cam", "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert rc == 0
     assert ("model class Adenocarcinoma covers the project's classes Adenocarcinoma well "
@@ -48,6 +50,13 @@ def test_three_class_model_on_a_five_class_project_is_mapped_and_stated(
         (row,) = list(csv.DictReader(fh))
     assert row["label"] == "Adenocarcinoma moderately differentiated"
     assert row["label_share"] != "" and row["agreement"] in ("yes", "no")
+    # The heatmap has its colour bar under the slide: dark blue (0) to dark red (1) in "jet".
+    heat = np.asarray(Image.open(tmp_path / "out" / "heatmap.png").convert("RGB")).astype(int)
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlay.png"))
+    bar = heat[heat.shape[0] - 44 + 10, :, :]
+    assert heat.shape[1] == overlay.shape[1]
+    assert bar[6][2] > 100 and bar[6][0] < 50  # blue at the left
+    assert bar[-8][0] > 100 and bar[-8][2] < 50  # red at the right
 
 
 def test_model_class_without_counterpart_is_one_error_line_before_loading(
