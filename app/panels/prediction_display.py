@@ -271,5 +271,6 @@ class CamControls(QWidget):
         self.sync()
 
     def cancel(self) -> None:
+        """Stop computing a CAM (the slide changed); never waits."""
         if self.worker is not None:
-            self.worker.cancel_and_wait(10000)
+            self.worker.cancel()

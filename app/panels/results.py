@@ -562,6 +562,7 @@ class ResultsPanel(QWidget):
             doc.set_selection([rid])
 
     def _on_window_slideOpened(self, _path: str) -> None:
+        self.cam_controls.cancel()  # its CAM belonged to the previous slide
         if self._document is not None:
             try:
                 self._document.changed.disconnect(self.refresh_table)
