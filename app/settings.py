@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "brush_radius_px": 20.0,
     "window_geometry": "",  # hex of QMainWindow.saveGeometry()
     "window_state": "",
+    "recent_models": [],  # checkpoints used in Analysis > Predict, most recent first
 }
 
 
@@ -74,11 +75,11 @@ class Settings:
             if key not in raw:
                 continue
             v = raw[key]
-            if key == "recent":
+            if key in ("recent", "recent_models"):
                 if isinstance(v, list) and all(isinstance(x, str) for x in v):
                     self.values[key] = v[:MAX_RECENT]
                 else:
-                    log.warning("settings: 'recent' dropped (not a list of paths)")
+                    log.warning("settings: %r dropped (not a list of paths)", key)
             elif isinstance(default, float):
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.values[key] = float(v)

@@ -6,6 +6,8 @@ whose window centre lies inside the region (level-0 pixels). For each region: th
 per class, the majority class, the mean confidence (mean top probability of its patches), the share of
 its patches predicted as its label, and whether the majority class agrees with the label (``None``
 when the region has no label, the label is not among the model's classes, or no patch was predicted).
+A label agrees with the model class that groups it (:mod:`crc_core.scheme_map`): an area annotated
+"Adenocarcinoma moderately differentiated" agrees with a three-class model's "Adenocarcinoma".
 
 Exports: QuPath-importable GeoJSON (a FeatureCollection of annotations whose numbers sit in
 ``properties.measurements``, a name -> number object as QuPath 0.4+ writes it) and CSV, both atomic.
@@ -32,6 +34,7 @@ from crc_core.atomic import atomic_write_text
 from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError
 from crc_core.inference import Prediction
+from crc_core.scheme_map import model_classes_for_label
 
 __all__ = [
     "RegionResult",
@@ -148,13 +151,9 @@ def region_results(
         numbers[label_name or ""] += 1
         if not name.strip():  # a person reads names, never a UUID
             name = f"{label_name or 'Region'} #{numbers[label_name or '']}"
-        # The label as one of the model's classes (by id, else by name).
-        model_label = None
-        if label_def is not None:
-            m = next((c for c in scheme if c.id == label_def.id), None) or next(
-                (c for c in scheme if c.name.casefold() == label_def.name.casefold()), None
-            )
-            model_label = m.id if m is not None else None
+        # The label as the model's classes: the same class (by id, else by name), the group that
+        # covers it ("Adenocarcinoma" for a graded label) or the members a coarser label merges.
+        model_labels = model_classes_for_label(label_def, scheme) if label_def else []
         res = RegionResult(rid, name, geom, label_def.id if label_def else label, label_name, n)
         if n:
             counts = np.bincount(top[inside], minlength=len(scheme))
@@ -163,9 +162,9 @@ def region_results(
             maj = int(counts.argmax())
             res.majority, res.majority_name = scheme.classes[maj].id, scheme.classes[maj].name
             res.mean_confidence = float(conf[inside].mean())
-            if model_label is not None:
-                res.label_share = res.shares[model_label]
-                res.agreement = res.majority == model_label
+            if model_labels:
+                res.label_share = float(sum(res.shares[m] for m in model_labels))
+                res.agreement = res.majority in model_labels
         out.append(res)
     return out
 

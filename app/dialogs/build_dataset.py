@@ -368,7 +368,7 @@ class BuildDatasetDialog(QDialog):
             f"({result.written} written, {result.reused} reused)."
         )
         if result.warnings:
-            msg += " " + " ".join(result.warnings[:3])
+            msg += "".join(f"\n• {w}" for w in result.warnings[:3])  # one line each
             if len(result.warnings) > 3:
                 msg += f" (+{len(result.warnings) - 3} more warnings in dataset.json)"
         self.status_label.setText(msg)

@@ -3,8 +3,15 @@
 The job (:func:`crc_core.inference.predict`) runs in a :class:`app.workers.JobWorker`; the dialog shows
 its progress and can cancel it. As batches finish, the class map (and the CAM heatmap) paint
 progressively in the view through the results panel (:mod:`app.panels.results`), which saves the
-finished prediction in the project and lists the annotated regions against it. A checkpoint whose
-class scheme does not fit the project's is mapped onto it (the message says how) or refused.
+finished prediction in the project and lists the annotated regions against it.
+
+The checkpoint list offers the models used recently (the last one preselected), the project's and
+the shipped ones (:mod:`app.dialogs.model_choice`). The job is
+:func:`crc_core.scheme_map.checked_predict`: the checkpoint's classes are read first (memory-mapped,
+no weights) and mapped onto the project's scheme, a coarser model's class covering the project's
+finer ones (Adenocarcinoma for its three grades); the dialog states the mapping, or the refusal,
+before any weight is loaded: as soon as a model is chosen (:mod:`app.dialogs.mapping_preview`) and
+again when the prediction starts.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -32,10 +40,13 @@ from PySide6.QtWidgets import (
 from shapely.geometry import box
 
 from app.dialogs import errors
+from app.dialogs.mapping_preview import MappingPreview, mapping_text
+from app.dialogs.model_choice import ORIGIN_TEXT, known_models, remember_model
 from app.panels.results import install_results_panel
 from app.workers import JobWorker
-from crc_core.inference import BACKENDS, Prediction, predict
+from crc_core.inference import BACKENDS, Prediction
 from crc_core.jobs import Progress
+from crc_core.scheme_map import checked_predict
 
 SCOPES = ("view", "selection", "slide")
 SCOPE_TEXT = {"view": "Current view", "selection": "Selected regions", "slide": "Whole slide"}
@@ -51,12 +62,21 @@ class PredictDialog(QDialog):
         self.worker: JobWorker | None = None
         self.result: Prediction | None = None
         self._name = ""
+        self._statement = ""
+        self._ckpt_path: Path | None = None
 
         self.ckpt = QComboBox()
         self.ckpt.setEditable(True)
         self.ckpt.setMinimumWidth(380)
-        for p in self._known_checkpoints():
-            self.ckpt.addItem(str(p))
+        self.ckpt_origin = QLabel("")
+        self.mapping = QLabel("")
+        self.mapping.setWordWrap(True)
+        self.preview = MappingPreview(self.mapping, self.ckpt.currentText, self._project_scheme,
+                                      self)
+        self.ckpt.currentTextChanged.connect(self._on_ckpt_changed)
+        for choice in known_models(window.project, window.settings):
+            self.ckpt.addItem(str(choice.path), choice.origin)
+            self.ckpt.setItemData(self.ckpt.count() - 1, choice.text, Qt.ItemDataRole.ToolTipRole)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -109,6 +129,8 @@ class PredictDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Checkpoint", row)
+        form.addRow("", self.ckpt_origin)
+        form.addRow("Classes", self.mapping)
         form.addRow("Predict on", scope_row)
         form.addRow("Patch size", self.patch)
         form.addRow("Stride", self.stride)
@@ -118,6 +140,16 @@ class PredictDialog(QDialog):
         form.addRow("Backend", self.backend)
         form.addRow("Min. tissue", self.min_tissue)
 
+        buttons = self._make_run_controls()
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addLayout(buttons)
+        window.slideOpened.connect(self._on_window_slideOpened)
+
+    def _make_run_controls(self) -> QHBoxLayout:
+        """Progress bar, status line and the Predict / Cancel / Close buttons."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -129,29 +161,23 @@ class PredictDialog(QDialog):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        close = QPushButton("Close")
+        close = self.close_button = QPushButton("Close")
         close.clicked.connect(self.close)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         for b in (self.run_button, self.cancel_button, close):
             buttons.addWidget(b)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.status)
-        lay.addLayout(buttons)
-        window.slideOpened.connect(self._on_window_slideOpened)
+        return buttons
 
     # ------------------------------------------------------------------ options
-    def _known_checkpoints(self) -> list[Path]:
-        project = self.window.project
-        if project is None:
-            return []
-        try:
-            folder = project.models_dir
-        except Exception:  # a project without a models folder yet
-            return []
-        return sorted(folder.rglob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)[:20]
+    def _on_ckpt_changed(self, text: str) -> None:
+        i = self.ckpt.findText(text)
+        origin = self.ckpt.itemData(i) if i >= 0 else None
+        self.ckpt_origin.setText(ORIGIN_TEXT.get(origin, "") if isinstance(origin, str) else "")
+        self.preview.request()
+
+    def _project_scheme(self) -> Any:
+        return self.window.project.scheme if self.window.project is not None else None
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "Checkpoints (*.pt *.pth)")
@@ -201,7 +227,7 @@ class PredictDialog(QDialog):
         self._name = ckpt.stem if scope == "slide" else f"{ckpt.stem} ({SCOPE_TEXT[scope].lower()})"
         self.panel = install_results_panel(w)
         self.panel.window.docks["results"].show()
-        slide, scheme = w.slide, w.project.scheme if w.project is not None else None
+        slide, scheme = w.slide, self._project_scheme()
         opts = dict(
             regions=regions,
             stride=self.stride.value() or None,
@@ -209,13 +235,14 @@ class PredictDialog(QDialog):
             batch_size=self.batch.value(),
             device=self.device.currentText(),
             backend=self.backend.currentText(),
-            scheme=scheme,
             min_tissue=self.min_tissue.value(),
             patch_size=self.patch.value() or None,
         )
+        self._ckpt_path = ckpt
+        self.preview.hold()
 
         def factory() -> Any:
-            return predict(slide, ckpt, **opts)
+            return checked_predict(slide, ckpt, scheme, **opts)
 
         self.result = None
         self.worker = JobWorker(factory, self)
@@ -227,7 +254,7 @@ class PredictDialog(QDialog):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, 0)
-        self.status.setText("Loading the model…")
+        self.status.setText("Reading the model's classes…")
         self.worker.start()
         return True
 
@@ -242,7 +269,9 @@ class PredictDialog(QDialog):
 
     def _on_worker_progressed(self, ev: Progress) -> None:
         payload = ev.payload if isinstance(ev.payload, dict) else {}
-        if payload.get("kind") == "start":
+        if payload.get("kind") == "mapping":
+            self._on_mapping(payload["map"], payload["summary"])
+        elif payload.get("kind") == "start":
             self.panel.begin(self._name, payload["grid"], payload["classes"], self.cam.isChecked())
         elif payload.get("kind") == "batch":
             self.panel.add_batch(self._name, payload)
@@ -252,8 +281,16 @@ class PredictDialog(QDialog):
         if ev.message:
             self.status.setText(ev.message)
 
+    def _on_mapping(self, smap: Any, summary: Any) -> None:
+        """The checkpoint was accepted for the project's classes: state how, remember the model."""
+        self._statement = smap.statement()
+        self.mapping.setText(mapping_text(smap, summary))
+        remember_model(self.window.settings, self._ckpt_path)
+
     def _on_worker_finished_ok(self, pred: Prediction) -> None:
         self.result = pred
+        if self._statement:
+            pred.model["scheme_map"] = self._statement
         self.panel.finish(self._name, pred)
         n = int(pred.predicted.sum())
         from crc_core.inference import scale_statement
@@ -262,9 +299,7 @@ class PredictDialog(QDialog):
         text = (f"Done: {n} patches predicted with {backend}. Scale: "
                 f"{scale_statement(pred.resolution, pred.grid.input_size)}. Stain: "
                 f"{(pred.resolution.get('stain') or {}).get('statement', 'not recorded')}.")
-        if pred.warnings:
-            text += " " + " ".join(pred.warnings)
-        self.status.setText(text)
+        self.status.setText("\n".join([text, *(f"• {m}" for m in pred.warnings)]))
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
 
@@ -289,6 +324,7 @@ class PredictDialog(QDialog):
         self.cancel()
 
     def closeEvent(self, ev: Any) -> None:  # noqa: N802
+        self.preview.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait(10000)
         super().closeEvent(ev)

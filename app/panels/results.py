@@ -4,11 +4,15 @@ One panel per main window (:func:`install_results_panel` adds it as the "Results
 predictions of the open slide, each with a class map layer and (when computed) a CAM heatmap layer in
 the view's layer stack. The panel chooses which model's layers are shown, optionally a second model to
 compare with (its class map is shown too and the share of cells where both agree is given), the
-classes shown, the confidence threshold and the heatmap's colour map. Hovering the slide shows the
-probabilities of the patch under the cursor. The table has one row per annotated region (label,
-predicted class, patches, mean confidence, share of patches predicted as the label, agreement and the
-share of each class); it sorts by any column, can be limited to disagreements, and a click zooms the
-view to the region and selects it.
+classes shown, the confidence threshold and the heatmap's colour map. The class map has a legend and
+the heatmap a colour bar, the class it explains (chosen here) and a smoothed option
+(:mod:`app.panels.prediction_display`). A new prediction keeps the threshold and the classes
+shown. Hovering the slide shows the probabilities of the patch under the cursor. The table has one
+row per annotated region (label, predicted class, patches, mean confidence, share of patches
+predicted as the label or as the model class that groups it, agreement and the share of each
+class); it sorts by any column, can be limited to disagreements, and a click zooms the view to the
+region and selects it. Its columns fit their class names, and the controls above it scroll, in a
+splitter, so the table keeps room for eight rows.
 
 Predictions are saved in the project (``predictions/<slide-id>/<name>.npz``) and loaded again when the
 slide is opened. GUI thread only; the job itself runs in :class:`app.workers.JobWorker`.
@@ -32,19 +36,24 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QSlider,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.panels.prediction_display import CamControls, ClassLegend
 from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
 from crc_core.errors import CrcError
 from crc_core.inference import GridSpec, Prediction, load_prediction, save_prediction
 from crc_core.regions import RegionResult, region_results
 
 log = logging.getLogger(__name__)
+
+TABLE_MIN_ROWS = 8
 
 FIXED_COLUMNS = [
     "Region",
@@ -66,6 +75,7 @@ class PredictionEntry:
     heat_layer: HeatmapLayer | None
     pred: Prediction | None = None
     path: Path | None = None
+    cam_pred: Prediction | None = None  # the CAM of another class, computed on demand
 
 
 def _safe(name: str) -> str:
@@ -134,6 +144,8 @@ class ResultsPanel(QWidget):
         self.cmap_combo = QComboBox()
         self.cmap_combo.addItems(list(COLORMAPS))
         self.cmap_combo.currentTextChanged.connect(self._on_cmap_changed)
+        self.legend = ClassLegend()
+        self.cam_controls = CamControls(self)
         self.hover_label = QLabel("")
         self.hover_label.setWordWrap(True)
         self.disagree_box = QCheckBox("Disagreements only")
@@ -156,15 +168,14 @@ class ResultsPanel(QWidget):
         thr.addWidget(self.threshold, 1)
         thr.addWidget(self.threshold_label)
         form.addRow("Min. confidence", thr)
+        form.addRow("Legend", self.legend)
         form.addRow("", self.heat_box)
+        form.addRow("CAM of", self.cam_controls)
         form.addRow("Heatmap colours", self.cmap_combo)
+        self.splitter = _controls_over_table(self, form)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.summary)
-        lay.addLayout(form)
-        lay.addWidget(self.hover_label)
-        lay.addWidget(self.disagree_box)
-        lay.addWidget(self.table, 1)
+        lay.addWidget(self.splitter, 1)
 
         window.view.cursorMoved.connect(self._on_view_cursorMoved)
         window.slideOpened.connect(self._on_window_slideOpened)
@@ -174,12 +185,15 @@ class ResultsPanel(QWidget):
     # ------------------------------------------------------------------ entries and layers
     def begin(self, name: str, grid: GridSpec, scheme: Any, cam: bool) -> PredictionEntry:
         """Create (or replace) the entry ``name`` with empty layers, made current (progressive fill)."""
+        previous = self.current_entry()
         self.remove(name)
         entry = PredictionEntry(
             name,
             ClassMapLayer(f"Class map — {name}", grid, scheme),
             HeatmapLayer(f"CAM — {name}", grid) if cam else None,
         )
+        if previous is not None:
+            _carry_display(previous.class_layer, entry.class_layer)
         self._add(entry)
         return entry
 
@@ -201,13 +215,13 @@ class ResultsPanel(QWidget):
             entry.class_layer.probs = pred.probs.copy()
             entry.class_layer.refresh()
             if entry.heat_layer is not None and pred.cam is not None:
-                entry.heat_layer._acc = None
-                entry.heat_layer.values = pred.cam
-                entry.heat_layer.refresh()
+                entry.heat_layer.show_values(pred.cam)
         entry.pred = pred
         if save:
             entry.path = self._save(name, pred)
         self._refill_combos()
+        self._apply_visibility()
+        self.cam_controls.repaint_heat()
         self.refresh_table()
         self.predictionsChanged.emit()
         return entry
@@ -291,6 +305,8 @@ class ResultsPanel(QWidget):
         if has_heat:
             cur.heat_layer.visible = self.heat_box.isChecked()  # type: ignore[union-attr]
         self._rebuild_class_boxes()
+        self._update_legend()
+        self.cam_controls.sync()
         self._update_compare_label()
         self._sync_layers_panel()
 
@@ -333,6 +349,14 @@ class ResultsPanel(QWidget):
         self.threshold.blockSignals(False)
         self.threshold_label.setText(f"{cur.class_layer.threshold:.2f}")
 
+    def _update_legend(self) -> None:
+        cur = self.current_entry()
+        if cur is None:
+            self.legend.set_map(None, None)
+            return
+        note = (cur.pred.model.get("scheme_map", "") if cur.pred is not None else "") or ""
+        self.legend.set_map(cur.class_layer.scheme, cur.class_layer.class_map(), note)
+
     def _update_compare_label(self) -> None:
         a, b = self.current_entry(), self.entries.get(self.compare) if self.compare else None
         if a is None or b is None or a.pred is None or b.pred is None:
@@ -361,6 +385,7 @@ class ResultsPanel(QWidget):
         if folder is None:
             return None
         path = folder / f"{_safe(name)}.npz"
+        pred.model["display_name"] = name  # the file name is a safe form of it
         try:
             save_prediction(pred, path)
         except (CrcError, OSError) as exc:
@@ -393,7 +418,8 @@ class ResultsPanel(QWidget):
             if fp is not None and pred.slide.get("fingerprint") not in (None, fp):
                 skipped.append(f"{path.name}: made on another file")
                 continue
-            self.add_prediction(path.stem, pred, path, make_current=self.current is None)
+            name = str(pred.model.get("display_name") or path.stem)
+            self.add_prediction(name, pred, path, make_current=self.current is None)
         if skipped:
             self.window.statusBar().showMessage("Predictions skipped: " + "; ".join(skipped), 15000)
         self._update_summary()
@@ -441,8 +467,17 @@ class ResultsPanel(QWidget):
             for col, it in enumerate(items):
                 self.table.setItem(row, col, it)
         self.table.setSortingEnabled(True)
+        self._fit_columns(headers)
         self._apply_filter()
         self._update_summary()
+
+    def _fit_columns(self, headers: list[str]) -> None:
+        """Columns wide enough for their header and cells: class names are never cut."""
+        for col, text in enumerate(headers):
+            item = self.table.horizontalHeaderItem(col)
+            if item is not None:
+                item.setToolTip(text)
+        self.table.resizeColumnsToContents()
 
     def _apply_filter(self) -> None:
         only = self.disagree_box.isChecked()
@@ -479,12 +514,14 @@ class ResultsPanel(QWidget):
         cur = self.current_entry()
         if cur is not None:
             cur.class_layer.set_class_visible(index, on)
+            self._update_legend()
 
     def _on_threshold_changed(self, value: int) -> None:
         self.threshold_label.setText(f"{value / 100:.2f}")
         cur = self.current_entry()
         if cur is not None:
             cur.class_layer.set_threshold(value / 100)
+            self._update_legend()
 
     def _on_heat_box_toggled(self, on: bool) -> None:
         cur = self.current_entry()
@@ -493,6 +530,7 @@ class ResultsPanel(QWidget):
             self._sync_layers_panel()
 
     def _on_cmap_changed(self, name: str) -> None:
+        self.cam_controls.set_colormap(name)
         for e in self.entries.values():
             if e.heat_layer is not None:
                 e.heat_layer.set_colormap(name)
@@ -524,6 +562,7 @@ class ResultsPanel(QWidget):
             doc.set_selection([rid])
 
     def _on_window_slideOpened(self, _path: str) -> None:
+        self.cam_controls.cancel()  # its CAM belonged to the previous slide
         if self._document is not None:
             try:
                 self._document.changed.disconnect(self.refresh_table)
@@ -533,6 +572,46 @@ class ResultsPanel(QWidget):
         if self._document is not None:
             self._document.changed.connect(self.refresh_table)
         self.load_saved()
+
+
+def _controls_over_table(panel: ResultsPanel, form: QFormLayout) -> QSplitter:
+    """The controls (scrolling when the dock is short) over the region table, in a splitter: the
+    table keeps room for :data:`TABLE_MIN_ROWS` rows however many controls there are."""
+    controls = QWidget()
+    top = QVBoxLayout(controls)
+    top.setContentsMargins(0, 0, 0, 0)
+    top.addWidget(panel.summary)
+    top.addLayout(form)
+    top.addWidget(panel.hover_label)
+    top.addStretch(1)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setWidget(controls)
+    bottom = QWidget()
+    low = QVBoxLayout(bottom)
+    low.setContentsMargins(0, 0, 0, 0)
+    low.addWidget(panel.disagree_box)
+    low.addWidget(panel.table, 1)
+    t = panel.table
+    t.setMinimumHeight(t.horizontalHeader().sizeHint().height()  # header, rows, scroll bar, frame
+                       + TABLE_MIN_ROWS * t.verticalHeader().defaultSectionSize()
+                       + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 2)
+    splitter = QSplitter(Qt.Orientation.Vertical)
+    splitter.addWidget(scroll)
+    splitter.addWidget(bottom)
+    splitter.setChildrenCollapsible(False)
+    splitter.setStretchFactor(0, 1)
+    splitter.setStretchFactor(1, 2)
+    return splitter
+
+
+def _carry_display(old: ClassMapLayer, new: ClassMapLayer) -> None:
+    """A new prediction keeps the threshold and the classes hidden (matched by class id)."""
+    new.threshold = old.threshold
+    hidden = {c.id for c, on in zip(old.scheme, old.class_visible, strict=True) if not on}
+    new.class_visible = [c.id not in hidden for c in new.scheme]
+    new.refresh()
 
 
 def install_results_panel(window: Any) -> ResultsPanel:

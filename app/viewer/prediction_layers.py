@@ -192,6 +192,14 @@ class HeatmapLayer(RasterLayer):
             self._acc.add(int(r) * g.cam_step, int(c) * g.cam_step, t)
         self._redraw.request()
 
+    def show_values(self, values: np.ndarray, grid: GridSpec | None = None) -> None:
+        """Paint ``values`` (a finished heatmap) instead, placed on ``grid`` when given."""
+        self._acc = None
+        self.values = np.asarray(values, dtype=np.float32)
+        if grid is not None:
+            self.grid = grid
+        self.set_image(self._render(), origin=self.grid.origin, scale=self.grid.cam_scale)
+
     def set_colormap(self, name: str) -> None:
         if name not in COLORMAPS:
             raise ValueError(f"unknown colour map {name!r}; choose one of {', '.join(COLORMAPS)}")

@@ -4,9 +4,13 @@ For each slide the command writes ``prediction.npz`` (probability grid, geo-refe
 classes, model and slide identity; see :mod:`crc_core.inference`), ``regions.geojson`` and
 ``regions.csv`` (per-region results, :mod:`crc_core.regions`; the whole predicted area is one region
 when ``--regions`` is not given), ``overlay.png`` (thumbnail with the class map blended in) and, with
-``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap). With several slides each gets a subfolder
-of ``--out`` named after the slide. Under ``torchrun`` the slides are shared among the processes
-(rank r takes slides r, r + world, ...), each on its own GPU.
+``--cam``, ``heatmap.png`` (thumbnail with the CAM heatmap, its colour bar and the class it
+explains). With several slides each gets a subfolder of ``--out`` named after the slide. With
+``--project`` the checkpoint's classes are mapped onto the project's class scheme before its
+weights load (:mod:`crc_core.scheme_map`: a three-class model's Adenocarcinoma covers the
+five-class scheme's three grades), the mapping is printed, and the regions' labels are compared
+through it. Under ``torchrun`` the slides are shared among the processes (rank r takes slides
+r, r + world, ...), each on its own GPU.
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="µm per pixel of slides that do not state one (their windows are then cut at the "
         "checkpoint's scale instead of at pyramid level 0)",
+    )
+    p.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="project folder whose class scheme the checkpoint's classes are mapped onto "
+        "(class groups: Adenocarcinoma covers its three grades); refused before loading the "
+        "weights when a class has no counterpart",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -192,6 +204,30 @@ def _with_legend(img: np.ndarray, items: list[tuple[str, tuple[int, int, int]]])
     return canvas
 
 
+def _with_colorbar(img: np.ndarray, cmap: str, text: str) -> Image.Image:
+    """``img`` over a colour bar of ``cmap``, 0 (left) to 1 (right), and a line saying ``text``."""
+    from matplotlib import colormaps
+
+    w = img.shape[1]
+    canvas = Image.new("RGB", (w, img.shape[0] + 44), (255, 255, 255))
+    canvas.paste(Image.fromarray(img), (0, 0))
+    ramp = (colormaps[cmap](np.linspace(0, 1, max(w - 8, 1)))[:, :3] * 255).astype(np.uint8)
+    canvas.paste(Image.fromarray(np.repeat(ramp[None], 12, axis=0)), (4, img.shape[0] + 4))
+    d = ImageDraw.Draw(canvas)
+    y = img.shape[0] + 17
+    d.text((4, y), "0 low", fill=(0, 0, 0))
+    d.text((max(4, w - 44), y), "1 high", fill=(0, 0, 0))
+    d.text((4, y + 12), text, fill=(0, 0, 0))
+    return canvas
+
+
+def cam_statement(pred: Any) -> str:
+    """Which class a prediction's CAM heatmap explains."""
+    cid = (pred.cam_info or {}).get("class")
+    what = "each window's predicted class" if cid is None else pred.scheme.get(cid).name
+    return f"CAM of {what} (each window scaled to its maximum)"
+
+
 def _save_png(image: Image.Image, path: Path) -> None:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
@@ -239,7 +275,7 @@ def predict_one(
             slide.set_mpp(args.slide_mpp)
             warn(f"{slide_path.name}: no pixel size in the file; using --slide-mpp "
                  f"{args.slide_mpp:g} µm/px")
-        label_scheme = lm.scheme.copy()
+        label_scheme = (args.label_scheme or lm.scheme).copy()
         regions: list[Any] | None = None
         if regions_path is not None:
             loaded = load_annotations(regions_path, label_scheme, slide_size=slide.dimensions)
@@ -282,7 +318,8 @@ def predict_one(
         legend = [(c.name, c.color) for c in pred.scheme]
         _save_png(_with_legend(render_overlay(thumb, pred, scale), legend), out_dir / "overlay.png")
         if pred.cam is not None:
-            _save_png(Image.fromarray(render_heatmap(thumb, pred, scale)), out_dir / "heatmap.png")
+            _save_png(_with_colorbar(render_heatmap(thumb, pred, scale), "jet",
+                                     cam_statement(pred)), out_dir / "heatmap.png")
     n = int(pred.predicted.sum())
     cmap = pred.class_map()
     counts = {c.name: int((cmap == k).sum()) for k, c in enumerate(pred.scheme)}
@@ -298,6 +335,25 @@ def predict_one(
         "stain": (pred.resolution.get("stain") or {}).get("statement", ""),
         "backend": (pred.resolution.get("scoring") or {}).get("backend_statement", ""),
     }
+
+
+def _mapping(args: argparse.Namespace) -> Any:
+    """The checkpoint's classes mapped onto ``--project``'s scheme (read before the weights),
+    stated; ``None`` without ``--project``. Sets ``args.label_scheme`` (the project's scheme or
+    None)."""
+    args.label_scheme = None
+    if getattr(args, "project", None) is None:
+        return None
+    from crc_core.project import Project
+    from crc_core.scheme_map import check_checkpoint
+
+    project = Project.open(args.project)
+    smap, summary = check_checkpoint(args.checkpoint, project.scheme)
+    args.label_scheme = project.scheme
+    if not args.quiet:
+        print(f"classes: {smap.statement() or 'the model classes are the project classes'} "
+              f"(read in {summary.seconds:.2f} s, before loading the weights)")
+    return smap
 
 
 def run(args: argparse.Namespace) -> int:
@@ -336,7 +392,10 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     args.device = device
     check_backend_arguments(args, device)
+    smap = _mapping(args)
     lm = load_model(args.checkpoint, device)
+    if smap is not None:
+        lm.scheme = smap.display_scheme()  # the model's outputs in the project's names, colours
     if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
         raise ConfigError(
             f"--cam-class {args.cam_class!r} is not a class of the checkpoint "

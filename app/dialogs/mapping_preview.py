@@ -1,0 +1,81 @@
+"""The Predict dialog's *Classes* line: how the chosen model's classes map onto the project's,
+stated as soon as a model is chosen (before Predict is pressed).
+
+The check (:func:`crc_core.scheme_map.check_job`: the checkpoint's class list read memory-mapped, no
+weights) runs in a :class:`app.workers.JobWorker`, 250 ms after the last change of the choice; a
+choice made while one check runs is checked when it ends. A refusal is stated in the line (the
+error dialog comes only if Predict is pressed). GUI thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QLabel
+
+from app.workers import JobWorker
+from crc_core.scheme_map import check_job
+
+DELAY_MS = 250
+
+
+def mapping_text(smap: Any, summary: Any) -> str:
+    said = smap.statement() or "The model's classes are the project's."
+    return f"{said} (classes read in {summary.seconds:.2f} s, before loading the weights)"
+
+
+class MappingPreview(QObject):
+    """Keeps ``label`` telling how the model at ``path_text()`` maps onto ``scheme()``."""
+
+    def __init__(self, label: QLabel, path_text: Callable[[], str],
+                 scheme: Callable[[], Any], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.label, self.path_text, self.scheme = label, path_text, scheme
+        self.worker: JobWorker | None = None
+        self._again = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DELAY_MS)
+        self._timer.timeout.connect(self._start)
+
+    def request(self) -> None:
+        """The choice changed: check it shortly."""
+        self.label.setText("")
+        self._timer.start()
+
+    def _start(self) -> None:
+        if self.worker is not None:
+            self._again = True
+            return
+        path = Path(self.path_text().strip())
+        if not path.name or not path.is_file():
+            return
+        scheme = self.scheme()
+        self.worker = JobWorker(lambda: check_job(path, scheme), self)
+        self.worker.finished_ok.connect(lambda res, p=path: self._on_checked(p, mapping_text(*res)))
+        self.worker.failed.connect(lambda msg, p=path: self._on_checked(p, f"Refused: {msg}"))
+        self.worker.finished.connect(self._on_worker_finished)
+        self.worker.start()
+
+    def _on_checked(self, path: Path, text: str) -> None:
+        if Path(self.path_text().strip()) == path:
+            self.label.setText(text)
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        if self._again:
+            self._again = False
+            self._start()
+
+    def hold(self) -> None:
+        """No check pending (the prediction's own check states the mapping)."""
+        self._timer.stop()
+        self._again = False
+
+    def stop(self) -> None:
+        self._timer.stop()
+        if self.worker is not None:
+            self.worker.cancel_and_wait(5000)
