@@ -1,7 +1,7 @@
 """Benchmark of `crc_core.inference.predict`: windows/s end to end, per backend, against the bare
 PyTorch eager forward pass.
 
-A whole pyramidal TIFF with tissue-like content (crc_core.synthetic.TissuePattern, 0.5 µm/px) is
+A whole pyramidal TIFF with tissue-like content (crc_testkit.synthetic.TissuePattern, 0.5 µm/px) is
 generated and, in the same process with the same weights, batch size, threads and device:
 
 - ``bare`` (the reference): the PyTorch **eager** forward pass (contiguous NCHW, float32 on the
@@ -48,7 +48,9 @@ from crc_core.inference import LoadedModel, _read_windows, make_scorer, predict,
 from crc_core.jobs import run_job
 from crc_core.models import build_model, get_spec
 from crc_core.runtime import Scorer
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff  # noqa: E402
 
 
 def _rss_mb() -> float:

@@ -576,18 +576,6 @@ def evaluate(
     return {**metrics, "out": str(out), "files": files}
 
 
-def metrics_from_predictions(path: str | Path) -> dict[str, Any]:
-    """Recompute the metrics from a ``predictions.csv`` (label names + ``prob_<class>`` columns)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c for c in (reader.fieldnames or []) if c.startswith("prob_")]
-        names = [c[len("prob_"):] for c in cols]
-        rows = list(reader)
-    y = [names.index(r["label"]) for r in rows]
-    probs = np.array([[float(r[c]) for c in cols] for r in rows])
-    return compute_metrics(y, probs, names)
-
-
 def compare(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     """Side-by-side tables (paper Tables 3 and 4) and a report from several evaluation folders."""
     from crc_core.jobs import run_job

@@ -39,7 +39,7 @@ def ebhi_dir() -> Path:
 
 
 # Synthetic pyramid shared by slide, viewer and prediction tests: written once per session from a
-# procedural tile source (crc_core.synthetic.TissuePattern), never held whole in memory.
+# procedural tile source (crc_testkit.synthetic.TissuePattern), never held whole in memory.
 PYRAMID_SIZE = (20480, 4096)  # (w, h) level 0; >= 20,000 px on a side
 PYRAMID_SEED = 3
 PYRAMID_MPP = 0.5
@@ -49,9 +49,9 @@ PYRAMID_MPP = 0.5
 def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
     """Write (cached per session) tiled JPEG pyramidal TIFFs: ``factory(w, h, **kwargs) -> Path``.
 
-    kwargs go to :func:`crc_core.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
+    kwargs go to :func:`crc_testkit.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
     """
-    from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+    from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
     folder = tmp_path_factory.mktemp("pyramids")
     made: dict[tuple, Path] = {}

@@ -125,7 +125,7 @@ def test_class_map_falls_in_the_tiles_of_each_half(halves: dict) -> None:
 def test_pyramid_level_windows_are_georeferenced_in_level0_pixels(
     halves: dict, tmp_path: Path
 ) -> None:
-    from crc_core.synthetic import write_pyramid_tiff
+    from crc_testkit.synthetic import write_pyramid_tiff
 
     big = np.asarray(
         Image.fromarray(halves["mosaic"]).resize(
