@@ -7,7 +7,7 @@ and ``crc evaluate`` use), and reports both accuracies, their difference, the sh
 predicted class changed, the largest probability difference and the images/s of each (alternating,
 best of ``--repeats``). Every ``--step``-th eligible tile is taken. Prints one JSON object. Usage::
 
-    python benchmarks/quantize_bench.py [--checkpoint models/demo_resnet50_3class.pt] [--step 10]
+    python benchmarks/quantize_bench.py [--checkpoint models/demo_densenet121_3class.pt] [--step 10]
                                         [--threads 2] [--batch-size 16] [--repeats 2]
 """
 
@@ -44,7 +44,7 @@ def _tiles(step: int, size: int, names: list[str]) -> tuple[np.ndarray, np.ndarr
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", type=Path, default=ROOT / "models/demo_resnet50_3class.pt")
+    ap.add_argument("--checkpoint", type=Path, default=ROOT / "models/demo_densenet121_3class.pt")
     ap.add_argument("--step", type=int, default=10, help="take every STEP-th tile (10)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)

@@ -120,8 +120,8 @@ class Scorer:
 
     #: Registry name of the backend (see :mod:`crc_core.inference.backends`).
     backend = "torch"
-    #: Model and input in channels_last, on the CPU too: 1.4x the contiguous forward pass of
-    #: ResNet50 and DenseNet121 there (benchmarks/RESULTS.md, "Inference backends on the CPU").
+    #: Model and input in channels_last, on the CPU too: 1.2-1.7x the contiguous forward pass there
+    #: (benchmarks/RESULTS.md, "Inference backends on the CPU").
     channels_last = True
 
     @property

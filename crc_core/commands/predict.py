@@ -116,8 +116,8 @@ def add_backend_arguments(p: Any) -> None:
                    help="CPU threads of the model (default 0: PyTorch's default, the physical "
                    "cores)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: ONNX Runtime dynamic int8 quantisation (onnx backend only; see "
-                   "benchmarks/RESULTS.md for its speed and accuracy change)")
+                   help="int8: ONNX Runtime dynamic int8 quantisation (onnx backend only; "
+                   "measured slower than float32 on a CPU: see benchmarks/RESULTS.md)")
 
 
 def check_backend_arguments(args: argparse.Namespace, device: Any) -> None:
