@@ -87,6 +87,8 @@ ANALYSIS_DIALOGS = {
     "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog", "project"),
     "train": ("Train…", "app.dialogs.train", "TrainDialog", "project-optional"),
     "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "window"),
+    "convert": ("Prediction to Annotations…", "app.dialogs.convert_prediction",
+                "ConvertPredictionDialog", "window"),
 }
 
 
@@ -184,6 +186,9 @@ class MainWindow(QMainWindow):
         self.results_panel = install_results_panel(self)
         # Results shares a tabbed dock with Annotations, so the right column keeps room for both
         self.tabifyDockWidget(self.docks["annotations"], self.docks["results"])
+        from app.panels.review import install_review_panel  # review queue (N/P, 1-9, Enter)
+
+        install_review_panel(self)
         self.docks["annotations"].raise_()
         self.docks["messages"].hide()  # View > Messages, or the status bar's warning button
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import getpass
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ from crc_core.annotations import Annotation, clean_geometry
 from crc_core.classes import ClassScheme
 from crc_core.errors import ClassSchemeError, ConfigError
 from crc_core.inference import GridSpec, Prediction
+from crc_core.jobs import Progress
 
 __all__ = [
     "ConvertResult",
@@ -54,6 +55,7 @@ __all__ = [
     "ReviewItem",
     "cell_entropy",
     "class_targets",
+    "conversion_job",
     "is_proposed",
     "is_reviewed",
     "mark_reviewed",
@@ -229,7 +231,19 @@ def _class_filter(pred_scheme: ClassScheme, targets: list[str], scheme: ClassSch
     return keep
 
 
-def prediction_to_annotations(
+def prediction_to_annotations(pred: Prediction, scheme: ClassScheme | None = None,
+                              **options: Any) -> ConvertResult:
+    """Annotations (status "proposed") from the class map of ``pred``; the options are those of
+    :func:`conversion_job`, which this runs to the end."""
+    job = conversion_job(pred, scheme, **options)
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+def conversion_job(
     pred: Prediction,
     scheme: ClassScheme | None = None,
     *,
@@ -238,8 +252,9 @@ def prediction_to_annotations(
     classes: Sequence[str] | None = None,
     region: BaseGeometry | None = None,
     mapping: dict[str, str] | None = None,
-) -> ConvertResult:
-    """Annotations (status "proposed") from the class map of ``pred``; see the module docstring.
+) -> Generator[Progress, None, ConvertResult]:
+    """Job (see :mod:`crc_core.jobs`): annotations from the class map of ``pred``, one
+    :class:`Progress` per class; see the module docstring.
 
     Parameters
     ----------
@@ -276,7 +291,9 @@ def prediction_to_annotations(
         res.notes.append("the slide's pixel size is unknown: areas are in level-0 px²")
     model = str(pred.model.get("name") or pred.model.get("checkpoint") or "")
     # one class id per *target* class: prediction classes mapped onto one class are merged
-    for target in dict.fromkeys(targets[i] for i in sorted(keep)):
+    wanted = list(dict.fromkeys(targets[i] for i in sorted(keep)))
+    for done, target in enumerate(wanted):
+        yield Progress(done, len(wanted), f"outlining {scheme.get(target).name}")
         mask = np.isin(cmap, [i for i in keep if targets[i] == target])
         labels, n = label(mask, connectivity=1, return_num=True)
         for k in range(1, n + 1):
