@@ -272,12 +272,15 @@ class BuildDatasetDialog(QDialog):
         """Read the project's annotations and start the build in a background thread."""
         if self.worker is not None:
             return
+        from crc_core.finetune import exclude_proposed
         from crc_core.patches import extract, sources_from_project
 
         try:
             cfg = self.config()
             out = self.out_dir()
             sources, warns = sources_from_project(self.project)
+            sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
+            warns = [*warns, *left_out]
         except CrcError as exc:
             errors.report(self, "Build Dataset", str(exc))
             return

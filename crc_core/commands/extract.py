@@ -161,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         scheme = ClassScheme.paper()
         sources, warns = sources_from_files(zip(args.slide, args.annotations, strict=False), scheme)
+    from crc_core.finetune import exclude_proposed  # unreviewed proposals never train a model
+
+    sources, left_out = exclude_proposed(sources)
+    warns = [*warns, *left_out]
     for w in warns:
         warn(w)
     result = drive_with_bar(
