@@ -90,6 +90,10 @@ class ReviewList(QListWidget):
 class ReviewPanel(QWidget):
     """See the module docstring; ``window`` is the :class:`app.main_window.MainWindow`."""
 
+    #: (keys, what) for Help > Keyboard Shortcuts
+    KEYS = (("N, Down", "Next item (zooms to it)"), ("P, Up", "Previous item"),
+            ("1-9", "Set the item's class and accept it"), ("Enter", "Accept the item as it is"))
+
     def __init__(self, window: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.win = window

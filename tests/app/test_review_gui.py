@@ -174,3 +174,11 @@ def test_review_window_items_become_annotations(qtbot, demo_win: MainWindow):
     assert made.class_id == doc.scheme.classes[0].id and is_reviewed(made)
     assert made.geometry.equals(it.geometry)
     assert panel.counter.text().startswith("1 of ")
+
+
+def test_review_keys_are_listed_in_help(qtbot, demo_win: MainWindow):
+    from app.help import shortcut_rows
+
+    rows = [r for r in shortcut_rows(demo_win) if r[0] == "Review list (focused)"]
+    assert {r[2] for r in rows} == {"N, Down", "P, Up", "1-9", "Enter"}
+    assert any(a.text() == "Prediction to Annotations…" for a in demo_win.actions())
