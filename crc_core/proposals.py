@@ -358,24 +358,37 @@ def _window_key(ann: Annotation) -> str | None:
     return None
 
 
-def _annotation_item(a: Annotation, pred: Prediction, targets: list[str], ent: np.ndarray,
-                     xs: np.ndarray, ys: np.ndarray, people: list[Annotation]) -> ReviewItem | None:
-    inside = _cells_in(a.geometry, xs, ys) & pred.predicted
+@dataclass
+class _Cells:
+    """Per-cell arrays of one prediction, computed once per queue."""
+
+    targets: list[str]
+    cmap: np.ndarray
+    ent: np.ndarray
+    ok: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+    people: dict[str, BaseGeometry]  # class id -> union of the areas people drew
+
+
+def _annotation_item(a: Annotation, cells: _Cells) -> ReviewItem | None:
+    targets = cells.targets
+    inside = _cells_in(a.geometry, cells.xs, cells.ys) & cells.ok
     if not inside.any():
         return None
-    counts = np.bincount(pred.class_map()[inside], minlength=len(targets))
+    counts = np.bincount(cells.cmap[inside], minlength=len(targets))
     by_target: dict[str, int] = {}
     for i, t in enumerate(targets):
         by_target[t] = by_target.get(t, 0) + int(counts[i])
     majority = max(by_target, key=lambda t: by_target[t])
-    unc = float(np.nanmean(ent[inside]))
+    unc = float(np.nanmean(cells.ent[inside]))
     info = review_info(a)
     if info is None or info.get("source") == "person":  # a person's label against the model
         dis = 1.0 - by_target.get(a.class_id, 0) / int(inside.sum())
         if info is None and majority == a.class_id:
             return None
     else:
-        other = [p.geometry for p in people if p.class_id != a.class_id]
+        other = [g for c, g in cells.people.items() if c != a.class_id]
         cover = shapely.union_all(other).intersection(a.geometry).area if other else 0.0
         dis = float(cover / a.area) if a.area else 0.0
     key = _window_key(a) or f"ann:{a.id}"
@@ -395,14 +408,18 @@ def review_queue(
     anns = list(annotations)
     ent = cell_entropy(pred)
     xs, ys = pred.grid.cell_centers()
-    people = [a for a in anns if review_info(a) is None]
-    items = [it for a in anns
-             if (it := _annotation_item(a, pred, targets, ent, xs, ys, people)) is not None]
+    people: dict[str, list[BaseGeometry]] = {}
+    for a in anns:
+        if review_info(a) is None:
+            people.setdefault(a.class_id, []).append(a.geometry)
+    cmap = pred.class_map()
+    cells = _Cells(targets, cmap, ent, pred.predicted, xs, ys,
+                   {c: shapely.union_all(g) for c, g in people.items()})
+    items = [it for a in anns if (it := _annotation_item(a, cells)) is not None]
     covered = np.zeros(pred.grid.shape, dtype=bool)
     for a in anns:
         covered |= _cells_in(a.geometry, xs, ys)
     free = pred.predicted & ~covered
-    cmap = pred.class_map()
     rows, cols = np.nonzero(free)
     order = np.argsort(-ent[rows, cols], kind="stable")[: max(0, max_windows)]
     for r, c in zip(rows[order], cols[order], strict=True):
