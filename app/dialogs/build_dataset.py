@@ -11,6 +11,7 @@ The dataset goes to ``<project>/datasets/<name>``.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,8 @@ class BuildDatasetDialog(QDialog):
             sources, warns = sources_from_project(self.project)
             sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
             warns = [*warns, *left_out]
+            for note in left_out:  # to View > Messages
+                logging.getLogger(__name__).warning(note)
         except CrcError as exc:
             errors.report(self, "Build Dataset", str(exc))
             return

@@ -254,14 +254,16 @@ class ReviewPanel(QWidget):
             self.show_item(self.items[row])
 
     def _on_window_slideOpened(self, _path: str) -> None:
-        if self._doc is not None:
+        for slot in (self._rebuild_timer.start, self._update_counter):
             try:
-                self._doc.changed.disconnect(self._rebuild_timer.start)
+                if self._doc is not None:
+                    self._doc.changed.disconnect(slot)
             except (RuntimeError, TypeError):
                 pass
         self._doc = self.win.document
         self.current = None
         if self._doc is not None:
+            self._doc.changed.connect(self._update_counter)  # at once; the list follows
             self._doc.changed.connect(self._rebuild_timer.start)
         self._rebuild_timer.start()
 
