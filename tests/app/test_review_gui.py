@@ -146,7 +146,8 @@ def test_review_steps_keys_and_counter(qtbot, demo_win: MainWindow):
     assert is_reviewed(doc.get(third.ann_id)) and doc.get(third.ann_id).class_id == cls
     assert review_info(doc.get(third.ann_id))["status"] == "accepted"
     qtbot.waitUntil(lambda: panel.counter.text() == f"2 of {total} reviewed", timeout=3000)
-    assert panel.list.currentItem().text().startswith("✓")
+    qtbot.waitUntil(lambda: panel.list.currentItem().text().startswith("✓"), timeout=3000)
+    assert not panel.list.currentItem().font().italic()
     win.act_undo.trigger()
     qtbot.waitUntil(lambda: panel.counter.text() == f"1 of {total} reviewed", timeout=3000)
     assert is_proposed(doc.get(third.ann_id))
