@@ -383,12 +383,14 @@ def _annotation_item(a: Annotation, cells: _Cells) -> ReviewItem | None:
     majority = max(by_target, key=lambda t: by_target[t])
     unc = float(np.nanmean(cells.ent[inside]))
     info = review_info(a)
+    # ranked by the class it had before review, so a review never moves an item in the queue
+    label = str(info.get("proposed_class") or a.class_id) if info else a.class_id
     if info is None or info.get("source") == "person":  # a person's label against the model
-        dis = 1.0 - by_target.get(a.class_id, 0) / int(inside.sum())
-        if info is None and majority == a.class_id:
+        dis = 1.0 - by_target.get(label, 0) / int(inside.sum())
+        if info is None and majority == label:
             return None
     else:
-        other = [g for c, g in cells.people.items() if c != a.class_id]
+        other = [g for c, g in cells.people.items() if c != label]
         cover = shapely.union_all(other).intersection(a.geometry).area if other else 0.0
         dis = float(cover / a.area) if a.area else 0.0
     key = _window_key(a) or f"ann:{a.id}"

@@ -157,6 +157,10 @@ class ReviewPanel(QWidget):
         for n, it in enumerate(self.items, 1):
             item = QListWidgetItem(self._text(n, it, doc))
             item.setData(KEY_ROLE, it.key)
+            item.setToolTip(f"uncertainty {it.uncertainty:.2f} (mean normalised entropy of the "
+                            f"prediction inside: 0 certain, 1 all classes equally likely); "
+                            f"disagreement {it.disagreement:.2f} (share at odds with the "
+                            f"annotations drawn by a person)")
             ann = doc.get(it.ann_id) if it.ann_id else None
             f = item.font()
             f.setItalic(ann is None or is_proposed(ann))
@@ -178,8 +182,8 @@ class ReviewPanel(QWidget):
                      else "proposed" if is_proposed(ann) else "drawn")
             what = f"{doc.display_name(ann.id)} ({state})"
         mark = "✓ " if self.is_done(it) else ""
-        return (f"{mark}{n}. {what} — uncertainty {it.uncertainty:.2f}"
-                + (f", disagreement {it.disagreement:.2f}" if it.disagreement else ""))
+        return (f"{mark}{n}. {what} · {it.uncertainty:.2f}"
+                + (f" · disagrees {it.disagreement:.0%}" if it.disagreement else ""))
 
     def is_done(self, it: ReviewItem) -> bool:
         doc = self.win.document

@@ -138,7 +138,9 @@ def test_review_steps_keys_and_counter(qtbot, demo_win: MainWindow):
     assert info["status"] == "corrected" and info["reviewer"] == getpass.getuser()
     assert info["reviewed"].endswith("+00:00")
     qtbot.waitUntil(lambda: panel.counter.text() == f"1 of {total} reviewed", timeout=3000)
-    assert panel.current == second.key  # the rebuilt queue keeps the current item
+    assert panel.current == second.key  # the rebuilt queue keeps the current item ...
+    qtbot.waitUntil(lambda: panel.list.currentItem().text().startswith("✓"), timeout=3000)
+    assert panel.list.currentRow() == 1  # ... in its place
     qtbot.keyClick(panel.list, Qt.Key.Key_N)
     third = panel.items[panel.list.currentRow()]
     cls = doc.get(third.ann_id).class_id

@@ -162,6 +162,11 @@ def test_review_queue_ranks_uncertain_and_disagreeing_first():
     assert next(it for it in q if it.ann_id == ring.id).disagreement == pytest.approx(1.0)
     assert next(it for it in q if it.ann_id == person.id).disagreement == pytest.approx(0.75)
     assert all(it.disagreement == 0 for it in q[2:])
+    # reviews never reorder the queue (ranked by the class proposed, not the class corrected)
+    keys = [it.key for it in q]
+    fixed = [mark_reviewed(a, pred.scheme.ids[0], reviewer="dr-a") if a.id == ring.id else a
+             for a in [*res.annotations, person]]
+    assert [it.key for it in review_queue(pred, fixed, max_windows=0)] == keys
     # a reviewed window becomes an annotation and keeps its queue key
     win = review_queue(pred, res.annotations)[0]
     made = window_annotation(win, pred.scheme.ids[0], reviewer="dr-a")
