@@ -150,13 +150,17 @@ class ConvertPredictionDialog(QDialog):
             return
         self.convert_button.setEnabled(False)
         self.status.setText("Converting…")
-        self.worker = JobWorker(lambda: conversion_job(pred, doc.scheme, **opts), self)
-        self.worker.progressed.connect(lambda ev: self.status.setText(f"{ev.message}…"))
-        self.worker.finished_ok.connect(lambda res: self._on_worker_finished(doc, res))
-        self.worker.failed.connect(self._on_worker_failed)
-        self.worker.start()
+        # no Qt parent: a dialog replaced while converting must not take the thread with it
+        w = JobWorker(lambda: conversion_job(pred, doc.scheme, **opts))
+        self.worker = w
+        w.progressed.connect(lambda ev: self.status.setText(f"{ev.message}…"))
+        w.finished_ok.connect(lambda res, w=w: self._on_worker_finished(w, doc, res))
+        w.failed.connect(lambda msg, w=w: self._on_worker_failed(w, msg))
+        w.start()
 
-    def _on_worker_finished(self, doc: Any, res: Any) -> None:
+    def _on_worker_finished(self, w: JobWorker, doc: Any, res: Any) -> None:
+        if w is not self.worker:  # cancelled (dialog closed): nothing is added
+            return
         self.worker = None
         self.convert_button.setEnabled(True)
         if doc is not self.win.document:  # the slide changed meanwhile
@@ -172,7 +176,9 @@ class ConvertPredictionDialog(QDialog):
         if n:
             self.accept()
 
-    def _on_worker_failed(self, msg: str) -> None:
+    def _on_worker_failed(self, w: JobWorker, msg: str) -> None:
+        if w is not self.worker:
+            return
         self.worker = None
         self.convert_button.setEnabled(True)
         self.status.setText("")
