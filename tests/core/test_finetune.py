@@ -165,3 +165,22 @@ def test_unreviewed_proposals_never_reach_a_dataset(tmp_path: Path):
     assert len(sources) == 1 and [a.id for a in sources[0].annotations] == [drawn.id, ok.id]
     assert notes and notes[0].startswith("2 proposed area(s)")
     assert exclude_proposed([SlideSource(tmp_path / "a.svs", [drawn])])[1] == []
+
+
+def test_crc_extract_leaves_out_unreviewed_proposals(slides_dir: Path, tmp_path: Path, capsys):
+    from crc_core.annotations import AnnotationSet, save_annotations
+
+    drawn = Annotation.rectangle("normal", 300, 400, 1000, 680)
+    prop = Annotation.new("adenoma", shapely.box(300, 1500, 1300, 2180),
+                          properties={REVIEW_KEY: {"status": "proposed", "source": "prediction"}})
+    ann = tmp_path / "a.geojson"
+    save_annotations(AnnotationSet([drawn, prop]), ann, ClassScheme.paper())
+    out = tmp_path / "D"
+    rc = main(["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"),
+               "--annotations", str(ann), "--out", str(out), "--random", "0", "--min-gland", "0",
+               "--min-tissue", "0", "-q"])
+    assert rc == 0
+    assert "1 proposed area(s) converted from a prediction" in capsys.readouterr().err
+    with open(out / "manifest.csv", newline="") as fh:
+        labels = {r["label"] for r in csv.DictReader(fh)}
+    assert labels == {"normal"}  # class ids; no adenoma patch from the proposal
