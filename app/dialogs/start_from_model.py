@@ -6,7 +6,8 @@ folders included, and the shipped ``models/``; Browse… picks any ``.pt``. Empt
 model. With a model chosen, each run keeps its architecture, classes and input size and trains at
 a tenth of its learning rate (the Learning rate field is not used, and the note says so); after
 the run's evaluation, the old and the new model are scored on the same held-out test images and
-the comparison (or the warning that nothing was held out) goes to the log.
+the comparison (or the warning that nothing was held out) goes to the log and both models'
+scores on those images to the Report tab.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class StartFromModel(QWidget):
             return cfg
         from crc_core.finetune import finetune_config
 
-        return finetune_config(cfg, ckpt)
+        cfg = finetune_config(cfg, ckpt)
+        self.note.setText(cfg.notes[-1][0].upper() + cfg.notes[-1][1:])  # with the exact rate
+        return cfg
 
     def with_comparison(self, evaluation: Callable[[], Generator[Any, None, Any]], cfg: Any,
                         run_dir: Path, **kw: Any) -> Callable[[], Generator[Any, None, Any]]:
@@ -104,3 +107,19 @@ class StartFromModel(QWidget):
         from crc_core.finetune import then_compare
 
         return lambda: then_compare(evaluation(), cfg.init, run_dir / "best.pt", run_dir, **kw)
+
+    def show_comparison(self, result: dict[str, Any], run_dir: Path, report: Any,
+                        log: Callable[[str], None]) -> None:
+        """The comparison in the log, and both models' scores on the test images in the
+        Report tab (``compare/old`` and ``compare/new``)."""
+        from crc_core.errors import CrcError
+        from crc_core.finetune import comparison_text
+
+        log(comparison_text(result))
+        for side in ("old", "new"):
+            folder = run_dir / "compare" / side
+            if (folder / "metrics.json").is_file():
+                try:
+                    report.add_folder(folder)
+                except CrcError as exc:
+                    log(f"the {side} model's scores cannot be shown: {exc}")

@@ -822,10 +822,8 @@ class TrainDialog(QDialog):
         if m.get("accuracy") is not None:
             self._log(f"{run.arch}: {m.get('subset', '')} accuracy {m['accuracy']:.3f}, mAP "
                       f"{(m.get('macro') or {}).get('map') or 0:.3f} ({run.out / 'eval'})")
-        if m.get("comparison"):
-            from crc_core.finetune import comparison_text
-
-            self._log(f"{run.arch}: " + comparison_text(m["comparison"]))
+        if m.get("comparison"):  # fine-tuned: old and new model on the same test images
+            self.start_from.show_comparison(m["comparison"], run.out, self.report, self._log)
         self.runFinished.emit(str(run.out))
         self._next_run()
 

@@ -76,6 +76,10 @@ def test_fine_tune_from_the_dialog_compares_old_and_new(qtbot, tiny_csv: Path, t
     res = json.loads((run / "compare.json").read_text())
     assert res["old"]["n"] == res["new"]["n"] == res["images"] > 0
     assert f"on the same {res['images']} held-out test images" in dlg.log.toPlainText()
+    assert "at learning rate 0.0001 (a tenth of its training rate 0.001)" in \
+        dlg.start_from.note.text()
+    shown = {r.folder.resolve() for r in dlg.report.results.values()}
+    assert {(run / "compare" / s).resolve() for s in ("old", "new")} <= shown
 
 
 def test_a_model_of_other_classes_is_refused_in_one_line(qtbot, tiny_csv: Path, tmp_path: Path,
