@@ -193,13 +193,17 @@ def test_demo_prediction_round_trips_through_polygons():
     assert (back[~pred.predicted] == -1).all()
 
 
-def test_demo_true_areas_keep_their_predicted_majority():
-    pred, _ = _demo_prediction()
+def test_demo_true_areas_keep_their_predicted_majority(tmp_path: Path):
+    """Issue 13 'Done when': the demo prediction through `crc annotations from-prediction`."""
+    pred, npz = _demo_prediction()
     ann_files = sorted((DEMO / "annotations").glob("*.geojson"))
     if not ann_files:
         pytest.skip("resources/demo/annotations holds no annotations in this checkout")
     truth = load_annotations(ann_files[0], pred.scheme.copy()).annotations
-    polys = prediction_to_annotations(pred).annotations
+    out = tmp_path / "proposed.geojson"
+    assert main(["annotations", "from-prediction", str(npz), str(out)]) == 0
+    polys = list(load_annotations(out, pred.scheme.copy()).annotations)
+    assert polys and all(a.geometry.is_valid and is_proposed(a) for a in polys)
     back = rasterize(polys, pred.grid, pred.scheme.ids)
     cells = pred.class_map()
     xs, ys = pred.grid.cell_centers()
