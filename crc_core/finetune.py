@@ -27,6 +27,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ from crc_core.atomic import atomic_write_text
 from crc_core.errors import CheckpointError, ConfigError
 from crc_core.jobs import Progress
 
-__all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "compare_job", "comparison_text",
-           "exclude_proposed", "finetune_config", "match_checkpoint_classes", "run_table",
-           "then_compare"]
+__all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "checkpoint_arch", "compare_job",
+           "comparison_text", "exclude_proposed", "finetune_config", "match_checkpoint_classes",
+           "run_table", "then_compare"]
 
 #: The fine-tuning rate is this share of the rate the checkpoint was trained at.
 LR_FACTOR = 0.1
@@ -53,6 +54,21 @@ def _load(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"--init {p}: checkpoint not found")
     return load_checkpoint(p)
+
+
+def checkpoint_arch(path: str | Path) -> str | None:
+    """The architecture a checkpoint names, read without its weights (memory-mapped,
+    ``weights_only``); ``None`` when the file is not a readable checkpoint."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any unreadable file: the caller just does not preselect
+        return None
+    arch = obj.get("arch") if isinstance(obj, dict) else None
+    return arch if isinstance(arch, str) else None
 
 
 def finetune_config(cfg: Any, checkpoint: str | Path, lr: float | None = None) -> Any:

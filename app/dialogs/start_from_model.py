@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -42,7 +43,9 @@ def _checkpoints(folders: list[Path]) -> list[str]:
 
 class StartFromModel(QWidget):
     """See the module docstring. ``folders``: where checkpoints are looked for (the shipped
-    ``models/`` is added)."""
+    ``models/`` is added). ``archChosen(str)``: a chosen checkpoint's architecture."""
+
+    archChosen = Signal(str)
 
     def __init__(self, folders: list[Path], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -75,6 +78,12 @@ class StartFromModel(QWidget):
 
     def _on_combo_currentTextChanged(self, _text: str) -> None:
         ckpt = self.checkpoint()
+        if ckpt is not None and ckpt.suffix == ".pt" and ckpt.is_file():
+            from crc_core.finetune import checkpoint_arch
+
+            arch = checkpoint_arch(ckpt)
+            if arch:
+                self.archChosen.emit(arch)
         self.note.setText(NEW_MODEL_NOTE if ckpt is None else (
             f"Fine-tunes {ckpt.name}: its architecture, classes and input size are kept; it "
             f"trains at a tenth of its learning rate (the Learning rate field is not used) and "

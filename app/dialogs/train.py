@@ -322,6 +322,8 @@ class TrainDialog(QDialog):
         from app.dialogs.start_from_model import StartFromModel  # fine-tuning (crc train --init)
 
         self.start_from = StartFromModel([self._models_dir()])
+        self.start_from.archChosen.connect(  # fine-tuning keeps the model's architecture
+            lambda a: [cb.setChecked(n == a) for n, cb in self.arch_boxes.items()])
         form.addRow("Start from a model", self.start_from)
         from crc_core.training import DEFAULT_PRESET, PRESET_HELP, PRESETS
 

@@ -115,6 +115,10 @@ def test_convert_review_and_fine_tune_the_demo_model(qtbot, win: MainWindow, err
     listed = [dlg.start_from.combo.itemText(i) for i in range(dlg.start_from.combo.count())]
     assert str(model) in listed  # the shipped model is offered
     dlg.start_from.combo.setCurrentText(str(model))
+    from crc_core.models import load_checkpoint
+
+    arch = load_checkpoint(model)["arch"]  # whichever model the demo ships: its arch is ticked
+    assert [n for n, cb in dlg.arch_boxes.items() if cb.isChecked()] == [arch]
     dlg.epochs_spin.setValue(1)
     dlg.batch_spin.setValue(8)
     dlg.device_combo.setCurrentText("cpu")

@@ -56,8 +56,12 @@ def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
     dlg.device_combo.setCurrentText("cpu")
     dlg.out_edit.setText(str(out / "{arch}"))
     assert dlg.start_from.checkpoint() is None  # a new model unless one is chosen
+    for name, cb in dlg.arch_boxes.items():
+        cb.setChecked(name == "densenet121")
     qtbot.keyClicks(dlg.start_from.combo.lineEdit(), str(model))
     assert dlg.start_from.checkpoint() == model
+    # the model's architecture is ticked, alone
+    assert [n for n, cb in dlg.arch_boxes.items() if cb.isChecked()] == ["resnet50"]
     assert "tenth of its learning rate" in dlg.start_from.note.text()
     return dlg
 

@@ -77,6 +77,15 @@ def test_finetune_config_keeps_the_model_and_lowers_the_rate(old_model: Path, tm
         finetune_config(make_config("resnet50"), tmp_path / "nope.pt")
 
 
+def test_checkpoint_arch_is_read_without_the_weights(old_model: Path, tmp_path: Path):
+    from crc_core.finetune import checkpoint_arch
+
+    assert checkpoint_arch(old_model) == "resnet50"
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert checkpoint_arch(bad) is None and checkpoint_arch(tmp_path / "none.pt") is None
+
+
 def test_data_classes_follow_the_checkpoint_or_are_refused(tiny_csv: Path, tmp_path: Path):
     table = load_table(tiny_csv, label_column="ebhi_class", group_column="case_id")
     flipped = _checkpoint(tmp_path / "flipped.pt", CLASSES[::-1])
