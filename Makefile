@@ -27,6 +27,7 @@ run: install
 	$(VENV)/bin/crc-viewer $(if $(strip $(ARGS)),$(ARGS),--demo)
 
 test: install-dev
+	$(VENV)/bin/ruff check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 test-slow: install-dev

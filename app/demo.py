@@ -3,8 +3,8 @@
 ``crc-viewer --demo`` (and ``make run`` without arguments) calls :func:`install_demo`, which copies
 ``resources/demo`` (the demo slide built from EBHI-Seg validation tiles by ``tools/make_demo.py``,
 its ground-truth annotations, the project file and the shipped prediction of the demo model under
-``predictions/demo_slide/``) and the demo model ``models/demo_resnet50_3class.pt`` (into the
-copy's ``models/``, so Analysis > Predict lists it) to ``data_home()/demo`` —
+``predictions/demo_slide/``) and the demo model that ``demo.json`` names (``models/...pt``, into
+the copy's ``models/``, so Analysis > Predict lists it) to ``data_home()/demo`` —
 ``$CRC_VIEWER_HOME/demo`` when that variable is set, else platformdirs'
 ``user_data_dir("crc-workbench")/demo``.
 
@@ -13,12 +13,14 @@ again when the shipped version changes (a SHA-256 over the shipped files' names 
 demo model's name and size, kept in ``.demo-version`` of the copy); the previous copy is then moved
 aside to ``demo.previous`` (one generation) rather than deleted. The copy is built in a temporary
 sibling folder and renamed into place, so an interrupted first start leaves no half demo.
-Qt-free; called on the GUI thread before the window opens the project (copying ~9 MB + the model).
+Qt-free; called on the GUI thread before the window opens the project (copying ~12 MB and the
+14 MB model).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 import tempfile
@@ -28,7 +30,6 @@ from crc_core.errors import ProjectError
 
 DEMO_FOLDER = "demo"
 VERSION_FILE = ".demo-version"
-DEMO_MODEL = "demo_resnet50_3class.pt"
 
 
 def bundle_root() -> Path:
@@ -45,8 +46,15 @@ def shipped_demo_dir() -> Path:
 
 
 def shipped_demo_model() -> Path:
-    """``models/demo_resnet50_3class.pt`` as shipped (may be absent in a trimmed build)."""
-    return bundle_root() / "models" / DEMO_MODEL
+    """The model whose prediction the demo ships (``demo.json``: ``model.file``, a path under
+    ``models/``); it may be absent in a trimmed build."""
+    models = bundle_root() / "models"
+    try:
+        meta = json.loads((shipped_demo_dir() / "demo.json").read_text(encoding="utf-8"))
+        name = Path(str(meta["model"]["file"])).name
+    except (OSError, ValueError, KeyError, TypeError):
+        name = next((p.name for p in sorted(models.glob("demo_*.pt"))), "demo.pt")
+    return models / name
 
 
 def _files(src: Path) -> list[Path]:

@@ -819,6 +819,13 @@ class MainWindow(QMainWindow):
         self.annotation_list.refresh()
 
     # ================================================================= analysis
+    def open_annotation_sets(self) -> dict[str, AnnotationSet]:
+        """``{slide id: a copy of its annotations}`` for the open slide of the project, edits not
+        yet autosaved included (empty when no project slide is open)."""
+        if self.entry is None or self.document is None or self.annotation_file is not None:
+            return {}
+        return {self.entry.id: self.document.annotations.copy()}
+
     def open_analysis(self, key: str) -> Any:
         """Open one of the Analysis dialogs (written in their own modules, imported on demand)."""
         text, module, cls_name, arg = ANALYSIS_DIALOGS[key]
@@ -836,6 +843,8 @@ class MainWindow(QMainWindow):
         try:
             # Training needs no slide: without a project the dialog asks for a dataset folder or CSV.
             dlg = cls(self.project, self) if arg.startswith("project") else cls(self)
+            if key == "build":  # the dataset takes the open slide's areas as they are in memory
+                dlg.open_annotations = self.open_annotation_sets
         except CrcError as exc:
             errors.report(self, text.rstrip("…"), str(exc))
             return None

@@ -1,10 +1,13 @@
 """The one bridge from core job generators to Qt threads.
 
 A :class:`JobWorker` runs a :mod:`crc_core.jobs` generator in a ``QThread`` and turns each yielded
-``Progress`` into the ``progressed`` signal, the return value into ``finished_ok``, a ``CrcError`` into
+``Progress`` into the ``progressed`` signal, the return value into ``finished_ok``, a ``CrcError``
+into
 ``failed`` (message for a dialog) and cancellation into ``cancelled``. Worker code never touches
-widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at quit. Modelled on
-superqt's GeneratorWorker: the quit flag is checked between yields and the generator is closed, so its
+widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at quit. Modelled
+on
+superqt's GeneratorWorker: the quit flag is checked between yields and the generator is closed, so
+its
 ``finally`` blocks clean up.
 """
 
@@ -33,7 +36,9 @@ class JobWorker(QThread):
     failed = Signal(str)  # one-line message for the user
     cancelled = Signal()
 
-    def __init__(self, factory: Callable[[], Generator[Progress, None, Any]], parent: QObject | None = None):
+    def __init__(
+        self, factory: Callable[[], Generator[Progress, None, Any]], parent: QObject | None = None
+    ):
         super().__init__(parent)
         self._factory = factory
         self._abort = False
@@ -43,10 +48,6 @@ class JobWorker(QThread):
     def cancel(self) -> None:
         """Ask the job to stop at its next yield (non-blocking)."""
         self._abort = True
-
-    @property
-    def is_cancel_requested(self) -> bool:
-        return self._abort
 
     def cancel_and_wait(self, msecs: int = 30000) -> bool:
         self.cancel()

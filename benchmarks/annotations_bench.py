@@ -24,20 +24,25 @@ import numpy as np
 
 def _circle(n: int) -> tuple[list[float], list[float]]:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return (50000 + 40000 * np.cos(t)).round(1).tolist(), (50000 + 40000 * np.sin(t)).round(1).tolist()
+    xs = (50000 + 40000 * np.cos(t)).round(1).tolist()
+    return xs, (50000 + 40000 * np.sin(t)).round(1).tolist()
 
 
 def _write_big(folder: Path, fmt: str, n: int) -> Path:
     xs, ys = _circle(n)
     if fmt == "xml":
-        body = "".join(f'<Coordinate Order="{k}" X="{a}" Y="{b}"/>' for k, (a, b) in enumerate(zip(xs, ys)))
+        body = "".join(
+            f'<Coordinate Order="{k}" X="{a}" Y="{b}"/>'
+            for k, (a, b) in enumerate(zip(xs, ys, strict=True))
+        )
         path = folder / "big.xml"
         path.write_text(
-            '<ASAP_Annotations><Annotations><Annotation Name="f" Type="Polygon" PartOfGroup="Normal">'
+            '<ASAP_Annotations><Annotations><Annotation Name="f" Type="Polygon" '
+            'PartOfGroup="Normal">'
             f"<Coordinates>{body}</Coordinates></Annotation></Annotations></ASAP_Annotations>"
         )
     else:
-        body = ",".join(f"[{a},{b}]" for a, b in zip(xs, ys))
+        body = ",".join(f"[{a},{b}]" for a, b in zip(xs, ys, strict=True))
         path = folder / "big.geojson"
         path.write_text(
             '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[' + body + "]]},"
@@ -93,7 +98,8 @@ def autosave_case(n_ann: int, n_vert: int) -> dict:
         t = np.linspace(0, 2 * np.pi, n_vert, endpoint=False)
         r = 300 + 40 * rng.random(n_vert)
         cx, cy = 1000 + (i % 25) * 900, 1000 + (i // 25) * 900
-        anns.append(Annotation.polygon("normal", list(zip(cx + r * np.cos(t), cy + r * np.sin(t)))))
+        outline = zip(cx + r * np.cos(t), cy + r * np.sin(t), strict=True)
+        anns.append(Annotation.polygon("normal", list(outline)))
     aset = AnnotationSet(anns)
     with tempfile.TemporaryDirectory() as d:
         proj = Project.create(Path(d) / "p")
@@ -115,7 +121,8 @@ def autosave_case(n_ann: int, n_vert: int) -> dict:
         proj.load_annotations(e)
         load = time.perf_counter() - t0
         size = proj.annotations_path(e).stat().st_size
-    return {"case": f"autosave {n_ann} outlines x {n_vert} vertices", "file_mib": round(size / 2**20, 1),
+    return {"case": f"autosave {n_ann} outlines x {n_vert} vertices",
+            "file_mib": round(size / 2**20, 1),
             "first_save_s": round(first, 3), "save_after_edit_s": round(edit, 3),
             "unchanged_s": round(unchanged, 3), "load_s": round(load, 3)}
 

@@ -1,6 +1,7 @@
 """Benchmark of `crc_core.patches.extract`: patches/s end to end against bare read_region calls.
 
-A pyramidal TIFF with tissue-like content (crc_core.synthetic.TissuePattern) is generated, one area
+A pyramidal TIFF with tissue-like content (crc_testkit.synthetic.TissuePattern) is generated, one
+area
 covering most of it is gridded with the default 400 px windows (overlap 0.3), and, in the same run:
 
 - ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of
@@ -39,7 +40,9 @@ from crc_core import patches as P
 from crc_core.classes import ClassScheme
 from crc_core.jobs import run_job
 from crc_core.slide import open_slide
-from crc_core.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff  # noqa: E402
 
 
 def bare_reads(
@@ -196,40 +199,41 @@ def main(argv: list[str] | None = None) -> int:
             if len(paired) % 2
             else (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2
         )
-        print(
-            json.dumps(
-                {
-                    "benchmark": "extract",
-                    "slide_px": [args.size, args.size],
-                    "windows": n,
-                    "patches_written": res.written,
-                    "patch_size": 400,
-                    "workers": args.workers,
-                    "format": args.format,
-                    "gland_filter": bool(args.gland),
-                    "tissue_filter": bool(args.tissue),
-                    "bare_read_patches_per_s": round(bare_rate, 1),
-                    "extract_patches_per_s": round(ext_rate, 1),
-                    "ratio": round(ext_rate / bare_rate, 3),
-                    "ratio_paired_median": round(paired_median, 3),
-                    # CPU seconds per patch do not depend on what else runs on the machine.
-                    "bare_cpu_ms_per_patch": round(1000 * min(bare_c) / n, 2),
-                    "extract_cpu_ms_per_patch": round(1000 * min(ext_c) / n, 2),
-                    "cpu_ratio": round(min(bare_c) / min(ext_c), 3),
-                    "goal_ratio": 0.8,
-                    "bare_s": [round(t, 2) for t in bare_t],
-                    "extract_s": [round(t, 2) for t in ext_t],
-                    "cpu_count": os.cpu_count(),
-                    "load_average_1min": round(os.getloadavg()[0], 1),
-                    "python": platform.python_version(),
-                },
-                indent=2,
-            )
-        )
+        report = {
+            "benchmark": "extract",
+            "slide_px": [args.size, args.size],
+            "windows": n,
+            "patches_written": res.written,
+            "patch_size": 400,
+            "workers": args.workers,
+            "format": args.format,
+            "gland_filter": bool(args.gland),
+            "tissue_filter": bool(args.tissue),
+            "bare_read_patches_per_s": round(bare_rate, 1),
+            "extract_patches_per_s": round(ext_rate, 1),
+            "ratio": round(ext_rate / bare_rate, 3),
+            "ratio_paired_median": round(paired_median, 3),
+            # CPU seconds per patch do not depend on what else runs on the machine.
+            "bare_cpu_ms_per_patch": round(1000 * min(bare_c) / n, 2),
+            "extract_cpu_ms_per_patch": round(1000 * min(ext_c) / n, 2),
+            "cpu_ratio": round(min(bare_c) / min(ext_c), 3),
+            "goal_ratio": 0.8,
+            "bare_s": [round(t, 2) for t in bare_t],
+            "extract_s": [round(t, 2) for t in ext_t],
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 1),
+            "python": platform.python_version(),
+        }
+        print(json.dumps(report, indent=2))
     finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+        _remove_unless_kept(work, args.keep)
     return 0
+
+
+def _remove_unless_kept(work: Path, keep: Path | None) -> None:
+    """The benchmark's working folder goes unless ``--keep`` named it."""
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

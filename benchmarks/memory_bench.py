@@ -1,7 +1,7 @@
 """Peak memory of whole-slide prediction: does it stay bounded as the slide grows?
 
 For each ``--sizes`` side (default 8,192 and 30,000 px) a pyramidal TIFF with tissue-like content
-(:class:`crc_core.synthetic.TissuePattern`, 0.5 µm/px) is generated, then a fresh child process
+(:class:`crc_testkit.synthetic.TissuePattern`, 0.5 µm/px) is generated, then a fresh child process
 loads a DenseNet121 (random weights, 5 classes, the real architecture) and runs
 :func:`crc_core.inference.predict` over every tissue window of the whole slide, with the CAM on.
 The child samples its resident set every 50 ms and reports the RSS after loading the model
@@ -100,7 +100,8 @@ def main() -> int:
         print(json.dumps(child(args.child, args.batch_size, args.workers, args.threads)))
         return 0
 
-    from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+    from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = []

@@ -10,13 +10,13 @@
 #   .whl/      cp312 manylinux wheels of the missing packages (~5 MB)
 #   .gpudata/  ebhi/labels.csv and the 1,559 EBHI-Seg tiles re-encoded as JPEG q85 (~40 MB; the
 #              originals are 64 MB); the gland masks are left out
-# and prints the device call. The tracked demo model (models/demo_resnet50_3class.pt, 47 MB) does
+# and prints the device call. The tracked demo model (models/demo_densenet121_3class.pt, 14 MB) does
 # not fit beside them: the call's command must not need it, and it is moved aside (skip-worktree)
 # for the call and put back afterwards (`benchmarks/prepare_gpu_check.sh --restore`).
 set -eu
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-MODEL=models/demo_resnet50_3class.pt
+MODEL=models/demo_densenet121_3class.pt
 ASIDE=/tmp/crc_demo_model_aside.pt
 if [ "${1:-}" = "--restore" ]; then
     [ -f "$ASIDE" ] && mv "$ASIDE" "$MODEL"

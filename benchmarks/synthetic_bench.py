@@ -1,4 +1,4 @@
-"""Benchmark of `crc_core.synthetic.write_pyramid_tiff` against the bare work it cannot avoid.
+"""Benchmark of `crc_testkit.synthetic.write_pyramid_tiff` against the bare work it cannot avoid.
 
 ``bare``: render and JPEG-encode every level-0 tile through the same thread pool (results
 discarded); ``writer``: the whole pyramid written to a temporary file. Prints one JSON object with
@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from crc_core.synthetic import TissuePattern, _encode_tile, write_pyramid_tiff
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TissuePattern, _encode_tile, write_pyramid_tiff  # noqa: E402
 
 
 def main() -> None:

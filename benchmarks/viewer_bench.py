@@ -2,7 +2,7 @@
 stalls.
 
 Prints one JSON object. The slide is a generated pyramidal TIFF of at least 50,000 x 50,000 px
-(``crc_core.synthetic.write_pyramid_tiff``, cached under /tmp; pass ``--slide`` to use another).
+(``crc_testkit.synthetic.write_pyramid_tiff``, cached under /tmp; pass ``--slide`` to use another).
 Runs the real main window on the offscreen Qt platform.
 
 Measured
@@ -46,7 +46,7 @@ def ensure_slide(path: Path) -> float:
     """Generate the synthetic slide if it is missing; returns seconds spent (0 when cached)."""
     if path.exists():
         return 0.0
-    from crc_core.synthetic import write_pyramid_tiff
+    from crc_testkit.synthetic import write_pyramid_tiff  # the root is on sys.path (main guard)
 
     t = time.perf_counter()
     write_pyramid_tiff(path, SIDE, SIDE, mpp=0.25)

@@ -35,6 +35,7 @@ __all__ = [
     "METHODS",
     "HeatmapAccumulator",
     "cam_from_features",
+    "cams_from_features",
     "classifier_layer",
     "compute_cams",
     "features_and_logits",
@@ -130,29 +131,47 @@ def compute_cams(
     """
     if method not in METHODS:
         raise ConfigError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+    with torch.no_grad():
+        feats, logits = features_and_logits(model, arch, x)
+    return cams_from_features(feats, logits, classifier_layer(model, arch), class_index, method)
+
+
+def cams_from_features(
+    feats: torch.Tensor,
+    logits: torch.Tensor,
+    head: nn.Linear,
+    class_index: int | None = None,
+    method: Method = "cam",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and raw maps from a forward pass's feature map: the part of :func:`compute_cams` after
+    the backbone, shared by every inference backend (an ONNX model exports ``feats`` and ``logits``).
+
+    Parameters
+    ----------
+    feats : (N, K, h, w) feature map of the CAM layer
+    logits : (N, C) logits of the same pass
+    head : the final linear layer (:func:`classifier_layer`)
+    class_index, method : as in :func:`compute_cams`
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "cam":
-        with torch.no_grad():
-            feats, logits = features_and_logits(model, arch, x)
-            idx = _target(logits, class_index)
-            weight = classifier_layer(model, arch).weight
-            return logits.float(), cam_from_features(feats, weight, idx)
+        idx = _target(logits, class_index)
+        return logits.float(), cam_from_features(feats, head.weight.detach(), idx)
     with torch.enable_grad():
-        with torch.no_grad():
-            feats, _ = features_and_logits(model, arch, x)
         feats = feats.detach().float().requires_grad_(True)
-        head = classifier_layer(model, arch)
         # The head after the feature map: global average pooling and the linear layer.
-        logits = F.linear(
+        out = F.linear(
             feats.mean(dim=(2, 3)),
-            head.weight.float(),
-            None if head.bias is None else head.bias.float(),
+            head.weight.detach().float(),
+            None if head.bias is None else head.bias.detach().float(),
         )
-        idx = _target(logits.detach(), class_index)
-        score = logits.gather(1, idx[:, None]).sum()
+        idx = _target(out.detach(), class_index)
+        score = out.gather(1, idx[:, None]).sum()
         (grads,) = torch.autograd.grad(score, feats)  # (N, K, h, w)
         alpha = grads.mean(dim=(2, 3))  # (N, K)
         cams = F.relu(torch.einsum("nk,nkhw->nhw", alpha, feats.detach()))
-    return logits.detach(), cams
+    return out.detach(), cams
 
 
 def _target(logits: torch.Tensor, class_index: int | None) -> torch.Tensor:

@@ -35,8 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="crc",
-        description="CRC Workbench: colorectal whole-slide viewing, annotation, datasets, training, "
-        "evaluation and prediction.",
+        description="CRC Workbench: colorectal whole-slide viewing, annotation, datasets, "
+        "training, evaluation and prediction.",
     )
     parser.add_argument("--version", action="version", version=f"crc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")

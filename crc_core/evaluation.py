@@ -451,13 +451,28 @@ def report_notes(m: dict[str, Any]) -> list[str]:
         notes.append("Classes absent from these images, left out of every macro mean: "
                      + ", ".join(m["absent_classes"]) + ".")
     sc = m.get("scoring") or {}
-    notes.append(f"Scale: {m.get('scale')}. Scoring: {sc.get('device')}, {sc.get('precision')}, "
+    notes.append(f"Scale: {m.get('scale')}. Scoring: "
+                 f"{sc.get('backend_statement') or sc.get('device')}, {sc.get('precision')}, "
                  f"{'test-time augmentation (8 views)' if sc.get('tta', 1) > 1 else 'no TTA'}, "
                  f"resampling {sc.get('resampling')}.")
+    if sc.get("fallback"):
+        notes.append(sc["fallback"] + ".")
     notes += list(m.get("notes") or [])
     if m.get("skipped"):
         notes.append(f"{m['skipped']} unreadable image(s) skipped.")
     return notes
+
+
+def _scorer(model: Any, meta: dict[str, Any], checkpoint: str | Path, device: Any,
+            batch_size: int, tta: bool, backend: dict[str, Any]) -> Any:
+    """The scorer ``crc predict`` would use for this checkpoint (same backend, same code path)."""
+    from crc_core.inference import LoadedModel, _file_fingerprint, make_scorer
+
+    size = int(meta["input_size"])
+    lm = LoadedModel(model, meta["arch"], meta["scheme"], size, size,
+                     mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                     identity={"fingerprint": _file_fingerprint(Path(checkpoint))})
+    return make_scorer(lm, device, batch_size, tta=tta, **backend)
 
 
 def evaluate(
@@ -478,6 +493,9 @@ def evaluate(
     name: str | None = None,
     tta: bool = False,
     warn: Callable[[str], None] | None = None,
+    backend: str = "auto",
+    threads: int = 0,
+    quantize: str = "none",
 ) -> Generator[Progress, None, dict[str, Any]]:
     """Evaluate a checkpoint on labelled images and write the report folder ``out`` (a job).
 
@@ -500,6 +518,9 @@ def evaluate(
         (:mod:`crc_core.splits`), so moving or copying the dataset does not change the choice.
     tta
         Average the eight flips and rotations (:mod:`crc_core.runtime`).
+    backend, threads, quantize
+        What runs the model, as in ``crc predict`` (:func:`crc_core.inference.make_scorer`: the
+        same scorer, so a checkpoint scores the same here and on a slide).
 
     Returns
     -------
@@ -507,7 +528,7 @@ def evaluate(
         The metrics (as in ``metrics.json``) plus ``"out"`` and ``"files"``.
     """
     from crc_core.models import load_checkpoint, model_from_checkpoint
-    from crc_core.runtime import Scorer, describe, resolve_device
+    from crc_core.runtime import describe, resolve_device
     from crc_core.stain import from_checkpoint
 
     warn_fn = warn or (lambda msg: None)
@@ -527,8 +548,10 @@ def evaluate(
     scheme: ClassScheme = meta["scheme"]
     factor, scale_note = _scale(meta, table, mpp)
     stain = from_checkpoint(ckpt)       # the checkpoint's stain normalisation, applied likewise
-    scorer = Scorer(model, meta["arch"], meta["mean"], meta["std"], resolve_device(device),
-                    batch_size, tta=tta)
+    scorer = _scorer(model, meta, checkpoint, resolve_device(device), batch_size, tta,
+                     {"backend": backend, "threads": threads, "quantize": quantize})
+    if scorer.fallback:
+        warn_fn(scorer.fallback)
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
                                              int(meta["input_size"]), max(1, workers or 4),
                                              stain)
@@ -551,18 +574,6 @@ def evaluate(
     files = _write_outputs(Path(out), metrics, table, kept, y_true, probs, scheme, model_name,
                            checkpoint)
     return {**metrics, "out": str(out), "files": files}
-
-
-def metrics_from_predictions(path: str | Path) -> dict[str, Any]:
-    """Recompute the metrics from a ``predictions.csv`` (label names + ``prob_<class>`` columns)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c for c in (reader.fieldnames or []) if c.startswith("prob_")]
-        names = [c[len("prob_"):] for c in cols]
-        rows = list(reader)
-    y = [names.index(r["label"]) for r in rows]
-    probs = np.array([[float(r[c]) for c in cols] for r in rows])
-    return compute_metrics(y, probs, names)
 
 
 def compare(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:

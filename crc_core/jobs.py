@@ -2,19 +2,18 @@
 
 Each long job in the core is a generator that yields :class:`Progress` and *returns* its result
 (``StopIteration.value``). Closing the generator (``gen.close()``) is cancellation: the job's
-``try/finally`` blocks clean up and no half-written result is left behind. The CLI drives jobs with a
-progress bar (:func:`crc_core.cli_progress.drive_with_bar`), tests with :func:`run_job`, and the GUI from a
+``try/finally`` blocks clean up and no half-written result is left behind. The CLI drives jobs with
+a
+progress bar (:func:`crc_core.cli_progress.drive_with_bar`), tests with :func:`run_job`, and the GUI
+from a
 QThread (``app/workers.py``). Nothing here is tied to a thread.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-from crc_core.errors import Cancelled
 
 T = TypeVar("T")
 
@@ -45,42 +44,17 @@ class Progress:
         return max(0.0, min(1.0, self.done / self.total))
 
 
-Job = Generator[Progress, None, T]
-
-
-class CancelToken:
-    """A thread-safe flag a driver sets and a job (or its driver) checks between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("cancelled by the user")
-
-
 def run_job(
     job: Generator[Progress, None, T],
     on_progress: Callable[[Progress], None] | None = None,
-    cancel: CancelToken | None = None,
 ) -> T:
-    """Drive ``job`` to completion and return its result.
+    """Drive ``job`` to completion and return its result; ``on_progress`` sees every event.
 
-    ``on_progress`` sees every event. When ``cancel`` is set between two events the generator is
-    closed (its ``finally`` blocks run) and :class:`Cancelled` is raised.
+    The generator is closed at the end, also when ``on_progress`` raises (its ``finally`` blocks
+    run). To cancel a job, close it: drivers (``app/workers.py``, the CLI) do so between events.
     """
     try:
         while True:
-            if cancel is not None and cancel.cancelled:
-                job.close()
-                raise Cancelled("cancelled by the user")
             try:
                 event = next(job)
             except StopIteration as stop:

@@ -112,9 +112,25 @@ class Scorer:
         self.amp = (device.type == "cuda") if amp is None else bool(amp)
         self.tta = bool(tta)
         self.messages: list[str] = []
+        #: Why the requested backend was not used (``auto`` without ONNX Runtime), or ``None``.
+        self.fallback: str | None = None
         model.to(device).eval()
-        if device.type == "cuda":
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
+
+    #: Registry name of the backend (see :mod:`crc_core.inference.backends`).
+    backend = "torch"
+    #: Model and input in channels_last, on the CPU too: 1.4x the contiguous forward pass of
+    #: ResNet50 and DenseNet121 there (benchmarks/RESULTS.md, "Inference backends on the CPU").
+    channels_last = True
+
+    @property
+    def backend_statement(self) -> str:
+        """One phrase on what runs the model, e.g. ``PyTorch 2.14.1 on cpu (channels_last, 2
+        threads)``."""
+        where = f"{self.device}" + (f", {torch.get_num_threads()} threads"
+                                    if self.device.type == "cpu" else "")
+        return f"PyTorch {torch.__version__.split('+')[0]} on {where}, channels_last"
 
     @property
     def precision(self) -> str:
@@ -129,7 +145,7 @@ class Scorer:
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True) if t.device.type == "cpu" \
                 else t.to(self.device)
-        return to_float_input(t, self.mean, self.std, channels_last=self.device.type == "cuda")
+        return to_float_input(t, self.mean, self.std, channels_last=self.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bare forward pass: float32 logits of a normalised batch."""
@@ -148,14 +164,21 @@ class Scorer:
         assert acc is not None
         return acc / TTA_VIEWS
 
+    def logits_and_cams(self, x: torch.Tensor, cam_class: int | None, cam_method: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, C)`` and raw maps ``(N, h, w)`` of one pass (see :mod:`crc_core.cam`)."""
+        from crc_core.cam import compute_cams
+
+        with inference_autocast(self.device, self.amp):
+            return compute_cams(self.model, self.arch, x, cam_class, cam_method)  # type: ignore[arg-type]
+
     def _batch(self, x: torch.Tensor, cam: bool, cam_class: int | None, cam_method: str,
                cam_tile: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not cam:
             return self._probs(x), None
-        from crc_core.cam import compute_cams, normalize_cams, upsample_cams
+        from crc_core.cam import normalize_cams, upsample_cams
 
-        with inference_autocast(self.device, self.amp):
-            logits, raw = compute_cams(self.model, self.arch, x, cam_class, cam_method)  # type: ignore[arg-type]
+        logits, raw = self.logits_and_cams(x, cam_class, cam_method)
         probs = self._probs(x) if self.tta else torch.softmax(logits.float(), dim=1)
         tiles = upsample_cams(normalize_cams(raw), cam_tile)
         if cam_class is not None:
@@ -207,5 +230,7 @@ def describe(scorer: Scorer) -> dict[str, Any]:
     from crc_core.preprocess import RESAMPLING
 
     return {"device": str(scorer.device), "precision": scorer.precision,
-            "tta": TTA_VIEWS if scorer.tta else 1, "resampling": RESAMPLING}
+            "tta": TTA_VIEWS if scorer.tta else 1, "resampling": RESAMPLING,
+            "backend": scorer.backend, "backend_statement": scorer.backend_statement,
+            "fallback": scorer.fallback}
 

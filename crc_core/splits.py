@@ -1,6 +1,7 @@
 """Train / validation / test splits by group, and the record of a split by image content.
 
-Splits are made by group (slide, area or case), never by image: tiles of one case are near-duplicates.
+Splits are made by group (slide, area or case), never by image: tiles of one case are
+near-duplicates.
 :func:`split_by_group` draws validation (and optionally test) groups seeded and stratified by each
 group's majority class. A table with a given split column (a ``crc extract`` dataset has train and
 test) keeps it, and when it holds no validation rows a validation share is carved out of the
@@ -294,7 +295,8 @@ def choose_subset(record: SplitRecord | None, keys: Sequence[str | None], subset
                       _left_out(counts, subset))
     for name, rows in (("test", by["test"]), ("unseen", by[None]), ("val", by["val"])):
         if rows:
-            note = " (they chose the best epoch, so figures are optimistic)" if name == "val" else ""
+            note = (" (they chose the best epoch, so figures are optimistic)"
+                    if name == "val" else "")
             what = {"test": "the run's test images", "unseen": "images the run never trained "
                     "or validated on", "val": "the run's validation images"}[name]
             return Subset(name, rows, f"{what}, {how}{note}", _left_out(counts, name))

@@ -10,7 +10,8 @@ given split. It is read from
   ``--group-column``, ``--split-column``; each guessed from common names when not given, the label
   column also from its values when the caller knows the class names to expect), e.g.
   ``../shared/data/ebhi/labels.csv``;
-- a folder of images: one subfolder per class (``Normal/``, ``Adenoma/`` ...), or any folder of images
+- a folder of images: one subfolder per class (``Normal/``, ``Adenoma/`` ...), or any folder of
+images
   with one ``label`` for all of them (``crc evaluate --label Adenocarcinoma``).
 
 ``classes`` keeps rows with these (raw) labels and ``mapping`` (``"A=B,C=B"``) merges labels.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crc_core.classes import ClassScheme
-from crc_core.errors import ClassSchemeError, ConfigError, DatasetError
+from crc_core.errors import ClassSchemeError, ConfigError, CrcError, DatasetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 # A group value that is an image file name: usually a per-tile id, not the slide or case.
@@ -156,6 +157,9 @@ def _read_dataset_json(meta: Path) -> tuple[dict[str, Any], ClassScheme | None]:
 def _locate(data: str | Path) -> _Source:
     src = Path(data)
     if src.is_file():
+        meta = src.with_name("dataset.json")
+        if src.name == "manifest.csv" and meta.is_file():   # a crc extract dataset's manifest
+            return _Source(src, *_read_dataset_json(meta))
         return _Source(src, {}, None)
     if not src.is_dir():
         raise DatasetError(f"{src}: dataset not found (give a dataset folder, a CSV file or a "
@@ -237,6 +241,15 @@ def _label_column_by_values(cols: list[str], rows: list[dict[str, str]],
         if n > best_n:
             best, best_n = c, n
     return best
+
+
+def default_group_columns(data: str | Path) -> Sequence[str]:
+    """The group columns :func:`load_table` tries, in order, for ``data`` (a ``crc extract``
+    dataset split by area: ``area_id`` first); the plain defaults when ``data`` cannot be read."""
+    try:
+        return _default_group_columns(_locate(data).info)
+    except CrcError:
+        return GROUP_COLUMNS
 
 
 def _default_group_columns(info: dict[str, Any]) -> Sequence[str]:

@@ -1,6 +1,7 @@
 """Draw the application icon (resources/icon.png, 256 px, and icon.ico) with Pillow.
 
-A stylised colorectal crypt: a pink stromal disc with a ring of purple epithelial nuclei around a pale
+A stylised colorectal crypt: a pink stromal disc with a ring of purple epithelial nuclei around a
+pale
 lumen, over a rounded dark-blue tile. Run: ``python packaging/make_icon.py``.
 """
 
@@ -35,7 +36,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     img = draw(256)
     img.save(out / "icon.png")
-    img.save(out / "icon.ico", sizes=[(16, 16), (32, 32), (48, 48), (64, 64), (128, 128), (256, 256)])
+    sizes = [(16, 16), (32, 32), (48, 48), (64, 64), (128, 128), (256, 256)]
+    img.save(out / "icon.ico", sizes=sizes)
 
 
 if __name__ == "__main__":

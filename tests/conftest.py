@@ -16,6 +16,14 @@ SLIDES = DATA / "slides"
 EBHI = DATA / "ebhi"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported ONNX models go to a per-session folder, never the user's cache."""
+    folder = tmp_path_factory.mktemp("crc-cache")
+    os.environ["CRC_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def slides_dir() -> Path:
     if not (SLIDES / "cmu-1-small-region.svs").exists():
@@ -31,7 +39,7 @@ def ebhi_dir() -> Path:
 
 
 # Synthetic pyramid shared by slide, viewer and prediction tests: written once per session from a
-# procedural tile source (crc_core.synthetic.TissuePattern), never held whole in memory.
+# procedural tile source (crc_testkit.synthetic.TissuePattern), never held whole in memory.
 PYRAMID_SIZE = (20480, 4096)  # (w, h) level 0; >= 20,000 px on a side
 PYRAMID_SEED = 3
 PYRAMID_MPP = 0.5
@@ -41,9 +49,9 @@ PYRAMID_MPP = 0.5
 def pyramid_factory(tmp_path_factory: pytest.TempPathFactory):
     """Write (cached per session) tiled JPEG pyramidal TIFFs: ``factory(w, h, **kwargs) -> Path``.
 
-    kwargs go to :func:`crc_core.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
+    kwargs go to :func:`crc_testkit.synthetic.write_pyramid_tiff`; ``seed`` picks the TissuePattern.
     """
-    from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+    from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
     folder = tmp_path_factory.mktemp("pyramids")
     made: dict[tuple, Path] = {}

@@ -1,4 +1,5 @@
-"""Small real EBHI subsets for training tests (shared by tests/core and tests/app; imports no Qt)."""
+"""Small real EBHI subsets for training tests (shared by tests/core and tests/app; imports no
+Qt)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Writes ``resources/demo/``: ``demo_slide.tiff`` (a tiled, JPEG-compressed pyrami
 OpenSlide opens as generic-tiff, level 0 ``COLS*224 x ROWS*224`` px, at the model's nominal
 1.3 µm/px), ``project.json`` with the three-class scheme (Normal / Adenoma / Adenocarcinoma), the
 ground-truth annotations as GeoJSON, the demo model's shipped prediction under
-``predictions/<slide id>/`` and a ``demo.json`` recording which EBHI tiles (of which cases) fill which
+``predictions/<slide id>/`` and a ``demo.json`` recording which EBHI tiles (of which cases) fill
+which
 area.
 
 Only tiles the demo model never trained on or chose its epoch with are used: the script reads the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,8 +40,10 @@ from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
 from crc_core.project import Project
 from crc_core.splits import SplitRecord, content_keys
-from crc_core.synthetic import TileMosaic, write_pyramid_tiff
 from crc_core.tables import load_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # crc_testkit: not installed
+from crc_testkit.synthetic import TileMosaic, write_pyramid_tiff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = 224

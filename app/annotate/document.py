@@ -164,10 +164,6 @@ class AnnotationDocument(QObject):
         self.set_selection([ann.id])
         return ann
 
-    def add_annotations(self, anns: Iterable[Annotation], text: str = "Add annotations") -> None:
-        anns = list(anns)
-        self.push_change({a.id: None for a in anns}, {a.id: a for a in anns}, text)
-
     def remove(self, ids: Iterable[str], text: str = "") -> None:
         before = {i: self.annotations.find(i) for i in ids if i in self.annotations}
         if not before:
@@ -316,11 +312,3 @@ class AnnotationDocument(QObject):
         self.save_count += 1
         self.saved.emit()
         return True
-
-    def replace_all(self, aset: AnnotationSet) -> None:
-        """Load a new set (not undoable: clears the undo history)."""
-        self.undo_stack.clear()
-        self.annotations = aset
-        self.selection = []
-        self.selectionChanged.emit()
-        self.changed.emit()

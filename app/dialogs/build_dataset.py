@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.dialogs import errors
+from app.dialogs.scale_banner import GlandScaleBanner
 from app.workers import JobWorker
+from crc_core.annotations import AnnotationSet
 from crc_core.errors import CrcError
 from crc_core.jobs import Progress
 
@@ -94,15 +97,46 @@ class BuildDatasetDialog(QDialog):
     buildCancelled = Signal()
     buildFailed = Signal(str)
 
-    def __init__(self, project: Any, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        project: Any,
+        parent: QWidget | None = None,
+        *,
+        open_annotations: Callable[[], Mapping[str, AnnotationSet]] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.project = project
+        # {slide id: annotations in memory} at the moment Build is pressed (the viewer's document)
+        self.open_annotations = open_annotations
         self.worker: JobWorker | None = None
         self.result: Any = None
         self.sample_labels: dict[str, list[QLabel]] = {}
         self.setWindowTitle("Build Dataset")
+        top = QHBoxLayout()
+        top.addLayout(self._make_settings(), 3)
+        top.addWidget(self._make_class_list(project), 2)
+        buttons = self._make_run_controls()
+        scroll = self._make_results()
+        # Which scale the gland filter assumes for slides without a pixel size, said up front.
+        self.scale_banner = GlandScaleBanner(project, self)
+        for w in (self.min_gland, self.patch_size):
+            w.valueChanged.connect(self._on_scale_settings_changed)
+        self._on_scale_settings_changed()
 
-        # -- settings ----------------------------------------------------------------------------
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.scale_banner)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status_label)
+        lay.addLayout(buttons)
+        lay.addWidget(QLabel("Patches per class (Table 1):"))
+        lay.addWidget(self.table)
+        lay.addWidget(QLabel("Sample patches:"))
+        lay.addWidget(self.stain_preview.note)
+        lay.addWidget(scroll, 1)
+
+    def _make_settings(self) -> QFormLayout:
+        """The extraction settings (one widget each) in a form."""
         self.name_edit = QLineEdit(time.strftime("dataset-%Y%m%d-%H%M"))
         self.patch_size = _spin(16, 4096, 400)
         self.overlap = _dspin(0.0, 0.95, 0.3)
@@ -145,7 +179,9 @@ class BuildDatasetDialog(QDialog):
 
         self.stain_preview = StainPreview(self)
         form.addRow("Stain preview:", self.stain_preview.combo)
+        return form
 
+    def _make_class_list(self, project: Any) -> QGroupBox:
         self.class_list = QListWidget()
         for c in project.scheme:
             item = QListWidgetItem(c.name)
@@ -154,13 +190,29 @@ class BuildDatasetDialog(QDialog):
             item.setCheckState(Qt.CheckState.Checked)
             self.class_list.addItem(item)
         classes_box = QGroupBox("Classes to include")
-        QVBoxLayout(classes_box).addWidget(self.class_list)
+        box = QVBoxLayout(classes_box)
+        box.addWidget(self.class_list)
+        # Classes the gland filter leaves alone (poorly differentiated carcinoma has few glands
+        # by definition: the filter would strip it), the core's default checked.
+        self.gland_exempt_list = QListWidget()
+        self.gland_exempt_list.setToolTip("Patches of the checked classes skip the gland filter "
+                                          "(crc extract --gland-exempt)")
+        from crc_core.patches import ExtractConfig
 
-        top = QHBoxLayout()
-        top.addLayout(form, 3)
-        top.addWidget(classes_box, 2)
+        default = ExtractConfig().exempt_ids(project.scheme)
+        for c in project.scheme:
+            item = QListWidgetItem(c.name)
+            item.setData(Qt.ItemDataRole.UserRole, c.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            checked = c.id in default
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.gland_exempt_list.addItem(item)
+        box.addWidget(QLabel("No gland filter for:"))
+        box.addWidget(self.gland_exempt_list)
+        return classes_box
 
-        # -- run ---------------------------------------------------------------------------------
+    def _make_run_controls(self) -> QHBoxLayout:
+        """Progress bar, status line and the Build / Cancel / Close buttons."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -177,8 +229,10 @@ class BuildDatasetDialog(QDialog):
         buttons.addStretch(1)
         for b in (self.build_button, self.cancel_button, self.close_button):
             buttons.addWidget(b)
+        return buttons
 
-        # -- results -----------------------------------------------------------------------------
+    def _make_results(self) -> QScrollArea:
+        """Table 1 and the scroll area of sample patches."""
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["Class", "Slides", "Areas", "Train", "Test", "Total"])
         self.table.verticalHeader().setVisible(False)
@@ -189,26 +243,18 @@ class BuildDatasetDialog(QDialog):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.samples)
         scroll.setMinimumHeight(2 * THUMB_PX + 40)
-
-        lay = QVBoxLayout(self)
-        lay.addLayout(top)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.status_label)
-        lay.addLayout(buttons)
-        lay.addWidget(QLabel("Patches per class (Table 1):"))
-        lay.addWidget(self.table)
-        lay.addWidget(QLabel("Sample patches:"))
-        lay.addWidget(self.stain_preview.note)
-        lay.addWidget(scroll, 1)
+        return scroll
 
     # ---------------------------------------------------------------------------------- settings
     def selected_classes(self) -> list[str]:
-        out = []
-        for i in range(self.class_list.count()):
-            it = self.class_list.item(i)
-            if it.checkState() == Qt.CheckState.Checked:
-                out.append(str(it.data(Qt.ItemDataRole.UserRole)))
-        return out
+        return self._checked(self.class_list)
+
+    @staticmethod
+    def _checked(lst: QListWidget) -> list[str]:
+        """Class ids of the checked items of a class list."""
+        items = (lst.item(i) for i in range(lst.count()))
+        return [str(it.data(Qt.ItemDataRole.UserRole)) for it in items
+                if it.checkState() == Qt.CheckState.Checked]
 
     def config(self) -> Any:
         """The :class:`crc_core.patches.ExtractConfig` of the current settings (validated)."""
@@ -227,6 +273,7 @@ class BuildDatasetDialog(QDialog):
             random=self.random.value(),
             min_tissue=self.min_tissue.value() or None,
             min_gland=self.min_gland.value() or None,
+            gland_exempt=self._checked(self.gland_exempt_list),
             test_fraction=round(self.test_fraction.value(), 4),
             split_by=self.split_by.currentText(),
             seed=self.seed.value(),
@@ -270,7 +317,8 @@ class BuildDatasetDialog(QDialog):
 
     # ---------------------------------------------------------------------------------- run
     def start(self) -> None:
-        """Read the project's annotations and start the build in a background thread."""
+        """Start the build in a background thread: the open slide's annotations as they are in
+        memory, the other slides' from their files."""
         if self.worker is not None:
             return
         from crc_core.finetune import exclude_proposed
@@ -279,7 +327,8 @@ class BuildDatasetDialog(QDialog):
         try:
             cfg = self.config()
             out = self.out_dir()
-            sources, warns = sources_from_project(self.project)
+            in_memory = self.open_annotations() if self.open_annotations is not None else None
+            sources, warns = sources_from_project(self.project, in_memory)
             sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
             warns = [*warns, *left_out]
             for note in left_out:  # to View > Messages
@@ -362,19 +411,9 @@ class BuildDatasetDialog(QDialog):
         self.sample_labels = {}
 
     def _show_table(self, table: list[dict[str, Any]], totals: dict[str, Any]) -> None:
-        rows = [
-            (r["class"], r["slides"], r["areas"], r["train"], r["test"], r["total"]) for r in table
-        ]
-        rows.append(
-            (
-                "Total",
-                totals["slides"],
-                totals["areas"],
-                totals["train"],
-                totals["test"],
-                totals["total"],
-            )
-        )
+        from crc_core.patches import table_rows
+
+        rows = table_rows(table, totals, total_label="Total")
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, v in enumerate(row):
@@ -427,12 +466,17 @@ class BuildDatasetDialog(QDialog):
             row += 1
 
     # ---------------------------------------------------------------------------------- closing
+    def _on_scale_settings_changed(self, *_args: Any) -> None:
+        self.scale_banner.refresh(self.min_gland.value() or None, self.patch_size.value())
+
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.scale_banner.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait()
         super().closeEvent(event)
 
     def reject(self) -> None:
+        self.scale_banner.stop()
         if self.worker is not None:
             self.worker.cancel_and_wait()
         super().reject()

@@ -52,14 +52,12 @@ from app.widgets.labels import WrapLabel
 from app.widgets.plots import CurvesCanvas
 from app.workers import JobWorker
 from crc_core.errors import ConfigError, CrcError
+from crc_core.tables import GROUP_COLUMNS, IMAGE_COLUMNS, LABEL_COLUMNS, default_group_columns
 
 ARCHS = ("resnet50", "densenet121", "inception_v3")
 CANCEL_NOTE = ("Cancel stops after the current batch. Every completed epoch is already saved in "
                "the run's last.pt, so nothing finished is lost (continue it with "
                "crc train --resume).")
-_DEFAULT_IMAGE = ("path", "image", "file", "filename")   # crc_core.data.load_table's defaults
-_DEFAULT_LABEL = ("label", "class")
-_DEFAULT_GROUP = ("slide", "case_id", "group", "patient")
 _GUESS_LABEL = ("label", "class")
 _GUESS_GROUP = ("case", "slide", "patient", "group", "subject")
 
@@ -503,10 +501,13 @@ class TrainDialog(QDialog):
 
     def _on_dataset_changed(self, text: str) -> None:
         cols = _header(Path(text)) if text.strip() else []
-        path_like = [c for c in cols if c.lower() in _DEFAULT_IMAGE]
-        for combo, defaults, words in ((self.image_column, _DEFAULT_IMAGE, ()),
-                                       (self.label_column, _DEFAULT_LABEL, _GUESS_LABEL),
-                                       (self.group_column, _DEFAULT_GROUP, _GUESS_GROUP)):
+        path_like = [c for c in cols if c.lower() in IMAGE_COLUMNS]
+        # The columns load_table takes by default (a crc extract dataset split by area groups
+        # by area_id, so validation is carved out of its training areas).
+        groups = default_group_columns(text) if text.strip() else GROUP_COLUMNS
+        for combo, defaults, words in ((self.image_column, IMAGE_COLUMNS, ()),
+                                       (self.label_column, LABEL_COLUMNS, _GUESS_LABEL),
+                                       (self.group_column, groups, _GUESS_GROUP)):
             old = combo.currentText()
             combo.blockSignals(True)
             combo.clear()

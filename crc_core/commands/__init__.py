@@ -1,1 +1,2 @@
-"""Subcommands of `crc`: one module each, with ``register(subparsers)``; found by ``crc_core.cli``."""
+"""Subcommands of `crc`: one module each, with ``register(subparsers)``; found by
+``crc_core.cli``."""

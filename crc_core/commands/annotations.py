@@ -1,4 +1,5 @@
-"""`crc annotations`: convert annotation files between QuPath GeoJSON and ASAP XML, and summarise them.
+"""`crc annotations`: convert annotation files between QuPath GeoJSON and ASAP XML, and summarise
+them.
 
 ``crc annotations convert IN OUT`` picks each format from the extension (``.geojson``/``.json``,
 ``.xml``). Repairs are printed as ``crc: warning: ...`` lines; any input that cannot be read gives
@@ -22,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "annotations",
         help="convert annotation files (QuPath GeoJSON <-> ASAP XML) and summarise them",
-        description="Work with annotation files: QuPath GeoJSON (.geojson/.json) and ASAP XML (.xml).",
+        description="Work with annotation files: QuPath GeoJSON (.geojson/.json) and ASAP XML "
+        "(.xml).",
     )
     sub = p.add_subparsers(dest="annotations_command", metavar="ACTION", parser_class=type(p))
 
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "convert",
         help="convert IN to OUT (formats from the extensions)",
         description="Convert an annotation file. Invalid outlines are repaired where safe (with a "
-        "warning naming the feature); unknown classes are added; anything unreadable is refused and "
+        "warning naming the feature); unknown classes are added; anything unreadable is refused "
+        "and "
         "OUT is left untouched.",
     )
     c.add_argument(

@@ -9,6 +9,8 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    from crc_core.commands.predict import add_backend_arguments
+
     p = subparsers.add_parser(
         "evaluate", help="evaluate a checkpoint on labelled images",
         description="Evaluate a checkpoint on any labelled images: a `crc extract` dataset, a CSV, "
@@ -34,6 +36,7 @@ def register(subparsers: Any) -> None:
                    help="test-time augmentation: average the 8 flips and rotations (8x slower)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_backend_arguments(p)
     p.add_argument("--workers", type=int, default=0, help="image reading threads (default 4)")
     p.add_argument("--name", help="model name in the tables (default: the architecture)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,15 +58,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
+    from crc_core.commands.predict import check_backend_arguments
+    from crc_core.runtime import resolve_device
+
+    check_backend_arguments(args, resolve_device(args.device))
     job = evaluate(args.checkpoint, args.data, args.out, image_column=args.image_column,
                    label_column=args.label_column, classes=args.classes, mapping=args.map,
                    label=args.label, mpp=args.mpp, subset=args.subset, tta=args.tta,
                    batch_size=args.batch_size, device=args.device,
-                   workers=max(0, args.workers), name=args.name, warn=warn)
+                   workers=max(0, args.workers), name=args.name, warn=warn,
+                   backend=args.backend, threads=args.threads, quantize=args.quantize)
     res = drive_with_bar(job, desc="evaluate", quiet=args.quiet)
     brief = {"out": res["out"], "subset": res["subset"], "subset_how": res["subset_how"],
              "n": res["n"], "accuracy": res["accuracy"],
              "balanced_accuracy": res["balanced_accuracy"], "macro": res["macro"],
-             "absent_classes": res["absent_classes"], "scale": res["scale"]}
+             "absent_classes": res["absent_classes"], "scale": res["scale"],
+             "backend": res["scoring"]["backend_statement"]}
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     return 0

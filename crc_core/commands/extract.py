@@ -65,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="drop patches with a smaller gland fraction (0.5; 0 = off)",
     )
     p.add_argument(
+        "--gland-exempt",
+        default=None,
+        metavar="CLASSES",
+        help="comma-separated classes (names or ids) whose patches skip the gland filter "
+        "(default: adc-poor, poorly differentiated adenocarcinoma, which forms few glands by "
+        "definition; 'none' filters every class)",
+    )
+    p.add_argument(
         "--min-tissue",
         type=float,
         default=0.5,
@@ -110,6 +118,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
+def _gland_exempt(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
     from crc_core.classes import ClassScheme
     from crc_core.cli import warn
@@ -143,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         random=args.random,
         min_tissue=_fraction_or_off(str(args.min_tissue)),
         min_gland=_fraction_or_off(str(args.min_gland)),
+        gland_exempt=_gland_exempt(args.gland_exempt),
         test_fraction=args.test_fraction,
         split_by=args.split_by,
         seed=args.seed,
@@ -167,6 +184,20 @@ def run(args: argparse.Namespace) -> int:
     warns = [*warns, *left_out]
     for w in warns:
         warn(w)
+    from crc_core.jobs import run_job
+    from crc_core.scale_notes import gland_scale_notes
+
+    for note in run_job(gland_scale_notes(sources, cfg.min_gland, cfg.patch_size)):
+        warn(note)
+    unknown = [c for c in cfg.gland_exempt or [] if c not in scheme.ids and c not in scheme.names]
+    if unknown:
+        raise ConfigError(f"--gland-exempt: {', '.join(unknown)} not in the class scheme "
+                          f"({', '.join(scheme.ids)})")
+    exempt = cfg.exempt_ids(scheme)
+    if cfg.gland_on and exempt:
+        names = ", ".join(scheme.get(c).name for c in exempt)
+        warn(f"gland filter not applied to {names} (few glands by definition); "
+             "--gland-exempt none filters every class")
     result = drive_with_bar(
         extract(sources, args.out, scheme, cfg), desc="extract", quiet=args.quiet
     )

@@ -68,6 +68,7 @@ def register(subparsers: Any) -> None:
         "--batch-size", type=int, default=32, help="windows per forward pass (default 32)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    add_backend_arguments(p)
     p.add_argument("--workers", type=int, default=2, help="reader threads (default 2)")
     p.add_argument(
         "--min-tissue",
@@ -91,6 +92,32 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
+
+
+def add_backend_arguments(p: Any) -> None:
+    """``--backend``, ``--threads`` and ``--quantize`` (shared with ``crc evaluate``)."""
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="what runs the model: onnx (ONNX Runtime on the CPU, exported once and "
+                   "cached), torch, or auto (default: onnx on the CPU when ONNX Runtime is "
+                   "installed, torch on CUDA)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of the model (default 0: PyTorch's default, the physical "
+                   "cores)")
+    p.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="int8: ONNX Runtime dynamic int8 quantisation (onnx backend only; see "
+                   "benchmarks/RESULTS.md for its speed and accuracy change)")
+
+
+def check_backend_arguments(args: argparse.Namespace, device: Any) -> None:
+    """Refuse a backend that cannot run here, before the model is loaded (one line, exit 2)."""
+    from crc_core.inference.backends import choose_backend
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 (default) or a positive count, got {args.threads}")
+    chosen, _ = choose_backend(args.backend, device)
+    if args.quantize != "none" and chosen != "onnx":
+        raise ConfigError(f"--quantize {args.quantize} needs the onnx backend (ONNX Runtime on the "
+                          f"CPU); this run uses {chosen}")
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -237,6 +264,9 @@ def predict_one(
             out=out_dir / "prediction.npz",
             patch_size=args.patch_size,
             tta=args.tta,
+            backend=args.backend,
+            threads=args.threads,
+            quantize=args.quantize,
         )
         pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
         for w in pred.warnings:
@@ -266,6 +296,7 @@ def predict_one(
         "counts": counts,
         "scale": scale_statement(pred.resolution, pred.grid.input_size),
         "stain": (pred.resolution.get("stain") or {}).get("statement", ""),
+        "backend": (pred.resolution.get("scoring") or {}).get("backend_statement", ""),
     }
 
 
@@ -304,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and world > 1 and device.index is None:
         device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     args.device = device
+    check_backend_arguments(args, device)
     lm = load_model(args.checkpoint, device)
     if args.cam_class is not None and lm.scheme.find(args.cam_class) is None:
         raise ConfigError(
@@ -323,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"  scale: {summary['scale']}")
             print(f"  stain: {summary['stain']}")
+            print(f"  backend: {summary['backend']}")
     if world > 1 and not mine:
         print(f"rank {rank}: no slide to predict ({len(slides)} slide(s), {world} processes)")
     return 0

@@ -109,3 +109,91 @@ def test_stain_preview_shows_normalised_samples(qtbot, project, errors_seen):
         dlg.stain_preview.combo.setCurrentText("none")
     assert all(np.array_equal(pixels(lab), b) for lab, b in zip(labs, before, strict=True))
     assert not errors_seen
+
+
+def test_a_banner_says_which_scale_the_gland_filter_assumes(qtbot, slides_dir: Path,
+                                                            tmp_path: Path):
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "p", scheme=ClassScheme.three_class())
+    tcga = proj.add_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs")
+    proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save()
+    dlg = make_dialog(qtbot, proj)   # gland filter off: nothing assumed
+    qtbot.wait(400)
+    assert not dlg.scale_banner.isVisible()
+    dlg.min_gland.setValue(0.5)
+    qtbot.waitUntil(dlg.scale_banner.isVisible, timeout=10000)
+    text = dlg.scale_banner.text()
+    assert text.count("states no pixel size") == 1 and tcga.id in text and "1.3 µm/px" in text
+    proj.set_mpp(tcga, 0.5)          # the user states it: the banner goes
+    dlg.patch_size.setValue(224)
+    qtbot.waitUntil(lambda: not dlg.scale_banner.isVisible(), timeout=10000)
+
+
+def test_an_area_drawn_and_built_at_once_is_in_the_dataset(
+    qtbot, slides_dir, tmp_path, monkeypatch, errors_seen
+):
+    """Build Dataset takes the open document's areas from memory: an area drawn with the tool
+    and built before any autosave reached the disk is in the dataset's manifest."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+
+    from app.main_window import MainWindow
+    from crc_core.patches import read_manifest
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
+    proj.add_slide(slides_dir / "cmu-1-small-region.svs")
+    proj.save()
+    autosaved: list[int] = []  # the autosave pause never ends in this test: nothing on disk
+    monkeypatch.setattr(Project, "autosave", lambda self, entry, aset: autosaved.append(len(aset)))
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.open_path(proj.root)
+    assert win.entry is not None and not Path(proj.annotations_path(win.entry)).exists()
+    win.view.set_view(1100, 1500, 0.5)
+
+    def at(x: float, y: float) -> QPoint:
+        p = win.view.l0_to_widget(QPointF(x, y))
+        return QPoint(round(p.x()), round(p.y()))
+
+    win.ctl.set_tool("rectangle")
+    qtbot.mousePress(win.view, Qt.MouseButton.LeftButton, pos=at(900, 1300))
+    qtbot.mouseMove(win.view, at(1100, 1500))
+    qtbot.mouseRelease(win.view, Qt.MouseButton.LeftButton, pos=at(1300, 1700))
+    (drawn,) = list(win.document)
+
+    win.analysis_actions["build"].trigger()
+    dlg = win.analysis_dialogs["build"]
+    dlg.name_edit.setText("ds")
+    for spin, value in ((dlg.random, 0), (dlg.min_gland, 0), (dlg.min_tissue, 0),
+                        (dlg.test_fraction, 0), (dlg.patch_size, 128)):
+        spin.setValue(value)
+    with qtbot.waitSignal(dlg.buildFinished, timeout=60000):
+        qtbot.mouseClick(dlg.build_button, Qt.MouseButton.LeftButton)
+    assert not errors_seen
+    assert not Path(proj.annotations_path(win.entry)).exists()
+    rows = read_manifest(Path(proj.datasets_dir) / "ds" / "manifest.csv")
+    assert rows and {r["area_id"] for r in rows} == {drawn.id}
+    assert {r["label"] for r in rows} == {drawn.class_id}
+
+
+def test_poorly_differentiated_skips_the_gland_filter_unless_unticked(qtbot, tmp_path: Path):
+    from PySide6.QtCore import Qt
+
+    from crc_core.project import Project
+
+    proj = Project.create(tmp_path / "p5", scheme=ClassScheme.paper())
+    dlg = make_dialog(qtbot, proj, min_gland=0.5)
+    lst = dlg.gland_exempt_list
+    ticked = [lst.item(i).text() for i in range(lst.count())
+              if lst.item(i).checkState() == Qt.CheckState.Checked]
+    assert ticked == ["Adenocarcinoma poorly differentiated"]
+    assert dlg.config().gland_exempt == ["adc-poor"]
+    lst.setFocus()
+    lst.setCurrentRow(ticked and [lst.item(i).text() for i in range(lst.count())].index(ticked[0]))
+    qtbot.keyClick(lst, Qt.Key.Key_Space)     # untick: every class filtered
+    assert dlg.config().gland_exempt == []

@@ -1,10 +1,11 @@
 """`crc-viewer --demo`: the shipped demo project is copied into the user data folder and opened with
-its slide, its six ground-truth annotations and the demo model's prediction layers; resources/ is
+its slide, its nine ground-truth annotations and the demo model's prediction layers; resources/ is
 never written; a changed shipped version is installed again."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path)
     assert win.project is not None and win.project.root == viewer_home / "demo"
     assert win.slide is not None and win.slide.path.name == "demo_slide.tiff"
     assert win.slide.level_count >= 3
-    assert len(win.document) == 6
+    areas = json.loads((shipped_demo_dir() / "demo.json").read_text())["areas"]
+    assert len(win.document) == len(areas) == 9   # three areas per class
     layers = list(win.view.layers)
     class_maps = [ly for ly in layers if isinstance(ly, ClassMapLayer)]
     assert class_maps and class_maps[0].visible  # the demo model's class map, shown

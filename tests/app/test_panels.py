@@ -114,17 +114,19 @@ def test_dropping_a_slide_opens_it(qtbot, win, slides_dir):
 def test_class_scheme_dialog_adds_and_refuses_to_remove_a_class_in_use(
     qtbot, win, monkeypatch, errors_seen
 ):
-    from PySide6.QtWidgets import QInputDialog
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QInputDialog, QPushButton
 
     from app.dialogs.class_scheme import ClassSchemeDialog
 
     dlg = ClassSchemeDialog(win.project.scheme, in_use={"normal"}, parent=win)
     qtbot.addWidget(dlg)
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Stroma", True))
-    dlg._add()
+    buttons = {b.text(): b for b in dlg.findChildren(QPushButton)}
+    qtbot.mouseClick(buttons["Add…"], Qt.MouseButton.LeftButton)
     assert dlg.result_scheme().find("Stroma") is not None
     dlg.list.setCurrentRow(0)  # Normal, in use
-    dlg._remove()
+    qtbot.mouseClick(buttons["Remove"], Qt.MouseButton.LeftButton)
     assert errors_seen and "still used" in errors_seen[0][1]
     assert dlg.result_scheme().find("normal") is not None
     assert win.project.scheme.find("Stroma") is None  # the dialog edits a copy

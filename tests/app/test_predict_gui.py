@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, Qt
 
 from app.main_window import MainWindow
 from app.panels.results import install_results_panel
@@ -160,6 +160,50 @@ def test_prediction_paints_progressively_and_lists_the_regions(
     assert len(saved) == 1
     # The scale and the stain normalisation used are stated where the user looks.
     assert "Scale: windows of" in dlg.status.text() and "Stain: " in dlg.status.text()
+
+
+def _predict_by_clicks(qtbot, dlg) -> str:
+    """Click Predict, wait for the end; the status line at the first batch and at the end."""
+    seen: list[str] = []
+
+    def on_progress(ev) -> None:
+        if isinstance(ev.payload, dict) and ev.payload.get("kind") == "batch" and not seen:
+            seen.append(dlg.status.text())
+
+    qtbot.mouseClick(dlg.run_button, Qt.MouseButton.LeftButton)
+    assert dlg.running
+    dlg.worker.progressed.connect(on_progress)
+    qtbot.waitUntil(lambda: not dlg.running, timeout=120000)
+    assert dlg.result is not None, dlg.status.text()
+    return " | ".join(seen + [dlg.status.text()])
+
+
+def test_backend_choice_runs_onnx_and_the_status_line_says_so(
+    qtbot, win, checkpoint: Path
+) -> None:
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed: no onnx backend")
+    _add_region(win, 600, 900, 500, 500)
+    dlg = _start(qtbot, win, checkpoint)
+    assert dlg.backend.currentText() == "auto"  # the fast path by default
+    qtbot.keyClicks(dlg.backend, "onnx")
+    assert dlg.backend.currentText() == "onnx"
+    text = _predict_by_clicks(qtbot, dlg)
+    assert "ONNX Runtime" in text and "on the CPU" in text
+    assert dlg.result.resolution["scoring"]["backend"] == "onnx"
+
+
+def test_without_onnxruntime_auto_falls_back_to_torch_and_says_why(
+    qtbot, win, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    _add_region(win, 600, 900, 500, 500)
+    dlg = _start(qtbot, win, checkpoint)
+    text = _predict_by_clicks(qtbot, dlg)
+    assert "with PyTorch" in text
+    assert "ONNX Runtime cannot be imported" in text
+    assert dlg.result.resolution["scoring"]["backend"] == "torch"
 
 
 def test_cancel_removes_the_layers_and_saves_nothing(qtbot, win, checkpoint: Path) -> None:

@@ -19,7 +19,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 
 from app.main_window import MainWindow
 from crc_core.project import PROJECT_FILE, Project
-from crc_core.synthetic import write_pyramid_tiff
+from crc_testkit.synthetic import write_pyramid_tiff
 
 CMU = "cmu-1-small-region.svs"
 L = Qt.MouseButton.LeftButton

@@ -14,9 +14,10 @@ from ebhi_subset import write_subset
 
 from app.panels.report import ReportPanel, read_result
 from crc_core.errors import CrcError
-from crc_core.evaluation import evaluate, metrics_from_predictions
+from crc_core.evaluation import evaluate
 from crc_core.jobs import run_job
 from crc_core.training import fit, make_config
+from crc_testkit.metrics import metrics_from_predictions
 
 CLASSES = ["Normal", "Low-grade IN", "Adenocarcinoma"]
 

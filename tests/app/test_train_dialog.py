@@ -35,7 +35,8 @@ def make_dialog(qtbot, data: Path, out: Path, epochs: int) -> TrainDialog:
     line = dlg.dataset_combo.lineEdit()
     line.clear()
     qtbot.keyClicks(line, str(data))
-    dlg._update_data_summary()
+    # the summary follows the typing once it pauses (a debounce timer): wait for it
+    qtbot.waitUntil(lambda: not dlg._summary_timer.isActive(), timeout=30000)
     dlg.epochs_spin.setValue(epochs)
     dlg.batch_spin.setValue(8)
     dlg.size_spin.setValue(64)
@@ -190,7 +191,7 @@ def test_group_pattern_and_class_balance_reach_the_training_config(qtbot, ebhi_d
     assert "look like file names" in dlg.data_summary.text()
     assert "1559 images in 254 groups" in dlg.data_summary.text()
     qtbot.keyClicks(dlg.group_pattern_edit, r"\d{7}")
-    dlg._update_data_summary()
+    qtbot.waitUntil(lambda: not dlg._summary_timer.isActive(), timeout=30000)
     assert "1559 images in 239 groups" in dlg.data_summary.text()
     assert "file names" not in dlg.data_summary.text()
     dlg.balance_combo.setCurrentIndex(dlg.balance_combo.findData("sampler"))

@@ -24,7 +24,8 @@ from crc_core.annotations import (
 from crc_core.classes import ClassScheme
 from crc_core.errors import AnnotationError
 
-# A realistic export of QuPath 0.5.1 ("Export objects as GeoJSON", pretty-printed, FeatureCollection),
+# A realistic export of QuPath 0.5.1 ("Export objects as GeoJSON", pretty-printed,
+# FeatureCollection),
 # with a rectangle, a brush annotation with a hole, a multipolygon, a point annotation, a derived
 # class, a detection and an unclassified annotation.
 QUPATH_05 = """{
@@ -56,7 +57,8 @@ QUPATH_05 = """{
       },
       "properties": {
         "objectType": "annotation",
-        "classification": {"name": "Adenocarcinoma moderately differentiated", "color": [255, 112, 67]},
+        "classification": {"name": "Adenocarcinoma moderately differentiated",
+                           "color": [255, 112, 67]},
         "isLocked": false,
         "measurements": {"Area px^2": 959500.0}
       }
@@ -102,7 +104,8 @@ QUPATH_05 = """{
         "type": "Polygon",
         "coordinates": [[[10, 10], [12, 10], [12, 12], [10, 12], [10, 10]]]
       },
-      "properties": {"objectType": "detection", "classification": {"name": "Tumor", "color": [200, 0, 0]}}
+      "properties": {"objectType": "detection",
+                     "classification": {"name": "Tumor", "color": [200, 0, 0]}}
     },
     {
       "type": "Feature",
@@ -392,7 +395,8 @@ def test_non_ascii_class_names_and_names_round_trip(tmp_path, suffix):
 
 
 def test_done_when_qupath_rectangle_hole_and_bow_tie_convert_to_xml_and_back(tmp_path):
-    """Issue 2 'Done when': same classes and areas after GeoJSON -> XML -> GeoJSON; bow-tie repaired."""
+    """Issue 2 'Done when': same classes and areas after GeoJSON -> XML -> GeoJSON; bow-tie
+    repaired."""
     src = _write(
         tmp_path,
         "in.geojson",
@@ -744,7 +748,7 @@ def test_million_vertex_polygon_is_refused_naming_the_limit(tmp_path, scheme):
 
 def test_file_above_the_size_limit_is_refused_before_reading(tmp_path, scheme, monkeypatch):
     path = _write(tmp_path, "big.geojson", _fc(*[_feature(SQUARE) for _ in range(50)]))
-    monkeypatch.setattr(annmod, "MAX_FILE_BYTES", 1024)
+    monkeypatch.setattr(annmod.io, "MAX_FILE_BYTES", 1024)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("file was read"))
     with pytest.raises(AnnotationError, match="larger than"):
         load_annotations(path, scheme)
@@ -775,7 +779,8 @@ def test_xml_with_an_external_entity_is_refused_and_the_file_not_read(tmp_path, 
         f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret}">]>'
         '<ASAP_Annotations><Annotations><Annotation Name="&x;" Type="Polygon" PartOfGroup="Normal">'
         '<Coordinates><Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/>'
-        '<Coordinate Order="2" X="9" Y="9"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
+        '<Coordinate Order="2" X="9" '
+        'Y="9"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
     )
     with pytest.raises(AnnotationError, match="refused: the XML declares a DTD") as err:
         load_annotations(_write(tmp_path, "xxe.xml", xxe), scheme)
@@ -788,7 +793,8 @@ def test_xml_billion_laughs_is_refused_without_expanding(tmp_path, scheme):
     ]
     bomb = (
         '<?xml version="1.0"?><!DOCTYPE ASAP_Annotations [' + "".join(lol) + "]>"
-        '<ASAP_Annotations><Annotations><Annotation Name="&lol9;"/></Annotations></ASAP_Annotations>'
+        '<ASAP_Annotations><Annotations><Annotation '
+        'Name="&lol9;"/></Annotations></ASAP_Annotations>'
     )
     with pytest.raises(AnnotationError, match="refused"):
         load_annotations(_write(tmp_path, "lol.xml", bomb), scheme)
@@ -806,7 +812,8 @@ def test_xml_of_another_kind_is_refused(tmp_path, scheme):
 
 def test_xml_coordinate_that_is_not_a_number_is_refused_naming_the_annotation(tmp_path, scheme):
     xml = (
-        '<ASAP_Annotations><Annotations><Annotation Name="Tumour 7" Type="Polygon" PartOfGroup="Normal">'
+        '<ASAP_Annotations><Annotations><Annotation Name="Tumour 7" Type="Polygon" '
+        'PartOfGroup="Normal">'
         '<Coordinates><Coordinate Order="0" X="zero" Y="0"/></Coordinates>'
         "</Annotation></Annotations></ASAP_Annotations>"
     )
@@ -820,7 +827,8 @@ def test_xml_nan_coordinate_is_refused(tmp_path, scheme):
     xml = (
         '<ASAP_Annotations><Annotations><Annotation Name="a" Type="Polygon" PartOfGroup="Normal">'
         '<Coordinates><Coordinate Order="0" X="nan" Y="0"/><Coordinate Order="1" X="1" Y="0"/>'
-        '<Coordinate Order="2" X="1" Y="1"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
+        '<Coordinate Order="2" X="1" '
+        'Y="1"/></Coordinates></Annotation></Annotations></ASAP_Annotations>'
     )
     with pytest.raises(AnnotationError, match="NaN or infinite"):
         load_annotations(_write(tmp_path, "n.xml", xml), scheme)
@@ -971,10 +979,11 @@ def test_saved_annotations_read_back_with_the_same_classes_and_areas(
 
 
 def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, scheme, monkeypatch):
-    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    monkeypatch.setattr(annmod.geometry, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
     xml = (
-        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" '
+        'PartOfGroup="Normal">'
         f"<Coordinates>{coords}</Coordinates></Annotation></Annotations></ASAP_Annotations>"
     )
     with pytest.raises(AnnotationError, match="'freehand'\\) has more than 1,000 vertices"):
@@ -984,11 +993,15 @@ def test_asap_outline_above_the_vertex_limit_is_refused_naming_it(tmp_path, sche
 def test_asap_outline_above_the_vertex_limit_is_skipped_with_skip_invalid(
     tmp_path, scheme, monkeypatch
 ):
-    monkeypatch.setattr(annmod, "MAX_VERTICES_PER_ANNOTATION", 1000)
+    monkeypatch.setattr(annmod.geometry, "MAX_VERTICES_PER_ANNOTATION", 1000)
     coords = "".join(f'<Coordinate Order="{k}" X="{k % 97}" Y="{k % 89}"/>' for k in range(5000))
-    small = '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/><Coordinate Order="2" X="9" Y="9"/>'
+    small = (
+        '<Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="9" Y="0"/>'
+        '<Coordinate Order="2" X="9" Y="9"/>'
+    )
     xml = (
-        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" PartOfGroup="Normal">'
+        '<ASAP_Annotations><Annotations><Annotation Name="freehand" Type="Polygon" '
+        'PartOfGroup="Normal">'
         f'<Coordinates>{coords}</Coordinates></Annotation><Annotation Name="ok" Type="Polygon" '
         f'PartOfGroup="Normal"><Coordinates>{small}</Coordinates></Annotation></Annotations></ASAP_Annotations>'
     )

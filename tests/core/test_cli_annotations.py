@@ -1,4 +1,5 @@
-"""`crc annotations convert` / `info`: both directions, warnings, clipping, and refusals (exit 2, OUT untouched)."""
+"""`crc annotations convert` / `info`: both directions, warnings, clipping, and refusals (exit 2,
+OUT untouched)."""
 
 from __future__ import annotations
 

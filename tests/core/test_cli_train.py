@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crc_core.evaluation import metrics_from_predictions
+from crc_testkit.metrics import metrics_from_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,7 +33,7 @@ from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint, model_from_checkpoint
 from crc_core.patches import ExtractConfig, SlideSource, extract, read_manifest
 from crc_core.project import Project
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]

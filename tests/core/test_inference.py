@@ -125,7 +125,7 @@ def test_class_map_falls_in_the_tiles_of_each_half(halves: dict) -> None:
 def test_pyramid_level_windows_are_georeferenced_in_level0_pixels(
     halves: dict, tmp_path: Path
 ) -> None:
-    from crc_core.synthetic import write_pyramid_tiff
+    from crc_testkit.synthetic import write_pyramid_tiff
 
     big = np.asarray(
         Image.fromarray(halves["mosaic"]).resize(
@@ -258,7 +258,8 @@ class _OomAbove(nn.Module):
 def test_out_of_memory_halves_the_batch_and_finishes(halves: dict) -> None:
     lm = _model(halves["means"])
     lm.model = _OomAbove(lm.model, limit=2)
-    pred = _run(predict(halves["path"], lm, batch_size=8, device="cpu"))
+    # Out-of-memory is PyTorch's (CUDA) condition: the torch backend, simulated on the CPU.
+    pred = _run(predict(halves["path"], lm, batch_size=8, device="cpu", backend="torch"))
     assert pred.class_map()[:, :4].tolist() == [[0, 0, 1, 1]] * 3
     assert any("batch size 8" in w and "batch size 4" in w for w in pred.warnings)
     assert any("batch size 2" in w for w in pred.warnings)

@@ -263,7 +263,7 @@ def test_rerun_with_other_window_settings_is_refused(cmu, tmp_path):
 
 def test_disk_full_leaves_an_incomplete_dataset_that_resumes(cmu, tmp_path, monkeypatch):
     src = [P.SlideSource(cmu, many_areas(4))]
-    real = P._write_patch
+    real = P.store._write_patch
     calls = {"n": 0}
 
     def full_after_five(path, data):
@@ -272,11 +272,11 @@ def test_disk_full_leaves_an_incomplete_dataset_that_resumes(cmu, tmp_path, monk
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(P, "_write_patch", full_after_five)
+    monkeypatch.setattr(P.store, "_write_patch", full_after_five)
     with pytest.raises(DatasetError, match="disk full"):
         run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(workers=1)))
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["complete"] is False
-    monkeypatch.setattr(P, "_write_patch", real)
+    monkeypatch.setattr(P.store, "_write_patch", real)
     res = run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg(workers=1)))
     assert res.reused == 5 and res.complete
 

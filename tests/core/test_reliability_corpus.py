@@ -41,7 +41,7 @@ from crc_core.errors import (
 from crc_core.models import build_model, load_checkpoint, save_checkpoint
 from crc_core.project import PROJECT_FILE, Project
 from crc_core.slide import open_slide
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]

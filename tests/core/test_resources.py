@@ -34,7 +34,7 @@ from crc_core.cli import main
 from crc_core.errors import ProjectError
 from crc_core.models import load_checkpoint
 from crc_core.project import Project
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
 torch.set_num_threads(2)
 
@@ -123,7 +123,7 @@ def test_disk_full_during_crc_extract_marks_the_dataset_incomplete_and_resume_co
     assert rc == 0, err
     ds = tmp_path / "ds"
     with monkeypatch.context() as m:
-        disk = fill(m, 40_000, patches, atomic)  # room for some of the patches
+        disk = fill(m, 40_000, patches.store, atomic)  # room for some of the patches
         rc, _, err = run_cli("extract", "--slide", slide, "--annotations", geo, "--out", ds,
                              *EXTRACT)
         assert disk.refused
@@ -174,7 +174,7 @@ def test_disk_full_during_annotation_convert_leaves_out_whole(tmp_path: Path,
     save_annotations(_aset(3), out, ClassScheme.paper())
     before = out.read_bytes()
     with monkeypatch.context() as m:
-        fill(m, 100, annmod, atomic)
+        fill(m, 100, annmod.io, atomic)
         rc, _, err = run_cli("annotations", "convert", src, out)
     line = one_error_line(rc, err)
     assert str(out) in line and os.strerror(errno.ENOSPC) in line

@@ -15,7 +15,7 @@ from PIL import Image
 
 from crc_core.errors import ConfigError, SlideError
 from crc_core.slide import TileCache, open_array, open_slide
-from crc_core.synthetic import TissuePattern, write_pyramid_tiff
+from crc_testkit.synthetic import TissuePattern, write_pyramid_tiff
 
 CMU = "cmu-1-small-region.svs"
 TCGA = "tcga-cr-7395-01a-01-ts1.svs"

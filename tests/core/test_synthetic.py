@@ -1,4 +1,5 @@
-"""crc_core.synthetic: streaming pyramid writer, tile sources, cancellation and argument checks."""
+"""crc_testkit.synthetic: streaming pyramid writer, tile sources, cancellation and argument
+checks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import tifffile
 
 from crc_core.errors import ConfigError
-from crc_core.synthetic import (
+from crc_testkit.synthetic import (
     TileMosaic,
     TissuePattern,
     pyramid_levels,

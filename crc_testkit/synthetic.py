@@ -456,19 +456,10 @@ def pyramid_tiff_job(
 
     def target() -> None:
         try:
-            _write_pyramid(
-                out_path,
-                width,
-                height,
-                source,
-                tile,
-                levels,
-                mpp,
-                int(quality),
-                workers or max(1, min(4, os.cpu_count() or 1)),
-                events.put,
-                stop,
+            writer = _PyramidWriter(
+                width, height, source, tile, levels, mpp, int(quality), events.put, stop
             )
+            writer.write(out_path, workers or max(1, min(4, os.cpu_count() or 1)))
             events.put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             events.put(exc)
@@ -492,138 +483,156 @@ def pyramid_tiff_job(
     return out_path
 
 
-def _write_pyramid(
-    out_path: Path,
-    width: int,
-    height: int,
-    source: TileSource,
-    tile: int,
-    levels: int | None,
-    mpp: float | None,
-    quality: int,
-    nworkers: int,
-    report: Callable[[Progress], None],
-    stop: threading.Event,
-) -> None:
-    """Write the pyramid (runs in the helper thread of :func:`pyramid_tiff_job`)."""
-    import tifffile
+class _PyramidWriter:
+    """Writes the pyramid (in the helper thread of :func:`pyramid_tiff_job`).
 
-    _ensure_jpeg_compressor(tifffile)
+    Level 0 is rendered band by band (one tile row) in a thread pool, encoded, and halved into the
+    next level as it goes; the tiles of levels >= 1 wait in a spool file until tifffile writes
+    their page, so memory holds one band per level, never a level.
+    """
 
-    dims = pyramid_levels(width, height, tile, levels)
-    raw_bytes = sum(w * h * 3 for w, h in dims)
-    bigtiff = raw_bytes > (2 << 30)
-    rows0 = -(-height // tile)
-    total = rows0 + 1
-    lv = [_Level(w, h, tile) for (w, h) in dims]
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        source: TileSource,
+        tile: int,
+        levels: int | None,
+        mpp: float | None,
+        quality: int,
+        report: Callable[[Progress], None],
+        stop: threading.Event,
+    ) -> None:
+        self.width, self.height, self.source, self.tile = width, height, source, tile
+        self.mpp, self.quality, self.report, self.stop = mpp, quality, report, stop
+        self.dims = pyramid_levels(width, height, tile, levels)
+        self.rows0 = -(-height // tile)
+        self.total = self.rows0 + 1
+        self.lv = [_Level(w, h, tile) for (w, h) in self.dims]
+        self.pool: ThreadPoolExecutor | None = None
+        self.spool: BinaryIO | None = None
 
-    def encode(a: np.ndarray) -> bytes:
-        return _encode_tile(a, tile, quality)
+    def write(self, out_path: Path, nworkers: int) -> None:
+        import tifffile
 
-    def encode_halve(a: np.ndarray) -> tuple[bytes, np.ndarray]:
+        _ensure_jpeg_compressor(tifffile)
+        bigtiff = sum(w * h * 3 for w, h in self.dims) > (2 << 30)
+        with atomic_path(out_path) as tmp, ThreadPoolExecutor(nworkers) as self.pool:
+            self.spool = tempfile.TemporaryFile(dir=out_path.parent, prefix=".pyramid-spool-")
+            try:
+                with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tw:
+                    self._write_pages(tw)
+            finally:
+                self.spool.close()
+
+    def _write_pages(self, tw: Any) -> None:
+        common: dict[str, object] = {
+            "dtype": np.uint8,
+            "tile": (self.tile, self.tile),
+            "photometric": "rgb",
+            "compression": "jpeg",
+            "compressionargs": {"level": self.quality},
+            "subsampling": (2, 2),
+            "metadata": None,
+        }
+        tw.write(
+            self._level0_tiles(),
+            shape=(self.height, self.width, 3),
+            description="CRC Workbench synthetic pyramid",
+            software="crc_testkit.synthetic",
+            **self._resolution(0),
+            **common,
+        )
+        for k in range(1, len(self.dims)):
+            if self.stop.is_set():
+                raise _Stop()
+            w, h = self.dims[k]
+            expected = (-(-w // self.tile)) * (-(-h // self.tile))
+            if len(self.lv[k].index) != expected:  # an internal invariant, not user input
+                raise RuntimeError(f"level {k}: {len(self.lv[k].index)} tiles, expected {expected}")
+            tw.write(
+                self._level_tiles(k),
+                shape=(h, w, 3),
+                subfiletype=1,
+                **self._resolution(k),
+                **common,
+            )
+            n = len(self.dims)
+            self.report(Progress(self.rows0 + k / n, self.total, f"level {k}/{n - 1}"))
+
+    def _encode(self, a: np.ndarray) -> bytes:
+        return _encode_tile(a, self.tile, self.quality)
+
+    def _encode_halve(self, a: np.ndarray) -> tuple[bytes, np.ndarray]:
         # tiles are tile-wide (even) except the last column, so halving tile by tile and
         # concatenating equals halving the whole band
-        return _encode_tile(a, tile, quality), _halve(a)
+        return _encode_tile(a, self.tile, self.quality), _halve(a)
 
-    def band_work(k: int, parts: list[np.ndarray]) -> tuple[list[bytes], np.ndarray | None]:
+    def _band_work(self, k: int, parts: list[np.ndarray]) -> tuple[list[bytes], np.ndarray | None]:
         """Encode the tiles of one band of level k (in the pool) and halve them for level k+1."""
-        if k + 1 < len(lv):
-            done = list(pool.map(encode_halve, parts))
+        pool = self.pool
+        assert pool is not None
+        if k + 1 < len(self.lv):
+            done = list(pool.map(self._encode_halve, parts))
             return [d for d, _ in done], np.concatenate([h for _, h in done], axis=1)
-        return list(pool.map(encode, parts)), None
+        return list(pool.map(self._encode, parts)), None
 
-    with atomic_path(out_path) as tmp, ThreadPoolExecutor(nworkers) as pool:
-        spool: BinaryIO = tempfile.TemporaryFile(dir=out_path.parent, prefix=".pyramid-spool-")
-        try:
+    def _cascade(self, k: int, rows: np.ndarray) -> None:
+        """Feed rows into level k (k >= 1); encode full bands to the spool; recurse."""
+        spool, tile = self.spool, self.tile
+        assert spool is not None
+        for band in self.lv[k].add(rows):
+            parts = [band[:, x : x + tile] for x in range(0, band.shape[1], tile)]
+            encoded, half = self._band_work(k, parts)
+            for data in encoded:
+                self.lv[k].index.append((spool.tell(), len(data)))
+                spool.write(data)
+            if half is not None:
+                self._cascade(k + 1, half)
 
-            def cascade(k: int, rows: np.ndarray) -> None:
-                """Feed rows into level k (k >= 1); encode full bands to the spool; recurse."""
-                for band in lv[k].add(rows):
-                    parts = [band[:, x : x + tile] for x in range(0, band.shape[1], tile)]
-                    encoded, half = band_work(k, parts)
-                    for data in encoded:
-                        lv[k].index.append((spool.tell(), len(data)))
-                        spool.write(data)
-                    if half is not None:
-                        cascade(k + 1, half)
+    def _render(self, x0: int, y0: int, h: int) -> np.ndarray:
+        w = min(self.tile, self.width - x0)
+        arr = np.asarray(self.source(x0, y0, w, h))
+        if arr.shape != (h, w, 3) or arr.dtype != np.uint8:
+            raise ConfigError(
+                f"tile source returned {arr.shape} {arr.dtype} for a {w}x{h} region; "
+                "expected (h, w, 3) uint8"
+            )
+        return arr
 
-            def render(x0: int, y0: int, h: int) -> np.ndarray:
-                w = min(tile, width - x0)
-                arr = np.asarray(source(x0, y0, w, h))
-                if arr.shape != (h, w, 3) or arr.dtype != np.uint8:
-                    raise ConfigError(
-                        f"tile source returned {arr.shape} {arr.dtype} for a {w}x{h} region; "
-                        "expected (h, w, 3) uint8"
-                    )
-                return arr
+    def _level0_tiles(self) -> Generator[bytes, None, None]:
+        xs = list(range(0, self.width, self.tile))
+        pool = self.pool
+        assert pool is not None
+        for r in range(self.rows0):
+            if self.stop.is_set():
+                raise _Stop()
+            y0 = r * self.tile
+            h = min(self.tile, self.height - y0)
+            tiles = list(pool.map(self._render, xs, [y0] * len(xs), [h] * len(xs)))
+            encoded, half = self._band_work(0, tiles)
+            del tiles
+            # cascade before yielding: tifffile stops pulling after the last tile
+            if half is not None:
+                self._cascade(1, half)
+            self.report(Progress(r + 1, self.total, f"level 0 tile row {r + 1}/{self.rows0}"))
+            yield from encoded
 
-            def level0_tiles() -> Generator[bytes, None, None]:
-                xs = list(range(0, width, tile))
-                for r in range(rows0):
-                    if stop.is_set():
-                        raise _Stop()
-                    y0 = r * tile
-                    h = min(tile, height - y0)
-                    tiles = list(pool.map(render, xs, [y0] * len(xs), [h] * len(xs)))
-                    encoded, half = band_work(0, tiles)
-                    del tiles
-                    # cascade before yielding: tifffile stops pulling after the last tile
-                    if half is not None:
-                        cascade(1, half)
-                    report(Progress(r + 1, total, f"level 0 tile row {r + 1}/{rows0}"))
-                    yield from encoded
+    def _level_tiles(self, k: int) -> Generator[bytes, None, None]:
+        spool = self.spool
+        assert spool is not None
+        for off, length in self.lv[k].index:
+            spool.seek(off)
+            yield spool.read(length)
 
-            def level_tiles(k: int) -> Generator[bytes, None, None]:
-                for off, length in lv[k].index:
-                    spool.seek(off)
-                    yield spool.read(length)
-
-            def resolution(k: int) -> dict[str, object]:
-                if mpp is None:
-                    return {}
-                ds_x, ds_y = width / dims[k][0], height / dims[k][1]
-                return {
-                    "resolution": (1e4 / (mpp * ds_x), 1e4 / (mpp * ds_y)),
-                    "resolutionunit": "CENTIMETER",
-                }
-
-            common: dict[str, object] = {
-                "dtype": np.uint8,
-                "tile": (tile, tile),
-                "photometric": "rgb",
-                "compression": "jpeg",
-                "compressionargs": {"level": quality},
-                "subsampling": (2, 2),
-                "metadata": None,
-            }
-            with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tw:
-                tw.write(
-                    level0_tiles(),
-                    shape=(height, width, 3),
-                    description="CRC Workbench synthetic pyramid",
-                    software="crc_core.synthetic",
-                    **resolution(0),
-                    **common,  # type: ignore[arg-type]
-                )
-                for k in range(1, len(dims)):
-                    if stop.is_set():
-                        raise _Stop()
-                    w, h = dims[k]
-                    expected = (-(-w // tile)) * (-(-h // tile))
-                    if len(lv[k].index) != expected:  # an internal invariant, not user input
-                        raise RuntimeError(
-                            f"level {k}: {len(lv[k].index)} tiles, expected {expected}"
-                        )
-                    tw.write(
-                        level_tiles(k),
-                        shape=(h, w, 3),
-                        subfiletype=1,
-                        **resolution(k),
-                        **common,  # type: ignore[arg-type]
-                    )
-                    report(Progress(rows0 + k / len(dims), total, f"level {k}/{len(dims) - 1}"))
-        finally:
-            spool.close()
+    def _resolution(self, k: int) -> dict[str, object]:
+        if self.mpp is None:
+            return {}
+        ds_x, ds_y = self.width / self.dims[k][0], self.height / self.dims[k][1]
+        return {
+            "resolution": (1e4 / (self.mpp * ds_x), 1e4 / (self.mpp * ds_y)),
+            "resolutionunit": "CENTIMETER",
+        }
 
 
 def write_pyramid_tiff(
@@ -631,12 +640,7 @@ def write_pyramid_tiff(
     width: int,
     height: int,
     tile_source: TileSource | None = None,
-    *,
-    tile: int = 256,
-    levels: int | None = None,
-    mpp: float | None = 0.5,
-    quality: int = 85,
-    workers: int | None = None,
+    **options: Any,
 ) -> Path:
     """Write a tiled JPEG pyramidal TIFF that OpenSlide opens as ``generic-tiff``.
 
@@ -648,32 +652,15 @@ def write_pyramid_tiff(
         Level-0 size in pixels.
     tile_source
         ``source(l0_x, l0_y, w, h) -> (h, w, 3) uint8``; default ``TissuePattern(seed=0)``.
-    tile
-        Tile edge in pixels (multiple of 16).
-    levels
-        Number of levels; default halves until the smallest level fits in one tile.
-    mpp
-        µm per level-0 pixel stored as resolution (px/cm); ``None`` writes no resolution.
-    quality
-        JPEG quality 1..100.
-    workers
-        Threads for rendering and encoding tiles (default: up to 4).
+    **options
+        Keyword-only, as :func:`pyramid_tiff_job`: ``tile`` (edge in pixels, a multiple of 16;
+        256), ``levels`` (default: halve until the smallest level fits in one tile), ``mpp`` (µm
+        per level-0 pixel stored as resolution in px/cm, 0.5; ``None`` writes no resolution),
+        ``quality`` (JPEG 1..100, 85), ``workers`` (threads rendering and encoding tiles; up to 4).
 
     Returns
     -------
     Path
         ``path``.
     """
-    return run_job(
-        pyramid_tiff_job(
-            path,
-            width,
-            height,
-            tile_source,
-            tile=tile,
-            levels=levels,
-            mpp=mpp,
-            quality=quality,
-            workers=workers,
-        )
-    )
+    return run_job(pyramid_tiff_job(path, width, height, tile_source, **options))

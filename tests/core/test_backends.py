@@ -1,0 +1,161 @@
+"""Inference backends (crc_core.inference.backends): ONNX Runtime scores as PyTorch does, CAM and
+Grad-CAM included; the export is cached and written atomically; without ONNX Runtime, ``auto`` falls
+back to PyTorch with a message and ``onnx`` is refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crc_core.classes import ClassScheme
+from crc_core.cli import main
+from crc_core.errors import ConfigError
+from crc_core.inference import backends, load_model, make_scorer
+from crc_core.models import build_model, save_checkpoint
+from crc_core.preprocess import decode_rgb, resample
+
+torch.set_num_threads(2)
+SCHEME = ClassScheme.three_class()
+CPU = torch.device("cpu")
+#: Small inputs keep the tests quick (InceptionV3 needs at least 75 px).
+SIZES = {"resnet50": 64, "densenet121": 64, "inception_v3": 80}
+
+
+def _needs_onnxruntime() -> None:
+    version, why = backends.onnxruntime_version()
+    if version is None:
+        pytest.skip(f"{why}: the onnx backend cannot be tested here")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight checkpoints of the three architectures, written by the project's writer."""
+    folder = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for arch, size in SIZES.items():
+        torch.manual_seed(0)
+        out[arch] = folder / f"{arch}.pt"
+        save_checkpoint(out[arch], build_model(arch, 3), arch=arch, classes=SCHEME,
+                        input_size=size, patch_size=224, mpp=0.5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiles(ebhi_dir: Path) -> np.ndarray:
+    """Six real EBHI tiles (two each of Normal, Low-grade IN, Adenocarcinoma), 224 px uint8."""
+    with open(ebhi_dir / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    picked = []
+    for cls in ("Normal", "Low-grade IN", "Adenocarcinoma"):
+        picked += [r["image"] for r in rows if r["ebhi_class"] == cls][:2]
+    return np.stack([decode_rgb(ebhi_dir / p) for p in picked])
+
+
+def _at(tiles: np.ndarray, size: int) -> np.ndarray:
+    return np.stack([resample(t, size) for t in tiles])
+
+
+@pytest.mark.parametrize("arch", list(SIZES))
+def test_onnx_probabilities_and_cam_equal_torch_on_real_tiles(
+    arch: str, checkpoints: dict[str, Path], tiles: np.ndarray
+) -> None:
+    _needs_onnxruntime()
+    lm = load_model(checkpoints[arch], CPU)
+    imgs = _at(tiles, SIZES[arch])
+    onnx = make_scorer(lm, CPU, 4, backend="onnx")
+    ref = make_scorer(lm, CPU, 4, backend="torch")
+    assert onnx.backend == "onnx" and ref.backend == "torch"
+    p_onnx, cam_onnx = onnx.run(imgs, cam=True, cam_tile=16)
+    p_ref, cam_ref = ref.run(imgs, cam=True, cam_tile=16)
+    assert p_onnx.shape == (len(imgs), 3)
+    assert np.abs(p_onnx - p_ref).max() < 1e-4
+    assert cam_onnx is not None and cam_ref is not None
+    assert np.abs(cam_onnx - cam_ref).max() < 1e-3  # maps normalised to [0, 1]
+
+
+def test_onnx_gradcam_and_tta_equal_torch(checkpoints: dict[str, Path], tiles: np.ndarray) -> None:
+    _needs_onnxruntime()
+    lm = load_model(checkpoints["densenet121"], CPU)
+    imgs = _at(tiles[:3], 64)
+    onnx = make_scorer(lm, CPU, 4, backend="onnx", tta=True)
+    ref = make_scorer(lm, CPU, 4, backend="torch", tta=True)
+    p_onnx, g_onnx = onnx.run(imgs, cam=True, cam_class=1, cam_method="gradcam", cam_tile=8)
+    p_ref, g_ref = ref.run(imgs, cam=True, cam_class=1, cam_method="gradcam", cam_tile=8)
+    assert np.abs(p_onnx - p_ref).max() < 1e-4
+    assert g_onnx is not None and g_ref is not None
+    assert np.abs(g_onnx - g_ref).max() < 1e-3
+
+
+def test_export_is_cached_and_reused(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path))
+    lm = load_model(checkpoints["resnet50"], CPU)
+    first = make_scorer(lm, CPU, 4, backend="onnx")
+    assert first.exported and first.path.parent == tmp_path / "onnx"
+    stamp = first.path.stat().st_mtime_ns
+    second = make_scorer(load_model(checkpoints["resnet50"], CPU), CPU, 4, backend="onnx")
+    assert not second.exported and second.path == first.path
+    assert first.path.stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [first.path.name]
+
+
+def test_a_failed_export_leaves_no_file(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path))
+
+    def half_written(lm, target: Path) -> None:
+        target.write_bytes(b"partial onnx")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(backends, "_export_fp32", half_written)
+    lm = load_model(checkpoints["resnet50"], CPU)
+    with pytest.raises(OSError, match="disk full"):
+        make_scorer(lm, CPU, 4, backend="onnx")
+    assert not list((tmp_path / "onnx").iterdir())
+
+
+def test_another_checkpoint_gets_another_export(checkpoints: dict[str, Path]) -> None:
+    a = backends.export_path(load_model(checkpoints["resnet50"], CPU))
+    b = backends.export_path(load_model(checkpoints["densenet121"], CPU))
+    assert a != b and a.parent == b.parent
+
+
+def test_without_onnxruntime_auto_falls_back_to_torch_with_a_message(
+    checkpoints: dict[str, Path], tiles: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    scorer = make_scorer(load_model(checkpoints["densenet121"], CPU), CPU, 4, backend="auto")
+    assert scorer.backend == "torch"
+    assert scorer.fallback is not None and "ONNX Runtime cannot be imported" in scorer.fallback
+    p, _ = scorer.run(_at(tiles[:2], 64))
+    assert p.shape == (2, 3)
+    with pytest.raises(ConfigError, match="--backend onnx: ONNX Runtime cannot be imported"):
+        make_scorer(load_model(checkpoints["densenet121"], CPU), CPU, 4, backend="onnx")
+
+
+def test_cli_backend_onnx_without_onnxruntime_is_one_line_and_exit_2(
+    checkpoints: dict[str, Path], slides_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    rc = main(["predict", "--checkpoint", str(checkpoints["densenet121"]), "--slide",
+               str(slides_dir / "cmu-1-small-region.svs"), "--backend", "onnx", "--device",
+               "cpu", "--out", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "ONNX Runtime cannot be imported" in err[0] and "--backend torch" in err[0]
+
+
+def test_quantize_needs_the_onnx_backend(checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="--quantize int8 needs the onnx backend"):
+        make_scorer(load_model(checkpoints["densenet121"], CPU), CPU, 4, backend="torch",
+                    quantize="int8")
