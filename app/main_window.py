@@ -186,9 +186,6 @@ class MainWindow(QMainWindow):
         self.results_panel = install_results_panel(self)
         # Results shares a tabbed dock with Annotations, so the right column keeps room for both
         self.tabifyDockWidget(self.docks["annotations"], self.docks["results"])
-        from app.panels.review import install_review_panel  # review queue (N/P, 1-9, Enter)
-
-        install_review_panel(self)
         self.docks["annotations"].raise_()
         self.docks["messages"].hide()  # View > Messages, or the status bar's warning button
 
@@ -324,6 +321,9 @@ class MainWindow(QMainWindow):
             mags.addAction(a)
         v.addAction(self.view_actions.act_adjust)
         v.addSeparator()
+        from app.panels.review import install_review_panel  # Review dock: N/P, 1-9, Enter
+
+        install_review_panel(self)
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
         from app.viewer.stain_view import install_stain_view

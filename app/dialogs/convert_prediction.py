@@ -38,6 +38,11 @@ from crc_core.inference import Prediction
 from crc_core.proposals import conversion_job, prediction_mpp
 
 TITLE = "Prediction to Annotations"
+
+
+def push_added(doc: Any, anns: list[Any], text: str) -> None:
+    """Add ``anns`` to the document as one undoable command named ``text``."""
+    doc.push_change({a.id: None for a in anns}, {a.id: a for a in anns}, text)
 SCOPES = ("Whole slide", "Selected annotations", "Visible area")
 
 
@@ -168,7 +173,7 @@ class ConvertPredictionDialog(QDialog):
             return
         n = len(res.annotations)
         if n:
-            doc.add_annotations(res.annotations, f"Convert prediction: {n} proposed areas")
+            push_added(doc, res.annotations, f"Convert prediction: {n} proposed areas")
         msg = (f"{n} proposed area{'s' if n != 1 else ''} added from {self.model.currentText()}"
                + "".join(f"; {note}" for note in res.notes))
         self.win.statusBar().showMessage(msg, 15000)

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.dialogs import errors
+from app.dialogs.convert_prediction import push_added
 from crc_core.errors import CrcError
 from crc_core.proposals import (
     ReviewItem,
@@ -239,7 +240,7 @@ class ReviewPanel(QWidget):
             else:
                 model = str((self.prediction().model or {}).get("name", ""))
                 new = window_annotation(it, class_id or it.predicted or "", model)
-                doc.add_annotations([new], "Review window")
+                push_added(doc, [new], "Review window")
         except CrcError as exc:
             errors.report(self, "Review", str(exc))
 
@@ -281,5 +282,6 @@ def install_review_panel(window: Any) -> ReviewPanel:
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     window.docks["review"] = dock
     window.tabifyDockWidget(window.docks["annotations"], dock)
+    window.docks["annotations"].raise_()  # Annotations stays the tab in front
     window.review_panel = panel
     return panel

@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 from shapely.geometry import Point
 
+from app.dialogs.convert_prediction import push_added
 from app.main_window import MainWindow
 from crc_core.proposals import (
     is_proposed,
@@ -103,7 +104,7 @@ def _convert(win: MainWindow) -> int:
     doc = win.document
     pred = win.results_panel.current_entry().pred
     res = prediction_to_annotations(pred, doc.scheme, min_confidence=0.0)
-    doc.add_annotations(res.annotations, "Convert prediction")
+    push_added(doc, res.annotations, "Convert prediction")
     return len(res.annotations)
 
 
