@@ -74,6 +74,8 @@ def shortcut_rows(window: Any) -> list[tuple[str, str, str]]:
     for tool in window.ctl.tools.values():
         for keys, what in getattr(tool, "keys", ()):
             rows.append((f"{tool.label} tool", what, keys))
+    for keys, what in getattr(getattr(window, "review_panel", None), "KEYS", ()):
+        rows.append(("Review list (focused)", what, keys))
     return rows
 
 

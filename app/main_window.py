@@ -87,6 +87,8 @@ ANALYSIS_DIALOGS = {
     "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog", "project"),
     "train": ("Train…", "app.dialogs.train", "TrainDialog", "project-optional"),
     "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "window"),
+    "convert": ("Prediction to Annotations…", "app.dialogs.convert_prediction",
+                "ConvertPredictionDialog", "window"),
 }
 
 
@@ -319,6 +321,9 @@ class MainWindow(QMainWindow):
             mags.addAction(a)
         v.addAction(self.view_actions.act_adjust)
         v.addSeparator()
+        from app.panels.review import install_review_panel  # Review dock: N/P, 1-9, Enter
+
+        install_review_panel(self)
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
         from app.viewer.stain_view import install_stain_view

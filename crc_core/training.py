@@ -128,6 +128,7 @@ class TrainConfig:
     image_size: int | None = None     # None: the dataset's patch size, else the model's native size
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     weights: str | None = None        # None | imagenet | path
+    init: str | None = None           # fine-tuning from this checkpoint (crc_core.finetune)
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.0        # groups kept out of training and of model selection
@@ -425,6 +426,10 @@ def _load_data(cfg: TrainConfig, data: str | Path | TileTable, ckpt: dict[str, A
             raise CheckpointError(f"{out / 'last.pt'} was trained on classes "
                                   f"{', '.join(ck_names)}; this data has "
                                   f"{', '.join(table.scheme.names)}")
+    elif cfg.init:  # fine-tuning: the checkpoint's classes in its order, else one clear refusal
+        from crc_core.finetune import match_checkpoint_classes
+
+        table = match_checkpoint_classes(table, cfg.init)
     split = split_by_group(table, cfg.val_fraction, cfg.seed, warn=warn,
                            test_fraction=cfg.test_fraction)
     if not split.val:

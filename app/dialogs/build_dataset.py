@@ -11,6 +11,7 @@ The dataset goes to ``<project>/datasets/<name>``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -320,6 +321,7 @@ class BuildDatasetDialog(QDialog):
         memory, the other slides' from their files."""
         if self.worker is not None:
             return
+        from crc_core.finetune import exclude_proposed
         from crc_core.patches import extract, sources_from_project
 
         try:
@@ -327,6 +329,10 @@ class BuildDatasetDialog(QDialog):
             out = self.out_dir()
             in_memory = self.open_annotations() if self.open_annotations is not None else None
             sources, warns = sources_from_project(self.project, in_memory)
+            sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
+            warns = [*warns, *left_out]
+            for note in left_out:  # to View > Messages
+                logging.getLogger(__name__).warning(note)
         except CrcError as exc:
             errors.report(self, "Build Dataset", str(exc))
             return

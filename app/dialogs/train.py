@@ -317,6 +317,12 @@ class TrainDialog(QDialog):
             self.arch_boxes[a] = cb
             archs.addWidget(cb)
         form.addRow("Architectures", archs)
+        from app.dialogs.start_from_model import StartFromModel  # fine-tuning (crc train --init)
+
+        self.start_from = StartFromModel([self._models_dir()])
+        self.start_from.archChosen.connect(  # fine-tuning keeps the model's architecture
+            lambda a: [cb.setChecked(n == a) for n, cb in self.arch_boxes.items()])
+        form.addRow("Start from a model", self.start_from)
         from crc_core.training import DEFAULT_PRESET, PRESET_HELP, PRESETS
 
         self.preset_combo = QComboBox()
@@ -655,6 +661,7 @@ class TrainDialog(QDialog):
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts,
                 augment=self._augment_choice(), stain_norm=self.stain_combo.currentData())
+            cfg = self.start_from.apply(cfg)
             runs.append(_Run(arch, out, cfg, i, len(folders)))
         self._data = data
         return runs
@@ -801,6 +808,9 @@ class TrainDialog(QDialog):
                                         batch_size=max(2, self.batch_spin.value()),
                                         tta=self.tta_check.isChecked(),
                                         warn=self._bridge.warned.emit)
+            factory = self.start_from.with_comparison(  # fine-tuned: old and new on one test set
+                factory, run.config, run.out, device=self.device_combo.currentText(),
+                warn=self._bridge.warned.emit)
             self._start_worker(factory, "eval")
             return
         # evaluation done
@@ -815,6 +825,8 @@ class TrainDialog(QDialog):
         if m.get("accuracy") is not None:
             self._log(f"{run.arch}: {m.get('subset', '')} accuracy {m['accuracy']:.3f}, mAP "
                       f"{(m.get('macro') or {}).get('map') or 0:.3f} ({run.out / 'eval'})")
+        if m.get("comparison"):  # fine-tuned: old and new model on the same test images
+            self.start_from.show_comparison(m["comparison"], run.out, self.report, self._log)
         self.runFinished.emit(str(run.out))
         self._next_run()
 

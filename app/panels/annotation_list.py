@@ -7,7 +7,8 @@ annotation shows its automatic name ("Adenoma #2", greyed); editing starts from 
 Double-clicking another cell opens the properties dialog; right-click opens the annotation menu
 (rename, properties, class, lock, hide, delete, zoom to), built by
 :class:`app.annotate.actions.AnnotationActions` (attached with :meth:`AnnotationList.set_actions`).
-Hidden annotations are listed in grey italics.
+Hidden annotations are listed in grey italics; proposed ones (converted from a prediction and not
+yet reviewed, :mod:`crc_core.proposals`) in italics, with "proposed" (later "reviewed") as state.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.annotate.controller import AnnotationController
 from app.dialogs.class_scheme import color_icon
+from crc_core.proposals import is_proposed, is_reviewed, review_info
 
 NAME_COL = 1
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -129,14 +131,16 @@ class AnnotationList(QWidget):
             for a in doc:
                 self.tree.addTopLevelItem(self._item(a, names[a.id], doc, mpp))
         self.tree.setColumnHidden(
-            3, doc is None or not any(a.locked or a.hidden for a in doc)
+            3, doc is None or not any(a.locked or a.hidden or review_info(a) for a in doc)
         )
         self._syncing = False
         self._sync_selection()
 
     def _item(self, a: Any, shown: str, doc: Any, mpp: Any) -> QTreeWidgetItem:
         c = doc.scheme.find(a.class_id)
-        state = ", ".join(s for s, on in (("locked", a.locked), ("hidden", a.hidden)) if on)
+        state = ", ".join(s for s, on in (("locked", a.locked), ("hidden", a.hidden),
+                                          ("proposed", is_proposed(a)),
+                                          ("reviewed", is_reviewed(a))) if on)
         item = QTreeWidgetItem([c.name if c else a.class_id, shown, format_area(a.area, mpp),
                                 state])
         if c is not None:
@@ -156,12 +160,13 @@ class AnnotationList(QWidget):
             f.setItalic(True)
             item.setFont(NAME_COL, f)
             item.setForeground(NAME_COL, grey)
-        if a.hidden:
+        if a.hidden or is_proposed(a):  # proposed (from a prediction, not reviewed): italics
             for col in range(4):
                 f = item.font(col)
                 f.setItalic(True)
                 item.setFont(col, f)
-                item.setForeground(col, grey)
+                if a.hidden:
+                    item.setForeground(col, grey)
         return item
 
     def _item_of(self, ann_id: str) -> QTreeWidgetItem | None:

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(i)
     i.set_defaults(func=run_info)
 
+    from crc_core.commands import _from_prediction  # prediction -> proposed annotations
+
+    _from_prediction.register(sub)
+
     p.set_defaults(func=lambda args: _usage(p))
 
 

@@ -178,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         scheme = ClassScheme.paper()
         sources, warns = sources_from_files(zip(args.slide, args.annotations, strict=False), scheme)
+    from crc_core.finetune import exclude_proposed  # unreviewed proposals never train a model
+
+    sources, left_out = exclude_proposed(sources)
+    warns = [*warns, *left_out]
     for w in warns:
         warn(w)
     from crc_core.jobs import run_job

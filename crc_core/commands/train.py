@@ -113,6 +113,10 @@ def register(subparsers: Any) -> None:
                    "--resume continues from the last one written")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune this model: its architecture, classes and input size are kept "
+                   "(other classes in the data are refused), the rate defaults to a tenth of its "
+                   "own, and it is compared with the new model on the held-out test images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(p)
     p.set_defaults(func=run)
@@ -156,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         arch = load_checkpoint(Path(args.out) / "last.pt")["arch"]
+    if args.init:  # fine-tuning (crc_core.finetune)
+        from crc_core.finetune import check_init_args
+
+        arch = check_init_args(args)
     arch = arch or "resnet50"
     milestones = None
     if args.milestones is not None:
@@ -179,8 +187,20 @@ def run(args: argparse.Namespace) -> int:
         ema=args.ema,
         data={k: v for k, v in data_options(args).items() if v is not None})
     say = warn if rank == 0 else (lambda msg: None)
+    if args.init:
+        from crc_core.finetune import finetune_config
+
+        cfg = finetune_config(cfg, args.init, lr=args.lr)
+        say(cfg.notes[-1])
     job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)
     summary = drive_with_bar(job, desc=f"train {arch}", quiet=args.quiet or rank != 0)
+    if args.init and rank == 0:
+        from crc_core.finetune import compare_job, comparison_text
+
+        result = drive_with_bar(compare_job(args.init, summary["best"], args.out,
+                                            device=args.device, warn=say),
+                                desc="compare", quiet=args.quiet)
+        sys.stderr.write(comparison_text(result) + "\n")
     if rank == 0:
         last = summary["history"][-1] if summary["history"] else {}
         brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",

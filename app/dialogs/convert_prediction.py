@@ -1,0 +1,196 @@
+"""Analysis > Prediction to Annotations…: the class map of the whole slide, of the selected
+annotations or of the visible area becomes annotations marked "proposed", in one undoable command.
+
+The dialog reads the predictions of the Results panel (:mod:`app.panels.results`), runs
+:func:`crc_core.proposals.conversion_job` in a :class:`app.workers.JobWorker` (never on the GUI
+thread) and pushes the result onto the document's undo stack as one change ("Convert prediction:
+N proposed areas"), autosaved like any edit. The minimum area is in µm² when the prediction knows
+the slide's pixel size, else in level-0 px² (the field's unit says which). The prediction's
+classes are matched to the project's by id or name (:func:`crc_core.proposals.class_targets`);
+a class the project does not have is refused with one message. Closing the dialog cancels a
+running conversion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QRectF
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from app.dialogs import errors
+from app.workers import JobWorker
+from crc_core.errors import CrcError
+from crc_core.inference import Prediction
+from crc_core.proposals import conversion_job, prediction_mpp
+
+TITLE = "Prediction to Annotations"
+
+
+def push_added(doc: Any, anns: list[Any], text: str) -> None:
+    """Add ``anns`` to the document as one undoable command named ``text``."""
+    doc.push_change({a.id: None for a in anns}, {a.id: a for a in anns}, text)
+SCOPES = ("Whole slide", "Selected annotations", "Visible area")
+
+
+class ConvertPredictionDialog(QDialog):
+    """See the module docstring; ``window`` is the :class:`app.main_window.MainWindow`."""
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.win = window
+        self.setWindowTitle(TITLE)
+        panel = getattr(window, "results_panel", None)
+        entries = panel.entries.items() if panel is not None else []
+        self.preds: dict[str, Prediction] = {n: e.pred for n, e in entries if e.pred is not None}
+        if window.document is None or not self.preds:
+            raise CrcError("there is no prediction of this slide to convert: run Analysis > "
+                           "Predict… first (or open a slide with a saved prediction)")
+        self.worker: JobWorker | None = None
+        self.model = QComboBox()
+        self.model.addItems(list(self.preds))
+        if panel.current in self.preds:
+            self.model.setCurrentText(panel.current)
+        self.model.currentTextChanged.connect(self._on_model_currentTextChanged)
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        if window.document.selection:
+            self.scope.setCurrentText("Selected annotations")
+        self.min_conf = QDoubleSpinBox()
+        self.min_conf.setRange(0.0, 1.0)
+        self.min_conf.setSingleStep(0.05)
+        self.min_conf.setValue(0.5)
+        self.min_conf.setToolTip("Cells whose top probability is below this are left out")
+        self.min_area = QDoubleSpinBox()
+        self.min_area.setRange(0.0, 1e12)
+        self.min_area.setDecimals(0)
+        self.min_area.setSingleStep(1000)
+        self.class_row = QHBoxLayout()
+        self.class_boxes: list[QCheckBox] = []
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.convert_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.convert_button.setText("Convert")
+        self.buttons.accepted.connect(self.start)
+        self.buttons.rejected.connect(self.reject)
+        form = QFormLayout()
+        form.addRow("Model", self.model)
+        form.addRow("Area", self.scope)
+        form.addRow("Classes", self.class_row)
+        form.addRow("Min. confidence", self.min_conf)
+        form.addRow("Min. area", self.min_area)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.status)
+        lay.addWidget(self.buttons)
+        self._on_model_currentTextChanged(self.model.currentText())
+
+    # ------------------------------------------------------------------ inputs
+    def prediction(self) -> Prediction:
+        return self.preds[self.model.currentText()]
+
+    def _on_model_currentTextChanged(self, _name: str) -> None:
+        pred = self.prediction()
+        while self.class_boxes:
+            w: QWidget = self.class_boxes.pop()
+            self.class_row.removeWidget(w)
+            w.deleteLater()
+        for c in pred.scheme:
+            b = QCheckBox(c.name)
+            b.setChecked(True)
+            self.class_row.addWidget(b)
+            self.class_boxes.append(b)
+        mpp = prediction_mpp(pred)
+        self.min_area.setSuffix(" µm²" if mpp else " px²")
+        self.min_area.setToolTip("Smaller areas are left out" + (
+            "" if mpp else " (the slide has no pixel size: level-0 pixels squared)"))
+
+    def region(self) -> BaseGeometry | None:
+        """The area to convert (level-0 px); ``None`` = the whole slide."""
+        scope = self.scope.currentText()
+        if scope == "Selected annotations":
+            sel = self.win.document.selected()
+            if not sel:
+                raise CrcError("no annotation is selected: select the areas to convert, or "
+                               "choose Whole slide")
+            from shapely import union_all
+
+            return union_all([a.geometry for a in sel])
+        if scope == "Visible area":
+            r: QRectF = self.win.view.visible_rect_l0()
+            return box(r.left(), r.top(), r.right(), r.bottom())
+        return None
+
+    def options(self) -> dict[str, Any]:
+        classes = [b.text() for b in self.class_boxes if b.isChecked()]
+        if not classes:
+            raise CrcError("no class is chosen: tick at least one class to convert")
+        return {"min_confidence": self.min_conf.value(), "min_area": self.min_area.value(),
+                "classes": classes, "region": self.region()}
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> None:
+        if self.worker is not None:
+            return
+        doc = self.win.document
+        try:
+            pred, opts = self.prediction(), self.options()
+        except CrcError as exc:
+            errors.report(self, TITLE, str(exc))
+            return
+        self.convert_button.setEnabled(False)
+        self.status.setText("Converting…")
+        # no Qt parent: a dialog replaced while converting must not take the thread with it
+        w = JobWorker(lambda: conversion_job(pred, doc.scheme, **opts))
+        self.worker = w
+        w.progressed.connect(lambda ev: self.status.setText(f"{ev.message}…"))
+        w.finished_ok.connect(lambda res, w=w: self._on_worker_finished(w, doc, res))
+        w.failed.connect(lambda msg, w=w: self._on_worker_failed(w, msg))
+        w.start()
+
+    def _on_worker_finished(self, w: JobWorker, doc: Any, res: Any) -> None:
+        if w is not self.worker:  # cancelled (dialog closed): nothing is added
+            return
+        self.worker = None
+        self.convert_button.setEnabled(True)
+        if doc is not self.win.document:  # the slide changed meanwhile
+            self.status.setText("The slide changed: nothing was added")
+            return
+        n = len(res.annotations)
+        if n:
+            push_added(doc, res.annotations, f"Convert prediction: {n} proposed areas")
+        msg = (f"{n} proposed area{'s' if n != 1 else ''} added from {self.model.currentText()}"
+               + "".join(f"; {note}" for note in res.notes))
+        self.win.statusBar().showMessage(msg, 15000)
+        self.status.setText(msg)
+        if n:
+            self.accept()
+
+    def _on_worker_failed(self, w: JobWorker, msg: str) -> None:
+        if w is not self.worker:
+            return
+        self.worker = None
+        self.convert_button.setEnabled(True)
+        self.status.setText("")
+        errors.report(self, TITLE, msg)
+
+    def done(self, result: int) -> None:  # noqa: D102 - closing cancels a running conversion
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker = None
+        super().done(result)

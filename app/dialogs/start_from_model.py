@@ -1,0 +1,134 @@
+"""The Train dialog's "Start from a model" row: fine-tune an existing checkpoint instead of
+training a new model (:mod:`crc_core.finetune`, the GUI face of ``crc train --init``).
+
+The editable list offers the checkpoints of the project's (or the user's) models folder, run
+folders included, and the shipped ``models/``; Browse… picks any ``.pt``. Empty means a new
+model. With a model chosen, each run keeps its architecture, classes and input size and trains at
+a tenth of its learning rate (the Learning rate field is not used, and the note says so); after
+the run's evaluation, the old and the new model are scored on the same held-out test images and
+the comparison (or the warning that nothing was held out) goes to the log and both models'
+scores on those images to the Report tab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+NEW_MODEL_NOTE = "Empty: a new model. Choose a checkpoint to fine-tune it on this data."
+MAX_LISTED = 50
+
+
+def _checkpoints(folders: list[Path]) -> list[str]:
+    found: list[str] = []
+    for folder in folders:
+        try:
+            found += [str(p) for p in sorted(folder.rglob("*.pt")) if p.name != "last.pt"]
+        except OSError:
+            continue
+    return list(dict.fromkeys(found))[:MAX_LISTED]
+
+
+class StartFromModel(QWidget):
+    """See the module docstring. ``folders``: where checkpoints are looked for (the shipped
+    ``models/`` is added). ``archChosen(str)``: a chosen checkpoint's architecture."""
+
+    archChosen = Signal(str)
+
+    def __init__(self, folders: list[Path], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from app.demo import bundle_root
+
+        folders = [*folders, bundle_root() / "models"]
+        self.combo = QComboBox()
+        self.combo.setEditable(True)
+        self.combo.addItems(["", *_checkpoints(folders)])
+        self.combo.setCurrentText("")
+        self.combo.setToolTip("A checkpoint (.pt) to fine-tune; empty for a new model")
+        self.combo.lineEdit().setPlaceholderText("(none: a new model)")
+        self.combo.currentTextChanged.connect(self._on_combo_currentTextChanged)
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._on_browse_clicked)
+        self.note = QLabel(NEW_MODEL_NOTE)
+        self.note.setWordWrap(True)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.combo, 1)
+        row.addWidget(self.browse)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(row)
+        lay.addWidget(self.note)
+
+    def checkpoint(self) -> Path | None:
+        text = self.combo.currentText().strip()
+        return Path(text).expanduser() if text else None
+
+    def _on_combo_currentTextChanged(self, _text: str) -> None:
+        ckpt = self.checkpoint()
+        if ckpt is not None and ckpt.suffix == ".pt" and ckpt.is_file():
+            from crc_core.finetune import checkpoint_arch
+
+            arch = checkpoint_arch(ckpt)
+            if arch:
+                self.archChosen.emit(arch)
+        self.note.setText(NEW_MODEL_NOTE if ckpt is None else (
+            f"Fine-tunes {ckpt.name}: its architecture, classes and input size are kept; it "
+            f"trains at a tenth of its learning rate (the Learning rate field is not used) and "
+            f"is compared with the new model on the held-out test images"))
+
+    def _on_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Start from a model", "",
+                                              "Checkpoints (*.pt)")
+        if path:
+            self.combo.setCurrentText(path)
+
+    # ------------------------------------------------------------------ the dialog's hooks
+    def apply(self, cfg: Any) -> Any:
+        """``cfg`` set up to fine-tune the chosen checkpoint (unchanged without one)."""
+        ckpt = self.checkpoint()
+        if ckpt is None:
+            return cfg
+        from crc_core.finetune import finetune_config
+
+        cfg = finetune_config(cfg, ckpt)
+        self.note.setText(cfg.notes[-1][0].upper() + cfg.notes[-1][1:])  # with the exact rate
+        return cfg
+
+    def with_comparison(self, evaluation: Callable[[], Generator[Any, None, Any]], cfg: Any,
+                        run_dir: Path, **kw: Any) -> Callable[[], Generator[Any, None, Any]]:
+        """The evaluation job factory, followed by the old/new comparison for a fine-tuning
+        run (``cfg.init`` set); the job's result then holds ``"comparison"``."""
+        if not getattr(cfg, "init", None):
+            return evaluation
+        from crc_core.finetune import then_compare
+
+        return lambda: then_compare(evaluation(), cfg.init, run_dir / "best.pt", run_dir, **kw)
+
+    def show_comparison(self, result: dict[str, Any], run_dir: Path, report: Any,
+                        log: Callable[[str], None]) -> None:
+        """The comparison in the log, and both models' scores on the test images in the
+        Report tab (``compare/old`` and ``compare/new``)."""
+        from crc_core.errors import CrcError
+        from crc_core.finetune import comparison_text
+
+        log(comparison_text(result))
+        for side in ("old", "new"):
+            folder = run_dir / "compare" / side
+            if (folder / "metrics.json").is_file():
+                try:
+                    report.add_folder(folder)
+                except CrcError as exc:
+                    log(f"the {side} model's scores cannot be shown: {exc}")

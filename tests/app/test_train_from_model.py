@@ -1,0 +1,97 @@
+"""Train dialog, "Start from a model": fine-tuning a checkpoint from the dialog (kept classes and
+size, lower rate, old/new comparison in the log) and the one-line refusal of other classes.
+A few real EBHI tiles at 64 px, 1 epoch, one torch thread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from ebhi_subset import write_subset
+from PySide6.QtCore import Qt
+
+from app.dialogs.train import TrainDialog
+from crc_core.classes import ClassScheme
+
+TIMEOUT_MS = 240_000
+CLASSES = ["Normal", "Adenocarcinoma"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _checkpoint(path: Path, names: list[str]) -> Path:
+    from crc_core.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(path, build_model("resnet50", len(names)), arch="resnet50",
+                    classes=ClassScheme.from_names(names), input_size=64, config={"lr": 1e-3})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_subset(ebhi_dir, tmp_path_factory.mktemp("ftgui") / "tiny.csv", CLASSES, 10,
+                        per_case=2)
+
+
+def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    line = dlg.dataset_combo.lineEdit()
+    line.clear()
+    qtbot.keyClicks(line, str(data))
+    dlg._update_data_summary()
+    dlg.epochs_spin.setValue(1)
+    dlg.batch_spin.setValue(8)
+    dlg.test_spin.setValue(0.3)
+    dlg.device_combo.setCurrentText("cpu")
+    dlg.out_edit.setText(str(out / "{arch}"))
+    assert dlg.start_from.checkpoint() is None  # a new model unless one is chosen
+    for name, cb in dlg.arch_boxes.items():
+        cb.setChecked(name == "densenet121")
+    qtbot.keyClicks(dlg.start_from.combo.lineEdit(), str(model))
+    assert dlg.start_from.checkpoint() == model
+    # the model's architecture is ticked, alone
+    assert [n for n, cb in dlg.arch_boxes.items() if cb.isChecked()] == ["resnet50"]
+    assert "tenth of its learning rate" in dlg.start_from.note.text()
+    return dlg
+
+
+def test_fine_tune_from_the_dialog_compares_old_and_new(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                        errors_seen):
+    model = _checkpoint(tmp_path / "old.pt", CLASSES)
+    dlg = _dialog(qtbot, tiny_csv, tmp_path, model)
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen == []
+    run = tmp_path / "resnet50"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["init"] == str(model.resolve()) and cfg["lr"] == pytest.approx(1e-4)
+    assert cfg["image_size"] == 64  # the checkpoint's, whatever the Image size field says
+    res = json.loads((run / "compare.json").read_text())
+    assert res["old"]["n"] == res["new"]["n"] == res["images"] > 0
+    assert f"on the same {res['images']} held-out test images" in dlg.log.toPlainText()
+    assert "at learning rate 0.0001 (a tenth of its training rate 0.001)" in \
+        dlg.start_from.note.text()
+    shown = {r.folder.resolve() for r in dlg.report.results.values()}
+    assert {(run / "compare" / s).resolve() for s in ("old", "new")} <= shown
+
+
+def test_a_model_of_other_classes_is_refused_in_one_line(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                         errors_seen):
+    model = _checkpoint(tmp_path / "three.pt", ["Normal", "Adenoma", "Adenocarcinoma"])
+    dlg = _dialog(qtbot, tiny_csv, tmp_path, model)
+    qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(errors_seen), timeout=60_000)
+    title, msg = errors_seen[-1]
+    assert "\n" not in msg and "fine-tuning keeps the checkpoint's classes" in msg
+    assert not (tmp_path / "resnet50" / "last.pt").exists()
