@@ -2,13 +2,10 @@
 
 A :class:`JobWorker` runs a :mod:`crc_core.jobs` generator in a ``QThread`` and turns each yielded
 ``Progress`` into the ``progressed`` signal, the return value into ``finished_ok``, a ``CrcError``
-into
-``failed`` (message for a dialog) and cancellation into ``cancelled``. Worker code never touches
-widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at quit. Modelled
-on
-superqt's GeneratorWorker: the quit flag is checked between yields and the generator is closed, so
-its
-``finally`` blocks clean up.
+into ``failed`` (message for a dialog) and cancellation into ``cancelled``. Worker code never
+touches widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at quit.
+Modelled on superqt's GeneratorWorker: the quit flag is checked between yields and the generator is
+closed, so its ``finally`` blocks clean up.
 """
 
 from __future__ import annotations

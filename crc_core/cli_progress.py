@@ -15,9 +15,8 @@ def drive_with_bar(job: Generator[Progress, None, T], desc: str = "", quiet: boo
     """Run ``job`` to completion showing a progress bar; return its result.
 
     The bar is hidden when ``quiet`` is set or stderr is not a terminal and ``CRC_PROGRESS`` is
-    unset
-    (then one line per 10% is printed instead, so logs stay short). Ctrl-C closes the job, whose
-    ``finally`` blocks clean up.
+    unset (then one line per 10% is printed instead, so logs stay short). Ctrl-C closes the job,
+    whose ``finally`` blocks clean up.
     """
     import os
 

@@ -3,10 +3,8 @@
 Each long job in the core is a generator that yields :class:`Progress` and *returns* its result
 (``StopIteration.value``). Closing the generator (``gen.close()``) is cancellation: the job's
 ``try/finally`` blocks clean up and no half-written result is left behind. The CLI drives jobs with
-a
-progress bar (:func:`crc_core.cli_progress.drive_with_bar`), tests with :func:`run_job`, and the GUI
-from a
-QThread (``app/workers.py``). Nothing here is tied to a thread.
+a progress bar (:func:`crc_core.cli_progress.drive_with_bar`), tests with :func:`run_job`, and the
+GUI from a QThread (``app/workers.py``). Nothing here is tied to a thread.
 """
 
 from __future__ import annotations
