@@ -1,14 +1,11 @@
 """The one bridge from core job generators to Qt threads.
 
 A :class:`JobWorker` runs a :mod:`crc_core.jobs` generator in a ``QThread`` and turns each yielded
-``Progress`` into the ``progressed`` signal, the return value into ``finished_ok``, a ``CrcError``
-into
-``failed`` (message for a dialog) and cancellation into ``cancelled``. Worker code never touches
-widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at quit. Modelled
-on
-superqt's GeneratorWorker: the quit flag is checked between yields and the generator is closed, so
-its
-``finally`` blocks clean up.
+``Progress`` into the ``progressed`` signal, each ``JobWarning`` into ``warned``, the return value
+into ``finished_ok``, a ``CrcError`` into ``failed`` (message for a dialog) and cancellation into
+``cancelled``. Worker code never touches widgets; the GUI never waits on a worker except
+:meth:`JobWorker.cancel_and_wait` at quit. Modelled on superqt's GeneratorWorker: the quit flag is
+checked between yields and the generator is closed, so its ``finally`` blocks clean up.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 
 from crc_core.errors import Cancelled, CrcError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, JobWarning
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +29,13 @@ class JobWorker(QThread):
     """Run ``factory()`` (which returns a job generator) in a background thread."""
 
     progressed = Signal(object)  # Progress
+    warned = Signal(str)  # a JobWarning's message: the job goes on
     finished_ok = Signal(object)  # the job's return value
     failed = Signal(str)  # one-line message for the user
     cancelled = Signal()
 
     def __init__(
-        self, factory: Callable[[], Generator[Progress, None, Any]], parent: QObject | None = None
+        self, factory: Callable[[], Generator[Event, None, Any]], parent: QObject | None = None
     ):
         super().__init__(parent)
         self._factory = factory
@@ -67,7 +65,10 @@ class JobWorker(QThread):
                 except StopIteration as stop:
                     self.finished_ok.emit(stop.value)
                     return
-                self.progressed.emit(ev)
+                if isinstance(ev, JobWarning):
+                    self.warned.emit(ev.message)
+                else:
+                    self.progressed.emit(ev)
         except Cancelled:
             self.cancelled.emit()
         except CrcError as exc:

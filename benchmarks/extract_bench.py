@@ -1,8 +1,8 @@
 """Benchmark of `crc_core.patches.extract`: patches/s end to end against bare read_region calls.
 
 A pyramidal TIFF with tissue-like content (crc_testkit.synthetic.TissuePattern) is generated, one
-area
-covering most of it is gridded with the default 400 px windows (overlap 0.3), and, in the same run:
+area covering most of it is gridded with the default 400 px windows (overlap 0.3), and, in the
+same run:
 
 - ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of
   threads, results discarded (the limit: what reading alone costs);

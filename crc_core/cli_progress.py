@@ -6,18 +6,17 @@ import sys
 from collections.abc import Generator
 from typing import TypeVar
 
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, JobWarning
 
 T = TypeVar("T")
 
 
-def drive_with_bar(job: Generator[Progress, None, T], desc: str = "", quiet: bool = False) -> T:
+def drive_with_bar(job: Generator[Event, None, T], desc: str = "", quiet: bool = False) -> T:
     """Run ``job`` to completion showing a progress bar; return its result.
 
     The bar is hidden when ``quiet`` is set or stderr is not a terminal and ``CRC_PROGRESS`` is
-    unset
-    (then one line per 10% is printed instead, so logs stay short). Ctrl-C closes the job, whose
-    ``finally`` blocks clean up.
+    unset (then one line per 10% is printed instead, so logs stay short). Ctrl-C closes the job,
+    whose ``finally`` blocks clean up.
     """
     import os
 
@@ -33,6 +32,9 @@ def drive_with_bar(job: Generator[Progress, None, T], desc: str = "", quiet: boo
                 ev = next(job)
             except StopIteration as stop:
                 return stop.value
+            if isinstance(ev, JobWarning):
+                bar.write(f"crc: warning: {ev.message}", file=sys.stderr)
+                continue
             if ev.total is not None and bar.total != ev.total:
                 bar.total = ev.total
             bar.n = ev.done

@@ -1,12 +1,11 @@
 """Train / validation / test splits by group, and the record of a split by image content.
 
 Splits are made by group (slide, area or case), never by image: tiles of one case are
-near-duplicates.
-:func:`split_by_group` draws validation (and optionally test) groups seeded and stratified by each
-group's majority class. A table with a given split column (a ``crc extract`` dataset has train and
-test) keeps it, and when it holds no validation rows a validation share is carved out of the
-*training* groups (never out of test), so every workflow selects its model on images it did not
-train on.
+near-duplicates. :func:`split_by_group` draws validation (and optionally test) groups seeded and
+stratified by each group's majority class. A table with a given split column (a ``crc extract``
+dataset has train and test) keeps it, and when it holds no validation rows a validation share is
+carved out of the *training* groups (never out of test), so every workflow selects its model on
+images it did not train on.
 
 A run records which images it trained, validated and tested on by **content**
 (:class:`SplitRecord`: the size and a BLAKE2b hash of each file's bytes), not by path, so evaluation

@@ -11,8 +11,7 @@ given split. It is read from
   column also from its values when the caller knows the class names to expect), e.g.
   ``../shared/data/ebhi/labels.csv``;
 - a folder of images: one subfolder per class (``Normal/``, ``Adenoma/`` ...), or any folder of
-images
-  with one ``label`` for all of them (``crc evaluate --label Adenocarcinoma``).
+  images with one ``label`` for all of them (``crc evaluate --label Adenocarcinoma``).
 
 ``classes`` keeps rows with these (raw) labels and ``mapping`` (``"A=B,C=B"``) merges labels.
 Training needs two classes; evaluation accepts one (``min_classes=1``).

@@ -1,8 +1,7 @@
 """Draw the application icon (resources/icon.png, 256 px, and icon.ico) with Pillow.
 
 A stylised colorectal crypt: a pink stromal disc with a ring of purple epithelial nuclei around a
-pale
-lumen, over a rounded dark-blue tile. Run: ``python packaging/make_icon.py``.
+pale lumen, over a rounded dark-blue tile. Run: ``python packaging/make_icon.py``.
 """
 
 from __future__ import annotations

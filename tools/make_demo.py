@@ -5,8 +5,7 @@ OpenSlide opens as generic-tiff, level 0 ``COLS*224 x ROWS*224`` px, at the mode
 1.3 µm/px), ``project.json`` with the three-class scheme (Normal / Adenoma / Adenocarcinoma), the
 ground-truth annotations as GeoJSON, the demo model's shipped prediction under
 ``predictions/<slide id>/`` and a ``demo.json`` recording which EBHI tiles (of which cases) fill
-which
-area.
+which area.
 
 Only tiles the demo model never trained on or chose its epoch with are used: the script reads the
 split the checkpoint records by content (:class:`crc_core.splits.SplitRecord`) and takes the tiles

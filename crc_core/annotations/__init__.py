@@ -28,16 +28,14 @@ ASAP encoding of holes and multipolygons
 ASAP draws single outlines only, so an annotation is written as one ``Annotation`` element per
 outline, all with the same ``Name`` and extra attributes ASAP ignores: ``Id`` (the annotation's
 UUID), ``Role`` (``"shell"`` or ``"hole"``) and, when set, ``Locked="1"`` / ``Hidden="1"``. Each
-polygon part is a ``Role="shell"`` element in
-its class group; each hole is a ``Role="hole"`` element in the group ``Exclusion`` (the convention
-ASAP users follow for regions cut out of an annotation). On reading, elements
-sharing an ``Id`` are merged back into one (multi)polygon and their holes subtracted, so areas,
-holes
-and parts survive XML -> GeoJSON -> XML. Files without these attributes (drawn in ASAP, or saved
-again by ASAP, which drops unknown attributes) still keep their areas: every element of a group
-named
-``Exclusion``/``_exclusion``/``exclude`` (any case), or ``_2`` in a Camelyon16 file (groups
-``_0``/``_1`` with ``_2`` for exclusions), is subtracted from the outlines that contain it.
+polygon part is a ``Role="shell"`` element in its class group; each hole is a ``Role="hole"``
+element in the group ``Exclusion`` (the convention ASAP users follow for regions cut out of an
+annotation). On reading, elements sharing an ``Id`` are merged back into one (multi)polygon and
+their holes subtracted, so areas, holes and parts survive XML -> GeoJSON -> XML. Files without these
+attributes (drawn in ASAP, or saved again by ASAP, which drops unknown attributes) still keep their
+areas: every element of a group named ``Exclusion``/``_exclusion``/``exclude`` (any case), or ``_2``
+in a Camelyon16 file (groups ``_0``/``_1`` with ``_2`` for exclusions), is subtracted from the
+outlines that contain it.
 
 Repair and refusal
 ------------------

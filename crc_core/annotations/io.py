@@ -58,9 +58,9 @@ def read_annotations_bytes(
     rd = _Reader(scheme, slide_size, skip_invalid, source)
     if len(data) > MAX_FILE_BYTES:
         raise AnnotationError(
-            f"{source}: {len(data) / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} "
-            "MiB "
-            "accepted for an annotation file (export annotations without detections)"
+            f"{source}: {len(data) / 2**20:.0f} MiB is larger than the "
+            f"{MAX_FILE_BYTES // 2**20} MiB accepted for an annotation file (export annotations "
+            "without detections)"
         )
     try:
         if fmt == "geojson":
@@ -134,8 +134,7 @@ def load_annotations(
     if size > MAX_FILE_BYTES:
         raise AnnotationError(
             f"{p}: {size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB "
-            "accepted "
-            "for an annotation file (export annotations without detections)"
+            "accepted for an annotation file (export annotations without detections)"
         )
     try:
         data = p.read_bytes()

@@ -324,8 +324,8 @@ def _single(geom: BaseGeometry) -> Geometry | None:
 
 
 def clean_geometry(geom: BaseGeometry) -> tuple[Geometry, list[str]]:
-    """Make an area geometry valid: ``make_valid`` keeping polygonal parts; MultiPolygon of one ->
-    Polygon.
+    """Make an area geometry valid: ``make_valid`` keeping polygonal parts; a MultiPolygon of one
+    part becomes a Polygon.
 
     Returns
     -------

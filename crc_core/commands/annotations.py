@@ -33,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="convert IN to OUT (formats from the extensions)",
         description="Convert an annotation file. Invalid outlines are repaired where safe (with a "
         "warning naming the feature); unknown classes are added; anything unreadable is refused "
-        "and "
-        "OUT is left untouched.",
+        "and OUT is left untouched.",
     )
     c.add_argument(
         "input", type=Path, metavar="IN", help="annotation file to read (.geojson, .json, .xml)"
