@@ -5,11 +5,16 @@ of the ``>= 0.5`` decision on the test cases (never seen in training or model se
 are in ``crc_core/weights/gland_unet.json``), next to two reference points (predicting the
 training mean fraction for every tile; a hematoxylin Otsu threshold with morphology), the same
 figures when the tiles are upsampled to 0.5 µm/px and passed with ``mpp=0.5`` (resampling check),
-and the CPU time of one 400 x 400 px patch at 0.5 µm/px.
+the CPU time of one 400 x 400 px patch at 0.5 µm/px, and (with ``--slides``) the gland fractions of
+the tissue windows (400 px, level 0) of the real non-colorectal slides: CMU-1 skin at its own mpp
+(never used in training: the held-out negative check) and the TCGA head-and-neck slide, which states
+no mpp, at several assumed scales (its windows were the training negatives, bottom quarter
+validation).
 
 Usage::
 
-    nice python benchmarks/gland_validate.py --ebhi ../shared/data/ebhi --threads 2
+    nice python benchmarks/gland_validate.py --ebhi ../shared/data/ebhi \
+        --slides ../shared/data/slides --threads 2
 """
 
 from __future__ import annotations
@@ -33,10 +38,39 @@ def otsu_baseline(rgb: np.ndarray) -> np.ndarray:
     return morphology.remove_small_holes(m, max_size=400)
 
 
+def slide_figures(slides: Path) -> dict[str, dict]:
+    """Gland fractions of the 400 px level-0 tissue windows of the non-colorectal slides."""
+    from crc_core import gland_model as gm
+    from crc_core.tissue import gland_fractions
+
+    cases = {"cmu-1-small-region.svs": [0.499], "tcga-cr-7395-01a-01-ts1.svs": [0.25, 0.5, 1.0]}
+    out: dict[str, dict] = {}
+    for name, mpps in cases.items():
+        if not (slides / name).exists():
+            continue
+        wins = gm.slide_tissue_windows(slides / name, 400, level=0, min_tissue=0.5)
+        for mpp in mpps:
+            fr = gland_fractions([rgb for _, _, rgb in wins], mpp=mpp)
+            out[f"{name} @ {mpp} um/px"] = {
+                "windows": len(wins),
+                "n_ge_half": int((fr >= 0.5).sum()),
+                "quantiles_0_25_50_75_100": [
+                    round(float(q), 3) for q in np.quantile(fr, [0, 0.25, 0.5, 0.75, 1])
+                ],
+            }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ebhi", type=Path, default=Path("../shared/data/ebhi"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--slides",
+        type=Path,
+        default=None,
+        help="folder with cmu-1-small-region.svs and tcga-cr-7395-01a-01-ts1.svs",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -110,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "ms_per_400px_patch_0.5mpp_single": round(ms_single, 2),
         "ms_per_400px_patch_0.5mpp_batch16": round(ms_batch, 2),
         "threads": args.threads,
+        "slides": None if args.slides is None else slide_figures(args.slides),
     }
     print(json.dumps(out, indent=1))
     return 0

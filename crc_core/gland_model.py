@@ -306,3 +306,32 @@ def gland_metrics(pred: Sequence[np.ndarray], true: Sequence[np.ndarray]) -> dic
         "n_true_ge_half": int(yt.sum()),
         "n_true_lt_half": int((~yt).sum()),
     }
+
+
+def slide_tissue_windows(
+    path: Path, size: int, level: int = 0, min_tissue: float = 0.5
+) -> list[tuple[int, int, np.ndarray]]:
+    """Non-overlapping ``size`` px windows of one slide level that are mostly tissue.
+
+    The windows tile the level from its top-left corner (stride ``size``, incomplete windows at
+    the right and bottom edges left out); a window is kept when
+    :func:`crc_core.tissue.tissue_fraction` (on every 4th pixel) is at least ``min_tissue``.
+    Returns ``(x, y, rgb)`` with ``x, y`` in level-0 pixels and ``rgb`` a (size, size, 3) uint8
+    array. Shared by the training tool (negatives), the
+    benchmark and the tests, so all three see the same windows.
+    """
+    import openslide
+
+    from crc_core.tissue import tissue_fraction
+
+    out = []
+    with openslide.OpenSlide(str(path)) as slide:
+        w, h = slide.level_dimensions[level]
+        ds = slide.level_downsamples[level]
+        for y in range(0, h - size + 1, size):
+            for x in range(0, w - size + 1, size):
+                x0, y0 = int(round(x * ds)), int(round(y * ds))
+                rgb = np.asarray(slide.read_region((x0, y0), level, (size, size)).convert("RGB"))
+                if tissue_fraction(rgb[::4, ::4]) >= min_tissue:
+                    out.append((x0, y0, rgb))
+    return out

@@ -1,13 +1,24 @@
 """Train the gland segmentation U-Net of crc_core.gland_model on the EBHI-Seg gland masks (CPU).
 
 The tiles are split BY CASE (patient) into train / validation / test, stratified by the case's EBHI
-class, with a fixed seed; validation picks the epoch, test is only scored once at the end. Writes
+class, with a fixed seed (``--init`` continues on the split recorded with the initial weights);
+validation picks the epoch and the threshold, test is only scored once at the end. Writes
 ``crc_core/weights/gland_unet.pt`` (float16) and ``crc_core/weights/gland_unet.json`` (split case
 ids, config, command, date, metrics).
+
+Negatives (``--negatives SLIDE``, repeatable): tissue windows of slides with no colonic glands
+(squamous epithelium, stroma, keratin) are mixed into every batch (``--negatives-share``) with an
+all-zero target, so that non-glandular epithelium is not taken for gland. A slide without mpp is
+read at each scale of ``--negatives-mpp``; the bottom ``--negatives-val-fraction`` of its windows
+joins the validation set. Never pass a slide that a test or benchmark uses as held-out.
 
 Usage::
 
     nice python tools/train_gland_model.py --ebhi ../shared/data/ebhi --epochs 40 --threads 2
+    nice python tools/train_gland_model.py --ebhi ../shared/data/ebhi \
+        --init crc_core/weights/gland_unet.pt --lr 1e-3 --epochs 3 --max-minutes 21 \
+        --negatives ../shared/data/slides/tcga-cr-7395-01a-01-ts1.svs --negatives-mpp 0.5,1.0 \
+        --out /tmp/gland_neg/gland_unet.pt
 """
 
 from __future__ import annotations
@@ -136,7 +147,102 @@ def pick_threshold(logits: np.ndarray, true: np.ndarray) -> tuple[float, dict[st
     return best[1], best[2]
 
 
-def main(argv: list[str] | None = None) -> int:
+def assign_rows(
+    rows: list[dict[str, str]], split: dict[str, list[str]]
+) -> dict[str, list[dict[str, str]]]:
+    """Rows of each side of ``split``: a row goes where its raw ``case_id`` is listed, else where
+    its :func:`crc_core.gland_model.case_key` is (recorded splits list raw ids, new ones keys)."""
+    raw = {k: {str(c) for c in v} for k, v in split.items()}
+    out: dict[str, list[dict[str, str]]] = {k: [] for k in split}
+    for r in rows:
+        side = next((k for k in split if r["case_id"] in raw[k]), None)
+        if side is None:
+            side = next((k for k in split if gm.case_key(r["case_id"]) in raw[k]), None)
+        if side is not None:
+            out[side].append(r)
+    return out
+
+
+def load_negatives(
+    slides: list[Path], mpps: list[float], val_fraction: float, min_tissue: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Non-glandular tissue windows (target mask all zero) as 224 px tiles at the EBHI scale.
+
+    For each slide and each stated level-0 µm/px, the level-0 windows that span 224 px at
+    ``EBHI_MPP`` (``ceil(224 * EBHI_MPP / mpp)`` px) and are mostly tissue are shrunk to 224 px, so
+    they go through the same augmentation as the EBHI tiles. The bottom ``val_fraction`` of each
+    slide's rows of windows is kept for validation (a spatial split: neighbouring windows overlap in
+    content). Returns train tiles, validation tiles (n, 224, 224, 3) uint8 and a record.
+    """
+    from PIL import Image
+
+    tr, va, info = [], [], []
+    for slide in slides:
+        for mpp in mpps:
+            size = math.ceil(224 * gm.EBHI_MPP / mpp)
+            wins = gm.slide_tissue_windows(slide, size, 0, min_tissue)
+            ys = sorted({y for _, y, _ in wins})
+            cut = ys[min(len(ys) - 1, int(len(ys) * (1 - val_fraction)))] if ys else 0
+            n_va = 0
+            for _, y, rgb in wins:
+                tile = np.asarray(Image.fromarray(rgb).resize((224, 224), Image.BOX))
+                (va if y >= cut and val_fraction > 0 else tr).append(tile)
+                n_va += int(y >= cut and val_fraction > 0)
+            info.append(
+                {
+                    "slide": slide.name,
+                    "mpp": mpp,
+                    "window_px": size,
+                    "train": len(wins) - n_va,
+                    "val": n_va,
+                    "val_from_y": cut,
+                }
+            )
+    empty = np.zeros((0, 224, 224, 3), np.uint8)
+    return (np.stack(tr) if tr else empty), (np.stack(va) if va else empty), {"windows": info}
+
+
+def negative_figures(model: torch.nn.Module, imgs: np.ndarray, threshold: float) -> dict:
+    """Predicted gland fractions of negative tiles (truth 0): mean, max and how many >= 0.5."""
+    if not len(imgs):
+        return {"n_tiles": 0}
+    fr = (predict_logits_all(model, imgs) > threshold).reshape(len(imgs), -1).mean(1)
+    return {
+        "n_tiles": len(imgs),
+        "mean_fraction": float(fr.mean()),
+        "max_fraction": float(fr.max()),
+        "n_ge_half": int((fr >= 0.5).sum()),
+    }
+
+
+def final_metrics(
+    model: gm.GlandUNet,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    neg_tr: np.ndarray,
+    neg_va: np.ndarray,
+) -> tuple[float, dict[str, dict]]:
+    """Threshold chosen on validation (EBHI validation tiles + held-out negatives), then the
+    figures: validation (together, EBHI alone), negatives, EBHI test cases (scored once)."""
+    model.eval()
+    val_x = np.concatenate([data["val"][0], neg_va])
+    val_y = np.concatenate([data["val"][1], np.zeros(neg_va.shape[:3], bool)])
+    threshold, val = pick_threshold(predict_logits_all(model, val_x), val_y)
+    model.threshold = threshold
+
+    def ebhi(side: str) -> dict[str, float]:
+        logits = predict_logits_all(model, data[side][0])
+        return gm.gland_metrics(list(logits > threshold), data[side][1])
+
+    return threshold, {
+        "val": val,
+        "val_ebhi": ebhi("val"),
+        "val_negatives": negative_figures(model, neg_va, threshold),
+        "train_negatives": negative_figures(model, neg_tr, threshold),
+        "test": ebhi("test"),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ebhi", type=Path, default=Path("../shared/data/ebhi"))
     ap.add_argument("--out", type=Path, default=gm.WEIGHTS_PATH)
@@ -153,40 +259,138 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         type=Path,
         default=None,
-        help="continue from these weights (same architecture, trained on the same split)",
+        help="continue from these weights (same architecture); their recorded split is kept",
     )
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--negatives",
+        type=Path,
+        action="append",
+        default=[],
+        help="slide of non-glandular tissue whose tissue windows are added as all-zero targets "
+        "(repeatable); never pass a slide you test on",
+    )
+    ap.add_argument(
+        "--negatives-mpp",
+        type=lambda s: [float(v) for v in s.split(",")],
+        default=[0.5],
+        help="level-0 µm/px assumed for the negative slides; several (e.g. 0.5,1.0) take the "
+        "windows at each scale when the slide does not state it",
+    )
+    ap.add_argument(
+        "--negatives-share",
+        type=float,
+        default=0.25,
+        help="share of each batch taken from the negative windows",
+    )
+    ap.add_argument(
+        "--negatives-val-fraction",
+        type=float,
+        default=0.25,
+        help="bottom share of each negative slide's windows kept for validation",
+    )
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
 
     rows = gm.read_ebhi_labels(args.ebhi)
-    split = split_cases(rows, args.seed)
-    sets = {k: [r for r in rows if gm.case_key(r["case_id"]) in set(v)] for k, v in split.items()}
-    data = {k: gm.load_ebhi_tiles(args.ebhi, v) for k, v in sets.items()}
-    print(
-        {k: (len(split[k]), len(sets[k])) for k in split},
-        f"loaded in {time.time() - t0:.0f}s",
-        flush=True,
-    )
-    tr_x = torch.from_numpy(data["train"][0])
-    tr_y = torch.from_numpy(data["train"][1])
-
     model = gm.GlandUNet(base=args.base, depth=args.depth)
     previous: dict | None = None
     if args.init is not None:
         model = gm.load_model(args.init)
         model.train()
         previous = json.loads(args.init.with_suffix(".json").read_text())
-        if previous["split"] != split:
-            raise SystemExit(f"{args.init} was trained on another split (seed {previous['seed']})")
-    n_params = sum(p.numel() for p in model.parameters())
+        split = previous["split"]  # continue on the split the weights were chosen and tested on
+    else:
+        split = split_cases(rows, args.seed)
+    sets = assign_rows(rows, split)
+    data = {k: gm.load_ebhi_tiles(args.ebhi, v) for k, v in sets.items()}
+    neg_tr, neg_va, neg_info = load_negatives(
+        args.negatives, args.negatives_mpp, args.negatives_val_fraction
+    )
+    print(
+        {k: (len(split[k]), len(sets[k])) for k in split},
+        "negatives",
+        len(neg_tr),
+        len(neg_va),
+        f"loaded in {time.time() - t0:.0f}s",
+        flush=True,
+    )
+    state = fit(model, args, data, neg_tr, neg_va, gen, t0)
+    model.load_state_dict(state["best_state"])
+    threshold, metrics = final_metrics(model, data, neg_tr, neg_va)
+    print("best epoch", state["best_epoch"], "threshold", threshold, metrics, flush=True)
+    meta = {
+        "data": "EBHI-Seg (Shi et al., Frontiers in Medicine 2023, CC BY 4.0), ../shared/data/ebhi"
+        + (
+            f"; negatives (all-zero targets) from {[p.name for p in args.negatives]}"
+            if args.negatives
+            else ""
+        ),
+        "command": "python tools/train_gland_model.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": args.seed,
+        "split": split,
+        "split_key": previous.get("split_key", "case_id") if previous else "case_key",
+        "split_tiles": {k: len(v) for k, v in sets.items()},
+        "config": json.loads(json.dumps(vars(args), default=str)),
+        "negatives": neg_info,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "continued_from": None
+        if previous is None
+        else {k: previous[k] for k in ("command", "date", "steps", "best_epoch", "metrics")},
+        "ebhi_mpp": gm.EBHI_MPP,
+        "model_mpp": gm.MODEL_MPP,
+        "best_epoch": state["best_epoch"],
+        "steps": state["steps"],
+        "logit_threshold": threshold,
+        "epochs_run": len(state["history"]),
+        "train_seconds": round(time.time() - t0),
+        "metrics": metrics,
+        "history": state["history"],
+    }
+    write_outputs(model, args.out, meta)
+    return 0
+
+
+def write_outputs(model: gm.GlandUNet, out: Path, meta: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        gm.save_weights(model, Path(tmp), meta)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    for f in (out, out.with_suffix(".json")):
+        os.chmod(f, 0o644)
+    print("wrote", out, f"{out.stat().st_size / 1e6:.2f} MB", flush=True)
+
+
+def fit(
+    model: torch.nn.Module,
+    args: argparse.Namespace,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    neg_tr: np.ndarray,
+    neg_va: np.ndarray,
+    gen: torch.Generator,
+    t0: float,
+) -> dict:
+    """Warm-up + cosine schedule ended by ``--epochs`` or ``--max-minutes``; the epoch with the best
+    validation score (EBHI validation tiles and held-out negative windows together) is kept."""
+    tr_x = torch.from_numpy(data["train"][0])
+    tr_y = torch.from_numpy(data["train"][1])
+    neg_x = torch.from_numpy(neg_tr)
+    n_neg = round(args.batch * args.negatives_share) if len(neg_x) else 0
+    n_pos = args.batch - n_neg
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(tr_x) / args.batch)
-    total_steps = args.epochs * steps_per_epoch
+    total_steps = args.epochs * math.ceil(len(tr_x) / n_pos)
     budget_s = args.max_minutes * 60
+    val_x = np.concatenate([data["val"][0], neg_va])
+    val_y = np.concatenate([data["val"][1], np.zeros(neg_va.shape[:3], bool)])
+    t_train = time.time()
 
     def progress(step: int) -> float:
         # Training ends at the planned step count or at the time budget, whichever comes first;
@@ -205,34 +409,35 @@ def main(argv: list[str] | None = None) -> int:
     ratio = gm.EBHI_MPP / gm.MODEL_MPP
     scale_range = (max(args.crop / tr_x.shape[1], ratio * 0.8), ratio * 1.25)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    history = []
+    history: list[dict] = []
     step = 0
-    t_train = time.time()
-    done = False
     for epoch in range(args.epochs):
         model.train()
         perm = torch.randperm(len(tr_x), generator=gen)
-        tot = 0.0
-        seen = 0
-        for s in range(0, len(perm), args.batch):
+        tot, seen, done = 0.0, 0, False
+        for s in range(0, len(perm), n_pos):
             if set_lr(step) >= 1.0:
                 done = True
                 break
-            idx = perm[s : s + args.batch]
-            xb, yb = augment(tr_x[idx], tr_y[idx], args.crop, scale_range, gen)
+            idx = perm[s : s + n_pos]
+            xs, ys = tr_x[idx], tr_y[idx]
+            if n_neg:
+                ni = torch.randint(0, len(neg_x), (n_neg,), generator=gen)
+                xs = torch.cat([xs, neg_x[ni]])
+                ys = torch.cat([ys, torch.zeros((n_neg, *ys.shape[1:]), dtype=ys.dtype)])
+            xb, yb = augment(xs, ys, args.crop, scale_range, gen)
             logits = model(xb)
-            bce = F.binary_cross_entropy_with_logits(logits, yb)
             p = torch.sigmoid(logits)
             dice = 1 - (2 * (p * yb).sum() + 1) / (p.sum() + yb.sum() + 1)
-            loss = bce + dice
+            loss = F.binary_cross_entropy_with_logits(logits, yb) + dice
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            tot += loss.item() * len(idx)
-            seen += len(idx)
+            tot += loss.item() * len(xs)
+            seen += len(xs)
         model.eval()
-        val = gm.gland_metrics(predict_full(model, data["val"][0]), data["val"][1])
+        val = gm.gland_metrics(predict_full(model, val_x), val_y)
         history.append({"epoch": epoch + 1, "steps": step, "loss": tot / max(seen, 1), **val})
         print(
             f"epoch {epoch + 1} step {step} loss {tot / max(seen, 1):.4f} "
@@ -248,47 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"schedule finished after {step} steps", flush=True)
             break
     assert best is not None
-    model.load_state_dict(best[2])
-    model.eval()
-    val_logits = predict_logits_all(model, data["val"][0])
-    threshold, val = pick_threshold(val_logits, data["val"][1])
-    test = gm.gland_metrics(
-        list(predict_logits_all(model, data["test"][0]) > threshold), data["test"][1]
-    )
-    model.threshold = threshold
-    print("best epoch", best[1], "threshold", threshold, "val", val, "test", test, flush=True)
-    meta = {
-        "data": "EBHI-Seg (Shi et al., Frontiers in Medicine 2023, CC BY 4.0), ../shared/data/ebhi",
-        "command": "python tools/train_gland_model.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seed": args.seed,
-        "split": split,
-        "split_key": "case_key",
-        "split_tiles": {k: len(v) for k, v in sets.items()},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "parameters": n_params,
-        "continued_from": None
-        if previous is None
-        else {k: previous[k] for k in ("command", "date", "steps", "best_epoch", "metrics")},
-        "ebhi_mpp": gm.EBHI_MPP,
-        "model_mpp": gm.MODEL_MPP,
-        "best_epoch": best[1],
-        "steps": step,
-        "logit_threshold": threshold,
-        "epochs_run": len(history),
-        "train_seconds": round(time.time() - t0),
-        "metrics": {"val": val, "test": test},
-        "history": history,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        gm.save_weights(model, Path(tmp), meta)
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
-    for f in (args.out, args.out.with_suffix(".json")):
-        os.chmod(f, 0o644)
-    print("wrote", args.out, f"{args.out.stat().st_size / 1e6:.2f} MB", flush=True)
-    return 0
+    return {"best_state": best[2], "best_epoch": best[1], "steps": step, "history": history}
 
 
 if __name__ == "__main__":
