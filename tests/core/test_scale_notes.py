@@ -37,7 +37,11 @@ def test_crc_extract_says_the_assumed_scale_once_on_stderr(slides_dir: Path, tmp
     rc = crc_main(["extract", "--slide", str(slides_dir / "tcga-cr-7395-01a-01-ts1.svs"),
                    "--annotations", str(ann), "--out", str(tmp_path / "ds"), "--random", "0",
                    "--quiet"])
-    assert rc == 0
+    # TCGA (head and neck) has no colonic glands: at the assumed scale every window may fail the
+    # filter (exit 2), but the assumption is said first, once.
+    assert rc in (0, 2)
     err = capsys.readouterr().err
     assert err.count("states no pixel size") == 1
     assert "gland filter (>= 0.5) assumes its patches are at the EBHI tiles' scale" in err
+    if rc == 2:
+        assert err.index("states no pixel size") < err.index("no patch passed the rules")
