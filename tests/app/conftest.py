@@ -140,3 +140,14 @@ def canvas(qtbot, cmu_window) -> Canvas:
 def canvas_of(qtbot):
     """``canvas_of(window)``: a :class:`Canvas` on any main window."""
     return lambda win: Canvas(qtbot, win)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test that trains on the CPU (two cores, shared with other tests)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

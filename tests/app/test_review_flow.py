@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt
 
 from app.demo import shipped_demo_model
@@ -23,12 +22,7 @@ DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 TIMEOUT_MS = 300_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
 @pytest.fixture

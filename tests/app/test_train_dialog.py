@@ -20,12 +20,7 @@ from crc_core.models import load_checkpoint
 TIMEOUT_MS = 240_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
 def make_dialog(qtbot, data: Path, out: Path, epochs: int) -> TrainDialog:

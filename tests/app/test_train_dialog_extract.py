@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt
 
 from app.demo import shipped_demo_dir
@@ -23,12 +22,7 @@ from crc_core.models import load_checkpoint
 TIMEOUT_MS = 240_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
 @pytest.fixture(scope="module")

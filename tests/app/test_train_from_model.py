@@ -19,12 +19,7 @@ TIMEOUT_MS = 240_000
 CLASSES = ["Normal", "Adenocarcinoma"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
 def _checkpoint(path: Path, names: list[str]) -> Path:
