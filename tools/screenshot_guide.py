@@ -271,6 +271,35 @@ def analysis_shots(
 
 
 
+def review_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Path]) -> None:
+    """Shots 16-17: Analysis > Prediction to Annotations, then the Review dock after N, N, N."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    if not (take("convert") or take("review")):
+        return
+    win.analysis_actions["convert"].trigger()
+    dlg = win.analysis_dialogs["convert"]
+    dlg.min_conf.setValue(0.0)
+    wait_until(qapp, lambda: False, 0.5)
+    if take("convert"):
+        save(dlg, out("convert"))
+    n0 = len(win.document)
+    dlg.convert_button.click()
+    wait_until(qapp, lambda: len(win.document) > n0, 60)
+    dlg.close()
+    if take("review"):
+        win.docks["review"].raise_()
+        panel = win.review_panel
+        wait_until(qapp, lambda: len(panel.items) >= 3, 10)
+        panel.list.setFocus()
+        for key in (Qt.Key.Key_N, Qt.Key.Key_N, Qt.Key.Key_Return, Qt.Key.Key_N):
+            QTest.keyClick(panel.list, key)
+            pump(qapp)
+        settle(qapp, win)
+        save(win, out("review"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -324,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     # 9-14. the viewer's own tools: start page, annotation menu and properties, measure,
     # brightness/contrast, keyboard shortcuts
     viewer_shots(qapp, win, take, out)
+
+    # 16-17. the review loop: prediction to proposed annotations, the Review dock mid-review
+    review_shots(qapp, win, take, out)
 
     # 15. Help > About
     if take("about"):
