@@ -318,7 +318,10 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
                 warn: Callable[[str], None]) -> _EvalData:
     """Read ``data`` with the caller's options (columns guessed otherwise, the label column also
     from the model's class names) and match its labels to the model's classes: by id or name, else
-    through the label map the model was trained with; other labels are left out and counted."""
+    through the label map the model was trained with, else as a member of a model class's group (a
+    grade of its "Adenocarcinoma"); other labels are left out and counted."""
+    from crc_core.scheme_map import model_classes_for_label
+
     scheme, train_map = _model_vocabulary(ckpt)
     hints = [*scheme.names, *scheme.ids, *train_map]
     table = load_table(data, image_column=opts["image_column"], label_column=opts["label_column"],
@@ -332,6 +335,10 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
         if cls is None and via is not None and scheme.find(via) is not None:
             cls = scheme.find(via)
             ed.notes.append(f"label {name!r} counted as {cls.name!r} (the model's training map)")
+        group = [] if cls is not None else model_classes_for_label(table.scheme.get(name), scheme)
+        if len(group) == 1:  # a grade of the model's coarser class
+            cls = scheme.get(group[0])
+            ed.notes.append(f"label {name!r} counted as its group {cls.name!r}")
         ed.to_model.append(None if cls is None else scheme.index(cls.id))
     counts = table.counts()
     ed.left_out_labels = {n: counts[n] for n, m in zip(table.scheme.names, ed.to_model,

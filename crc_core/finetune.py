@@ -102,22 +102,27 @@ def finetune_config(cfg: Any, checkpoint: str | Path, lr: float | None = None) -
 
 
 def match_checkpoint_classes(table: Any, checkpoint: str | Path) -> Any:
-    """``table`` with the checkpoint's class scheme and order; refuses other classes.
+    """``table`` with the checkpoint's class scheme and order; refuses other classes. A data class
+    that is a member of a checkpoint class's group (a grade of the model's "Adenocarcinoma",
+    :func:`crc_core.scheme_map.model_classes_for_label`) counts as that class.
 
     Raises
     ------
     CheckpointError
         The data's classes are not the checkpoint's (one line naming both).
     """
+    from crc_core.scheme_map import model_classes_for_label
+
     scheme = _load(checkpoint)["scheme"]
-    want = [n.casefold() for n in scheme.names]
-    have = [n.casefold() for n in table.scheme.names]
-    if sorted(want) != sorted(have):
+    ids = [c.id for c in scheme]
+    hits = [model_classes_for_label(c, scheme) for c in table.scheme]
+    order = [ids.index(h[0]) if len(h) == 1 else -1 for h in hits]  # data label -> checkpoint
+    if -1 in order or sorted(set(order)) != list(range(len(ids))):
         raise CheckpointError(
             f"{Path(checkpoint).name} was trained on classes {', '.join(scheme.names)}; the data "
             f"has {', '.join(table.scheme.names)}: fine-tuning keeps the checkpoint's classes "
-            f"(annotate every one of them, or merge labels with --map)")
-    order = [want.index(n) for n in have]  # data label index -> checkpoint index
+            f"(annotate every one of them, a grade counting as its group, or merge labels with "
+            f"--map)")
     samples = [dataclasses.replace(s, label=order[s.label]) for s in table.samples]
     return dataclasses.replace(table, samples=samples, scheme=scheme.copy())
 

@@ -252,6 +252,7 @@ def conversion_job(
     classes: Sequence[str] | None = None,
     region: BaseGeometry | None = None,
     mapping: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> Generator[Progress, None, ConvertResult]:
     """Job (see :mod:`crc_core.jobs`): annotations from the class map of ``pred``, one
     :class:`Progress` per class; see the module docstring.
@@ -268,6 +269,12 @@ def conversion_job(
         Only these classes (names or ids); default all.
     region
         Only cells whose window centre lies inside it (level-0 px); default the whole prediction.
+    mapping
+        Prediction class -> scheme class (see :func:`class_targets`).
+    notes
+        Prediction class id -> a note kept as ``note`` in the review record of its proposals
+        (that the model predicted a group, not the grade: see
+        :func:`crc_core.scheme_map.target_mapping`).
     """
     from skimage.measure import label
 
@@ -292,12 +299,15 @@ def conversion_job(
     model = str(pred.model.get("name") or pred.model.get("checkpoint") or "")
     # one class id per *target* class: prediction classes mapped onto one class are merged
     wanted = list(dict.fromkeys(targets[i] for i in sorted(keep)))
+    pred_ids = [c.id for c in pred.scheme]
     for done, target in enumerate(wanted):
         yield Progress(done, len(wanted), f"outlining {scheme.get(target).name}")
-        mask = np.isin(cmap, [i for i in keep if targets[i] == target])
-        labels, n = label(mask, connectivity=1, return_num=True)
+        members = [i for i in keep if targets[i] == target]
+        note = "; ".join(dict.fromkeys(
+            t for i in members if (t := (notes or {}).get(pred_ids[i]))))
+        labels, n = label(np.isin(cmap, members), connectivity=1, return_num=True)
         for k in range(1, n + 1):
-            ann = _component(pred, labels == k, target, conf, model)
+            ann = _component(pred, labels == k, target, conf, model, note)
             if ann.area < min_area * px2_per_unit:
                 res.dropped_small += 1
             else:
@@ -308,13 +318,15 @@ def conversion_job(
 
 
 def _component(pred: Prediction, cells: np.ndarray, class_id: str, conf: np.ndarray,
-               model: str) -> Annotation:
+               model: str, note: str = "") -> Annotation:
     rows, cols = np.nonzero(cells)
     geom = shapely.simplify(shapely.union_all(_footprints(pred.grid, rows, cols)), 0)
     geom, _ = clean_geometry(geom)
     c = float(np.nanmean(conf[cells]))
     review = {"status": PROPOSED, "source": "prediction", "model": model,
               "confidence": round(c, 4), "cells": int(cells.sum())}
+    if note:
+        review["note"] = note
     props = {REVIEW_KEY: review, "measurements": {CONFIDENCE_MEASUREMENT: round(c, 4)}}
     return Annotation.new(class_id, geom, properties=props)
 
@@ -371,6 +383,16 @@ class _Cells:
     people: dict[str, BaseGeometry]  # class id -> union of the areas people drew
 
 
+def _own_cell(info: dict[str, Any] | None, cells: _Cells) -> tuple[int, int] | None:
+    """The predicted cell a reviewed window was made from (its review record's ``cell``)."""
+    cell = (info or {}).get("cell")
+    if not (isinstance(cell, list) and len(cell) == 2):
+        return None
+    r, c = int(cell[0]), int(cell[1])
+    ok = 0 <= r < cells.ok.shape[0] and 0 <= c < cells.ok.shape[1] and bool(cells.ok[r, c])
+    return (r, c) if ok else None
+
+
 def _annotation_item(a: Annotation, cells: _Cells) -> ReviewItem | None:
     targets = cells.targets
     inside = _cells_in(a.geometry, cells.xs, cells.ys) & cells.ok
@@ -383,6 +405,9 @@ def _annotation_item(a: Annotation, cells: _Cells) -> ReviewItem | None:
     majority = max(by_target, key=lambda t: by_target[t])
     unc = float(np.nanmean(cells.ent[inside]))
     info = review_info(a)
+    cell = _own_cell(info, cells)
+    if cell is not None:  # a reviewed window keeps its window's rank and class (never moves)
+        unc, majority = float(cells.ent[cell]), targets[int(cells.cmap[cell])]
     # ranked by the class it had before review, so a review never moves an item in the queue
     label = str(info.get("proposed_class") or a.class_id) if info else a.class_id
     if info is None or info.get("source") == "person":  # a person's label against the model

@@ -285,3 +285,46 @@ def checked_predict(slide: Any, checkpoint: str | os.PathLike[str],
                    {"kind": "mapping", "map": smap, "summary": summary})
     options.pop("scheme", None)
     return (yield from predict(slide, checkpoint, scheme=smap.display_scheme(), **options))
+
+
+def group_note(model_name: str, chosen: str) -> str:
+    """What a proposal of a group class records: the model did not predict the member."""
+    return (f"the model predicted {model_name}, not its grade: proposed as {chosen}; set the grade "
+            f"in review")
+
+
+def target_mapping(pred_scheme: ClassScheme, project_scheme: ClassScheme,
+                   choices: dict[str, str] | None = None
+                   ) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """How a prediction's classes become project classes, and the notes of those that are a guess.
+
+    Returns ``(mapping, notes)``: ``mapping`` (prediction class id -> project class id, for
+    :func:`crc_core.proposals.class_targets`) is ``None`` when every prediction class is a project
+    class. A group class (the model's "Adenocarcinoma") becomes ``choices[its id]`` (a project class
+    id) or else its first member, and ``notes[its id]`` (:func:`group_note`) says the member was not
+    predicted; a member class becomes the project class that merges it.
+
+    Raises
+    ------
+    ClassSchemeError
+        A prediction class has no counterpart (see :func:`scheme_map`), or a choice is not a member
+        of its group.
+    """
+    smap = scheme_map(pred_scheme, project_scheme)
+    if all(k.kind == "same" for k in smap.links):
+        return None, {}
+    mapping: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for k in smap.links:
+        target = k.project[0]
+        if k.kind == "group":
+            want = (choices or {}).get(k.model.id)
+            if want is not None:
+                hits = [p for p in k.project if want in (p.id, p.name)]
+                if not hits:
+                    raise ClassSchemeError(f"{want} is not one of the classes that the model's "
+                                           f"{k.model.name} covers")
+                target = hits[0]
+            notes[k.model.id] = group_note(k.model.name, target.name)
+        mapping[k.model.id] = target.id
+    return mapping, notes

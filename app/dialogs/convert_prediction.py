@@ -6,9 +6,13 @@ The dialog reads the predictions of the Results panel (:mod:`app.panels.results`
 thread) and pushes the result onto the document's undo stack as one change ("Convert prediction:
 N proposed areas"), autosaved like any edit. The minimum area is in µm² when the prediction knows
 the slide's pixel size, else in level-0 px² (the field's unit says which). The prediction's
-classes are matched to the project's by id or name (:func:`crc_core.proposals.class_targets`);
-a class the project does not have is refused with one message. Closing the dialog cancels a
-running conversion.
+classes are matched to the project's by id or name (:func:`crc_core.proposals.class_targets`),
+else through the model's class groups (:func:`crc_core.scheme_map.target_mapping`): a coarse
+model's class that covers several project classes (its "Adenocarcinoma" for the three grades) cannot
+tell them apart, so the dialog offers a "<class> (model) becomes" choice of its members (the first
+by default), states that the grade was not predicted, and each such proposal's review record keeps
+that note for review. A class with no counterpart at all is refused with one message. Closing the
+dialog cancels a running conversion.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from app.workers import JobWorker
 from crc_core.errors import CrcError
 from crc_core.inference import Prediction
 from crc_core.proposals import conversion_job, prediction_mpp
+from crc_core.scheme_map import scheme_map, target_mapping
 
 TITLE = "Prediction to Annotations"
 
@@ -80,6 +85,10 @@ class ConvertPredictionDialog(QDialog):
         self.min_area.setSingleStep(1000)
         self.class_row = QHBoxLayout()
         self.class_boxes: list[QCheckBox] = []
+        self.group_form = QFormLayout()
+        self.group_boxes: dict[str, QComboBox] = {}  # model class id -> the member it becomes
+        self.group_note = QLabel("")
+        self.group_note.setWordWrap(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.buttons = QDialogButtonBox(
@@ -96,6 +105,8 @@ class ConvertPredictionDialog(QDialog):
         form.addRow("Min. area", self.min_area)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addLayout(self.group_form)
+        lay.addWidget(self.group_note)
         lay.addWidget(self.status)
         lay.addWidget(self.buttons)
         self._on_model_currentTextChanged(self.model.currentText())
@@ -115,10 +126,44 @@ class ConvertPredictionDialog(QDialog):
             b.setChecked(True)
             self.class_row.addWidget(b)
             self.class_boxes.append(b)
+        self._fill_groups(pred)
         mpp = prediction_mpp(pred)
         self.min_area.setSuffix(" µm²" if mpp else " px²")
         self.min_area.setToolTip("Smaller areas are left out" + (
             "" if mpp else " (the slide has no pixel size: level-0 pixels squared)"))
+
+    def _fill_groups(self, pred: Prediction) -> None:
+        """One "<class> (model) becomes" choice per model class that covers project classes."""
+        while self.group_form.rowCount():
+            self.group_form.removeRow(0)
+        self.group_boxes = {}
+        try:
+            links = scheme_map(pred.scheme, self.win.document.scheme).links
+        except CrcError:  # refused with its message on Convert
+            links = []
+        for k in (k for k in links if k.kind == "group"):
+            combo = QComboBox()
+            for p in k.project:
+                combo.addItem(p.name, p.id)
+            combo.setToolTip(f"The model does not predict the grade within {k.model.name}: its "
+                             f"areas are proposed as this class, to be corrected in review")
+            combo.currentIndexChanged.connect(self._state_groups)
+            self.group_form.addRow(f"{k.model.name} (model) becomes", combo)
+            self.group_boxes[k.model.id] = combo
+        self._state_groups()
+
+    def _state_groups(self) -> None:
+        names = {m: c.currentText() for m, c in self.group_boxes.items()}
+        self.group_note.setText(" ".join(
+            f"The model predicts {self.prediction().scheme.get(m).name}, not its grade: its areas "
+            f"are proposed as {n} and each says so in its review record; set the grade in review."
+            for m, n in names.items()))
+
+    def mapping(self) -> tuple[dict[str, str] | None, dict[str, str]]:
+        """(prediction class -> project class, notes) for :func:`conversion_job`; ``None`` when
+        the prediction's classes are the project's."""
+        choices = {m: str(c.currentData()) for m, c in self.group_boxes.items()}
+        return target_mapping(self.prediction().scheme, self.win.document.scheme, choices)
 
     def region(self) -> BaseGeometry | None:
         """The area to convert (level-0 px); ``None`` = the whole slide."""
@@ -140,8 +185,9 @@ class ConvertPredictionDialog(QDialog):
         classes = [b.text() for b in self.class_boxes if b.isChecked()]
         if not classes:
             raise CrcError("no class is chosen: tick at least one class to convert")
+        mapping, notes = self.mapping()
         return {"min_confidence": self.min_conf.value(), "min_area": self.min_area.value(),
-                "classes": classes, "region": self.region()}
+                "classes": classes, "region": self.region(), "mapping": mapping, "notes": notes}
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:

@@ -47,6 +47,7 @@ from crc_core.proposals import (
     review_queue,
     window_annotation,
 )
+from crc_core.scheme_map import target_mapping
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
 _DIGITS = {getattr(Qt.Key, f"Key_{d}"): d for d in range(1, 10)}
@@ -144,7 +145,8 @@ class ReviewPanel(QWidget):
         self.items = []
         if doc is not None and pred is not None:
             try:
-                self.items = review_queue(pred, doc.annotations, doc.scheme)
+                mapping, _ = target_mapping(pred.scheme, doc.scheme)
+                self.items = review_queue(pred, doc.annotations, doc.scheme, mapping)
             except CrcError as exc:
                 self.counter.setText(f"Cannot review this prediction: {exc}")
                 self.list.clear()

@@ -193,3 +193,21 @@ def test_crc_extract_leaves_out_unreviewed_proposals(slides_dir: Path, tmp_path:
     with open(out / "manifest.csv", newline="") as fh:
         labels = {r["label"] for r in csv.DictReader(fh)}
     assert labels == {"normal"}  # class ids; no adenoma patch from the proposal
+
+
+def test_a_grade_counts_as_the_checkpoints_coarser_class(tiny_csv: Path, tmp_path: Path):
+    import dataclasses
+
+    table = load_table(tiny_csv, label_column="ebhi_class", group_column="case_id")
+    names = ["Adenocarcinoma poorly differentiated" if n == "Adenocarcinoma" else n
+             for n in table.scheme.names]
+    graded = dataclasses.replace(table, scheme=ClassScheme.from_names(names))
+    coarse = _checkpoint(tmp_path / "coarse.pt", CLASSES[::-1])
+    out = match_checkpoint_classes(graded, coarse)
+    assert out.scheme.names == CLASSES[::-1]
+    for a, b in zip(table.samples, out.samples, strict=True):
+        assert out.scheme.names[b.label] == table.scheme.names[a.label]
+    only = dataclasses.replace(graded, scheme=ClassScheme.from_names(
+        ["Normal", "Adenoma"][:len(names)]))
+    with pytest.raises(CheckpointError, match="a grade counting as its group"):
+        match_checkpoint_classes(only, coarse)

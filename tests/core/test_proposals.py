@@ -238,3 +238,25 @@ def test_cli_from_prediction(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 2 and out.read_bytes() == before
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Stroma" in err[0]
+
+
+def test_coarse_prediction_on_the_finer_scheme_proposes_a_chosen_grade_with_a_note():
+    from crc_core.scheme_map import target_mapping
+
+    pred = _pred(_ring())
+    paper = ClassScheme.paper()
+    with pytest.raises(ClassSchemeError, match="Adenocarcinoma"):
+        prediction_to_annotations(pred, paper)
+    assert target_mapping(pred.scheme, ClassScheme.three_class()) == (None, {})
+    mapping, notes = target_mapping(pred.scheme, paper)
+    assert mapping == {"normal": "normal", "adenoma": "adenoma", "adenocarcinoma": "adc-well"}
+    mapping, notes = target_mapping(pred.scheme, paper, {"adenocarcinoma": "adc-poor"})
+    assert mapping["adenocarcinoma"] == "adc-poor"
+    res = prediction_to_annotations(pred, paper, mapping=mapping, notes=notes)
+    by_class = {a.class_id: review_info(a) for a in res.annotations}
+    assert set(by_class) == {"normal", "adenoma", "adc-poor"}
+    assert "not its grade: proposed as Adenocarcinoma poorly differentiated" in (
+        by_class["adc-poor"]["note"])
+    assert "note" not in by_class["normal"] and "note" not in by_class["adenoma"]
+    with pytest.raises(ClassSchemeError, match="not one of the classes"):
+        target_mapping(pred.scheme, paper, {"adenocarcinoma": "adenoma"})
