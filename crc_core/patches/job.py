@@ -196,6 +196,23 @@ def _plan(
     return plan
 
 
+def _patch_scale(plan: _Plan, cfg: ExtractConfig) -> dict[str, Any]:
+    """``patch_size`` and ``mpp`` of the patches for dataset.json's top level, where training reads
+    them (a checkpoint records the scale it was trained at): ``mpp`` when every slide states its
+    pixel size and the patches agree within 1 %, else ``None`` with the reason."""
+    mpps = [sc.patch_mpp for sc in plan.scales]
+    out: dict[str, Any] = {"patch_size": cfg.patch_size, "mpp": None}
+    if mpps and all(m is not None for m in mpps):
+        lo, hi = min(mpps), max(mpps)  # type: ignore[type-var]
+        if hi <= lo * 1.01:
+            out["mpp"] = round(float(sum(mpps)) / len(mpps), 6)  # type: ignore[arg-type]
+        else:
+            out["mpp_note"] = f"the slides' patches differ in scale ({lo:.3g}-{hi:.3g} µm/px)"
+    else:
+        out["mpp_note"] = "a slide states no pixel size: the patches' scale is unknown"
+    return out
+
+
 def _add_slide(plan: _Plan, src: SlideSource, r: Any, cfg: ExtractConfig) -> None:
     """A unique safe name, the read scale and the dataset.json entry of one slide."""
     base = _safe(src.name or Path(src.path).stem)
@@ -488,7 +505,8 @@ def _finish(
         "kept": kept_n,
         "in_manifest": len(rows),
     }
-    extra = {"areas": [asdict(a) for a in plan.reports], "windows": windows}
+    extra = {"areas": [asdict(a) for a in plan.reports], "windows": windows,
+             **_patch_scale(plan, cfg)}
     extra["warnings"] = plan.warnings
     folder.write_json(True, plan.used_scheme, plan.slide_meta, table, totals, extra)
     return ExtractResult(

@@ -45,3 +45,22 @@ def test_crc_extract_says_the_assumed_scale_once_on_stderr(slides_dir: Path, tmp
     assert "gland filter (>= 0.5) assumes its patches are at the EBHI tiles' scale" in err
     if rc == 2:
         assert err.index("states no pixel size") < err.index("no patch passed the rules")
+
+
+def test_an_extract_dataset_records_its_patches_scale_where_training_reads_it(
+        slides_dir: Path, tmp_path: Path):
+    import json
+
+    from crc_core.tables import load_table
+
+    ann = tmp_path / "a.geojson"
+    ann.write_text(GEOJSON)
+    for slide, want in (("cmu-1-small-region.svs", 0.499), ("tcga-cr-7395-01a-01-ts1.svs", None)):
+        out = tmp_path / slide
+        assert crc_main(["extract", "--slide", str(slides_dir / slide), "--annotations", str(ann),
+                         "--out", str(out), "--random", "0", "--min-gland", "0", "--quiet"]) == 0
+        meta = json.loads((out / "dataset.json").read_text())
+        assert meta["patch_size"] == 400 and meta["mpp"] == want
+        assert load_table(out, min_classes=1).mpp == want   # what crc train records
+        if want is None:
+            assert "states no pixel size" in meta["mpp_note"]
