@@ -30,16 +30,11 @@ def shipped_model() -> Path:
 
 
 @pytest.fixture
-def win(qtbot, slides_dir):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_path(slides_dir / "cmu-1-small-region.svs")
-    assert w.project.scheme.ids == ClassScheme.paper().ids  # opened alone: the default scheme
-    w.view.set_view(1100, 1500, 0.6)  # a view of a few windows (224 px at 1.3 µm/px = 583 px here)
-    return w
+def win(cmu_window):
+    """cmu-1 opened alone (tests/app/conftest.py): the five-class default scheme."""
+    assert cmu_window.project.scheme.ids == ClassScheme.paper().ids
+    cmu_window.view.set_view(1100, 1500, 0.6)  # a few windows (224 px at 1.3 µm/px = 583 px here)
+    return cmu_window
 
 
 def _tick(qtbot, box) -> None:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt
 from test_predict_own_slide import shipped_model  # noqa: F401 - the fixture
 from test_review_flow import _build_dataset
@@ -25,24 +24,14 @@ TIMEOUT_MS = 300_000
 GRADES = ("adc-well", "adc-moderate", "adc-poor")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
 @pytest.fixture
-def win(qtbot, slides_dir) -> MainWindow:
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_path(slides_dir / "cmu-1-small-region.svs")
-    assert w.project.scheme.ids == ClassScheme.paper().ids  # opened alone: the default scheme
-    return w
+def win(cmu_window) -> MainWindow:
+    """cmu-1 opened alone (tests/app/conftest.py): the five-class default scheme."""
+    assert cmu_window.project.scheme.ids == ClassScheme.paper().ids
+    return cmu_window
 
 
 def _predict_whole_slide(qtbot, win: MainWindow, model: Path) -> None:
