@@ -239,6 +239,13 @@ class Journal:
             fh.close()
 
 
+def _only_leftovers(out: Path) -> bool:
+    """True when ``out`` holds nothing but folders and temporary ``.*.tmp`` files: what a run
+    killed between making its class folders and writing its first dataset.json leaves."""
+    return all(p.is_dir() or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in out.rglob("*"))
+
+
 class DatasetFolder:
     """The output folder: refused when it holds something else, resumed when it holds the same
     dataset (same window settings); writes its ``dataset.json``, ``manifest.csv`` and patches."""
@@ -258,6 +265,8 @@ class DatasetFolder:
             raise DatasetError(f"{out}: exists and is not a folder; choose a folder for --out")
         if not (out.exists() and any(out.iterdir())):
             return
+        if not ds_json.exists() and _only_leftovers(out):
+            return  # a run killed before its first dataset.json: folders and temp files only
         if not ds_json.exists():
             raise DatasetError(
                 f"{out}: folder is not empty and holds no dataset.json; choose an empty or new "
@@ -279,14 +288,15 @@ class DatasetFolder:
             )
 
     def prepare(self, windows: list[_Window]) -> None:
-        """Make the folder and the class folders; remove patch files a kill left half-written."""
+        """Make the folder and the class folders; remove files a kill left half-written."""
         self.check()
         self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         for d in {str(Path(w.key).parent) for w in windows}:
             (self.out / d).mkdir(parents=True, exist_ok=True)
-        for tmp in self.out.glob("patches/*/.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for pattern in (".*.tmp", "patches/*/.*.tmp"):
+            for tmp in self.out.glob(pattern):
+                tmp.unlink(missing_ok=True)
 
     def write_json(
         self,

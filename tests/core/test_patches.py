@@ -242,6 +242,24 @@ def test_resume_after_interruption_gives_the_same_manifest(cmu, tmp_path):
     assert json.loads((out / "dataset.json").read_text())["complete"] is True
 
 
+def test_a_kill_before_the_first_dataset_json_leaves_a_folder_that_resumes(cmu, tmp_path):
+    # what a kill between making the class folders and writing dataset.json leaves (found by
+    # test_crash_safety's random kills): empty class folders and a half-written dataset.json
+    src = [P.SlideSource(cmu, many_areas(2))]
+    out = tmp_path / "d"
+    (out / "patches" / "normal").mkdir(parents=True)
+    (out / ".dataset.json.k1ll3d.tmp").write_text('{"format": ')
+    res = run_job(P.extract(src, out, ClassScheme.paper(), fast_cfg()))
+    assert res.complete and res.patches > 0
+    assert not list(out.glob(".*.tmp"))
+    # anything else in a folder without dataset.json is still refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="holds no dataset.json"):
+        run_job(P.extract(src, other, ClassScheme.paper(), fast_cfg()))
+
+
 def test_resume_redoes_a_damaged_patch(cmu, tmp_path):
     src = [P.SlideSource(cmu, many_areas(4))]
     res = run_job(P.extract(src, tmp_path / "d", ClassScheme.paper(), fast_cfg()))
