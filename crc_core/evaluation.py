@@ -503,6 +503,7 @@ def evaluate(
     backend: str = "auto",
     threads: int = 0,
     quantize: str = "none",
+    calibrate: str | Path | None = None,
 ) -> Generator[Progress, None, dict[str, Any]]:
     """Evaluate a checkpoint on labelled images and write the report folder ``out`` (a job).
 
@@ -528,6 +529,10 @@ def evaluate(
     backend, threads, quantize
         What runs the model, as in ``crc predict`` (:func:`crc_core.inference.make_scorer`: the
         same scorer, so a checkpoint scores the same here and on a slide).
+    calibrate
+        ``quantize="int8-static"``: the data whose training images calibrate the int8 model when
+        it is not cached yet (default: ``data``; only the run's training images are used,
+        :mod:`crc_core.inference.calibration`).
 
     Returns
     -------
@@ -544,8 +549,14 @@ def evaluate(
     if mpp is not None and not (0 < float(mpp) < 1000):
         raise ConfigError(f"--mpp {mpp}: give the images' µm per pixel, e.g. 0.5")
     ckpt = load_checkpoint(checkpoint, "cpu")
-    ed = _eval_table(ckpt, data, {"image_column": image_column, "label_column": label_column,
-                                  "classes": classes, "map": mapping, "label": label}, warn_fn)
+    opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
+            "map": mapping, "label": label}
+    if quantize == "int8-static":
+        from crc_core.inference.calibration import ensure_static_model
+
+        yield from (ensure_static_model(checkpoint, data, opts, mpp=mpp) if calibrate is None
+                    else ensure_static_model(checkpoint, calibrate))
+    ed = _eval_table(ckpt, data, opts, warn_fn)
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
     keys = yield from content_keys(table, eligible)

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                    label=args.label, mpp=args.mpp, subset=args.subset, tta=args.tta,
                    batch_size=args.batch_size, device=args.device,
                    workers=max(0, args.workers), name=args.name, warn=warn,
-                   backend=args.backend, threads=args.threads, quantize=args.quantize)
+                   backend=args.backend, threads=args.threads, quantize=args.quantize,
+                   calibrate=args.calibrate)
     res = drive_with_bar(job, desc="evaluate", quiet=args.quiet)
     brief = {"out": res["out"], "subset": res["subset"], "subset_how": res["subset_how"],
              "n": res["n"], "accuracy": res["accuracy"],

@@ -115,9 +115,15 @@ def add_backend_arguments(p: Any) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads of the model (default 0: PyTorch's default, the physical "
                    "cores)")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: ONNX Runtime dynamic int8 quantisation (onnx backend only; "
-                   "measured slower than float32 on a CPU: see benchmarks/RESULTS.md)")
+    p.add_argument("--quantize", choices=("none", "int8", "int8-static"), default="none",
+                   help="onnx backend only. int8: dynamic int8 quantisation (measured slower than "
+                   "float32 on a CPU); int8-static: int8 ranges calibrated once on the model's "
+                   "own training images (--calibrate), cached; speed and accuracy change in "
+                   "benchmarks/RESULTS.md")
+    p.add_argument("--calibrate", type=Path, metavar="DATA",
+                   help="with --quantize int8-static: the labelled data the model was trained on "
+                   "(CSV, dataset or image folder); its training images, found by the run's split "
+                   "record, calibrate the int8 model once (crc evaluate: default its --data)")
 
 
 def check_backend_arguments(args: argparse.Namespace, device: Any) -> None:
@@ -130,6 +136,19 @@ def check_backend_arguments(args: argparse.Namespace, device: Any) -> None:
     if args.quantize != "none" and chosen != "onnx":
         raise ConfigError(f"--quantize {args.quantize} needs the onnx backend (ONNX Runtime on the "
                           f"CPU); this run uses {chosen}")
+    if args.calibrate is not None and args.quantize != "int8-static":
+        raise ConfigError("--calibrate is for --quantize int8-static")
+
+
+def calibrate_if_asked(args: argparse.Namespace) -> None:
+    """``--quantize int8-static --calibrate DATA``: make the cached int8 model now (progress bar)."""
+    if args.quantize != "int8-static" or args.calibrate is None:
+        return
+    from crc_core.cli_progress import drive_with_bar
+    from crc_core.inference.calibration import ensure_static_model
+
+    drive_with_bar(ensure_static_model(args.checkpoint, args.calibrate), desc="calibrate int8",
+                   quiet=getattr(args, "quiet", False))
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -392,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     args.device = device
     check_backend_arguments(args, device)
+    calibrate_if_asked(args)
     smap = _mapping(args)
     lm = load_model(args.checkpoint, device)
     if smap is not None:

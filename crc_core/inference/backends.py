@@ -43,11 +43,11 @@ from crc_core.runtime import Scorer
 
 __all__ = [
     "BACKENDS", "QUANTIZE", "OnnxScorer", "cache_dir", "choose_backend", "export_onnx",
-    "make_scorer", "onnxruntime_version",
+    "export_static", "make_scorer", "onnxruntime_version", "static_note",
 ]
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
-QUANTIZE: tuple[str, ...] = ("none", "int8")
+QUANTIZE: tuple[str, ...] = ("none", "int8", "int8-static")
 #: Bump when the exported graph changes: it is part of the cache key.
 EXPORT_FORMAT = 1
 OPSET = 17
@@ -161,12 +161,19 @@ def export_onnx(lm: LoadedModel, quantize: str = "none") -> tuple[Path, bool]:
 
     ``quantize="int8"``: ONNX Runtime's dynamic int8 quantisation of the float export (weights int8,
     activations quantised per batch; see ``benchmarks/RESULTS.md`` for its speed and accuracy).
+    ``"int8-static"``: only from the cache, where :func:`export_static` put it (it needs the run's
+    training images to calibrate on; :mod:`crc_core.inference.calibration`).
     """
     if quantize not in QUANTIZE:
         raise ConfigError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE)}")
     target = export_path(lm, quantize)
     if target.is_file():
         return target, False
+    if quantize == "int8-static":
+        raise ConfigError(
+            "--quantize int8-static: this checkpoint has no calibrated int8 model yet; give "
+            "--calibrate with the data it was trained on (its training images, found by the run's "
+            "split record, calibrate it once; the result is cached)")
     target.parent.mkdir(parents=True, exist_ok=True)
     if quantize == "none":
         with atomic_path(target) as tmp:
@@ -182,6 +189,61 @@ def export_onnx(lm: LoadedModel, quantize: str = "none") -> tuple[Path, bool]:
     finally:
         logging.disable(logging.NOTSET)
     return target, True
+
+
+def static_note(lm: LoadedModel) -> str | None:
+    """How the cached static int8 model of ``lm`` was calibrated, or ``None`` when there is none."""
+    side = export_path(lm, "int8-static").with_suffix(".json")
+    try:
+        return str(json.loads(side.read_text(encoding="utf-8"))["calibration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def export_static(lm: LoadedModel, windows: np.ndarray, calibration: str) -> Path:
+    """Quantise ``lm``'s float export to int8 (QDQ: int8 weights per channel, uint8 activations
+    with MinMax ranges) calibrated on ``windows`` (uint8 ``(N, H, W, 3)`` at the model's input
+    size, normalised as every input is), cache it with a note of ``calibration`` and return it."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from crc_core.preprocess import to_float_input
+
+    if not len(windows):
+        raise ConfigError("--quantize int8-static: no calibration image")
+    fp32, _ = export_onnx(lm, "none")
+    target = export_path(lm, "int8-static")
+    batches = [np.ascontiguousarray(to_float_input(
+        torch.from_numpy(np.ascontiguousarray(windows[i:i + 16])).permute(0, 3, 1, 2),
+        lm.mean, lm.std).numpy(), dtype=np.float32) for i in range(0, len(windows), 16)]
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = list(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return {"input": self.left.pop(0)} if self.left else None
+
+    with atomic_path(target.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"calibration": calibration, "images": len(windows)}),
+                       encoding="utf-8")
+    logging.disable(logging.WARNING)  # per-layer notices on the root logger
+    try:
+        with atomic_path(target.with_suffix(".pre.onnx")) as pre, atomic_path(target) as tmp:
+            quant_pre_process(str(fp32), str(pre))
+            quantize_static(str(pre), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        logging.disable(logging.NOTSET)
+    target.with_suffix(".pre.onnx").unlink(missing_ok=True)
+    return target
 
 
 @functools.lru_cache(maxsize=4)
@@ -214,17 +276,26 @@ class OnnxScorer(Scorer):
                          amp=False, tta=tta)
         self.threads = int(threads) or default_threads()
         self.quantize = quantize
+        self.static_note = static_note(lm) if quantize == "int8-static" else None
         self.session = _session(str(self.path), self.threads)
 
     @property
     def backend_statement(self) -> str:
         version, _ = onnxruntime_version()
-        q = ", int8 dynamic quantisation" if self.quantize == "int8" else ""
-        return f"ONNX Runtime {version} on the CPU, {self.threads} threads{q}"
+        return f"ONNX Runtime {version} on the CPU, {self.threads} threads{self._q_phrase}"
+
+    @property
+    def _q_phrase(self) -> str:
+        if self.quantize == "int8":
+            return ", int8 dynamic quantisation"
+        if self.quantize == "int8-static":
+            return f", int8 static quantisation ({self.static_note or 'calibration unrecorded'})"
+        return ""
 
     @property
     def precision(self) -> str:
-        return "int8 (dynamic quantisation)" if self.quantize == "int8" else "float32"
+        return {"int8": "int8 (dynamic quantisation)",
+                "int8-static": "int8 (static quantisation)"}.get(self.quantize, "float32")
 
     def _run(self, x: torch.Tensor, names: list[str]) -> list[np.ndarray]:
         feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)  # (N, 3, H, W)

@@ -159,3 +159,69 @@ def test_quantize_needs_the_onnx_backend(checkpoints: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="--quantize int8 needs the onnx backend"):
         make_scorer(load_model(checkpoints["densenet121"], CPU), CPU, 4, backend="torch",
                     quantize="int8")
+
+
+# ------------------------------------------------------------------ static int8 (issue 15 item 3)
+DEMO = Path(__file__).resolve().parents[2] / "models" / "demo_densenet121_3class.pt"
+
+
+def test_static_int8_calibrates_on_training_images_only_and_scores_like_float(
+    ebhi_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    from crc_core import preprocess
+    from crc_core.inference.calibration import ensure_static_model
+    from crc_core.jobs import run_job
+    from crc_core.models import load_checkpoint
+    from crc_core.splits import SplitRecord, content_key
+
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path / "cache"))
+    seen: list[Path] = []
+    real = preprocess.decode_windows
+    monkeypatch.setattr(preprocess, "decode_windows",
+                        lambda path, *a, **k: (seen.append(Path(path)), real(path, *a, **k))[1])
+    note = run_job(ensure_static_model(DEMO, ebhi_dir / "labels.csv", n=16))
+    record = SplitRecord.from_json(load_checkpoint(DEMO, "cpu")["split"])
+    assert record is not None and len(seen) == 16
+    assert all(content_key(p) in record.train for p in seen)  # never a test or validation image
+    assert "16 of the run's" in note and "training images" in note
+    # the float and the int8 model agree on held-out test tiles of the demo model
+    with open(ebhi_dir / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)
+                if r["ebhi_class"] in ("Normal", "Low-grade IN", "Adenocarcinoma")]
+    test = [ebhi_dir / r["image"] for r in rows
+            if content_key(ebhi_dir / r["image"]) in record.test]
+    imgs = np.stack([resample(decode_rgb(p), 112) for p in test[:24]])
+    lm = load_model(DEMO, CPU)
+    p_float, _ = make_scorer(lm, CPU, 8, backend="onnx").run(imgs)
+    q = make_scorer(lm, CPU, 8, backend="onnx", quantize="int8-static")
+    assert "int8 static quantisation (calibrated on 16" in q.backend_statement
+    p_int8, _ = q.run(imgs)
+    assert np.abs(p_int8 - p_float).max() < 0.15
+    assert (p_int8.argmax(1) == p_float.argmax(1)).mean() >= 0.9
+
+
+def test_static_int8_without_a_calibration_is_refused_in_one_line(
+    checkpoints: dict[str, Path], slides_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["predict", "--checkpoint", str(checkpoints["resnet50"]), "--slide",
+               str(slides_dir / "cmu-1-small-region.svs"), "--quantize", "int8-static",
+               "--device", "cpu", "--out", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--calibrate" in err[0]
+
+
+def test_a_checkpoint_without_a_split_record_cannot_be_calibrated(
+    checkpoints: dict[str, Path], ebhi_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    from crc_core.inference.calibration import ensure_static_model
+    from crc_core.jobs import run_job
+
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="records no split"):
+        run_job(ensure_static_model(checkpoints["resnet50"], ebhi_dir / "labels.csv"))

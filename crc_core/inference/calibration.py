@@ -1,0 +1,87 @@
+"""Calibration of a static int8 model (``--quantize int8-static``) on the run's training images.
+
+Static quantisation fixes each activation's int8 range from images run through the float model.
+Those images must be ones the model trained on: a test image would let the test set choose
+something, and the figures on it would no longer be honest. They are found as evaluation finds
+its test images, by content (:mod:`crc_core.splits`): the checkpoint's split record names the
+training images, and a labelled set (CSV, dataset folder, image folder) is searched for them, so a
+moved or copied dataset works. Up to ``n`` of them, drawn with a fixed seed, are decoded, stain
+normalised and resampled exactly as evaluation and prediction do, and the quantised model is cached
+beside the float export (:func:`crc_core.inference.backends.export_static`), with a note saying
+what calibrated it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crc_core.errors import ConfigError
+from crc_core.jobs import Progress
+
+__all__ = ["CALIBRATION_IMAGES", "ensure_static_model"]
+
+#: Training images the int8 ranges are fitted on (ONNX Runtime's MinMax calibration).
+CALIBRATION_IMAGES = 64
+
+
+def _training_rows(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
+                   ) -> Generator[Progress, None, tuple[Any, list[int]]]:
+    """The table of ``data`` and the rows that are the run's training images."""
+    from crc_core.evaluation import _eval_table
+    from crc_core.splits import SplitRecord, content_keys
+
+    record = SplitRecord.from_json(ckpt.get("split"))
+    if record is None or not record.train:
+        raise ConfigError("--quantize int8-static: the checkpoint records no split, so its "
+                          "training images cannot be told apart; use --quantize none")
+    ed = _eval_table(ckpt, data, opts, lambda msg: None)
+    table = ed.table
+    eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
+    keys = yield from content_keys(table, eligible)
+    rows = [i for i, k in zip(eligible, keys, strict=True) if record.role(k) == "train"]
+    if not rows:
+        raise ConfigError(f"--calibrate {data}: none of its images is one this model trained on "
+                          f"(its split record names {len(record.train)}); give the data it was "
+                          f"trained on")
+    return table, rows
+
+
+def ensure_static_model(checkpoint: str | Path, data: str | Path, opts: dict[str, Any] | None = None,
+                        n: int = CALIBRATION_IMAGES, seed: int = 0, mpp: float | None = None,
+                        ) -> Generator[Progress, None, str]:
+    """Make the cached static int8 model of ``checkpoint`` unless it exists (a job); returns the
+    note of what calibrated it. ``opts``: the columns of ``data`` as ``crc evaluate`` takes them."""
+    import torch
+
+    from crc_core.evaluation import _scale
+    from crc_core.inference.backends import export_path, export_static, static_note
+    from crc_core.inference.model import load_model
+    from crc_core.models import load_checkpoint
+    from crc_core.preprocess import decode_windows
+    from crc_core.stain import from_checkpoint
+
+    lm = load_model(checkpoint, torch.device("cpu"))
+    if export_path(lm, "int8-static").is_file():
+        return static_note(lm) or "calibration unrecorded"
+    ckpt = load_checkpoint(checkpoint, "cpu")
+    opts = {"image_column": None, "label_column": None, "classes": None, "map": None,
+            "label": None, **(opts or {})}
+    table, rows = yield from _training_rows(ckpt, data, opts)
+    pick = sorted(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
+    meta = {"input_size": lm.input_size, "patch_size": ckpt.get("patch_size"),
+            "mpp": ckpt.get("mpp")}
+    factor, _ = _scale(meta, table, mpp)
+    stain = from_checkpoint(ckpt)
+    windows = []
+    for j, i in enumerate(pick):
+        windows.append(decode_windows(table.samples[i].path, factor, lm.input_size, stain))
+        yield Progress(j + 1, len(pick) + 1, "decoding calibration images (training images)")
+    note = (f"calibrated on {len(pick)} of the run's {len(rows)} training images in "
+            f"{table.source}")
+    yield Progress(len(pick), len(pick) + 1, "calibrating int8 ranges")
+    export_static(lm, np.concatenate(windows), note)
+    return note
