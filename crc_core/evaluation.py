@@ -482,6 +482,26 @@ def _scorer(model: Any, meta: dict[str, Any], checkpoint: str | Path, device: An
     return make_scorer(lm, device, batch_size, tta=tta, **backend)
 
 
+def _calibrated(quantize: str, checkpoint: str | Path, data: str | Path, opts: dict[str, Any],
+                mpp: float | None, calibrate: str | Path | None) -> Generator[Progress, None, None]:
+    """``int8-static``: the cached int8 model, calibrated now on the run's training images of
+    ``calibrate`` (default: the evaluated data) when there is none yet."""
+    if quantize != "int8-static":
+        return
+    from crc_core.inference.calibration import ensure_static_model
+
+    yield from (ensure_static_model(checkpoint, data, opts, mpp=mpp) if calibrate is None
+                else ensure_static_model(checkpoint, calibrate))
+
+
+def _stain_facts(stain: Any, notes: list[str]) -> dict[str, Any]:
+    """metrics.json's ``notes`` (with the stain statement) and ``stain``."""
+    return {"notes": notes + [stain.statement("images") + "." if stain else
+                              "No stain normalisation (the checkpoint has none)."],
+            "stain": (stain.to_json() | {"counts": dict(stain.counts)} if stain
+                      else {"method": "none"})}
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | Path,
@@ -530,9 +550,7 @@ def evaluate(
         What runs the model, as in ``crc predict`` (:func:`crc_core.inference.make_scorer`: the
         same scorer, so a checkpoint scores the same here and on a slide).
     calibrate
-        ``quantize="int8-static"``: the data whose training images calibrate the int8 model when
-        it is not cached yet (default: ``data``; only the run's training images are used,
-        :mod:`crc_core.inference.calibration`).
+        ``int8-static``: data whose training images calibrate it (default ``data``).
 
     Returns
     -------
@@ -551,11 +569,7 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint, "cpu")
     opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
             "map": mapping, "label": label}
-    if quantize == "int8-static":
-        from crc_core.inference.calibration import ensure_static_model
-
-        yield from (ensure_static_model(checkpoint, data, opts, mpp=mpp) if calibrate is None
-                    else ensure_static_model(checkpoint, calibrate))
+    yield from _calibrated(quantize, checkpoint, data, opts, mpp, calibrate)
     ed = _eval_table(ckpt, data, opts, warn_fn)
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
@@ -571,8 +585,7 @@ def evaluate(
     if scorer.fallback:
         warn_fn(scorer.fallback)
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
-                                             int(meta["input_size"]), max(1, workers or 4),
-                                             stain)
+                                             int(meta["input_size"]), workers or 4, stain)
     if skipped:
         warn_fn(f"{skipped} unreadable image(s) skipped")
     if not kept:
@@ -585,10 +598,7 @@ def evaluate(
         "data": str(table.source), "subset": sub.name, "subset_how": sub.how,
         "left_out": sub.left_out, "left_out_labels": ed.left_out_labels, "skipped": skipped,
         "epoch": meta.get("epoch"), "scale": scale_note, "scoring": describe(scorer),
-        "notes": ed.notes + [stain.statement("images") + "." if stain else
-                             "No stain normalisation (the checkpoint has none)."],
-        "stain": stain.to_json() | {"counts": dict(stain.counts)} if stain else {"method": "none"},
-    })
+        **_stain_facts(stain, ed.notes)})
     files = _write_outputs(Path(out), metrics, table, kept, y_true, probs, scheme, model_name,
                            checkpoint)
     return {**metrics, "out": str(out), "files": files}
