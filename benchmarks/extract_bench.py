@@ -6,6 +6,8 @@ same run:
 
 - ``bare``: ``SlideReader.read_region`` of exactly the planned windows with the same number of
   threads, results discarded (the limit: what reading alone costs);
+- ``read + encode + write``: the same reads, each window encoded as extraction encodes it and
+  written to its own file (the least work that yields the same patch files);
 - ``extract``: the whole job (read, filters as configured, JPEG encode, write, journal, manifest).
 
 ``ratio`` compares the best wall-clock rates, ``ratio_paired_median`` each extract run with the
@@ -46,13 +48,27 @@ from crc_testkit.synthetic import TileMosaic, TissuePattern, write_pyramid_tiff 
 
 
 def bare_reads(
-    slide_path: Path, windows: list[tuple[int, int]], size: int, workers: int
+    slide_path: Path, windows: list[tuple[int, int]], size: int, workers: int,
+    files: tuple[Path, str, int] | None = None,
 ) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) to read every window once with ``workers`` threads."""
+    """(wall seconds, process CPU seconds) to read every window once with ``workers`` threads.
+
+    ``files=(folder, format, quality)``: also encode each window as extraction does and write it
+    to its own file there (the least work that yields the same patch files: no filter, journal or
+    manifest)."""
+    from crc_core.patches.store import _encode, _write_patch
+
+    def one(ixy: tuple[int, tuple[int, int]]) -> None:
+        rgb = s.read_region(ixy[1], 0, (size, size))
+        if files is not None:
+            _write_patch(files[0] / f"{ixy[0]}.jpg", _encode(rgb, files[1], files[2]))
+
+    if files is not None:
+        files[0].mkdir(parents=True, exist_ok=True)
     with open_slide(slide_path) as s:
         t0, c0 = time.perf_counter(), time.process_time()
         with cf.ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(lambda xy: s.read_region(xy, 0, (size, size)), windows):
+            for _ in pool.map(one, enumerate(windows)):
                 pass
         return time.perf_counter() - t0, time.process_time() - c0
 
@@ -178,10 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         ext_t: list[float] = []
         bare_c: list[float] = []
         ext_c: list[float] = []
+        files_t: list[float] = []
+        files_c: list[float] = []
         for i in range(args.repeats):
             bt, bc = bare_reads(slide, windows, 400, args.workers)
             bare_t.append(bt)
             bare_c.append(bc)
+            plain = work / f"plain{i}"
+            ft, fc = bare_reads(slide, windows, 400, args.workers,
+                                (plain, cfg.format, cfg.jpeg_quality))
+            files_t.append(ft)
+            files_c.append(fc)
+            shutil.rmtree(plain, ignore_errors=True)
             out = work / f"ds{i}"
             shutil.rmtree(out, ignore_errors=True)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -217,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             "bare_cpu_ms_per_patch": round(1000 * min(bare_c) / n, 2),
             "extract_cpu_ms_per_patch": round(1000 * min(ext_c) / n, 2),
             "cpu_ratio": round(min(bare_c) / min(ext_c), 3),
+            # the least work giving the same files: read, encode, one file per patch
+            "read_encode_write_patches_per_s": round(n / min(files_t), 1),
+            "ratio_vs_read_encode_write": round(min(files_t) / min(ext_t), 3),
+            "read_encode_write_cpu_ms_per_patch": round(1000 * min(files_c) / n, 2),
+            "cpu_ratio_vs_read_encode_write": round(min(files_c) / min(ext_c), 3),
             "goal_ratio": 0.8,
             "bare_s": [round(t, 2) for t in bare_t],
             "extract_s": [round(t, 2) for t in ext_t],
