@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.project: Project | None = None
         self.entry: SlideEntry | None = None
         self.implicit_project = False
+        self.opened_in_background = False
         self.annotation_file: Path | None = None
         self.document: AnnotationDocument | None = None
         self.analysis_dialogs: dict[str, QWidget] = {}
@@ -342,6 +343,8 @@ class MainWindow(QMainWindow):
             )
         self._update_actions()
         self._update_zoom_label()
+        # opened from the UI: what follows the slide (saved predictions) loads in workers too
+        self.opened_in_background = self.opener.delivering
         self.slideOpened.emit(str(reader.path))
 
     def _close_slide(self) -> None:

@@ -105,6 +105,7 @@ class SlideOpener(QObject):
         self._show, self._shown, self._failed, self._status = show, shown, failed, status
         self._worker: JobWorker | None = None
         self._token: object | None = None
+        self.delivering = False  # True while a reader opened in the worker is being shown
 
     # ------------------------------------------------------------------ synchronous
     def open_file(self, path: Path, annotations: Path | None) -> None:
@@ -195,7 +196,11 @@ class SlideOpener(QObject):
                 return
             self._worker = None
             self._status("")
-            ready(reader)
+            self.delivering = True
+            try:
+                ready(reader)
+            finally:
+                self.delivering = False
 
         def failed(msg: str) -> None:
             if self._token is token:
