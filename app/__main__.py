@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 win.docks["results"].raise_()
 
         show_results()
-        win.slideOpened.connect(show_results)  # interactive: the slide arrives from a worker
+        # interactive: the slide arrives from a worker, its saved predictions from another
+        win.results_panel.savedLoaded.connect(show_results)
     if not args.screenshot:
         rc = app.exec()
         if args.path and outcome["failed"] and not outcome["opened"]:

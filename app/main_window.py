@@ -17,8 +17,10 @@ Autosave: every edit is an undoable command; the document saves atomically 150 m
 change, and at once on quit or before another slide opens (:mod:`app.annotate.document`).
 
 Threading: the window runs on the GUI thread. Slides opened from the UI (menu, drop, recent files,
-project panel) are opened in a worker thread (:meth:`MainWindow.open_path_async`); the programmatic
-:meth:`MainWindow.open_path` (command line, tests) opens synchronously. Tiles are read in the view's
+project panel) are opened in a worker thread (:meth:`MainWindow.open_path_async`, through
+:class:`app.slide_opening.SlideOpener`); the programmatic :meth:`MainWindow.open_path` (command
+line, tests) opens synchronously. The actions, menus and toolbar are built by
+:mod:`app.window_menus`. Tiles are read in the view's
 thread pool; long jobs
 (Analysis menu) use :mod:`app.workers`. Errors are shown with :func:`app.dialogs.errors.show_error`
 and leave the window usable.
@@ -29,18 +31,13 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QByteArray, QPointF, Qt, Signal
 from PySide6.QtGui import (
-    QAction,
-    QActionGroup,
     QCloseEvent,
     QDragEnterEvent,
     QDropEvent,
     QIcon,
-    QKeySequence,
-    QShortcut,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -64,16 +61,18 @@ from app.messages import install as install_messages
 from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
 from app.panels.project_panel import ProjectPanel
-from app.settings import Settings, data_home
+from app.settings import Settings
+from app.slide_opening import SlideOpener, error_text
 from app.start_page import StartPage
 from app.viewer.overview import OverviewWidget
 from app.viewer.view import SlideView
 from app.viewer.view_actions import ViewActions
+from app.window_menus import build_actions, build_menus, update_actions
 from crc_core.annotations import AnnotationSet, load_annotations, save_annotations
 from crc_core.classes import ClassScheme
 from crc_core.errors import CrcError
 from crc_core.project import PROJECT_FILE, Project, SlideEntry
-from crc_core.slide import open_slide
+from crc_core.slide import SlideReader
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +89,6 @@ ANALYSIS_DIALOGS = {
     "convert": ("Prediction to Annotations…", "app.dialogs.convert_prediction",
                 "ConvertPredictionDialog", "window"),
 }
-
-
-def implicit_project_root(slide_path: Path, fingerprint: str) -> Path:
-    """Where the annotations of a slide opened without a project live."""
-    return data_home() / "slides" / f"{slide_path.stem[:40]}-{fingerprint[:16]}"
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, CrcError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        return f"{name}{exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 class MainWindow(QMainWindow):
@@ -126,15 +111,16 @@ class MainWindow(QMainWindow):
         if icon.is_file():
             self.setWindowIcon(QIcon(str(icon)))
         self.setAcceptDrops(True)
-        self.slide: Any = None
+        self.slide: SlideReader | None = None
         self.project: Project | None = None
         self.entry: SlideEntry | None = None
         self.implicit_project = False
+        self.opened_in_background = False
         self.annotation_file: Path | None = None
         self.document: AnnotationDocument | None = None
-        self.analysis_dialogs: dict[str, Any] = {}
-        self._open_worker: Any = None
-        self._open_token: object | None = None
+        self.analysis_dialogs: dict[str, QWidget] = {}
+        self.opener = SlideOpener(show=self._show_slide, shown=lambda: self.slide,
+                                  failed=self._open_failed, status=self._show_status, parent=self)
 
         self.view = SlideView()
         self.start_page = StartPage()  # shown while no slide is open
@@ -203,8 +189,8 @@ class MainWindow(QMainWindow):
         self.start_page.recentActivated.connect(self.open_path_async)
         self.start_page.set_recent(self.settings.recent)
         self.openFailed.connect(self._on_openFailed)
-        self._build_actions()
-        self._build_menus()
+        build_actions(self)
+        build_menus(self)
         self.resize(1400, 900)
         for key, restore in (
             ("window_geometry", self.restoreGeometry),
@@ -219,177 +205,8 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     # ================================================================= actions and menus
-    def _act(self, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setStatusTip(tip)
-        a.triggered.connect(slot)
-        self.addAction(a)
-        return a
-
-    def _build_actions(self) -> None:
-        A = self._act
-        self.act_open = A("&Open Slide…", self.choose_slide, QKeySequence.StandardKey.Open)
-        self.act_open_project = A("Open &Project…", self.choose_project, "Ctrl+Shift+O")
-        self.act_new_project = A("&New Project…", self.new_project, "Ctrl+Shift+N")
-        self.act_add_slide = A("&Add Slides to Project…", self.add_slides_to_project)
-        self.act_open_ann = A("Open &Annotations…", self.choose_annotations)
-        self.act_export = A("&Export Annotations…", self.export_annotations, "Ctrl+E")
-        self.act_props = A("Slide &Properties…", self.show_properties, "Ctrl+I")
-        self.act_mpp = A("Set Pixel &Size (mpp)…", self.ask_mpp)
-        self.act_quit = A("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.act_undo = A("&Undo", self.undo, QKeySequence.StandardKey.Undo)
-        self.act_redo = A("&Redo", self.redo, QKeySequence.StandardKey.Redo)
-        self.act_undo.setProperty("base_text", "Undo")  # its text names the command
-        self.act_redo.setProperty("base_text", "Redo")
-        # toolbar buttons of fixed text (the menu's "Undo Draw rectangle" would resize the bar)
-        self.tb_undo = QAction("Undo", self)
-        self.tb_undo.triggered.connect(self.undo)
-        self.tb_redo = QAction("Redo", self)
-        self.tb_redo.triggered.connect(self.redo)
-        self.act_delete = A(
-            "&Delete Selection", self.ctl.delete_selection, QKeySequence.StandardKey.Delete
-        )
-        self.act_select_all = A("Select &All", self.select_all, QKeySequence.StandardKey.SelectAll)
-        self.act_scheme = A("Edit &Class Scheme…", self.edit_scheme)
-        self.act_fit = A("&Fit to Window", self.view.fit, "F")
-        self.act_1to1 = A("&1:1 (Level 0)", self.view.one_to_one, "Ctrl+0")
-        self.act_zoom_in = A(
-            "Zoom &In", lambda: self.view.zoom_by(1.5), QKeySequence.StandardKey.ZoomIn
-        )
-        self.act_zoom_out = A(
-            "Zoom &Out", lambda: self.view.zoom_by(1 / 1.5), QKeySequence.StandardKey.ZoomOut
-        )
-        self.tool_group = QActionGroup(self)
-        self.tool_group.setExclusive(True)
-        self.tool_actions: dict[str, QAction] = {}
-        for name, tool in self.ctl.tools.items():
-            a = A(
-                tool.label,
-                lambda _=False, n=name: self.ctl.set_tool(n),
-                tool.shortcut,
-                f"{tool.label} tool ({tool.shortcut})",
-            )
-            a.setCheckable(True)
-            self.tool_group.addAction(a)
-            self.tool_actions[name] = a
-        self.tool_actions["pan"].setChecked(True)
-        self.ctl.toolChanged.connect(lambda n: self.tool_actions[n].setChecked(True))
-        self.analysis_actions = {
-            k: A(text, lambda _=False, k=k: self.open_analysis(k))
-            for k, (text, *_rest) in ANALYSIS_DIALOGS.items()
-        }
-        # class keys 1-9: set the class of new shapes (and of the selection with Shift)
-        self._class_shortcuts = []
-        for digit in "123456789":
-            sc = QShortcut(QKeySequence(digit), self)
-            sc.activated.connect(lambda d=digit: self.select_class_by_key(d))
-            sc2 = QShortcut(QKeySequence(f"Shift+{digit}"), self)
-            sc2.activated.connect(lambda d=digit: self.select_class_by_key(d, apply=True))
-            self._class_shortcuts += [sc, sc2]
-
-    def _build_menus(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        for a in (self.act_open, self.act_open_project, self.act_new_project, self.act_add_slide):
-            f.addAction(a)
-        self.recent_menu = f.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        f.addSeparator()
-        for a in (self.act_open_ann, self.act_export):
-            f.addAction(a)
-        f.addSeparator()
-        f.addAction(self.act_props)
-        f.addAction(self.act_mpp)
-        f.addSeparator()
-        f.addAction(self.act_quit)
-        e = mb.addMenu("&Edit")
-        for a in (self.act_undo, self.act_redo):
-            e.addAction(a)
-        e.addSeparator()
-        for a in (self.act_delete, self.act_select_all, *self.ann_actions.actions):
-            e.addAction(a)
-        e.addSeparator()
-        e.addAction(self.act_scheme)
-        v = mb.addMenu("&View")
-        for a in (self.act_fit, self.act_1to1, self.act_zoom_in, self.act_zoom_out):
-            v.addAction(a)
-        mags = v.addMenu("&Magnification")
-        for a in (*self.view_actions.mag_actions.values(), self.view_actions.act_overzoom):
-            mags.addAction(a)
-        v.addAction(self.view_actions.act_adjust)
-        v.addSeparator()
-        from app.panels.review import install_review_panel  # Review dock: N/P, 1-9, Enter
-
-        install_review_panel(self)
-        for dock in self.docks.values():
-            v.addAction(dock.toggleViewAction())
-        from app.viewer.stain_view import install_stain_view
-
-        self.stain_view = install_stain_view(self, v)
-        t = mb.addMenu("&Tools")
-        for a in self.tool_actions.values():
-            t.addAction(a)
-        an = mb.addMenu("&Analysis")
-        for a in self.analysis_actions.values():
-            an.addAction(a)
-        h = mb.addMenu("&Help")
-        h.addAction(self._act("&User Guide", self.show_user_guide, "F1"))
-        h.addAction(self._act("&Keyboard Shortcuts", self.show_shortcuts, "Ctrl+/"))
-        h.addSeparator()
-        h.addAction(self._act("&About", self.about))
-        tb = self.addToolBar("Tools")
-        tb.setObjectName("toolbar-tools")
-        tb.addAction(self.act_open)
-        tb.addSeparator()
-        for a in self.tool_actions.values():
-            tb.addAction(a)
-        tb.addSeparator()
-        for a in (self.tb_undo, self.tb_redo, self.act_delete, self.act_fit, self.act_1to1):
-            tb.addAction(a)
-        tb.addSeparator()
-        for a in self.view_actions.mag_actions.values():
-            tb.addAction(a)
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.settings.recent
-        if not items:
-            a = self.recent_menu.addAction("(none)")
-            a.setEnabled(False)
-        for p in items:
-            self.recent_menu.addAction(p, lambda p=p: self.open_path_async(p))
-
     def _update_actions(self) -> None:
-        has_slide = self.slide is not None
-        for a in (
-            self.act_delete,
-            self.act_export,
-            self.act_props,
-            self.act_mpp,
-            self.act_open_ann,
-            self.act_select_all,
-            self.act_fit,
-            self.act_1to1,
-            self.act_zoom_in,
-            self.act_zoom_out,
-        ):
-            a.setEnabled(has_slide)
-        self.act_add_slide.setEnabled(self.project is not None and not self.implicit_project)
-        # (`is not None`: an empty document has len 0, and its undo must stay available)
-        stack = self.document.undo_stack if self.document is not None else None
-        self.act_undo.setEnabled(bool(stack and stack.canUndo()))
-        self.act_redo.setEnabled(bool(stack and stack.canRedo()))
-        self.act_undo.setText(f"&Undo {stack.undoText()}" if stack and stack.canUndo() else "&Undo")
-        self.act_redo.setText(f"&Redo {stack.redoText()}" if stack and stack.canRedo() else "&Redo")
-        for tb, act in ((self.tb_undo, self.act_undo), (self.tb_redo, self.act_redo)):
-            tb.setEnabled(act.isEnabled())
-            keys = act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-            tb.setToolTip(f"{act.text().replace('&', '')} ({keys})")
-        self.ann_actions.update_enabled()
-        self.view_actions.update_enabled()
+        update_actions(self)
 
     # ================================================================= opening
     def open_path(
@@ -404,17 +221,16 @@ class MainWindow(QMainWindow):
             if p.is_dir() or p.name == PROJECT_FILE:
                 self._open_project(p if p.is_dir() else p.parent, wait=wait)
             else:
-                self._open_slide_file(p, Path(annotations) if annotations else None)
+                self.opener.open_file(p, Path(annotations) if annotations else None)
         except Exception as exc:
             if quiet:
                 raise
             log.debug("open failed", exc_info=True)
-            self._open_failed(p, "Cannot open", _error_text(exc))
+            self._open_failed(p, "Cannot open", error_text(exc))
             return False
         self.settings.add_recent(p)
         return True
 
-    # ----------------------------------------------------------------- asynchronous opening (UI)
     def open_path_async(self, path: str | Path, annotations: str | Path | None = None) -> None:
         """Open from the UI (menu, drop, recent): slide files are opened in a worker thread, so
         the GUI never waits on the slide file; the window switches when the reader is ready."""
@@ -424,118 +240,19 @@ class MainWindow(QMainWindow):
             self.open_path(p, wait=False)
             return
         ann = Path(annotations) if annotations else None
-
-        def ready(reader: Any) -> None:
-            try:
-                project, entry = self._implicit_project(reader)
-                self._show_slide(reader, project, entry, implicit=True, annotation_file=ann)
-            except Exception as exc:
-                if self.slide is not reader:
-                    reader.close()
-                self._open_failed(p, "Cannot open", _error_text(exc))
-                return
-            self.settings.add_recent(p)
-
-        self._start_open(p, ready)
+        self.opener.open_file_async(p, ann, opened=lambda: self.settings.add_recent(p))
 
     def open_entry_async(self, entry_id: str) -> None:
         """Open one slide of the current project without blocking the GUI (project panel)."""
+        if self.project is not None:
+            self.opener.open_entry_async(self.project, entry_id, self.implicit_project,
+                                         current=lambda: self.project)
+
+    def open_entry(self, entry_id: str) -> bool:
+        """Open one slide of the current project."""
         if self.project is None:
-            return
-        project = self.project
-        try:
-            entry = project.get_slide(entry_id)
-            path = project.slide_path(entry)
-        except CrcError as exc:
-            self._open_failed(entry_id, "Cannot open slide", str(exc))
-            return
-
-        def ready(reader: Any) -> None:
-            if self.project is not project:  # another project was opened meanwhile
-                reader.close()
-                return
-            try:
-                self._show_slide(reader, project, entry, implicit=self.implicit_project)
-            except Exception as exc:
-                if self.slide is not reader:
-                    reader.close()
-                self._open_failed(path, "Cannot open slide", _error_text(exc))
-
-        self._start_open(path, ready)
-
-    def _start_open(self, path: Path, ready: Any) -> None:
-        from app.workers import JobWorker
-        from crc_core.jobs import Progress
-
-        if self._open_worker is not None:
-            self._open_worker.cancel()  # its reader is closed when it arrives
-        token = object()
-        self._open_token = token
-
-        def job():  # type: ignore[no-untyped-def]
-            yield Progress(0, 1, f"Opening {path.name}")
-            reader = open_slide(path)
-            try:
-                reader.fingerprint()  # reads 2 MiB; cached on the reader
-            except BaseException:
-                reader.close()
-                raise
-            return reader
-
-        worker = JobWorker(job, self)
-
-        def done(reader: Any) -> None:
-            if self._open_token is not token:
-                reader.close()
-                return
-            self._open_worker = None
-            self.statusBar().clearMessage()
-            ready(reader)
-
-        def failed(msg: str) -> None:
-            if self._open_token is token:
-                self._open_worker = None
-                self.statusBar().clearMessage()
-                self._open_failed(path, "Cannot open", msg)
-
-        worker.finished_ok.connect(done)
-        worker.failed.connect(failed)
-        worker.finished.connect(worker.deleteLater)
-        self._open_worker = worker
-        self.statusBar().showMessage(f"Opening {path.name}…")
-        worker.start()
-
-    def _open_slide_file(self, path: Path, annotations: Path | None) -> None:
-        reader = open_slide(path)
-        try:
-            project, entry = self._implicit_project(reader)
-            self._show_slide(reader, project, entry, implicit=True, annotation_file=annotations)
-        except Exception:
-            if self.slide is not reader:
-                reader.close()
-            raise
-
-    def _implicit_project(self, reader: Any) -> tuple[Project, SlideEntry]:
-        root = implicit_project_root(reader.path, reader.fingerprint())
-        if (root / PROJECT_FILE).exists():
-            project = Project.open(root)
-        else:
-            project = Project.create(root, name=reader.path.stem)
-        resolved = reader.path.resolve()
-        entry = None
-        for e in project.slides:
-            try:
-                if project.slide_path(e) == resolved:
-                    entry = e
-            except CrcError:
-                pass
-        if entry is None and len(project.slides) == 1:  # the same file, moved
-            entry = project.set_slide_path(project.slides[0], reader.path)
-        if entry is None:
-            entry = project.add_slide(reader.path)
-        if project.dirty:  # saves (with fsync) only when something changed
-            project.save()
-        return project, entry
+            return False
+        return self.opener.open_entry(self.project, entry_id, self.implicit_project)
 
     def _open_project(self, root: Path, wait: bool = True) -> None:
         """Open a project and its first available slide (in a worker when not ``wait``)."""
@@ -555,28 +272,15 @@ class MainWindow(QMainWindow):
             else:
                 self.open_entry_async(first.id)
 
-    def open_entry(self, entry_id: str) -> bool:
-        """Open one slide of the current project."""
-        if self.project is None:
-            return False
-        try:
-            entry = self.project.get_slide(entry_id)
-            reader = open_slide(self.project.slide_path(entry))
-        except Exception as exc:
-            self._open_failed(entry_id, "Cannot open slide", _error_text(exc))
-            return False
-        try:
-            self._show_slide(reader, self.project, entry, implicit=self.implicit_project)
-        except Exception as exc:
-            if self.slide is not reader:
-                reader.close()
-            self._open_failed(reader.path, "Cannot open slide", _error_text(exc))
-            return False
-        return True
+    def _show_status(self, text: str) -> None:
+        if text:
+            self.statusBar().showMessage(text)
+        else:
+            self.statusBar().clearMessage()
 
     def _show_slide(
         self,
-        reader: Any,
+        reader: SlideReader,
         project: Project,
         entry: SlideEntry,
         implicit: bool,
@@ -639,6 +343,8 @@ class MainWindow(QMainWindow):
             )
         self._update_actions()
         self._update_zoom_label()
+        # opened from the UI: what follows the slide (saved predictions) loads in workers too
+        self.opened_in_background = self.opener.delivering
         self.slideOpened.emit(str(reader.path))
 
     def _close_slide(self) -> None:
@@ -727,7 +433,7 @@ class MainWindow(QMainWindow):
         try:
             save_annotations(self.document.annotations, path, self.document.scheme)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Export failed", _error_text(exc))
+            errors.report(self, "Export failed", error_text(exc))
             return False
         self.statusBar().showMessage(f"Exported {len(self.document)} annotations to {path}", 8000)
         return True
@@ -758,7 +464,7 @@ class MainWindow(QMainWindow):
                 self.project.save()
             self.slide.set_mpp(mpp)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot set pixel size", _error_text(exc))
+            errors.report(self, "Cannot set pixel size", error_text(exc))
             return
         self.view.mpp = self.slide.mpp
         self.view.update()
@@ -811,7 +517,7 @@ class MainWindow(QMainWindow):
         try:
             self.project.save()
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot save project", _error_text(exc))
+            errors.report(self, "Cannot save project", error_text(exc))
         if self.document is not None:
             self.document.changed.emit()
             self.ctl.set_document(self.document)
@@ -826,7 +532,7 @@ class MainWindow(QMainWindow):
             return {}
         return {self.entry.id: self.document.annotations.copy()}
 
-    def open_analysis(self, key: str) -> Any:
+    def open_analysis(self, key: str) -> QWidget | None:
         """Open one of the Analysis dialogs (written in their own modules, imported on demand)."""
         text, module, cls_name, arg = ANALYSIS_DIALOGS[key]
         try:
@@ -893,7 +599,7 @@ class MainWindow(QMainWindow):
             return
         self.open_path_async(root)
 
-    def show_shortcuts(self) -> Any:
+    def show_shortcuts(self) -> QWidget:
         """Help > Keyboard Shortcuts: every shortcut, generated from the actions."""
         from app.help import ShortcutsDialog
 
@@ -902,7 +608,7 @@ class MainWindow(QMainWindow):
         dlg.show()
         return dlg
 
-    def show_user_guide(self) -> Any:
+    def show_user_guide(self) -> QWidget:
         """Help > User Guide: docs/USER_GUIDE.md with its screenshots."""
         from app.help import UserGuideWindow
 
@@ -911,7 +617,7 @@ class MainWindow(QMainWindow):
         dlg.show()
         return dlg
 
-    def about(self) -> Any:
+    def about(self) -> QWidget:
         """Help > About: version, the study, EBHI-Seg and OpenSlide credits, licences."""
         from app.dialogs.about import AboutDialog
 

@@ -2,18 +2,24 @@
 
 The settings of :class:`crc_core.patches.ExtractConfig` (patch size, overlap, random windows,
 filters, split, seed, level or mpp, caps, format) and the classes to include; Build runs
-:func:`crc_core.patches.extract` in a :class:`app.workers.JobWorker` with a progress bar and Cancel.
+:func:`build_job` (the slides' annotations read, then :func:`crc_core.patches.extract`) in the
+dialogs' :class:`app.job_runner.JobRunner` with a progress bar and Cancel; closing the dialog
+cancels without waiting.
 When done the dialog shows the Table-1 style counts and a grid of sample patches per class (through
 a stain normalisation when one is chosen: :mod:`app.dialogs.stain_preview`). A
 cancelled build leaves an incomplete dataset that Build (same settings, same name) resumes.
 The dataset goes to ``<project>/datasets/<name>``.
+
+The open slide's annotations come from the viewer's document, in memory (an area drawn a moment
+ago, inside the autosave pause, is in the dataset); the other slides' files are read in the worker,
+with a copy of the project's class scheme, so the GUI thread never reads them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -44,13 +49,38 @@ from PySide6.QtWidgets import (
 
 from app.dialogs import errors
 from app.dialogs.scale_banner import GlandScaleBanner
-from app.workers import JobWorker
+from app.job_runner import JobRunner
 from crc_core.annotations import AnnotationSet
 from crc_core.errors import CrcError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, Progress
 
 SAMPLES_PER_CLASS = 6
 THUMB_PX = 96
+log = logging.getLogger(__name__)
+
+
+def build_job(
+    project: Any,
+    open_sets: Mapping[str, AnnotationSet] | None,
+    out: Path,
+    scheme: Any,
+    cfg: Any,
+) -> Generator[Event, None, Any]:
+    """Read the annotated slides (``open_sets``: {slide id: annotations in memory}, the others from
+    their files with ``scheme``, a copy of the project's), leave unreviewed proposals out, then
+    :func:`crc_core.patches.extract` into ``out``. Runs in the worker."""
+    from crc_core.finetune import exclude_proposed
+    from crc_core.patches import extract, sources_from_project
+
+    yield Progress(0, 0, "Reading annotations and planning windows…")
+    sources, warns = sources_from_project(project, open_sets, scheme=scheme)
+    sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
+    for note in left_out:  # to View > Messages
+        log.warning(note)
+    warns = [*warns, *left_out]
+    if warns:
+        yield Progress(0, 0, f"Reading annotations and planning windows… ({len(warns)} warnings)")
+    return (yield from extract(sources, out, scheme, cfg))
 
 
 def _spin(lo: int, hi: int, val: int, special: str | None = None) -> QSpinBox:
@@ -108,7 +138,6 @@ class BuildDatasetDialog(QDialog):
         self.project = project
         # {slide id: annotations in memory} at the moment Build is pressed (the viewer's document)
         self.open_annotations = open_annotations
-        self.worker: JobWorker | None = None
         self.result: Any = None
         self.sample_labels: dict[str, list[QLabel]] = {}
         self.setWindowTitle("Build Dataset")
@@ -116,6 +145,12 @@ class BuildDatasetDialog(QDialog):
         top.addLayout(self._make_settings(), 3)
         top.addWidget(self._make_class_list(project), 2)
         buttons = self._make_run_controls()
+        self.runner.set_busy_widgets([
+            self.build_button, self.name_edit, self.patch_size, self.overlap, self.random,
+            self.min_inside, self.min_tissue, self.min_gland, self.test_fraction, self.split_by,
+            self.seed, self.use_mpp, self.level, self.mpp, self.cap, self.workers, self.format,
+            self.class_list, self.gland_exempt_list,
+        ])
         scroll = self._make_results()
         # Which scale the gland filter assumes for slides without a pixel size, said up front.
         self.scale_banner = GlandScaleBanner(project, self)
@@ -212,18 +247,16 @@ class BuildDatasetDialog(QDialog):
         return classes_box
 
     def _make_run_controls(self) -> QHBoxLayout:
-        """Progress bar, status line and the Build / Cancel / Close buttons."""
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+        """Progress bar, status line (the runner's) and the Build / Cancel / Close buttons."""
+        self.runner = JobRunner(self)
+        self.runner.succeeded.connect(self._on_runner_succeeded)
+        self.runner.failed.connect(self._on_runner_failed)
+        self.runner.cancelled.connect(self._on_runner_cancelled)
+        self.progress, self.status_label = self.runner.progress, self.runner.status
+        self.cancel_button = self.runner.cancel_button
         self.build_button = QPushButton("Build")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.close_button = QPushButton("Close")
         self.build_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.close)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -291,84 +324,35 @@ class BuildDatasetDialog(QDialog):
             raise ConfigError(f"dataset name {name!r} must be a plain folder name (no / \\ :)")
         return Path(self.project.datasets_dir) / name
 
-    def _set_running(self, running: bool) -> None:
-        self.build_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        for w in (
-            self.name_edit,
-            self.patch_size,
-            self.overlap,
-            self.random,
-            self.min_inside,
-            self.min_tissue,
-            self.min_gland,
-            self.test_fraction,
-            self.split_by,
-            self.seed,
-            self.use_mpp,
-            self.cap,
-            self.workers,
-            self.format,
-            self.class_list,
-        ):
-            w.setEnabled(not running)
-        self.level.setEnabled(not running and not self.use_mpp.isChecked())
-        self.mpp.setEnabled(not running and self.use_mpp.isChecked())
-
     # ---------------------------------------------------------------------------------- run
     def start(self) -> None:
         """Start the build in a background thread: the open slide's annotations as they are in
-        memory, the other slides' from their files."""
-        if self.worker is not None:
+        memory (taken now), the other slides' read from their files in the worker."""
+        if self.runner.running:
             return
-        from crc_core.finetune import exclude_proposed
-        from crc_core.patches import extract, sources_from_project
-
         try:
             cfg = self.config()
             out = self.out_dir()
-            in_memory = self.open_annotations() if self.open_annotations is not None else None
-            sources, warns = sources_from_project(self.project, in_memory)
-            sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
-            warns = [*warns, *left_out]
-            for note in left_out:  # to View > Messages
-                logging.getLogger(__name__).warning(note)
         except CrcError as exc:
             errors.report(self, "Build Dataset", str(exc))
             return
-        scheme = self.project.scheme.copy()
+        in_memory = self.open_annotations() if self.open_annotations is not None else None
+        project, scheme = self.project, self.project.scheme.copy()
         self.result = None
         self._clear_results()
-        self.progress.setRange(0, 0)  # busy until the first event gives a total
-        self.status_label.setText(
-            "Reading annotations and planning windows…"
-            + (f" ({len(warns)} warnings)" if warns else "")
-        )
-        self._set_running(True)
-        self.worker = JobWorker(lambda: extract(sources, out, scheme, cfg), self)
-        self.worker.progressed.connect(self._on_worker_progressed)
-        self.worker.finished_ok.connect(self._on_worker_finished)
-        self.worker.failed.connect(self._on_worker_failed)
-        self.worker.cancelled.connect(self._on_worker_cancelled)
-        self.worker.finished.connect(self._on_worker_done)
-        self.worker.start()
+        self.runner.start(lambda: build_job(project, in_memory, out, scheme, cfg),
+                          "Reading annotations and planning windows…")
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.status_label.setText("Cancelling…")
-            self.cancel_button.setEnabled(False)
-            self.worker.cancel()
+        self.runner.cancel()
 
-    def _on_worker_progressed(self, ev: Progress) -> None:
-        if ev.total:
-            self.progress.setRange(0, int(ev.total))
-            self.progress.setValue(int(ev.done))
-        self.status_label.setText(ev.message)
+    @property
+    def worker(self) -> Any:
+        """The running build's :class:`app.workers.JobWorker` (None when idle)."""
+        return self.runner.worker
 
-    def _on_worker_finished(self, result: Any) -> None:
+    def _on_runner_succeeded(self, result: Any) -> None:
         self.result = result
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
         msg = (
             f"{result.patches} patches in {result.out_dir} "
             f"({result.written} written, {result.reused} reused)."
@@ -383,23 +367,16 @@ class BuildDatasetDialog(QDialog):
         self.stain_preview.refresh()
         self.buildFinished.emit(result)
 
-    def _on_worker_failed(self, message: str) -> None:
-        self.status_label.setText(f"Failed: {message}")
+    def _on_runner_failed(self, message: str) -> None:
         errors.report(self, "Build Dataset", message)
         self.buildFailed.emit(message)
 
-    def _on_worker_cancelled(self) -> None:
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+    def _on_runner_cancelled(self) -> None:
         self.status_label.setText(
             "Cancelled: the dataset is incomplete. Build again with the same name and settings "
             "to resume."
         )
         self.buildCancelled.emit()
-
-    def _on_worker_done(self) -> None:
-        self.worker = None
-        self._set_running(False)
 
     # ---------------------------------------------------------------------------------- results
     def _clear_results(self) -> None:
@@ -471,12 +448,10 @@ class BuildDatasetDialog(QDialog):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.scale_banner.stop()
-        if self.worker is not None:
-            self.worker.cancel_and_wait()
+        self.runner.close()  # cancels; never waits (the folder is left resumable)
         super().closeEvent(event)
 
     def reject(self) -> None:
         self.scale_banner.stop()
-        if self.worker is not None:
-            self.worker.cancel_and_wait()
+        self.runner.close()
         super().reject()

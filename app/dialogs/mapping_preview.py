@@ -2,9 +2,10 @@
 stated as soon as a model is chosen (before Predict is pressed).
 
 The check (:func:`crc_core.scheme_map.check_job`: the checkpoint's class list read memory-mapped, no
-weights) runs in a :class:`app.workers.JobWorker`, 250 ms after the last change of the choice; a
+weights) runs in a :class:`app.job_runner.JobRunner`, 250 ms after the last change of the choice; a
 choice made while one check runs is checked when it ends. A refusal is stated in the line (the
-error dialog comes only if Predict is pressed). GUI thread only.
+error dialog comes only if Predict is pressed). Closing the dialog cancels a running check
+without waiting. GUI thread only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QLabel
 
-from app.workers import JobWorker
+from app.job_runner import JobRunner
 from crc_core.scheme_map import check_job
 
 DELAY_MS = 250
@@ -34,12 +35,21 @@ class MappingPreview(QObject):
                  scheme: Callable[[], Any], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.label, self.path_text, self.scheme = label, path_text, scheme
-        self.worker: JobWorker | None = None
+        self.runner = JobRunner(self, controls=False)  # the label is the only display
+        self.runner.succeeded.connect(self._on_runner_succeeded)
+        self.runner.failed.connect(self._on_runner_failed)
+        self.runner.idle.connect(self._on_runner_idle)
+        self._checking = Path()
         self._again = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DELAY_MS)
         self._timer.timeout.connect(self._start)
+
+    @property
+    def worker(self) -> Any:
+        """The running check's worker (None when idle)."""
+        return self.runner.worker
 
     def request(self) -> None:
         """The choice changed: check it shortly."""
@@ -47,25 +57,27 @@ class MappingPreview(QObject):
         self._timer.start()
 
     def _start(self) -> None:
-        if self.worker is not None:
+        if self.runner.running:
             self._again = True
             return
         path = Path(self.path_text().strip())
         if not path.name or not path.is_file():
             return
         scheme = self.scheme()
-        self.worker = JobWorker(lambda: check_job(path, scheme), self)
-        self.worker.finished_ok.connect(lambda res, p=path: self._on_checked(p, mapping_text(*res)))
-        self.worker.failed.connect(lambda msg, p=path: self._on_checked(p, f"Refused: {msg}"))
-        self.worker.finished.connect(self._on_worker_finished)
-        self.worker.start()
+        self._checking = path
+        self.runner.start(lambda: check_job(path, scheme))
+
+    def _on_runner_succeeded(self, res: Any) -> None:
+        self._on_checked(self._checking, mapping_text(*res))
+
+    def _on_runner_failed(self, message: str) -> None:
+        self._on_checked(self._checking, f"Refused: {message}")
 
     def _on_checked(self, path: Path, text: str) -> None:
-        if Path(self.path_text().strip()) == path:
+        if path.name and Path(self.path_text().strip()) == path:
             self.label.setText(text)
 
-    def _on_worker_finished(self) -> None:
-        self.worker = None
+    def _on_runner_idle(self) -> None:
         if self._again:
             self._again = False
             self._start()
@@ -76,6 +88,6 @@ class MappingPreview(QObject):
         self._again = False
 
     def stop(self) -> None:
-        self._timer.stop()
-        if self.worker is not None:
-            self.worker.cancel_and_wait(5000)
+        """The dialog closes: no check pending, a running one cancelled (never waited for)."""
+        self.hold()
+        self.runner.close()

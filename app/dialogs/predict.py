@@ -1,7 +1,7 @@
 """Analysis > Predict: run a trained checkpoint on the current view, the selected regions or the slide.
 
-The job (:func:`crc_core.inference.predict`) runs in a :class:`app.workers.JobWorker`; the dialog shows
-its progress and can cancel it. As batches finish, the class map (and the CAM heatmap) paint
+The job (:func:`crc_core.inference.predict`) runs in the dialogs' :class:`app.job_runner.JobRunner`;
+the dialog shows its progress and can cancel it (closing the dialog cancels, without waiting). As batches finish, the class map (and the CAM heatmap) paint
 progressively in the view through the results panel (:mod:`app.panels.results`), which saves the
 finished prediction in the project and lists the annotated regions against it.
 
@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -42,8 +41,8 @@ from shapely.geometry import box
 from app.dialogs import errors
 from app.dialogs.mapping_preview import MappingPreview, mapping_text
 from app.dialogs.model_choice import ORIGIN_TEXT, known_models, remember_model
+from app.job_runner import JobRunner
 from app.panels.results import install_results_panel
-from app.workers import JobWorker
 from crc_core.inference import BACKENDS, Prediction
 from crc_core.jobs import Progress
 from crc_core.scheme_map import checked_predict
@@ -59,7 +58,6 @@ class PredictDialog(QDialog):
         super().__init__(parent or window)
         self.window = window
         self.setWindowTitle("Predict")
-        self.worker: JobWorker | None = None
         self.result: Prediction | None = None
         self._name = ""
         self._statement = ""
@@ -77,11 +75,11 @@ class PredictDialog(QDialog):
         for choice in known_models(window.project, window.settings):
             self.ckpt.addItem(str(choice.path), choice.origin)
             self.ckpt.setItemData(self.ckpt.count() - 1, choice.text, Qt.ItemDataRole.ToolTipRole)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse)
         row = QHBoxLayout()
         row.addWidget(self.ckpt, 1)
-        row.addWidget(browse)
+        row.addWidget(self.browse_button)
 
         self.scope_group = QButtonGroup(self)
         scope_row = QHBoxLayout()
@@ -146,21 +144,25 @@ class PredictDialog(QDialog):
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
         lay.addLayout(buttons)
+        self.runner.set_busy_widgets([  # the options stay as the running prediction took them
+            self.run_button, self.ckpt, self.browse_button, *self.scope_buttons.values(),
+            self.stride, self.patch, self.cam, self.batch, self.device, self.backend,
+            self.min_tissue,
+        ])
         window.slideOpened.connect(self._on_window_slideOpened)
 
     def _make_run_controls(self) -> QHBoxLayout:
-        """Progress bar, status line and the Predict / Cancel / Close buttons."""
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        """Progress bar, status line (the runner's) and the Predict / Cancel / Close buttons."""
         self.run_button = QPushButton("Predict")
         self.run_button.setDefault(True)
         self.run_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.runner = JobRunner(self, busy=[self.run_button])
+        self.runner.progressed.connect(self._on_runner_progressed)
+        self.runner.succeeded.connect(self._on_runner_succeeded)
+        self.runner.failed.connect(self._on_runner_failed)
+        self.runner.cancelled.connect(self._on_runner_cancelled)
+        self.progress, self.status = self.runner.progress, self.runner.status
+        self.cancel_button = self.runner.cancel_button
         close = self.close_button = QPushButton("Close")
         close.clicked.connect(self.close)
         buttons = QHBoxLayout()
@@ -206,7 +208,7 @@ class PredictDialog(QDialog):
     # ------------------------------------------------------------------ running
     def start(self) -> bool:
         """Start the prediction; False (with a message) when it cannot start."""
-        if self.worker is not None:
+        if self.runner.running:
             return False
         w = self.window
         if w.slide is None:
@@ -245,29 +247,21 @@ class PredictDialog(QDialog):
             return checked_predict(slide, ckpt, scheme, **opts)
 
         self.result = None
-        self.worker = JobWorker(factory, self)
-        self.worker.progressed.connect(self._on_worker_progressed)
-        self.worker.finished_ok.connect(self._on_worker_finished_ok)
-        self.worker.failed.connect(self._on_worker_failed)
-        self.worker.cancelled.connect(self._on_worker_cancelled)
-        self.worker.finished.connect(self._on_worker_finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText("Reading the model's classes…")
-        self.worker.start()
-        return True
+        return self.runner.start(factory, "Reading the model's classes…")
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.status.setText("Cancelling…")
-            self.worker.cancel()
+        self.runner.cancel()
+
+    @property
+    def worker(self) -> Any:
+        """The running job's :class:`app.workers.JobWorker` (None when idle)."""
+        return self.runner.worker
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.runner.running
 
-    def _on_worker_progressed(self, ev: Progress) -> None:
+    def _on_runner_progressed(self, ev: Progress) -> None:
         payload = ev.payload if isinstance(ev.payload, dict) else {}
         if payload.get("kind") == "mapping":
             self._on_mapping(payload["map"], payload["summary"])
@@ -275,11 +269,6 @@ class PredictDialog(QDialog):
             self.panel.begin(self._name, payload["grid"], payload["classes"], self.cam.isChecked())
         elif payload.get("kind") == "batch":
             self.panel.add_batch(self._name, payload)
-        if ev.total:
-            self.progress.setRange(0, int(ev.total))
-            self.progress.setValue(int(ev.done))
-        if ev.message:
-            self.status.setText(ev.message)
 
     def _on_mapping(self, smap: Any, summary: Any) -> None:
         """The checkpoint was accepted for the project's classes: state how, remember the model."""
@@ -287,7 +276,7 @@ class PredictDialog(QDialog):
         self.mapping.setText(mapping_text(smap, summary))
         remember_model(self.window.settings, self._ckpt_path)
 
-    def _on_worker_finished_ok(self, pred: Prediction) -> None:
+    def _on_runner_succeeded(self, pred: Prediction) -> None:
         self.result = pred
         if self._statement:
             pred.model["scheme_map"] = self._statement
@@ -300,31 +289,21 @@ class PredictDialog(QDialog):
                 f"{scale_statement(pred.resolution, pred.grid.input_size)}. Stain: "
                 f"{(pred.resolution.get('stain') or {}).get('statement', 'not recorded')}.")
         self.status.setText("\n".join([text, *(f"• {m}" for m in pred.warnings)]))
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
 
-    def _on_worker_failed(self, message: str) -> None:
+    def _on_runner_failed(self, message: str) -> None:
         self.panel.remove(self._name)
-        self.status.setText(f"Failed: {message}")
         errors.report(self, "Predict", message)
 
-    def _on_worker_cancelled(self) -> None:
+    def _on_runner_cancelled(self) -> None:
         self.panel.remove(self._name)
         self.status.setText("Cancelled: nothing was saved.")
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-
-    def _on_worker_finished(self) -> None:
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def _on_window_slideOpened(self, _path: str) -> None:
         # The prediction belongs to the slide it started on.
         self.cancel()
 
     def closeEvent(self, ev: Any) -> None:  # noqa: N802
+        # never waits: a running prediction is cancelled and its layers go when its thread ends
         self.preview.stop()
-        if self.worker is not None:
-            self.worker.cancel_and_wait(10000)
+        self.runner.close()
         super().closeEvent(ev)

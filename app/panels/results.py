@@ -15,13 +15,17 @@ region and selects it. Its columns fit their class names, and the controls above
 splitter, so the table keeps room for eight rows.
 
 Predictions are saved in the project (``predictions/<slide-id>/<name>.npz``) and loaded again when the
-slide is opened. GUI thread only; the job itself runs in :class:`app.workers.JobWorker`.
+slide is opened: read in a worker (:func:`saved_predictions_job` in the panel's
+:class:`app.job_runner.JobRunner`) when the slide was opened from the UI, at once when it was opened
+by :meth:`app.main_window.MainWindow.open_path`; ``savedLoaded`` says when they are shown. GUI thread
+only; the prediction job itself runs in the Predict dialog's runner.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +49,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.job_runner import JobRunner
 from app.panels.prediction_display import CamControls, ClassLegend
 from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
 from crc_core.errors import CrcError
 from crc_core.inference import GridSpec, Prediction, load_prediction, save_prediction
+from crc_core.jobs import Event, Progress, run_job
 from crc_core.regions import RegionResult, region_results
 
 log = logging.getLogger(__name__)
@@ -118,10 +124,15 @@ class ResultsPanel(QWidget):
 
     predictionsChanged = Signal()
     currentChanged = Signal(str)
+    savedLoaded = Signal(int)  # the open slide's saved predictions are shown (how many)
 
     def __init__(self, window: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.window = window
+        self.loader = JobRunner(self, controls=False)  # saved predictions of a slide opened
+        self.loader.succeeded.connect(self._on_loader_succeeded)  # from the UI
+        self.loader.idle.connect(self._on_loader_idle)
+        self._load_again = False
         self.entries: dict[str, PredictionEntry] = {}
         self.current: str | None = None
         self.compare: str | None = None
@@ -395,34 +406,45 @@ class ResultsPanel(QWidget):
             return None
         return path
 
-    def load_saved(self) -> int:
-        """Load the open slide's saved predictions (skipping damaged files, with a status message)."""
+    def load_saved(self, wait: bool = True) -> int:
+        """Load the open slide's saved predictions (skipping damaged files, with a status message).
+
+        ``wait``: here and now (a slide opened by :meth:`MainWindow.open_path`); else the files
+        are read in a worker and the predictions appear when ``savedLoaded`` is emitted (0 is
+        returned). Either way ``savedLoaded(n)`` says when they are shown."""
         self.clear()
         folder = self.predictions_folder()
         if folder is None or not folder.is_dir():
             self._update_summary()
+            self.savedLoaded.emit(0)
             return 0
-        fp = None
-        if self.window.slide is not None:
-            try:
-                fp = self.window.slide.fingerprint()
-            except CrcError:
-                fp = None
-        skipped = []
-        for path in sorted(folder.glob("*.npz")):
-            try:
-                pred = load_prediction(path)
-            except CrcError as exc:
-                skipped.append(f"{path.name}: {exc}")
-                continue
-            if fp is not None and pred.slide.get("fingerprint") not in (None, fp):
-                skipped.append(f"{path.name}: made on another file")
-                continue
-            name = str(pred.model.get("display_name") or path.stem)
+        slide = self.window.slide
+        if wait:
+            return self._show_saved(run_job(saved_predictions_job(folder, slide)))
+        if self.loader.running:  # an older slide's files: cancelled, then this one's loaded
+            self._load_again = True
+            self.loader.cancel()
+            return 0
+        self.loader.start(lambda: saved_predictions_job(folder, slide))
+        return 0
+
+    def _on_loader_succeeded(self, loaded: SavedPredictions) -> None:
+        if loaded.folder == self.predictions_folder() and loaded.slide is self.window.slide:
+            self._show_saved(loaded)
+
+    def _on_loader_idle(self) -> None:
+        if self._load_again:
+            self._load_again = False
+            self.load_saved(wait=False)
+
+    def _show_saved(self, loaded: SavedPredictions) -> int:
+        for name, pred, path in loaded.predictions:
             self.add_prediction(name, pred, path, make_current=self.current is None)
-        if skipped:
-            self.window.statusBar().showMessage("Predictions skipped: " + "; ".join(skipped), 15000)
+        if loaded.skipped:
+            self.window.statusBar().showMessage(
+                "Predictions skipped: " + "; ".join(loaded.skipped), 15000)
         self._update_summary()
+        self.savedLoaded.emit(len(self.entries))
         return len(self.entries)
 
     # ------------------------------------------------------------------ table
@@ -571,7 +593,42 @@ class ResultsPanel(QWidget):
         self._document = self.window.document
         if self._document is not None:
             self._document.changed.connect(self.refresh_table)
-        self.load_saved()
+        self.load_saved(wait=not getattr(self.window, "opened_in_background", False))
+
+
+@dataclass
+class SavedPredictions:
+    """What :func:`saved_predictions_job` read: (name, prediction, path) each, and the skips."""
+
+    folder: Path
+    slide: Any
+    predictions: list[tuple[str, Prediction, Path]]
+    skipped: list[str]
+
+
+def saved_predictions_job(folder: Path, slide: Any) -> Generator[Event, None, SavedPredictions]:
+    """Read the saved predictions in ``folder`` (a slide's ``predictions/<slide-id>/``), skipping
+    damaged files and those made on another file than ``slide`` (by fingerprint)."""
+    fp = None
+    if slide is not None:
+        try:
+            fp = slide.fingerprint()
+        except CrcError:
+            fp = None
+    out = SavedPredictions(folder, slide, [], [])
+    paths = sorted(folder.glob("*.npz"))
+    for i, path in enumerate(paths):
+        yield Progress(i, len(paths), f"Loading {path.name}")
+        try:
+            pred = load_prediction(path)
+        except CrcError as exc:
+            out.skipped.append(f"{path.name}: {exc}")
+            continue
+        if fp is not None and pred.slide.get("fingerprint") not in (None, fp):
+            out.skipped.append(f"{path.name}: made on another file")
+            continue
+        out.predictions.append((str(pred.model.get("display_name") or path.stem), pred, path))
+    return out
 
 
 def _controls_over_table(panel: ResultsPanel, form: QFormLayout) -> QSplitter:

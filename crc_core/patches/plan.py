@@ -607,13 +607,20 @@ def sources_from_files(
 
 
 def sources_from_project(
-    project: Any, open_sets: Mapping[str, Iterable[Any]] | None = None
+    project: Any,
+    open_sets: Mapping[str, Iterable[Any]] | None = None,
+    scheme: ClassScheme | None = None,
 ) -> tuple[list[SlideSource], list[str]]:
     """Slide sources for every slide of a :class:`crc_core.project.Project` that has annotations.
 
     ``open_sets`` maps a slide id to the annotations held in memory for it (the viewer's open
     document, edits not yet autosaved included): those are used instead of the slide's file.
+    With ``scheme`` the other files are read with it (unknown classes are added to it) and the
+    project is left as it is (no class added to its scheme, no cached count): a worker thread reads
+    them with a copy of the scheme while the GUI thread owns the project.
     """
+    from crc_core.annotations import load_annotations
+
     out: list[SlideSource] = []
     warns: list[str] = []
     open_sets = open_sets or {}
@@ -627,7 +634,8 @@ def sources_from_project(
         if in_memory is not None:
             anns = list(in_memory)
         else:
-            res = project.load_annotations(entry)
+            res = (project.load_annotations(entry) if scheme is None
+                   else load_annotations(project.annotations_path(entry), scheme))
             warns.extend(f"{entry.name}: {w}" for w in res.warnings)
             anns = list(res.annotations)
         if anns:
