@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QLabel
 
+from app.widgets.labels import fit_height
 from app.workers import JobWorker
 from crc_core.scheme_map import check_job
 
@@ -63,6 +64,7 @@ class MappingPreview(QObject):
     def _on_checked(self, path: Path, text: str) -> None:
         if Path(self.path_text().strip()) == path:
             self.label.setText(text)
+            fit_height(self.label)  # the dialog grows to every line of the statement
 
     def _on_worker_finished(self) -> None:
         self.worker = None
