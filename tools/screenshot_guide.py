@@ -11,6 +11,10 @@ the view, the results panel's controls, the dialogs of the Analysis and Edit men
 window once every visible slide tile is painted. Nothing is drawn or faked: each PNG is
 ``QWidget.grab()`` of a live widget, or (for popup menus and dialogs over the window) a grab of the
 virtual screen under the window. Shots: ``guide-<name>.png`` for the names in :data:`SHOTS`.
+
+``--only own-slide`` takes the "Your own slide, step by step" shots (``guide-own-*.png``,
+:mod:`guide_own_slide`): issue 13's flow on ``cmu-1-small-region.svs`` opened alone, from the shared
+data folder (``CRC_SHARED_DATA``, as the tests find it) or ``--slide``; about two minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -19,56 +23,16 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from guide_common import pump, save, save_screen, settle, wait_until
+from guide_own_slide import OWN_SHOTS, own_slide_shots
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pump(qapp) -> None:
-    """One turn of the event loop, deferred deletes included (``processEvents`` alone skips them,
-    so widgets a panel replaced with ``deleteLater`` would still be painted)."""
-    from PySide6.QtCore import QCoreApplication, QEvent
-
-    qapp.processEvents()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-
-def wait_until(qapp, cond: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pump(qapp)
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def settle(qapp, win, timeout: float = 60.0) -> None:
-    """Process events until every visible tile of the view is loaded, then a little more."""
-    win.view.update()
-    wait_until(qapp, lambda: win.view.is_complete(with_thumbnail=True), timeout)
-    for _ in range(20):
-        pump(qapp)
-        time.sleep(0.01)
-
-
-def save(widget, path: Path) -> None:
-    img = widget.grab()
-    if not img.save(str(path), "PNG"):
-        raise SystemExit(f"cannot write {path}")
-    print(f"wrote {path} ({img.width()}x{img.height()})")
-
-
-def save_screen(qapp, widget, path: Path) -> None:
-    """Grab the screen under ``widget``'s window: includes popup menus and dialogs over it."""
-    pump(qapp)
-    g = widget.window().frameGeometry()
-    img = qapp.primaryScreen().grabWindow(0, g.x(), g.y(), g.width(), g.height())
-    if not img.save(str(path), "PNG"):
-        raise SystemExit(f"cannot write {path}")
-    print(f"wrote {path} ({img.width()}x{img.height()})")
+sys.path.insert(0, str(ROOT))  # this checkout's app/ and crc_core/, not an installed copy
+DATA = Path(os.environ.get("CRC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SLIDE = DATA / "slides" / "cmu-1-small-region.svs"  # as tests/conftest.py finds it
 
 
 def viewer_shots(qapp, win, take: Callable[[str], bool], out: Callable[[str], Path]) -> None:
@@ -310,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a `crc evaluate` folder shown in the report panel (shot 'report')",
     )
+    ap.add_argument("--slide", type=Path, default=SLIDE,
+                    help="the slide of the own-slide shots ('own-slide': all of them)")
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "demo_densenet121_3class.pt",
+                    help="the shipped three-class model of the own-slide shots")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="crc-guide-shots-"))
@@ -342,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     want = set(args.only) if args.only else None
 
     def take(name: str) -> bool:
-        return want is None or name in want
+        return want is None or name in want or ("own-slide" in want and name in OWN_SHOTS)
 
     def out(name: str) -> Path:
         return args.out / f"guide-{name}.png"
@@ -356,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 16-17. the review loop: prediction to proposed annotations, the Review dock mid-review
     review_shots(qapp, win, take, out)
+
+    # 18. issue 13's flow on a slide of one's own (cmu-1 opened alone), step by step
+    own_slide_shots(qapp, take, out, args.slide, args.model)
 
     # 15. Help > About
     if take("about"):

@@ -87,7 +87,17 @@ class ClassPalette(QWidget):
                 )
                 self.tree.addTopLevelItem(item)
         self._updating = False
+        self._fit_rows()
         self._sync_current()
+
+    def _fit_rows(self) -> None:
+        """Room for every class without scrolling, up to the nine of the number keys (the
+        five-class default scheme of a slide opened alone showed four and a half)."""
+        t = self.tree
+        n = t.topLevelItemCount()
+        row = t.sizeHintForRow(0) if n else t.fontMetrics().height() + 4
+        t.setMinimumHeight(t.header().sizeHint().height() + min(max(n, 3), 9) * row
+                           + 2 * t.frameWidth() + 2)
 
     def _sync_current(self) -> None:
         for i in range(self.tree.topLevelItemCount()):

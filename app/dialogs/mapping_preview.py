@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QLabel
 
 from app.job_runner import JobRunner
+from app.widgets.labels import fit_height
 from crc_core.scheme_map import check_job
 
 DELAY_MS = 250
@@ -76,6 +77,7 @@ class MappingPreview(QObject):
     def _on_checked(self, path: Path, text: str) -> None:
         if path.name and Path(self.path_text().strip()) == path:
             self.label.setText(text)
+            fit_height(self.label)  # the dialog grows to every line of the statement
 
     def _on_runner_idle(self) -> None:
         if self._again:

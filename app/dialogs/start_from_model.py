@@ -21,11 +21,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
+
+from app.widgets.labels import WrapLabel
 
 NEW_MODEL_NOTE = "Empty: a new model. Choose a checkpoint to fine-tune it on this data."
 MAX_LISTED = 50
@@ -61,8 +62,7 @@ class StartFromModel(QWidget):
         self.combo.currentTextChanged.connect(self._on_combo_currentTextChanged)
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._on_browse_clicked)
-        self.note = QLabel(NEW_MODEL_NOTE)
-        self.note.setWordWrap(True)
+        self.note = WrapLabel(NEW_MODEL_NOTE)  # every line, in the dialog's scrolling column
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.combo, 1)
