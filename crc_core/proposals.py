@@ -17,7 +17,11 @@ GeoJSON round trip; QuPath ignores it), ``{"status": "proposed", "source": "pred
 "confidence", "cells"}`` and, in ``properties["measurements"]``, its mean confidence (QuPath shows
 measurements). :func:`mark_reviewed` sets ``status`` to ``"accepted"`` (class kept) or
 ``"corrected"`` (class changed) and records ``reviewer`` (the OS user name) and ``reviewed`` (UTC,
-ISO 8601). An annotation without ``review`` was drawn by a person.
+ISO 8601). An annotation without ``review`` was drawn by a person. A proposal of a model's *group*
+class (the shipped model's "Adenocarcinoma" on a scheme of its grades) also records
+``"model_class"`` (the prediction's class id) and ``"grade_chosen"`` (whether a person chose the
+grade it is proposed as, in Prediction to Annotations, or it is only the group's first member);
+:func:`grade_choices` reads the chosen grades back for the review of that prediction's windows.
 
 Review queue (:func:`review_queue`). Items are (1) annotations converted from a prediction (or made
 in review), (2) annotations drawn by a person whose predicted majority class disagrees with their
@@ -56,10 +60,12 @@ __all__ = [
     "cell_entropy",
     "class_targets",
     "conversion_job",
+    "grade_choices",
     "is_proposed",
     "is_reviewed",
     "mark_reviewed",
     "prediction_mpp",
+    "prediction_model_name",
     "prediction_to_annotations",
     "rasterize",
     "review_info",
@@ -253,6 +259,7 @@ def conversion_job(
     region: BaseGeometry | None = None,
     mapping: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
+    chosen: Iterable[str] = (),
 ) -> Generator[Progress, None, ConvertResult]:
     """Job (see :mod:`crc_core.jobs`): annotations from the class map of ``pred``, one
     :class:`Progress` per class; see the module docstring.
@@ -274,7 +281,11 @@ def conversion_job(
     notes
         Prediction class id -> a note kept as ``note`` in the review record of its proposals
         (that the model predicted a group, not the grade: see
-        :func:`crc_core.scheme_map.target_mapping`).
+        :func:`crc_core.scheme_map.target_mapping`); each such proposal also records its
+        ``model_class``.
+    chosen
+        Prediction class ids (of ``notes``) whose target a person chose: their proposals record
+        ``grade_chosen`` true (:func:`grade_choices`).
     """
     from skimage.measure import label
 
@@ -296,18 +307,22 @@ def conversion_job(
     res = ConvertResult([], unit)
     if not mpp:
         res.notes.append("the slide's pixel size is unknown: areas are in level-0 px²")
-    model = str(pred.model.get("name") or pred.model.get("checkpoint") or "")
+    model = prediction_model_name(pred)
+    chosen = set(chosen)
     # one class id per *target* class: prediction classes mapped onto one class are merged
     wanted = list(dict.fromkeys(targets[i] for i in sorted(keep)))
     pred_ids = [c.id for c in pred.scheme]
     for done, target in enumerate(wanted):
         yield Progress(done, len(wanted), f"outlining {scheme.get(target).name}")
         members = [i for i in keep if targets[i] == target]
-        note = "; ".join(dict.fromkeys(
-            t for i in members if (t := (notes or {}).get(pred_ids[i]))))
+        grouped = [pred_ids[i] for i in sorted(members) if pred_ids[i] in (notes or {})]
+        extra: dict[str, Any] = {}
+        if grouped:  # a group class of the model: its grade was not predicted
+            extra = {"note": "; ".join(dict.fromkeys((notes or {})[m] for m in grouped)),
+                     "model_class": grouped[0], "grade_chosen": grouped[0] in chosen}
         labels, n = label(np.isin(cmap, members), connectivity=1, return_num=True)
         for k in range(1, n + 1):
-            ann = _component(pred, labels == k, target, conf, model, note)
+            ann = _component(pred, labels == k, target, conf, model, extra)
             if ann.area < min_area * px2_per_unit:
                 res.dropped_small += 1
             else:
@@ -318,17 +333,34 @@ def conversion_job(
 
 
 def _component(pred: Prediction, cells: np.ndarray, class_id: str, conf: np.ndarray,
-               model: str, note: str = "") -> Annotation:
+               model: str, extra: dict[str, Any] | None = None) -> Annotation:
     rows, cols = np.nonzero(cells)
     geom = shapely.simplify(shapely.union_all(_footprints(pred.grid, rows, cols)), 0)
     geom, _ = clean_geometry(geom)
     c = float(np.nanmean(conf[cells]))
     review = {"status": PROPOSED, "source": "prediction", "model": model,
               "confidence": round(c, 4), "cells": int(cells.sum())}
-    if note:
-        review["note"] = note
+    review.update(extra or {})
     props = {REVIEW_KEY: review, "measurements": {CONFIDENCE_MEASUREMENT: round(c, 4)}}
     return Annotation.new(class_id, geom, properties=props)
+
+
+def prediction_model_name(pred: Prediction) -> str:
+    """The model name a prediction's proposals record (its name, else its checkpoint)."""
+    return str(pred.model.get("name") or pred.model.get("checkpoint") or "")
+
+
+def grade_choices(annotations: Iterable[Annotation], model: str) -> dict[str, str]:
+    """Model group class id -> the project class a person chose for it in Prediction to
+    Annotations, read from the proposals of ``model`` (:func:`prediction_model_name`) that record
+    ``grade_chosen``; the latest conversion wins. Empty when no grade was chosen."""
+    out: dict[str, str] = {}
+    for a in annotations:
+        info = review_info(a) or {}
+        if (info.get("source") == "prediction" and info.get("model") == model
+                and info.get("grade_chosen") and info.get("model_class")):
+            out[str(info["model_class"])] = str(info.get("proposed_class") or a.class_id)
+    return out
 
 
 def rasterize(annotations: Iterable[Annotation], grid: GridSpec, classes: Sequence[str]
@@ -357,6 +389,7 @@ class ReviewItem:
     disagreement: float
     ann_id: str | None = None
     cell: tuple[int, int] | None = None
+    model_class: str | None = None  # a window's predicted class, as the prediction's class id
 
     @property
     def score(self) -> float:
@@ -453,18 +486,22 @@ def review_queue(
         x, y, w, h = pred.grid.cell_rect(int(r), int(c))
         items.append(ReviewItem(f"win:{r},{c}", "window", box(x, y, x + w, y + h),
                                 targets[int(cmap[r, c])], float(ent[r, c]), 0.0,
-                                cell=(int(r), int(c))))
+                                cell=(int(r), int(c)),
+                                model_class=pred.scheme.classes[int(cmap[r, c])].id))
     items.sort(key=lambda it: (-it.score, it.key))
     return items
 
 
 def window_annotation(item: ReviewItem, class_id: str, model: str = "",
-                      reviewer: str | None = None) -> Annotation:
-    """The annotation a reviewed window becomes: its window, reviewed as ``class_id``."""
+                      reviewer: str | None = None, note: str = "") -> Annotation:
+    """The annotation a reviewed window becomes: its window, reviewed as ``class_id``; ``note``
+    (the model predicted a group, not the grade) is kept in its review record."""
     if item.cell is None:
         raise ConfigError("only a window item becomes a new annotation")
-    review = {"status": PROPOSED, "source": "window", "model": model,
-              "cell": [item.cell[0], item.cell[1]]}
+    review: dict[str, Any] = {"status": PROPOSED, "source": "window", "model": model,
+                              "cell": [item.cell[0], item.cell[1]]}
+    if note:
+        review["note"] = note
     ann = Annotation.new(item.predicted or class_id, item.geometry,
                          properties={REVIEW_KEY: review})
     return mark_reviewed(ann, class_id, reviewer=reviewer)

@@ -11,8 +11,9 @@ else through the model's class groups (:func:`crc_core.scheme_map.target_mapping
 model's class that covers several project classes (its "Adenocarcinoma" for the three grades) cannot
 tell them apart, so the dialog offers a "<class> (model) becomes" choice of its members (the first
 by default), states that the grade was not predicted, and each such proposal's review record keeps
-that note for review. A class with no counterpart at all is refused with one message. Closing the
-dialog cancels a running conversion.
+that note and the chosen grade for review (Enter on a window of that class in the Review panel
+gives it the same grade). A class with no counterpart at all is refused with one message. Closing
+the dialog cancels a running conversion.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ class ConvertPredictionDialog(QDialog):
             raise CrcError("no class is chosen: tick at least one class to convert")
         mapping, notes = self.mapping()
         return {"min_confidence": self.min_conf.value(), "min_area": self.min_area.value(),
-                "classes": classes, "region": self.region(), "mapping": mapping, "notes": notes}
+                "classes": classes, "region": self.region(), "mapping": mapping, "notes": notes,
+                "chosen": list(self.group_boxes)}  # the grades were chosen here (for review)
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:

@@ -11,6 +11,12 @@ disagreement, from the prediction shown in the Results panel. With the list focu
   corrected (or accepted when the class is the same), a window becomes a reviewed annotation;
 * **Enter**: accept the item as it is.
 
+A window of a model class that covers several project classes (the shipped model's Adenocarcinoma
+on the five-class scheme's three grades) is listed as that class, "(grade not predicted)": Enter
+makes it the grade chosen for this prediction in Prediction to Annotations (recorded with its
+proposals, :func:`crc_core.proposals.grade_choices`); when none was chosen, Enter is refused with
+a status message asking for the grade's number key.
+
 Each review writes ``reviewer`` (the OS user name) and ``reviewed`` (UTC time) into the
 annotation's review record (:func:`crc_core.proposals.mark_reviewed`) through the document's undo
 stack, so it is undone with Ctrl+Z and autosaved like any edit. The header counts reviewed items
@@ -41,13 +47,15 @@ from app.dialogs.convert_prediction import push_added
 from crc_core.errors import CrcError
 from crc_core.proposals import (
     ReviewItem,
+    grade_choices,
     is_proposed,
     is_reviewed,
     mark_reviewed,
+    prediction_model_name,
     review_queue,
     window_annotation,
 )
-from crc_core.scheme_map import target_mapping
+from crc_core.scheme_map import ClassLink, group_note, scheme_map, target_mapping
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
 _DIGITS = {getattr(Qt.Key, f"Key_{d}"): d for d in range(1, 10)}
@@ -96,6 +104,9 @@ class ReviewPanel(QWidget):
     KEYS = (("N, Down", "Next item (zooms to it)"), ("P, Up", "Previous item"),
             ("1-9", "Set the item's class and accept it"), ("Enter", "Accept the item as it is"))
 
+    groups: dict[str, ClassLink]  # model class id -> its group of project classes (rebuild)
+    chosen: dict[str, str]  # model class id -> the grade chosen for it (rebuild)
+
     def __init__(self, window: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.win = window
@@ -143,9 +154,15 @@ class ReviewPanel(QWidget):
         item)."""
         doc, pred = self.win.document, self.prediction()
         self.items = []
+        self.groups, self.chosen = {}, {}
         if doc is not None and pred is not None:
             try:
-                mapping, _ = target_mapping(pred.scheme, doc.scheme)
+                self.groups = {k.model.id: k for k in scheme_map(pred.scheme, doc.scheme).links
+                               if k.kind == "group"}
+                self.chosen = {m: c for m, c in grade_choices(
+                    doc.annotations, prediction_model_name(pred)).items()
+                    if m in self.groups and c in {p.id for p in self.groups[m].project}}
+                mapping, _ = target_mapping(pred.scheme, doc.scheme, self.chosen)
                 self.items = review_queue(pred, doc.annotations, doc.scheme, mapping)
             except CrcError as exc:
                 self.counter.setText(f"Cannot review this prediction: {exc}")
@@ -178,7 +195,10 @@ class ReviewPanel(QWidget):
     def _text(self, n: int, it: ReviewItem, doc: Any) -> str:
         ann = doc.get(it.ann_id) if it.ann_id else None
         pred = doc.scheme.find(it.predicted) if it.predicted else None
-        if ann is None:
+        group = self.groups.get(it.model_class or "") if ann is None else None
+        if group is not None:  # the model's group class: the grade was not predicted
+            what = f"window: {group.model.name} (grade not predicted)"
+        elif ann is None:
             what = f"window: {pred.name if pred else '?'} predicted"
         else:
             state = ("reviewed" if is_reviewed(ann)
@@ -235,13 +255,24 @@ class ReviewPanel(QWidget):
                 return
             class_id = doc.scheme.classes[class_number - 1].id
         ann = doc.get(it.ann_id) if it.ann_id else None
+        group = self.groups.get(it.model_class or "") if ann is None else None
+        if group is not None and class_id is None and group.model.id not in self.chosen:
+            keys = ", ".join(f"{doc.scheme.ids.index(p.id) + 1} = {p.name}"
+                             for p in group.project)
+            self.win.statusBar().showMessage(
+                f"The model predicted {group.model.name}, not its grade, and no grade was "
+                f"chosen for it in Prediction to Annotations: press the grade's number key "
+                f"({keys})", 15000)
+            return
         try:
             if ann is not None:
                 new = mark_reviewed(ann, class_id)
                 doc.update([new], f"Review {doc.display_name(ann.id)}")
             else:
-                model = str((self.prediction().model or {}).get("name", ""))
-                new = window_annotation(it, class_id or it.predicted or "", model)
+                model = prediction_model_name(self.prediction())
+                cls = class_id or it.predicted or ""
+                note = group_note(group.model.name, doc.scheme.get(cls).name) if group else ""
+                new = window_annotation(it, cls, model, note=note)
                 push_added(doc, [new], "Review window")
         except CrcError as exc:
             errors.report(self, "Review", str(exc))

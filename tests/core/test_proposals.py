@@ -260,3 +260,40 @@ def test_coarse_prediction_on_the_finer_scheme_proposes_a_chosen_grade_with_a_no
     assert "note" not in by_class["normal"] and "note" not in by_class["adenoma"]
     with pytest.raises(ClassSchemeError, match="not one of the classes"):
         target_mapping(pred.scheme, paper, {"adenocarcinoma": "adenoma"})
+
+
+def test_a_chosen_grade_is_recorded_and_read_back_for_the_group_windows():
+    """Issue 13 review: the grade chosen for the model's Adenocarcinoma in Prediction to
+    Annotations is recorded with its proposals (not only the default first member), read back by
+    model, and the queue's windows name the prediction's own class (the group), not a grade."""
+    from crc_core.proposals import grade_choices
+    from crc_core.scheme_map import target_mapping
+
+    lab = _ring()
+    conf = np.full(lab.shape, 0.9, np.float32)
+    conf[:, 6] = 0.4  # uncertain Adenocarcinoma cells: left out of the proposals, windows in review
+    pred = _pred(lab, conf)
+    paper = ClassScheme.paper()
+    mapping, notes = target_mapping(pred.scheme, paper, {"adenocarcinoma": "adc-moderate"})
+    default = prediction_to_annotations(pred, paper, mapping=mapping, notes=notes)
+    group = [review_info(a) for a in default.annotations if a.class_id == "adc-moderate"]
+    assert group and all(i["model_class"] == "adenocarcinoma" and i["grade_chosen"] is False
+                         for i in group)
+    assert grade_choices(default.annotations, "toy") == {}  # nobody chose: no grade to apply
+    res = prediction_to_annotations(pred, paper, min_confidence=0.0, mapping=mapping,
+                                    notes=notes, chosen=["adenocarcinoma"])
+    infos = {a.class_id: review_info(a) for a in res.annotations}
+    assert infos["adc-moderate"]["grade_chosen"] is True
+    assert "model_class" not in infos["normal"] and "grade_chosen" not in infos["adenoma"]
+    assert grade_choices(res.annotations, "toy") == {"adenocarcinoma": "adc-moderate"}
+    assert grade_choices(res.annotations, "another model") == {}
+    reviewed = [mark_reviewed(a, "adc-poor") if a.class_id == "adc-moderate" else a
+                for a in res.annotations]  # a correction keeps what was chosen
+    assert grade_choices(reviewed, "toy") == {"adenocarcinoma": "adc-moderate"}
+    kept = prediction_to_annotations(pred, paper, min_confidence=0.5, mapping=mapping,
+                                     notes=notes, chosen=["adenocarcinoma"]).annotations
+    windows = [it for it in review_queue(pred, kept, paper, mapping) if it.kind == "window"]
+    assert windows and {it.model_class for it in windows} == {"adenocarcinoma"}
+    assert {it.predicted for it in windows} == {"adc-moderate"}
+    made = window_annotation(windows[0], "adc-moderate", "toy", reviewer="pat", note="group")
+    assert review_info(made)["note"] == "group" and review_info(made)["status"] == "accepted"
