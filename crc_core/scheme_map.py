@@ -9,6 +9,12 @@ The reverse also holds: a finer model's three grades are all *members* of a coar
 followed by a qualifier ("Adenocarcinoma, moderately differentiated"). A model class with no
 counterpart refuses the model, with a message naming the class and the project's classes.
 
+A group class is painted in the model's colour for it unless that colour is (very nearly, RGB
+distance <= :data:`CLOSE`) the colour of a project class, which would make the map read as that
+class (the shipped model's Adenocarcinoma #ffc107 is the five-class scheme's "Adenocarcinoma well
+differentiated"): it is then painted in :func:`distinct_color`, deterministic and far from every
+project class colour, and the mapping statement says so.
+
 :func:`read_checkpoint_summary` reads a checkpoint's architecture and class list through
 ``torch.load(weights_only=True, mmap=True)`` without touching the weights (tens of milliseconds for
 the 47 MB demo model against seconds for a full load), so :func:`checked_predict` refuses an
@@ -17,6 +23,8 @@ unusable model before its weights are loaded. Qt-free; the mapping is plain data
 
 from __future__ import annotations
 
+import colorsys
+import math
 import os
 import time
 from collections.abc import Generator
@@ -33,6 +41,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "adenocarcinoma": ("adc-well", "adc-moderate", "adc-poor"),
 }
 _QUALIFIER_START = (" ", ",", ":", "(", "-", "/", ";")
+#: RGB distance at or under which two class colours read as the same.
+CLOSE = 24.0
+#: Colours tried, in order, for a group whose own colour is a project class's.
+_DISTINCT: tuple[RGB, ...] = ((156, 39, 176), (0, 150, 136), (121, 85, 72), (63, 81, 181),
+                              (233, 30, 99), (0, 188, 212), (205, 220, 57), (96, 125, 139))
+_WELL_APART = 80.0  # the first of _DISTINCT at least this far from every colour avoided is taken
 
 
 def is_member(member: ClassDef, group: ClassDef) -> bool:
@@ -131,20 +145,45 @@ class SchemeMap:
         return head + (": " + "; ".join(parts) if parts else "") + "."
 
 
-def _group_color(model: ClassDef, members: list[ClassDef], project: ClassScheme) -> tuple[RGB, str]:
-    others = {p.color for p in project if p not in members}
-    if model.color not in others:
+def _hex(color: RGB) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def distinct_color(avoid: list[RGB]) -> RGB:
+    """A colour far from every colour in ``avoid``: the first of a fixed list at least
+    ``_WELL_APART`` from all of them, else the farthest of that list and a 36-hue wheel."""
+    def margin(c: RGB) -> float:
+        return min((math.dist(c, a) for a in avoid), default=math.inf)
+
+    for c in _DISTINCT:
+        if margin(c) >= _WELL_APART:
+            return c
+    wheel = [tuple(round(v * 255) for v in colorsys.hsv_to_rgb(h / 36, 0.8, 0.75))
+             for h in range(36)]
+    return max([*_DISTINCT, *wheel], key=margin)  # type: ignore[arg-type]
+
+
+def _group_color(model: ClassDef, project: ClassScheme, used: list[RGB]) -> tuple[RGB, str]:
+    """The colour a group class is painted in (see the module docstring) and the note saying
+    where it comes from; ``used`` are the colours of the groups mapped before it."""
+    near = [p.name for p in project if math.dist(p.color, model.color) <= CLOSE]
+    if not near and all(math.dist(u, model.color) > CLOSE for u in used):
         return model.color, f"painted in the group's colour {model.hex}, the model's {model.name}"
-    return members[0].color, f"painted in the colour of its first member, {members[0].name}"
+    color = distinct_color([p.color for p in project] + used)
+    why = (f"the model's own {model.hex} is the project's colour for {_join(near)}" if near
+           else f"the model's own {model.hex} is another group's")
+    return color, f"painted in {_hex(color)}, a colour of no project class: {why}"
 
 
-def _link(c: ClassDef, project: ClassScheme, taken: set[str]) -> ClassLink | None:
+def _link(c: ClassDef, project: ClassScheme, taken: set[str], used: list[RGB]
+          ) -> ClassLink | None:
     same = _same(c, project)
     if same is not None:
         return ClassLink(c, (same,), "same", same.color)
     members = [p for p in project if p.id not in taken and is_member(p, c)]
     if members:
-        color, note = _group_color(c, members, project)
+        color, note = _group_color(c, project, used)
+        used.append(color)
         return ClassLink(c, tuple(members), "group", color, note)
     parent = next((p for p in project if is_member(c, p)), None)
     if parent is not None:
@@ -165,9 +204,9 @@ def scheme_map(model_scheme: ClassScheme, project_scheme: ClassScheme | None) ->
     if project_scheme is None:
         project_scheme = model_scheme
     taken = {s.id for c in model_scheme if (s := _same(c, project_scheme)) is not None}
-    links, missing = [], []
+    links, missing, used = [], [], []
     for c in model_scheme:
-        k = _link(c, project_scheme, taken)
+        k = _link(c, project_scheme, taken, used)
         if k is None:
             missing.append(c.name)
         else:

@@ -77,8 +77,11 @@ def test_shipped_model_is_accepted_and_the_mapping_stated(
     shown = panel.legend.shown_names()
     assert shown and set(shown) <= {"Normal", "Adenoma", "Adenocarcinoma"}
     model_colour = read_checkpoint_summary(shipped_model).scheme.get("adenocarcinoma").color
-    assert entry.class_layer.scheme.get("adenocarcinoma").color == model_colour
-    assert COVERS in panel.legend.note.text() and "group's colour" in panel.legend.note.text()
+    assert model_colour == win.document.scheme.get("adc-well").color  # #ffc107: a grade's colour
+    painted = entry.class_layer.scheme.get("adenocarcinoma").color  # so another one is painted
+    assert painted not in {c.color for c in win.document.scheme}
+    assert COVERS in panel.legend.note.text()
+    assert "a colour of no project class" in panel.legend.note.text()
     _tick(qtbot, panel.legend.all_box)
     assert panel.legend.shown_names() == ["Normal", "Adenoma", "Adenocarcinoma"]
 

@@ -43,6 +43,33 @@ def test_coarse_model_class_covers_the_three_grades() -> None:
     assert "painted in the group's colour #d32f2f" in text
 
 
+def test_a_group_in_a_grade_s_colour_is_painted_in_a_colour_of_no_project_class() -> None:
+    """Issue 13 review: the shipped model's Adenocarcinoma is #ffc107, the five-class scheme's
+    "Adenocarcinoma well differentiated": the class map must not read as that grade."""
+    import math
+
+    from crc_core.classes import ClassDef
+
+    for colour in ((255, 193, 7), (250, 190, 12)):  # the same colour, and very nearly it
+        shipped = ClassScheme(THREE.classes[:2] + [ClassDef("adenocarcinoma", "Adenocarcinoma",
+                                                            colour, "3")])
+        m = scheme_map(shipped, PAPER)
+        shown = m.display_scheme().get("adenocarcinoma").color
+        assert all(math.dist(shown, p.color) > 72 for p in PAPER), shown  # far from all
+        assert scheme_map(shipped, PAPER).display_scheme().get("adenocarcinoma").color == shown
+        hex_ = "#{:02x}{:02x}{:02x}".format(*shown)
+        assert (f"(painted in {hex_}, a colour of no project class: the model's own "
+                f"{shipped.get('adenocarcinoma').hex} is the project's colour for Adenocarcinoma "
+                f"well differentiated)") in m.statement()
+        assert m.display_scheme().get("normal").color == PAPER.get("normal").color
+    summary = Path(__file__).resolve().parents[2] / "models" / "demo_densenet121_3class.pt"
+    if summary.is_file():  # the shipped checkpoint itself (read, never re-saved)
+        from crc_core.scheme_map import check_checkpoint
+
+        m, _ = check_checkpoint(summary, PAPER)
+        assert m.display_scheme().get("adenocarcinoma").color not in {p.color for p in PAPER}
+
+
 def test_back_from_the_finer_scheme_each_grade_is_the_coarse_class() -> None:
     m = scheme_map(THREE, PAPER)
     for g in GRADES:
