@@ -4,10 +4,14 @@
 :func:`finetune_config`: the run keeps the checkpoint's architecture, classes (names and order) and
 input size, starts from all its weights (head included) and trains at a lower learning rate: a
 tenth of the rate the checkpoint was trained at (:data:`LR_FACTOR`), or :data:`DEFAULT_LR` when the
-checkpoint does not record it, unless a rate is given. The checkpoint's stain normalisation method
-is used again (refitted on the new training tiles). :func:`match_checkpoint_classes` (called by
-:func:`crc_core.training.fit`) refuses data whose classes differ from the checkpoint's in one line,
-and puts the data's labels in the checkpoint's order.
+checkpoint does not record it, unless a rate is given. The checkpoint's stain normaliser is kept as
+it was fitted (``TrainConfig.stain_from``: its reference stain vectors or colour statistics, so the
+old weights see inputs normalised as in their training, and the new checkpoint stores the same
+parameters); ``refit_stain`` (``crc train --init ... --refit-stain``) refits its method on the new
+training tiles instead. A checkpoint trained without one is fine-tuned without one.
+:func:`match_checkpoint_classes` (called by :func:`crc_core.training.fit`) refuses data whose
+classes differ from the checkpoint's in one line, and puts the data's labels in the checkpoint's
+order.
 
 Datasets for fine-tuning come from the project's annotations (``crc extract --project``, Build
 Dataset): :func:`exclude_proposed` leaves out areas converted from a prediction that nobody has
@@ -71,11 +75,30 @@ def checkpoint_arch(path: str | Path) -> str | None:
     return arch if isinstance(arch, str) else None
 
 
-def finetune_config(cfg: Any, checkpoint: str | Path, lr: float | None = None) -> Any:
+def _stain_setup(cfg: Any, ckpt: dict[str, Any], path: Path, refit: bool
+                 ) -> tuple[str, str | None, str]:
+    """(stain method, checkpoint whose normaliser is kept or None, a note) for fine-tuning."""
+    from crc_core.stain import from_checkpoint
+
+    pre = ckpt.get("preprocess")
+    if not (isinstance(pre, dict) and isinstance(pre.get("stain"), dict)):  # an older checkpoint
+        return cfg.stain_norm, None, ""
+    norm = from_checkpoint(ckpt)
+    if norm is None:
+        return "none", None, "no stain normalisation, as the model was trained"
+    if refit:
+        return norm.method, None, f"its {norm.label} stain normalisation refitted on the new tiles"
+    return norm.method, str(path), f"its {norm.label} stain normaliser kept as fitted"
+
+
+def finetune_config(cfg: Any, checkpoint: str | Path, lr: float | None = None,
+                    refit_stain: bool = False) -> Any:
     """``cfg`` (a :class:`crc_core.training.TrainConfig`) set up to fine-tune ``checkpoint``.
 
-    ``lr`` is the rate asked for (``None``: a tenth of the checkpoint's). Raises
-    :class:`ConfigError` when ``cfg.arch`` is another architecture than the checkpoint's.
+    ``lr`` is the rate asked for (``None``: a tenth of the checkpoint's); ``refit_stain`` refits
+    the checkpoint's stain normalisation method on the new tiles instead of keeping its fitted
+    normaliser. Raises :class:`ConfigError` when ``cfg.arch`` is another architecture than the
+    checkpoint's.
     """
     ckpt = _load(checkpoint)
     path = Path(checkpoint).resolve()
@@ -90,14 +113,13 @@ def finetune_config(cfg: Any, checkpoint: str | Path, lr: float | None = None) -
                else f"the default fine-tuning rate; {path.name} does not record its own")
     else:
         how = "as given"
-    stain = (((ckpt.get("extra") or {}).get("preprocess") or {}).get("stain") or {})
+    method, stain_from, stain_note = _stain_setup(cfg, ckpt, path, refit_stain)
     new = dataclasses.replace(
         cfg, weights=str(path), init=str(path), lr=float(lr),
-        image_size=int(ckpt["input_size"]),
-        stain_norm=stain.get("method", cfg.stain_norm) or cfg.stain_norm)
+        image_size=int(ckpt["input_size"]), stain_norm=method, stain_from=stain_from)
     new.notes = [*cfg.notes, f"fine-tuned from {path.name} ({ckpt['arch']}, classes "
                  f"{', '.join(ckpt['scheme'].names)}, {ckpt['input_size']} px) at learning rate "
-                 f"{lr:g} ({how})"]
+                 f"{lr:g} ({how})" + (f"; {stain_note}" if stain_note else "")]
     return new
 
 

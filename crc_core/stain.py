@@ -41,6 +41,7 @@ import math
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -474,6 +475,23 @@ def from_checkpoint(ckpt: dict[str, Any]) -> StainNormalizer | None:
     """The stain normaliser a checkpoint (dict from ``load_checkpoint``) was trained with."""
     pre = ckpt.get("preprocess")
     return normalizer_from_json(pre.get("stain") if isinstance(pre, dict) else None)
+
+
+def from_checkpoint_file(path: str | Path) -> StainNormalizer | None:
+    """The stain normaliser stored in the checkpoint at ``path``, as fitted (its parameters and
+    reference unchanged), read without its weights (``weights_only``, memory-mapped); ``None`` when
+    it was trained without one. Fine-tuning uses it instead of fitting a new one
+    (:func:`crc_core.finetune.finetune_config`).
+
+    Raises :class:`CheckpointError` when the file is unreadable or its entry damaged.
+    """
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # any unreadable file: one clear message
+        raise CheckpointError(f"{path}: cannot read its stain normalisation ({exc})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a CRC Workbench checkpoint")
+    return from_checkpoint(ckpt)
 
 
 # ----------------------------------------------------------------------------- estimation

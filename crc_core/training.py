@@ -56,7 +56,7 @@ from crc_core.preprocess import RESAMPLING
 from crc_core.runtime import is_oom, resolve_device
 from crc_core.splits import Split, SplitRecord, content_keys, split_by_group, split_csv
 from crc_core.stain import METHODS as STAIN_METHODS
-from crc_core.stain import StainNormalizer, fit_from_table, from_checkpoint
+from crc_core.stain import StainNormalizer, fit_from_table, from_checkpoint, from_checkpoint_file
 
 __all__ = [
     "BALANCE_MODES", "BEST_METRICS", "PRESETS", "DistInfo", "TrainConfig", "balanced_order",
@@ -144,6 +144,7 @@ class TrainConfig:
     mpp: float | None = None          # µm/px of tiles whose dataset does not state it (--mpp)
     stain_norm: str = "none"          # none | macenko | reinhard (crc_core.stain), fitted on
     stain_tiles: int = 64             # up to this many training tiles (seeded)
+    stain_from: str | None = None     # checkpoint whose fitted normaliser is used, not refitted
     best_metric: str = "acc"          # acc | balanced_acc (mean per-class recall) picks best.pt
     save_every: int = 1               # last.pt every N epochs (and after the last); best.pt always
     # Exponential moving average of the weights (decay per optimizer step; 0 = off): validation,
@@ -502,8 +503,11 @@ def _prepare_batches(run: _Run) -> Generator[Progress, None, None]:
 
 
 def _fit_stain(run: _Run) -> Generator[Progress, None, None]:
-    """The stain normaliser: the resumed checkpoint's, else fitted on training tiles (seeded)."""
+    """The stain normaliser: the resumed checkpoint's, else ``cfg.stain_from``'s (fine-tuning),
+    else fitted on training tiles (seeded)."""
     cfg = run.cfg
+    if run.stain is None and cfg.stain_from:  # fine-tuning: the model's normaliser, as fitted
+        run.stain = from_checkpoint_file(cfg.stain_from)
     if run.stain is None and cfg.stain_norm != "none":
         run.stain = yield from fit_from_table(run.table, run.split.train, cfg.stain_norm, run.size,
                                               cfg.stain_tiles, cfg.seed)

@@ -117,6 +117,10 @@ def register(subparsers: Any) -> None:
                    help="fine-tune this model: its architecture, classes and input size are kept "
                    "(other classes in the data are refused), the rate defaults to a tenth of its "
                    "own, and it is compared with the new model on the held-out test images")
+    p.add_argument("--refit-stain", action="store_true",
+                   help="with --init: refit the model's stain normalisation on the new training "
+                   "tiles (default: keep it as it was fitted, so the old weights see the inputs "
+                   "they were trained on)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(p)
     p.set_defaults(func=run)
@@ -160,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         arch = load_checkpoint(Path(args.out) / "last.pt")["arch"]
+    if args.refit_stain and not args.init:
+        raise ConfigError("--refit-stain refits the stain normalisation of the --init model: "
+                          "give --init CHECKPOINT, or leave it out")
     if args.init:  # fine-tuning (crc_core.finetune)
         from crc_core.finetune import check_init_args
 
@@ -190,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init:
         from crc_core.finetune import finetune_config
 
-        cfg = finetune_config(cfg, args.init, lr=args.lr)
+        cfg = finetune_config(cfg, args.init, lr=args.lr, refit_stain=args.refit_stain)
         say(cfg.notes[-1])
     job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)
     summary = drive_with_bar(job, desc=f"train {arch}", quiet=args.quiet or rank != 0)

@@ -211,3 +211,49 @@ def test_a_grade_counts_as_the_checkpoints_coarser_class(tiny_csv: Path, tmp_pat
         ["Normal", "Adenoma"][:len(names)]))
     with pytest.raises(CheckpointError, match="a grade counting as its group"):
         match_checkpoint_classes(only, coarse)
+
+
+def _stained_checkpoint(path: Path, names: list[str]) -> tuple[Path, dict]:
+    """A checkpoint trained with a Macenko normaliser of its own reference (not any tiles')."""
+    import numpy as np
+
+    from crc_core.models import build_model, save_checkpoint
+    from crc_core.stain import StainNormalizer
+
+    he = np.array([[0.70, 0.66, 0.27], [0.20, 0.96, 0.19]])
+    he /= np.linalg.norm(he, axis=1, keepdims=True)
+    norm = StainNormalizer("macenko", {"stain_vectors": he.tolist(),
+                                       "max_concentrations": [1.7, 1.1]},
+                           {"tiles": 7, "seed": 3, "source": "the old run's training tiles"})
+    torch.manual_seed(0)
+    save_checkpoint(path, build_model("resnet50", len(names)), arch="resnet50",
+                    classes=ClassScheme.from_names(names), input_size=64, config={"lr": 1e-3},
+                    extra={"preprocess": {"stain": norm.to_json()}})
+    return path, norm.to_json()
+
+
+def test_finetuning_keeps_the_checkpoints_fitted_stain_normaliser(tiny_csv: Path, tmp_path: Path):
+    """Issue 13 review: the old weights must see inputs normalised to their own reference; the
+    normaliser is not refitted on the new tiles unless asked (--refit-stain)."""
+    from crc_core.models import load_checkpoint
+    from crc_core.stain import from_checkpoint_file
+
+    old, stain = _stained_checkpoint(tmp_path / "stained.pt", CLASSES)
+    cfg = finetune_config(make_config("resnet50", "quick"), old)
+    assert cfg.stain_norm == "macenko" and cfg.stain_from == str(old.resolve())
+    assert "Macenko stain normaliser kept as fitted" in cfg.notes[-1]
+    refit = finetune_config(make_config("resnet50", "quick"), old, refit_stain=True)
+    assert refit.stain_norm == "macenko" and refit.stain_from is None
+    assert "refitted on the new tiles" in refit.notes[-1]
+    assert from_checkpoint_file(old).to_json() == stain
+    run = tmp_path / "run"
+    rc = main(["train", "--data", str(tiny_csv), "--out", str(run), "--init", str(old),
+               "--label-column", "ebhi_class", "--group-column", "case_id", "--epochs", "1",
+               "--batch-size", "8", "--device", "cpu", "--preset", "quick", "--no-augment",
+               "--quiet"])
+    assert rc == 0
+    for name in ("best.pt", "last.pt"):  # the same parameters and reference, not refitted
+        assert load_checkpoint(run / name)["preprocess"]["stain"] == stain
+    assert json.loads((run / "config.json").read_text())["stain_from"] == str(old.resolve())
+    assert main(["train", "--data", str(tiny_csv), "--out", str(tmp_path / "r2"),
+                 "--refit-stain", "--quiet"]) == 2  # --refit-stain needs --init
