@@ -12,7 +12,9 @@ row per annotated region (label, predicted class, patches, mean confidence, shar
 predicted as the label or as the model class that groups it, agreement and the share of each
 class); it sorts by any column, can be limited to disagreements, and a click zooms the view to the
 region and selects it. Its columns fit their class names, and the controls above it scroll, in a
-splitter, so the table keeps room for eight rows.
+splitter: the table keeps room for its rows, up to eight (one when it is empty), and the controls
+get the rest, the legend first after the model, so the legend's rows show without scrolling in a
+900 px high window.
 
 Predictions are saved in the project (``predictions/<slide-id>/<name>.npz``) and loaded again when the
 slide is opened: read in a worker (:func:`saved_predictions_job` in the panel's
@@ -40,9 +42,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QScrollArea,
     QSlider,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -51,6 +51,9 @@ from PySide6.QtWidgets import (
 
 from app.job_runner import JobRunner
 from app.panels.prediction_display import CamControls, ClassLegend
+from app.panels.results_layout import TABLE_MIN_ROWS as TABLE_MIN_ROWS
+from app.panels.results_layout import controls_over_table as _controls_over_table
+from app.panels.results_layout import fit_table_room
 from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
 from crc_core.errors import CrcError
 from crc_core.inference import GridSpec, Prediction, load_prediction, save_prediction
@@ -58,8 +61,6 @@ from crc_core.jobs import Event, Progress, run_job
 from crc_core.regions import RegionResult, region_results
 
 log = logging.getLogger(__name__)
-
-TABLE_MIN_ROWS = 8
 
 FIXED_COLUMNS = [
     "Region",
@@ -492,6 +493,7 @@ class ResultsPanel(QWidget):
         self._fit_columns(headers)
         self._apply_filter()
         self._update_summary()
+        fit_table_room(self)
 
     def _fit_columns(self, headers: list[str]) -> None:
         """Columns wide enough for their header and cells: class names are never cut."""
@@ -629,38 +631,6 @@ def saved_predictions_job(folder: Path, slide: Any) -> Generator[Event, None, Sa
             continue
         out.predictions.append((str(pred.model.get("display_name") or path.stem), pred, path))
     return out
-
-
-def _controls_over_table(panel: ResultsPanel, form: QFormLayout) -> QSplitter:
-    """The controls (scrolling when the dock is short) over the region table, in a splitter: the
-    table keeps room for :data:`TABLE_MIN_ROWS` rows however many controls there are."""
-    controls = QWidget()
-    top = QVBoxLayout(controls)
-    top.setContentsMargins(0, 0, 0, 0)
-    top.addWidget(panel.summary)
-    top.addLayout(form)
-    top.addWidget(panel.hover_label)
-    top.addStretch(1)
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-    scroll.setWidget(controls)
-    bottom = QWidget()
-    low = QVBoxLayout(bottom)
-    low.setContentsMargins(0, 0, 0, 0)
-    low.addWidget(panel.disagree_box)
-    low.addWidget(panel.table, 1)
-    t = panel.table
-    t.setMinimumHeight(t.horizontalHeader().sizeHint().height()  # header, rows, scroll bar, frame
-                       + TABLE_MIN_ROWS * t.verticalHeader().defaultSectionSize()
-                       + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 2)
-    splitter = QSplitter(Qt.Orientation.Vertical)
-    splitter.addWidget(scroll)
-    splitter.addWidget(bottom)
-    splitter.setChildrenCollapsible(False)
-    splitter.setStretchFactor(0, 1)
-    splitter.setStretchFactor(1, 2)
-    return splitter
 
 
 def _carry_display(old: ClassMapLayer, new: ClassMapLayer) -> None:
