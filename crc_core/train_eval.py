@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,29 +159,40 @@ def check_run_folders(runs: Sequence[RunPlan], resume: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------- event plumbing
-def _relay(make: Callable[[Callable[[str], None]], Generator[Event, None, T]]
+def _drive(gen: Generator[Event, None, T], each: Callable[[Event], Iterator[Event]]
            ) -> Generator[Event, None, T]:
-    """Run ``make(warn)`` and yield what it passes to ``warn`` as :class:`JobWarning` events."""
-    pending: deque[str] = deque()
-    gen = make(pending.append)
+    """Job: ``gen`` with each of its events replaced by what ``each(event)`` yields; closing
+    this job closes ``gen``."""
     try:
         while True:
             try:
                 ev = next(gen)
             except StopIteration as stop:
-                result: T = stop.value
-                break
-            except Exception:
-                while pending:  # the warnings before a failure often say why
-                    yield JobWarning(pending.popleft())
-                raise
-            while pending:
-                yield JobWarning(pending.popleft())
-            yield ev
+                return stop.value
+            yield from each(ev)
     finally:
         gen.close()
-    while pending:
-        yield JobWarning(pending.popleft())
+
+
+def _relay(make: Callable[[Callable[[str], None]], Generator[Event, None, T]]
+           ) -> Generator[Event, None, T]:
+    """Run ``make(warn)`` and yield what it passes to ``warn`` as :class:`JobWarning` events."""
+    pending: deque[str] = deque()
+
+    def flush() -> Iterator[Event]:
+        while pending:
+            yield JobWarning(pending.popleft())
+
+    def warnings_then(ev: Event) -> Iterator[Event]:
+        yield from flush()
+        yield ev
+
+    try:
+        result = yield from _drive(make(pending.append), warnings_then)
+    except Exception:
+        yield from flush()  # the warnings before a failure often say why
+        raise
+    yield from flush()
     return result
 
 
@@ -227,32 +238,26 @@ class _Phases:
         return Progress(round(done), None if fraction is None else self.run.count * UNITS,
                         f"{self.run.label} {phase}: {message}".rstrip(": "), payload)
 
+    def _wrap(self, phase: str, ev: Event) -> Iterator[Event]:
+        """One event of the phase's job as this job's event (a warning as it is)."""
+        run = self.run
+        if isinstance(ev, JobWarning):
+            yield ev
+            return
+        row = _epoch_row(ev) if phase == "train" else None
+        if row is not None:
+            yield self.outer(phase, ev.fraction, ev.message, EpochEnded(run, row))
+        else:
+            epoch = _epoch_under_way(ev, run.epochs) if phase == "train" else None
+            yield self.outer(phase, ev.fraction, ev.message, PhaseStep(run, phase, ev, epoch))
+
     def phase(self, phase: str, make: Callable[[Callable[[str], None]],
                                                 Generator[Event, None, T]]
               ) -> Generator[Event, None, T]:
         """Job: ``make(warn)`` as the phase ``phase`` of this run, its events wrapped."""
         run = self.run
         yield self.outer(phase, None, "starting", PhaseStarted(run, phase))
-        gen = _relay(make)
-        try:
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    break
-                if isinstance(ev, JobWarning):
-                    yield ev
-                    continue
-                row = _epoch_row(ev) if phase == "train" else None
-                if row is not None:
-                    yield self.outer(phase, ev.fraction, ev.message, EpochEnded(run, row))
-                else:
-                    epoch = _epoch_under_way(ev, run.epochs) if phase == "train" else None
-                    yield self.outer(phase, ev.fraction, ev.message,
-                                     PhaseStep(run, phase, ev, epoch))
-        finally:
-            gen.close()
+        result = yield from _drive(_relay(make), lambda ev: self._wrap(phase, ev))
         ended = result if isinstance(result, dict) else {}
         yield self.outer(phase, 1.0, "done", PhaseEnded(run, phase, ended))
         return result
