@@ -183,3 +183,22 @@ def test_several_architectures_without_arch_in_the_template_get_subfolders(tmp_p
         ("densenet121", tmp_path / "runs-T" / "densenet121")]
     assert run_folders(str(tmp_path / "one"), ["resnet50"], "T") == [("resnet50",
                                                                       tmp_path / "one")]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--arch", "resnet50,vgg16"], "vgg16: choose from resnet50, densenet121, inception_v3"),
+    (["--arch", "resnet50", "--tta"], "--tta applies to --evaluate"),
+    (["--arch", "resnet50,densenet121", "--resume"], "--resume continues one run"),
+])
+def test_crc_train_refuses_bad_architecture_options_in_one_line(args, says, tmp_path: Path,
+                                                                 capsys):
+    from crc_core.cli import main
+
+    try:
+        rc = main(["train", "--data", str(tmp_path / "d.csv"), "--out",
+                   str(tmp_path / "{arch}"), "--quiet", *args])
+    except SystemExit as exc:  # argparse's refusal of an option value
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and says in err[0], err
+    assert not any(tmp_path.iterdir())
