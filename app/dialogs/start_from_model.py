@@ -12,7 +12,7 @@ scores on those images to the Report tab.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +106,6 @@ class StartFromModel(QWidget):
         cfg = finetune_config(cfg, ckpt)
         self.note.setText(cfg.notes[-1][0].upper() + cfg.notes[-1][1:])  # with the exact rate
         return cfg
-
-    def with_comparison(self, evaluation: Callable[[], Generator[Any, None, Any]], cfg: Any,
-                        run_dir: Path, **kw: Any) -> Callable[[], Generator[Any, None, Any]]:
-        """The evaluation job factory, followed by the old/new comparison for a fine-tuning
-        run (``cfg.init`` set); the job's result then holds ``"comparison"``."""
-        if not getattr(cfg, "init", None):
-            return evaluation
-        from crc_core.finetune import then_compare
-
-        return lambda: then_compare(evaluation(), cfg.init, run_dir / "best.pt", run_dir, **kw)
 
     def show_comparison(self, result: dict[str, Any], run_dir: Path, report: Any,
                         log: Callable[[str], None]) -> None:

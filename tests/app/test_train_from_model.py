@@ -1,16 +1,16 @@
 """Train dialog, "Start from a model": fine-tuning a checkpoint from the dialog (kept classes and
-size, lower rate, old/new comparison in the log) and the one-line refusal of other classes.
-A few real EBHI tiles at 64 px, 1 epoch, one torch thread."""
+size, lower rate, old/new comparison in the log and the report; fake phases through the real job
+and worker, tests/train_fakes.py) and the one-line refusal of other classes (the real job, which
+refuses before training). The real fine-tuning run is tested in tests/core/test_finetune.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from ebhi_subset import write_subset
 from PySide6.QtCore import Qt
+from train_fakes import FakePhases, write_tiles_csv
 
 from app.dialogs.train import TrainDialog
 from crc_core.classes import ClassScheme
@@ -32,13 +32,13 @@ def _checkpoint(path: Path, names: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_subset(ebhi_dir, tmp_path_factory.mktemp("ftgui") / "tiny.csv", CLASSES, 10,
-                        per_case=2)
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiles_csv(tmp_path_factory.mktemp("ftgui"))
 
 
-def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
-    dlg = TrainDialog(None)
+def _dialog(qtbot, data: Path, out: Path, model: Path, phases: FakePhases | None = None
+            ) -> TrainDialog:
+    dlg = TrainDialog(None, job=phases.job if phases is not None else None)
     qtbot.addWidget(dlg)
     dlg.show()
     line = dlg.dataset_combo.lineEdit()
@@ -63,22 +63,31 @@ def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
 
 def test_fine_tune_from_the_dialog_compares_old_and_new(qtbot, tiny_csv: Path, tmp_path: Path,
                                                         errors_seen):
+    from crc_core.finetune import comparison_text
+
     model = _checkpoint(tmp_path / "old.pt", CLASSES)
-    dlg = _dialog(qtbot, tiny_csv, tmp_path, model)
+    phases = FakePhases()
+    dlg = _dialog(qtbot, tiny_csv, tmp_path, model, phases)
+    finished: list[str] = []
+    dlg.runFinished.connect(finished.append)
     with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
     assert errors_seen == []
     run = tmp_path / "resnet50"
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["init"] == str(model.resolve()) and cfg["lr"] == pytest.approx(1e-4)
-    assert cfg["image_size"] == 64  # the checkpoint's, whatever the Image size field says
-    res = json.loads((run / "compare.json").read_text())
-    assert res["old"]["n"] == res["new"]["n"] == res["images"] > 0
-    assert f"on the same {res['images']} held-out test images" in dlg.log.toPlainText()
+    assert phases.calls == ["fit resnet50", "evaluate resnet50", "compare resnet50"]
+    assert finished == [str(run)]  # after the comparison
+    cfg = phases.configs[0]
+    assert cfg.init == str(model.resolve()) and cfg.lr == pytest.approx(1e-4)
+    assert cfg.image_size == 64  # the checkpoint's, whatever the Image size field says
+    log = dlg.log.toPlainText()
+    assert "on the same 6 held-out test images" in log
+    res = {"images": 6, "old": {}, "new": {}, "seen_by_old": 0}
+    assert comparison_text(res).splitlines()[0] in log
     assert "at learning rate 0.0001 (a tenth of its training rate 0.001)" in \
         dlg.start_from.note.text()
     shown = {r.folder.resolve() for r in dlg.report.results.values()}
     assert {(run / "compare" / s).resolve() for s in ("old", "new")} <= shown
+    assert run.resolve() in shown
 
 
 def test_a_model_of_other_classes_is_refused_in_one_line(qtbot, tiny_csv: Path, tmp_path: Path,
