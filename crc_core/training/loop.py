@@ -19,10 +19,9 @@ from torch import nn
 from crc_core.batches import Batches, balanced_order, epoch_order
 from crc_core.data import Augment, normalize
 from crc_core.distributed import DistInfo, NoSync, all_sum
-from crc_core.errors import CrcError
 from crc_core.jobs import Progress
 from crc_core.models import get_spec, main_logits
-from crc_core.runtime import is_oom
+from crc_core.runtime import OOM_ERRORS, halved_batch, is_oom, training_autocast
 from crc_core.training.config import TrainConfig, lr_at
 from crc_core.training.state import TrainingRun
 
@@ -47,7 +46,7 @@ def _train_micro(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
                  weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward one micro-batch; returns (summed loss, correct predictions) as
     tensors on the device: reading them would make the CPU wait for the GPU every step."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+    with training_autocast(x.device, autocast):
         out = model(x)
         loss = compute_loss(out, y, cfg, weight)
     (loss * scale).backward()
@@ -89,16 +88,12 @@ def _step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor
                 correct += c
             run.optimizer.step()
             return loss_sum, correct
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
+        except OOM_ERRORS as exc:
             if not is_oom(exc):
                 raise
             run.optimizer.zero_grad(set_to_none=True)
-            if run.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if run.micro <= 1:
-                raise CrcError("out of GPU memory even with a batch of 1; use a smaller "
-                               "--image-size or another device") from None
-            run.micro = max(1, run.micro // 2)
+            run.micro = halved_batch(run.micro, run.device,
+                                     "use a smaller --image-size or another device")
             msg = (f"out of GPU memory: batch halved to {run.micro} (gradients accumulated to "
                    f"keep the batch of {run.per_rank_batch}); retrying")
             run.warn(msg)
@@ -164,7 +159,7 @@ def validate(model: nn.Module, batches: Batches, info: DistInfo, mean: tuple[flo
     with torch.inference_mode():
         for x, y in batches.iterate(order, batch):
             xf = _prep(x, None, None, list(mean), list(std))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with training_autocast(device, autocast):
                 logits = main_logits(model(xf))
             acc[0] += F.cross_entropy(logits.float(), y, reduction="sum")
             hit = (logits.argmax(1) == y).double()
