@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from crc_core.batches import balanced_order, class_weights
 from crc_core.distributed import DistInfo
+from crc_core.runs import HISTORY_COLUMNS
 from crc_core.runtime import resolve_device
-from crc_core.training.checkpoints import HISTORY_COLUMNS
 from crc_core.training.config import (
     AUTO_BALANCE_RATIO,
     BALANCE_MODES,

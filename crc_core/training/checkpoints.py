@@ -3,48 +3,16 @@ after each epoch the choice of ``best.pt``, ``last.pt`` and ``history.csv``."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
 
-from crc_core.atomic import atomic_write_text
 from crc_core.distributed import barrier
 from crc_core.errors import CheckpointError, ConfigError
 from crc_core.models import load_checkpoint, save_checkpoint
+from crc_core.runs import read_history, write_history
 from crc_core.training.config import TrainConfig
 from crc_core.training.state import TrainingRun
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr",
-                   "seconds", "images_per_s"]
-
-
-def _read_history(path: Path, upto: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            try:
-                row = {k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
-                row["epoch"] = int(row["epoch"] or 0)
-            except (TypeError, ValueError):
-                continue
-            if row["epoch"] <= upto:
-                rows.append(row)
-    return rows
-
-
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else
-                        (r[k] if k == "epoch" else f"{r[k]:.6g}")) for k in HISTORY_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
-
 
 
 def resume_config(config: TrainConfig, out: Path, resume: bool
@@ -85,7 +53,7 @@ def restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
                 math.inf if best_loss is None else float(best_loss))
     run.best_epoch = int(m.get("best_epoch", 0))
     run.best_val_acc = m.get("best_val_acc")
-    run.history = _read_history(run.out / "history.csv", run.start_epoch)
+    run.history = read_history(run.out / "history.csv", run.start_epoch)
 
 
 def save_epoch(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
@@ -119,7 +87,7 @@ def save_epoch(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
             save_checkpoint(run.out / "last.pt", run.model, **common,
                             optimizer=run.optimizer.state_dict(),
                             ema=None if run.ema is None else run.ema.state_dict())
-        _write_history(run.out / "history.csv", run.history)
+        write_history(run.out / "history.csv", run.history)
     barrier(run.info)
 
 
