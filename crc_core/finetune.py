@@ -167,13 +167,14 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
 def run_table(run_dir: Path, checkpoint: str | Path) -> Any:
     """The labelled images a fine-tuning run read (from its ``config.json``), in the
     checkpoint's class order."""
+    from crc_core.runs import read_run_config
     from crc_core.tables import load_table
 
     try:
-        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["data"]
+        data = read_run_config(run_dir)["data"]
         source = data["source"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{run_dir}: not a training run folder ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}: not a training run folder (no {exc})") from None
     table = load_table(source, image_column=data.get("image_column"),
                        label_column=data.get("label_column"),
                        group_column=data.get("group_column"),

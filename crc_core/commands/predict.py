@@ -376,8 +376,6 @@ def _mapping(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from crc_core.inference import load_model, resolve_device
 
     slides: list[Path] = list(args.slide)
@@ -406,9 +404,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--slide-mpp must be a positive number of µm per pixel, got "
                           f"{args.slide_mpp}")
     rank, world, local = _dist()
-    device = resolve_device(args.device)
-    if device.type == "cuda" and world > 1 and device.index is None:
-        device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+    # As training does: under torchrun, auto and cuda mean this process's GPU (LOCAL_RANK).
+    device = resolve_device(args.device, local)
     args.device = device
     check_backend_arguments(args, device)
     calibrate_if_asked(args)
