@@ -89,7 +89,7 @@ ANALYSIS_DIALOGS = {
     "train": ("Train…", "app.dialogs.train", "TrainDialog", "project-optional"),
     "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "session"),
     "convert": ("Prediction to Annotations…", "app.dialogs.convert_prediction",
-                "ConvertPredictionDialog", "window"),
+                "ConvertPredictionDialog", "session-convert"),
 }
 
 
@@ -567,21 +567,24 @@ class MainWindow(QMainWindow):
             errors.report(self, text.rstrip("…"), "open a project or a slide first (File > Open)")
             return None
         try:
-            # Training needs no slide: without a project the dialog asks for a dataset folder or CSV.
-            if arg == "project-optional":
-                dlg = cls(self.project, self)
-            elif arg == "session-project":  # the open slide's areas as they are in memory
-                dlg = cls(self.session, self)
-            elif arg == "session":
-                dlg = cls(self.session, self.view, self.settings, self.results_panel, self)
-            else:
-                dlg = cls(self)
+            dlg = cls(*self._dialog_args(arg), self)
         except CrcError as exc:
             errors.report(self, text.rstrip("…"), str(exc))
             return None
         self.analysis_dialogs[key] = dlg
         dlg.show()
         return dlg
+
+    def _dialog_args(self, arg: str) -> tuple[object, ...]:
+        """What an Analysis dialog takes (before its parent): the session, not the window."""
+        if arg == "project-optional":  # Training needs no slide: else a dataset folder or CSV
+            return (self.project,)
+        if arg == "session-project":  # the open slide's areas as they are in memory
+            return (self.session,)
+        if arg == "session-convert":
+            return (self.session, self.view, self.statusBar().showMessage,
+                    self.results_panel.current)
+        return (self.session, self.view, self.settings, self.results_panel)
 
     # ================================================================= status
     def _on_view_cursorMoved(self, pt: QPointF | None) -> None:
