@@ -139,7 +139,8 @@ def _selftest_demo(win: object, home: Path) -> bool:
     root = install_demo(home)
     win.open_path(root, quiet=True)  # type: ignore[attr-defined]
     n = len(win.document) if win.document is not None else 0  # type: ignore[attr-defined]
-    shipped = any((root / "predictions").rglob("*.npz"))
+    project, entry = win.project, win.entry  # type: ignore[attr-defined]
+    shipped = bool(project is not None and entry is not None and project.prediction_paths(entry))
     layers = len(win.results_panel.entries)  # type: ignore[attr-defined]
     ok = win.slide is not None and n > 0 and (layers > 0 or not shipped)  # type: ignore[attr-defined]
     print(f"crc-viewer selftest: demo {n} annotations, {layers} prediction(s)")

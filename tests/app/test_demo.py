@@ -62,7 +62,7 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, qapp, qtbot):
     return run
 
 
-def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path) -> None:
+def test_demo_opens_slide_annotations_and_class_map(qtbot, run_demo, viewer_home: Path) -> None:
     rc, win = run_demo()
     assert rc == 0 and win is not None
     assert win.project is not None and win.project.root == viewer_home / "demo"
@@ -70,6 +70,9 @@ def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path)
     assert win.slide.level_count >= 3
     areas = json.loads((shipped_demo_dir() / "demo.json").read_text())["areas"]
     assert len(win.document) == len(areas) == 9   # three areas per class
+    # the saved prediction is read in a worker after the slide (opened from the UI) is shown
+    qtbot.waitUntil(lambda: any(isinstance(ly, ClassMapLayer) for ly in win.view.layers),
+                    timeout=30000)
     layers = list(win.view.layers)
     class_maps = [ly for ly in layers if isinstance(ly, ClassMapLayer)]
     assert class_maps and class_maps[0].visible  # the demo model's class map, shown

@@ -122,8 +122,9 @@ def project(tmp_path: Path):
 
 def _build_dialog(qtbot, project):
     from app.dialogs.build_dataset import BuildDatasetDialog
+    from crc_core.session import Session
 
-    dlg = BuildDatasetDialog(project)
+    dlg = BuildDatasetDialog(Session(project))
     qtbot.addWidget(dlg)
     dlg.name_edit.setText("ds")
     dlg.show()

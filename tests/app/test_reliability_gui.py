@@ -212,7 +212,7 @@ def test_bad_checkpoint_in_the_predict_dialog_gives_one_dialog_and_runs_nothing(
     else:
         torch.save({"w": torch.zeros(1000)}, ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:300])
-    dlg = PredictDialog(win)
+    dlg = PredictDialog(win.session, win.view, win.settings, win.results_panel, win)
     qtbot.addWidget(dlg)
     dlg.ckpt.setCurrentText(str(ckpt))
     dlg.set_scope("view")
