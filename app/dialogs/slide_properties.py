@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.viewer.tiles import array_to_qimage
+from crc_core.errors import error_message
 
 
 class SlidePropertiesDialog(QDialog):
@@ -93,7 +94,7 @@ class SlidePropertiesDialog(QDialog):
                 )
                 lab.setPixmap(pm)
             except Exception as exc:  # a broken associated image is shown as text
-                lab.setText(f"cannot read: {exc}")
+                lab.setText(f"cannot read: {error_message(exc)}")
             self.image_labels[name] = lab
             box.addWidget(QLabel(f"<b>{name}</b>"))
             box.addWidget(lab)
