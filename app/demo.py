@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from crc_core.errors import ProjectError
+from crc_core.errors import ProjectError, error_message
 from crc_core.project import Project
 
 DEMO_FOLDER = "demo"
@@ -141,5 +141,7 @@ def install_demo(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
-        raise ProjectError(f"cannot install the demo project into {target}: {exc}") from exc
+        raise ProjectError(
+            f"cannot install the demo project into {target}: {error_message(exc)}"
+        ) from exc
     return target

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.viewer.tiles import array_to_qimage
+from crc_core.errors import error_message
 from crc_core.slide import SlideReader
 
 
@@ -92,7 +93,7 @@ class SlidePropertiesDialog(QDialog):
                 )
                 lab.setPixmap(pm)
             except Exception as exc:  # a broken associated image is shown as text
-                lab.setText(f"cannot read: {exc}")
+                lab.setText(f"cannot read: {error_message(exc)}")
             self.image_labels[name] = lab
             box.addWidget(QLabel(f"<b>{name}</b>"))
             box.addWidget(lab)

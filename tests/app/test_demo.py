@@ -16,6 +16,7 @@ from app import __main__ as viewer_main
 from app.demo import VERSION_FILE, install_demo, shipped_demo_dir
 from app.main_window import MainWindow
 from app.viewer.prediction_layers import ClassMapLayer, HeatmapLayer
+from crc_core.errors import ProjectError
 
 RESOURCES = shipped_demo_dir().parent
 
@@ -127,3 +128,14 @@ def test_demo_with_a_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None
     rc = viewer_main.main(["--demo", "some-slide.svs"])
     assert rc == 2
     assert "--demo" in capsys.readouterr().err
+
+
+def test_a_demo_that_cannot_be_written_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    if not (shipped_demo_dir() / "project.json").is_file():
+        pytest.skip("resources/demo is not in this checkout")
+    home = tmp_path / "home"
+    home.write_text("a file where the data folder should be")
+    with pytest.raises(ProjectError) as err:
+        install_demo(home, model=tmp_path / "absent.pt")
+    assert str(err.value) == (f"cannot install the demo project into {home / 'demo'}: "
+                              f"{home}: File exists")
