@@ -20,12 +20,17 @@ a typed payload, :class:`PhaseStarted`, :class:`PhaseStep` (one event of the pha
 the epoch under way while training), :class:`EpochEnded` (fit's history row) or
 :class:`PhaseEnded` (fit's summary, evaluate's metrics, the comparison). ``done``/``total`` of the
 outer event count the whole job (:data:`UNITS` per run), so a plain progress bar works.
-The phases' ``warn=`` messages are yielded as :class:`~crc_core.jobs.JobWarning` events.
+The phases' ``warn=`` messages are yielded as :class:`~crc_core.jobs.JobWarning` events, each
+message once per phase (the comparison loads its ``test_images.csv`` twice, once per model, and
+said "no group column" twice).
+:func:`finetune_plans` (a job too) sets plans up to fine-tune a checkpoint; it reads the checkpoint,
+so the Train dialog runs it in its worker before this job.
 Closing the generator cancels the phase under way (fit keeps every completed epoch in ``last.pt``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -37,8 +42,8 @@ from crc_core.errors import CheckpointError, ConfigError
 from crc_core.jobs import Event, JobWarning, Progress
 
 __all__ = ["UNITS", "EpochEnded", "EvalOptions", "PhaseEnded", "PhaseStarted", "PhaseStep",
-           "RunInfo", "RunPlan", "RunResult", "check_run_folders", "run_folders",
-           "train_and_evaluate"]
+           "PlansReady", "RunInfo", "RunPlan", "RunResult", "check_run_folders",
+           "finetune_plans", "run_folders", "train_and_evaluate"]
 
 T = TypeVar("T")
 #: Units of the outer progress per run.
@@ -116,6 +121,13 @@ class PhaseEnded:
     result: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PlansReady:
+    """:func:`finetune_plans` read the checkpoint: the plans as they will run."""
+
+    plans: tuple[RunPlan, ...]
+
+
 @dataclass
 class RunResult:
     """What one run produced (the job returns one per :class:`RunPlan`)."""
@@ -176,8 +188,15 @@ def _drive(gen: Generator[Event, None, T], each: Callable[[Event], Iterator[Even
 
 def _relay(make: Callable[[Callable[[str], None]], Generator[Event, None, T]]
            ) -> Generator[Event, None, T]:
-    """Run ``make(warn)`` and yield what it passes to ``warn`` as :class:`JobWarning` events."""
+    """Run ``make(warn)`` and yield what it passes to ``warn`` as :class:`JobWarning` events,
+    each message once."""
     pending: deque[str] = deque()
+    said: set[str] = set()
+
+    def warn(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            pending.append(message)
 
     def flush() -> Iterator[Event]:
         while pending:
@@ -188,7 +207,7 @@ def _relay(make: Callable[[Callable[[str], None]], Generator[Event, None, T]]
         yield ev
 
     try:
-        result = yield from _drive(make(pending.append), warnings_then)
+        result = yield from _drive(make(warn), warnings_then)
     except Exception:
         yield from flush()  # the warnings before a failure often say why
         raise
@@ -263,7 +282,21 @@ class _Phases:
         return result
 
 
-# ----------------------------------------------------------------------------- the job
+# ----------------------------------------------------------------------------- the jobs
+def finetune_plans(plans: Sequence[RunPlan], checkpoint: str | Path
+                   ) -> Generator[Event, None, list[RunPlan]]:
+    """Job: ``plans`` set up to fine-tune ``checkpoint``
+    (:func:`crc_core.finetune.finetune_config`: its architecture, classes, input size and stain
+    method kept, a lower rate). It reads the checkpoint, weights included, so a GUI runs it in a
+    worker; its last event's payload is :class:`PlansReady`."""
+    from crc_core.finetune import finetune_config
+
+    yield Progress(0, None, f"reading {Path(checkpoint).name}")
+    ready = [dataclasses.replace(p, config=finetune_config(p.config, checkpoint)) for p in plans]
+    yield Progress(0, None, f"{Path(checkpoint).name} read", PlansReady(tuple(ready)))
+    return ready
+
+
 def train_and_evaluate(
     data: str | Path,
     runs: Sequence[RunPlan],

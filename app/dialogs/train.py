@@ -1,14 +1,17 @@
 """Train dialog: pick a dataset, architectures and a schedule; train in a worker with live curves.
 
 The settings column (:mod:`app.dialogs.train_form`) gives one :class:`crc_core.train_eval.RunPlan`
-per chosen architecture; Start runs :func:`crc_core.train_eval.train_and_evaluate` (the job
-``crc train --evaluate`` runs too) in one :class:`app.workers.JobWorker`, so the GUI thread never
-waits on it. The job trains the architectures one after another and evaluates each run's
-``best.pt`` on the test split, else the validation split, into ``<run>/eval``; a fine-tuning run
-then compares the old and the new model. Its typed events drive the widgets: each epoch's history
-row extends the live loss/accuracy curves and the images-per-second readout, per-batch steps move
-the progress bars, each evaluation adds the run to the report panel (Tables 3 and 4, ROC,
-confusion matrix, curves), and its warnings go to the log.
+per chosen architecture; Start runs :func:`crc_core.train_eval.train_and_evaluate` (the job ``crc
+train --evaluate`` runs too) in the dialogs' :class:`app.job_runner.JobRunner` (its status line,
+Cancel button and whole-job progress bar; the settings disabled while it runs), so the GUI thread
+never waits on it. With "Start from a model", the worker first reads the checkpoint
+(:func:`crc_core.train_eval.finetune_plans`); the data summary's check runs in a worker too
+(:mod:`app.dialogs.train_form`). The job trains the architectures one after another and evaluates
+each run's ``best.pt`` on the test split, else the validation split, into ``<run>/eval``; a fine-
+tuning run then compares the old and the new model. Its typed events drive the widgets: each
+epoch's history row extends the live loss/accuracy curves and the images-per-second readout,
+per-batch steps move the progress bars, each evaluation adds the run to the report panel (Tables 3
+and 4, ROC, confusion matrix, curves), and its warnings go to the log.
 
 Cancel stops after the current batch: every completed epoch is already in ``<run>/last.pt``
 (written atomically at each epoch's end), so a cancelled run can be continued with
@@ -17,13 +20,15 @@ shown in an error dialog and the dialog stays usable. Closing the dialog cancels
 returns at once; the worker ends in the background.
 
 ``allFinished`` is emitted whenever the job ends: all runs done, a run failed (after
-``runFailed``) or cancelled (after ``runCancelled``); :attr:`TrainDialog.outcome` says which.
+``runFailed``) or cancelled (after ``runCancelled``); :attr:`TrainDialog.outcome` says which. It
+comes when the worker's thread has ended and the settings are enabled again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -44,18 +49,21 @@ from PySide6.QtWidgets import (
 
 from app.dialogs import errors
 from app.dialogs.train_form import ARCHS, TrainForm
+from app.job_runner import JobRunner
 from app.panels.report import ReportPanel
 from app.widgets.plots import CurvesCanvas
-from app.workers import JobWorker
 from crc_core.errors import CrcError
+from crc_core.jobs import Event, Progress
 from crc_core.train_eval import (
     EpochEnded,
     EvalOptions,
     PhaseEnded,
     PhaseStarted,
     PhaseStep,
+    PlansReady,
     RunInfo,
     RunPlan,
+    finetune_plans,
     train_and_evaluate,
 )
 
@@ -64,12 +72,22 @@ __all__ = ["ARCHS", "CANCEL_NOTE", "TrainDialog"]
 CANCEL_NOTE = ("Cancel stops after the current batch. Every completed epoch is already saved in "
                "the run's last.pt, so nothing finished is lost (continue it with "
                "crc train --resume).")
+STOPPING = "Stopping after the current batch…"
 FAILED = {"train": "Training failed", "evaluate": "Evaluation failed",
-          "compare": "Comparison failed"}
+          "compare": "Comparison failed", "prepare": "Cannot start training"}
 SPLIT_NAMES = {"test": "test", "val": "validation", "all": "whole"}
 
 #: ``job(data, plans, options)`` -> a job generator (default: the core train-and-evaluate job).
 JobFactory = Callable[[str, list[RunPlan], EvalOptions], Generator[Any, None, Any]]
+
+
+def _prepared(job: JobFactory, data: str, plans: list[RunPlan], options: EvalOptions,
+              checkpoint: Path | None) -> Generator[Event, None, Any]:
+    """Job: ``plans`` set up to fine-tune ``checkpoint`` (read here, in the worker), then
+    ``job``."""
+    if checkpoint is not None:
+        plans = yield from finetune_plans(plans, checkpoint)
+    return (yield from job(data, plans, options))
 
 
 class TrainDialog(TrainForm, QDialog):
@@ -102,7 +120,13 @@ class TrainDialog(TrainForm, QDialog):
         self.setWindowTitle("Train")
         self.setModal(False)
         self.resize(1320, 820)
-        self._worker: JobWorker | None = None
+        self.runner = JobRunner(self, cancel_text="Cancel training", event_status=False)
+        self.runner.progressed.connect(self._on_runner_progressed)
+        self.runner.warned.connect(self._on_runner_warned)
+        self.runner.succeeded.connect(self._on_runner_succeeded)
+        self.runner.failed.connect(self._on_runner_failed)
+        self.runner.cancelled.connect(self._on_runner_cancelled)
+        self.runner.idle.connect(self._on_runner_idle)
         self._run: RunInfo | None = None     # the run under way
         self._phase = ""                     # its phase: train | evaluate | compare
         self._epochs_done = 0
@@ -125,10 +149,16 @@ class TrainDialog(TrainForm, QDialog):
         for b in self.findChildren(QPushButton):
             b.setAutoDefault(False)
             b.setDefault(False)
+        self.runner.set_busy_widgets([  # disabled while a job runs, then as they were
+            self.start_button, self.dataset_combo, self.image_column, self.label_column,
+            self.group_column, self.group_pattern_edit, self.balance_combo, self.best_combo,
+            self.augment_check, self.tta_check, self.classes_edit, self.map_edit, self.val_spin,
+            self.test_spin, self.preset_combo, self.epochs_spin, self.batch_spin, self.lr_spin,
+            self.size_spin, self.device_combo, self.out_edit, self.stain_combo, self.start_from,
+            *self.arch_boxes.values()])
         self._populate_datasets()
         self._on_preset_changed(self.preset_combo.currentText())
         self._update_data_summary()
-        self._set_busy(False)
 
     # ------------------------------------------------------------------ building
     def _build_settings_column(self) -> QWidget:
@@ -147,10 +177,9 @@ class TrainDialog(TrainForm, QDialog):
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel training")
-        self.cancel_button.setEnabled(False)
+        self.cancel_button = self.runner.cancel_button  # the runner cancels; the text is ours
         self.cancel_button.setToolTip(CANCEL_NOTE)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(self._on_cancel_button_clicked)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.close)
         buttons.addWidget(self.start_button)
@@ -177,22 +206,20 @@ class TrainDialog(TrainForm, QDialog):
     def _build_live_tab(self) -> QWidget:
         w = QWidget()
         lay = QVBoxLayout(w)
-        self.status_label = QLabel("Ready.")
-        self.status_label.setWordWrap(True)
+        self.status_label = self.runner.status
+        self.status_label.setText("Ready.")
         self.status_label.setStyleSheet("font-weight: bold")
         self.epoch_bar = QProgressBar()
         self.epoch_bar.setRange(0, 1000)
         self.epoch_bar.setValue(0)
         self.epoch_bar.setFormat("epoch")
-        self.overall_bar = QProgressBar()
-        self.overall_bar.setRange(0, 1000)
-        self.overall_bar.setValue(0)
-        self.overall_bar.setFormat("run")
+        self.overall_bar = self.runner.progress  # the whole job: every run and its phases
+        self.overall_bar.setFormat("all runs: %p%")
         self.ips_label = QLabel("Images/s: –")
         self.metrics_label = QLabel("")
         grid = QFormLayout()
         grid.addRow("This epoch", self.epoch_bar)
-        grid.addRow("This run", self.overall_bar)
+        grid.addRow("All runs", self.overall_bar)
         self.curves = CurvesCanvas()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -216,63 +243,53 @@ class TrainDialog(TrainForm, QDialog):
 
     # ------------------------------------------------------------------ run
     def is_running(self) -> bool:
-        return self._worker is not None
+        return self.runner.running
 
     def start(self) -> None:
-        """Start training the selected architectures (errors go to an error dialog)."""
-        if self.is_running():
-            return
-        if self._summary_timer.isActive():  # fields edited a moment ago: check them now
-            self._summary_timer.stop()
-            self._update_data_summary()
-        if not self._data_ok:
+        """Start training the selected architectures (errors go to an error dialog). Refused
+        while the data summary's check of the current fields is pending or found a problem."""
+        if self.is_running() or self.summary_pending() or not self._data_ok:
             return
         try:
-            data, plans = self.dataset(), self.make_plans()
+            data, plans = self.dataset(), self.make_plans(finetune=False)
         except CrcError as exc:
             self._fail("Cannot start training", str(exc))
             return
         options = EvalOptions(device=self.device_combo.currentText(),
                               batch_size=max(2, self.batch_spin.value()),
                               tta=self.tta_check.isChecked())
-        self._run, self._phase, self._subsets, self.outcome = None, "", [], ""
+        ckpt, job = self.start_from.checkpoint(), self.job
+        self._run, self._subsets, self.outcome = None, [], ""
+        self._phase = "prepare" if ckpt is not None else ""
         self.curves.clear()
         self.report.clear()
         self.log.clear()
         self.tabs.setCurrentIndex(0)
-        w = JobWorker(lambda: self.job(data, plans, options))
-        self._worker = w
-        w.progressed.connect(self._on_worker_progressed)
-        w.warned.connect(self._on_worker_warned)
-        w.finished_ok.connect(self._on_worker_finished)
-        w.failed.connect(self._on_worker_failed)
-        w.cancelled.connect(self._on_worker_cancelled)
-        self._set_busy(True)
-        w.start()
+        self.runner.start(lambda: _prepared(job, data, plans, options, ckpt),
+                          f"Reading {ckpt.name}…" if ckpt is not None else "Starting…")
+        self.busyChanged.emit(True)
 
     def cancel(self) -> None:
         """Stop after the current batch; completed epochs stay in ``last.pt``. Returns at once."""
-        if self._worker is None:
-            return
-        self._worker.cancel()
-        self.cancel_button.setEnabled(False)
-        self.status_label.setText("Stopping after the current batch…")
+        if self.is_running():
+            self.runner.cancel()
+            self.status_label.setText(STOPPING)
+
+    def _on_cancel_button_clicked(self) -> None:
+        if self.is_running():  # the runner has asked the job to stop
+            self.status_label.setText(STOPPING)
 
     def reject(self) -> None:
-        """Closing the dialog cancels a running job and returns at once: the worker stops after
-        its current batch in the background (``allFinished`` follows); completed epochs stay in
-        last.pt. The application waits for it only when it quits."""
+        """Closing the dialog cancels a running job (and a data check) and returns at once: the
+        worker stops after its current batch in the background (``allFinished`` follows);
+        completed epochs stay in last.pt. The application waits for it only when it quits."""
         self.cancel()
+        self.runner.close()
+        self.checks.close()
         super().reject()
 
-    # ------------------------------------------------------------------ worker events
-    def _current(self) -> bool:
-        """The signal comes from the job under way (not from one this dialog has let go)."""
-        return self._worker is not None and self.sender() is self._worker
-
-    def _on_worker_progressed(self, ev: Any) -> None:
-        if not self._current():
-            return
+    # ------------------------------------------------------------------ job events
+    def _on_runner_progressed(self, ev: Progress) -> None:
         p = ev.payload
         if isinstance(p, PhaseStarted):
             self._on_phase_started(p)
@@ -282,6 +299,8 @@ class TrainDialog(TrainForm, QDialog):
             self._on_epoch_ended(p)
         elif isinstance(p, PhaseEnded):
             self._on_phase_ended(p)
+        elif isinstance(p, PlansReady) and p.plans:
+            self.start_from.show_config(p.plans[0].config)  # the note with the exact rate
 
     def _on_phase_started(self, p: PhaseStarted) -> None:
         run = self._run = p.run
@@ -290,7 +309,6 @@ class TrainDialog(TrainForm, QDialog):
             self._epochs_done = 0
             self.curves.start_run(run.arch)
             self.epoch_bar.setValue(0)
-            self.overall_bar.setValue(0)
             self.ips_label.setText("Images/s: –")
             self.metrics_label.setText("")
             self.status_label.setText(f"Training {run.label} into {run.out}")
@@ -313,7 +331,6 @@ class TrainDialog(TrainForm, QDialog):
             self._set_bar(self.epoch_bar, within, f"epoch {p.epoch}/{run.epochs}: %p%")
             # the header follows the epoch (it kept "decoding images 108/108" before)
             self.status_label.setText(f"Training {run.label}: epoch {p.epoch} of {run.epochs}")
-            self._set_bar(self.overall_bar, step.fraction, f"{run.label}: %p%")
         else:
             self._set_bar(self.epoch_bar, None, step.message or "preparing")
             if step.message:
@@ -334,8 +351,6 @@ class TrainDialog(TrainForm, QDialog):
                   + (f", {ips:,.1f} images/s" if ips is not None else ""))
         self.epochFinished.emit(run.arch, dict(row))
         self._set_bar(self.epoch_bar, 1.0, f"epoch {self._epochs_done}/{run.epochs} done")
-        self._set_bar(self.overall_bar, self._epochs_done / max(1, run.epochs),
-                      f"{run.label}: %p%")
 
     def _on_phase_ended(self, p: PhaseEnded) -> None:
         run, res = p.run, p.result
@@ -366,14 +381,11 @@ class TrainDialog(TrainForm, QDialog):
             self._log(f"{run.arch}: {m.get('subset', '')} accuracy {m['accuracy']:.3f}, mAP "
                       f"{(m.get('macro') or {}).get('map') or 0:.3f} ({run.out / 'eval'})")
 
-    def _on_worker_warned(self, message: str) -> None:
-        if self._current():
-            self._log(f"warning: {message}")
+    def _on_runner_warned(self, message: str) -> None:
+        self._log(f"warning: {message}")
 
-    def _on_worker_finished(self, _results: Any) -> None:
-        if not self._current():
-            return
-        self._end("done")
+    def _on_runner_succeeded(self, _results: Any) -> None:
+        self.outcome = "done"
         self._set_bar(self.epoch_bar, 1.0, "done")
         parts = sorted({SPLIT_NAMES.get(x, x) for x in self._subsets})
         self.status_label.setText("Done. " + (f"The report shows the {' and '.join(parts)} "
@@ -381,17 +393,14 @@ class TrainDialog(TrainForm, QDialog):
                                               else ""))
         if self.report.results:
             self.tabs.setCurrentWidget(self.report)
-        self.allFinished.emit()
 
-    def _on_worker_failed(self, message: str) -> None:
-        if self._current():
-            self._fail(FAILED.get(self._phase, "Training failed"), message)
+    def _on_runner_failed(self, message: str) -> None:
+        self.outcome = "failed"
+        self._fail(FAILED.get(self._phase, "Training failed"), message)
 
-    def _on_worker_cancelled(self) -> None:
-        if not self._current():
-            return
+    def _on_runner_cancelled(self) -> None:
         run, phase = self._run, self._phase
-        self._end("cancelled")
+        self.outcome = "cancelled"
         if run is None:
             msg = "Cancelled before training started."
         elif phase != "train":
@@ -406,25 +415,23 @@ class TrainDialog(TrainForm, QDialog):
         self._log(msg)
         self._set_bar(self.epoch_bar, 0.0, "cancelled")
         self.runCancelled.emit(str(run.out) if run is not None else "")
+
+    def _on_runner_idle(self) -> None:
+        """The worker's thread ended and the settings are enabled again: the job is over."""
+        self._run = None
+        if self.epoch_bar.maximum() == 0:
+            self.epoch_bar.setRange(0, 1000)
+        self.start_button.setEnabled(self._data_ok and not self.summary_pending())
+        self.busyChanged.emit(False)
         self.allFinished.emit()
 
     # ------------------------------------------------------------------ helpers
-    def _end(self, outcome: str) -> None:
-        self._worker = None
-        self._run = None
-        self.outcome = outcome
-        self._set_busy(False)
-
     def _fail(self, title: str, message: str) -> None:
-        """One error dialog; ``allFinished`` too when a job was under way."""
-        running = self._worker is not None
-        self._end("failed")
+        """One error dialog (``allFinished`` follows when a job was under way)."""
         self.status_label.setText(f"{title}: {message}")
         self._log(f"error: {message}")
         self.runFailed.emit(message)
         errors.report(self, title, message)
-        if running:
-            self.allFinished.emit()
 
     def _log(self, text: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
@@ -438,18 +445,3 @@ class TrainDialog(TrainForm, QDialog):
                 bar.setRange(0, 1000)
             bar.setValue(int(round(1000 * max(0.0, min(1.0, fraction)))))
         bar.setFormat(fmt)
-
-    def _set_busy(self, busy: bool) -> None:
-        self.start_button.setEnabled(not busy and self._data_ok)
-        self.cancel_button.setEnabled(busy)
-        for w in (self.dataset_combo, self.image_column, self.label_column, self.group_column,
-                  self.group_pattern_edit, self.balance_combo, self.best_combo,
-                  self.augment_check, self.tta_check, self.classes_edit, self.map_edit,
-                  self.val_spin, self.test_spin, self.preset_combo, self.epochs_spin,
-                  self.batch_spin, self.lr_spin, self.size_spin, self.device_combo,
-                  self.out_edit, self.stain_combo, self.start_from,
-                  *self.arch_boxes.values()):
-            w.setEnabled(not busy)
-        if not busy and self.epoch_bar.maximum() == 0:
-            self.epoch_bar.setRange(0, 1000)
-        self.busyChanged.emit(busy)

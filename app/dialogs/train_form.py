@@ -3,8 +3,11 @@
 
 The fields become :class:`crc_core.train_eval.RunPlan` objects (:meth:`TrainForm.make_plans`), one
 per chosen architecture, with the run folders :func:`crc_core.train_eval.run_folders` names. The
-data summary under the Data box reads the dataset as :func:`crc_core.data.load_table` would (250 ms
-after the last edit) and enables Start only for data that can train.
+data summary under the Data box reads the dataset as :func:`crc_core.data.load_table` would, 250 ms
+after the last edit, in a worker (:func:`summary_job` in an :class:`app.job_runner.JobRunner`, never
+on the GUI thread). An edit disables Start at once; a newer edit cancels the check under way and
+its result is dropped (only the check of the fields as they are now is shown), and Start is enabled
+again only when that check finds data that can train.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.job_runner import JobRunner
 from app.widgets.labels import WrapLabel
-from crc_core.errors import ConfigError, CrcError
+from crc_core.errors import ConfigError
+from crc_core.jobs import Progress
 from crc_core.models import MODELS
 from crc_core.tables import GROUP_COLUMNS, IMAGE_COLUMNS, LABEL_COLUMNS, default_group_columns
 from crc_core.train_eval import RunPlan, check_run_folders, run_folders
@@ -39,6 +44,9 @@ from crc_core.train_eval import RunPlan, check_run_folders, run_folders
 ARCHS = tuple(MODELS)
 _GUESS_LABEL = ("label", "class")
 _GUESS_GROUP = ("case", "slide", "patient", "group", "subject")
+STAIN_TIP = ("Stain normalisation (crc train --stain-norm): fitted on up to 64 training images, "
+             "stored in the checkpoint and applied wherever the model sees pixels (training, "
+             "evaluation, prediction)")
 
 
 class _LrSpinBox(QDoubleSpinBox):
@@ -95,6 +103,26 @@ def _header(path: Path) -> list[str]:
 
 
 
+def summary_job(data: str, options: dict[str, Any]) -> Any:
+    """Job: ``(summary text, None)`` of the dataset as :func:`crc_core.data.load_table` reads it
+    with ``options`` (:meth:`TrainForm.data_options`); a ``CrcError`` when it cannot train."""
+    from crc_core.data import load_table
+
+    yield Progress(0, None, "checking the data")
+    notes: list[str] = []
+    table = load_table(data, image_column=options["image_column"],
+                       label_column=options["label_column"],
+                       group_column=options["group_column"], classes=options["classes"],
+                       mapping=options["map"], group_pattern=options["group_pattern"],
+                       warn=notes.append)
+    groups = len({s.group for s in table.samples})
+    counts = ", ".join(f"{k} {v}" for k, v in table.counts().items())
+    text = f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: {counts}"
+    if notes:
+        text += "\n⚠ " + "\n⚠ ".join(notes)
+    return text
+
+
 class TrainForm:
     """The settings fields and their rules; mixed into a ``QDialog`` that calls
     :meth:`_init_form` before building and that defines ``is_running()``."""
@@ -108,10 +136,31 @@ class TrainForm:
         self._summary_timer.setSingleShot(True)
         self._summary_timer.setInterval(250)
         self._summary_timer.timeout.connect(self._update_data_summary)
+        self.checks = JobRunner(self, controls=False)  # type: ignore[arg-type]
+        self.checks.succeeded.connect(self._on_checks_succeeded)
+        self.checks.failed.connect(self._on_checks_failed)
+        self.checks.idle.connect(self._on_checks_idle)
+        self._checking: tuple[Any, ...] = ()  # the fields the running check reads
+        self._shown: tuple[Any, ...] | None = None  # the fields the summary shown was made of
+        self._check_again = False
+        self._own_stain: str | None = None  # the field's choice while a model's method is shown
 
     def summary_pending(self) -> bool:
-        """An edit of the data fields is not yet reflected in the data summary."""
-        return self._summary_timer.isActive()
+        """An edit of the data fields is not yet reflected in the data summary (its check is
+        waiting for the typing to pause, or running)."""
+        return (self._summary_timer.isActive() or self.checks.running
+                or self._shown != self._data_key())
+
+    def _data_key(self) -> tuple[Any, ...]:
+        return (self.dataset_combo.currentText().strip(),
+                *sorted(self.data_options().items()))
+
+    def _on_data_edited(self, *_args: Any) -> None:
+        """A data field changed: Start waits for the check of the new fields."""
+        self._data_ok = False
+        self.start_button.setEnabled(False)
+        self.start_button.setToolTip("Cannot start yet: checking the data")
+        self._summary_timer.start()
 
     # ------------------------------------------------------------------ building
     def _build_data_box(self) -> QGroupBox:
@@ -142,7 +191,7 @@ class TrainForm:
             c.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
             c.lineEdit().setPlaceholderText("default")
             c.setToolTip(tip)
-            c.currentTextChanged.connect(lambda _t: self._summary_timer.start())
+            c.currentTextChanged.connect(self._on_data_edited)
             return c
 
         self.image_column = column_combo("CSV column with image paths (default: path or image)")
@@ -157,7 +206,7 @@ class TrainForm:
         self.group_pattern_edit.setToolTip(
             "Regular expression whose first match in the group value is the group, e.g. \\d{7} "
             "for EBHI case numbers inside GTDC file names (crc train --group-pattern)")
-        self.group_pattern_edit.textChanged.connect(lambda _t: self._summary_timer.start())
+        self.group_pattern_edit.textChanged.connect(self._on_data_edited)
         form.addRow("Group pattern", self.group_pattern_edit)
         self.classes_edit = QLineEdit()
         self.classes_edit.setPlaceholderText("all labels (or e.g. Normal,Adenocarcinoma)")
@@ -167,7 +216,7 @@ class TrainForm:
         self.map_edit.setPlaceholderText("e.g. Low-grade IN=Adenoma,High-grade IN=Adenoma")
         self.map_edit.setToolTip("Merge labels OLD=NEW, comma-separated (crc train --map)")
         for e in (self.classes_edit, self.map_edit):
-            e.textChanged.connect(lambda _t: self._summary_timer.start())
+            e.textChanged.connect(self._on_data_edited)
         form.addRow("Keep classes", self.classes_edit)
         form.addRow("Merge labels", self.map_edit)
         self.val_spin = QDoubleSpinBox()
@@ -221,6 +270,7 @@ class TrainForm:
         form.addRow("Preset", self.preset_combo)
         self._add_schedule_rows(form)
         self._add_option_rows(form)
+        self.start_from.stainChosen.connect(self._on_model_stain)
         return box
 
     def _add_schedule_rows(self, form: QFormLayout) -> None:
@@ -280,11 +330,27 @@ class TrainForm:
         self.stain_combo = QComboBox()
         for label, method in (("none", "none"), ("Macenko", "macenko"), ("Reinhard", "reinhard")):
             self.stain_combo.addItem(label, method)
-        self.stain_combo.setToolTip(
-            "Stain normalisation (crc train --stain-norm): fitted on up to 64 training images, "
-            "stored in the checkpoint and applied wherever the model sees pixels (training, "
-            "evaluation, prediction)")
+        self.stain_combo.setToolTip(STAIN_TIP)
         form.addRow("Stain normalisation", self.stain_combo)
+
+    def _on_model_stain(self, method: str) -> None:
+        """Fine-tuning keeps the model's stain method: the field shows it, locked; without a
+        model (or one that records none) the field is the user's again."""
+        combo = self.stain_combo
+        if method:
+            if self._own_stain is None:
+                self._own_stain = combo.currentData()
+            if combo.findData(method) < 0:
+                combo.addItem(method, method)
+            combo.setCurrentIndex(combo.findData(method))
+            combo.setEnabled(False)
+            combo.setToolTip(f"Taken from the model: {combo.currentText()} (fine-tuning keeps "
+                             f"its stain normalisation, refitted on these training images)")
+        elif self._own_stain is not None:
+            combo.setCurrentIndex(max(0, combo.findData(self._own_stain)))
+            self._own_stain = None
+            combo.setEnabled(True)
+            combo.setToolTip(STAIN_TIP)
 
     def _build_output_box(self) -> QGroupBox:
         box = QGroupBox("Output")
@@ -378,7 +444,7 @@ class TrainForm:
                                  and any(g in c.lower() for g in words)), "")
             combo.setCurrentText(pick)
             combo.blockSignals(False)
-        self._summary_timer.start()
+        self._on_data_edited()
         self._update_out_preview()
 
     def data_options(self) -> dict[str, Any]:
@@ -393,30 +459,40 @@ class TrainForm:
                 "map": val(self.map_edit)}
 
     def _update_data_summary(self) -> None:
-        text = self.dataset_combo.currentText().strip()
-        if not text:
+        """Check the data fields as they are now, in a worker (a running check is cancelled and
+        this one runs when it has ended)."""
+        self._summary_timer.stop()
+        key = self._data_key()
+        if not key[0]:
+            self._shown = key
             self._set_summary("Choose a dataset folder or a CSV file.", ok=True, ready=False)
             return
-        from crc_core.data import load_table
-
-        opts = self.data_options()
-        notes: list[str] = []
-        try:
-            table = load_table(text, image_column=opts["image_column"],
-                               label_column=opts["label_column"],
-                               group_column=opts["group_column"], classes=opts["classes"],
-                               mapping=opts["map"], group_pattern=opts["group_pattern"],
-                               warn=notes.append)
-        except CrcError as exc:
-            self._set_summary(str(exc), ok=False)
+        if self.checks.running:
+            self._check_again = True
+            self.checks.cancel()  # superseded: its result, if it comes, is dropped
             return
-        groups = len({s.group for s in table.samples})
-        counts = ", ".join(f"{k} {v}" for k, v in table.counts().items())
-        text = (f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: "
-                f"{counts}")
-        if notes:
-            text += "\n⚠ " + "\n⚠ ".join(notes)
-        self._set_summary(text, ok=True)
+        self._checking = key
+        self.data_summary.setStyleSheet("color: palette(mid)")
+        options = self.data_options()
+        self.checks.start(lambda: summary_job(key[0], options))
+
+    def _checked(self, text: str, ok: bool) -> None:
+        """A check's result, shown only when it read the fields as they are now."""
+        if self._checking != self._data_key() or self._summary_timer.isActive():
+            return  # an older edit's check
+        self._shown = self._checking
+        self._set_summary(text, ok=ok)
+
+    def _on_checks_succeeded(self, text: str) -> None:
+        self._checked(text, ok=True)
+
+    def _on_checks_failed(self, message: str) -> None:
+        self._checked(message, ok=False)
+
+    def _on_checks_idle(self) -> None:
+        if self._check_again:
+            self._check_again = False
+            self._update_data_summary()
 
     def _set_summary(self, text: str, ok: bool, ready: bool | None = None) -> None:
         """Show the data summary (red when not ``ok``); Start is enabled only when ``ready``
@@ -483,8 +559,10 @@ class TrainForm:
             raise ConfigError(f"{data}: dataset not found (give a dataset folder or a CSV file)")
         return data
 
-    def make_plans(self) -> list[RunPlan]:
-        """One :class:`RunPlan` per selected architecture, checked (:class:`ConfigError`)."""
+    def make_plans(self, finetune: bool = True) -> list[RunPlan]:
+        """One :class:`RunPlan` per selected architecture, checked (:class:`ConfigError`);
+        ``finetune=False`` leaves the "Start from a model" checkpoint unread (the dialog's worker
+        sets the plans up with :func:`crc_core.train_eval.finetune_plans`)."""
         from crc_core.training import make_config
 
         self.dataset()
@@ -502,6 +580,6 @@ class TrainForm:
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts,
                 augment=self._augment_choice(), stain_norm=self.stain_combo.currentData())
-            plans.append(RunPlan(arch, out, self.start_from.apply(cfg)))
+            plans.append(RunPlan(arch, out, self.start_from.apply(cfg) if finetune else cfg))
         check_run_folders(plans)
         return plans

@@ -1,9 +1,10 @@
 """Train dialog: its widgets driven by clicks while small fake phases run through the real core job
 (crc_core.train_eval) and the real JobWorker, and the form's rules.
 
-The fakes (tests/train_fakes.py) take milliseconds; real training is tested in tests/core
-(test_train_eval, test_training) and once through this dialog in test_train_dialog_extract and
-test_train_cli_parity.
+The job runs through the dialogs' JobRunner (app/job_runner.py); the data summary's check runs in a
+worker too. The fakes (tests/train_fakes.py) take milliseconds; real training is tested in
+tests/core (test_train_eval, test_training) and once through this dialog in
+test_train_dialog_extract and test_train_cli_parity.
 """
 
 from __future__ import annotations
@@ -247,10 +248,77 @@ def test_csv_without_the_label_column_disables_start(qtbot, tmp_path: Path, erro
     dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
     assert dlg.start_button.isEnabled()
     dlg.label_column.setCurrentText("diagnosis")
-    qtbot.waitUntil(lambda: not dlg.start_button.isEnabled())
+    assert not dlg.start_button.isEnabled()  # at once: the new fields are not checked yet
+    qtbot.waitUntil(lambda: not dlg.summary_pending())
+    assert not dlg.start_button.isEnabled()
     assert "diagnosis" in dlg.data_summary.toolTip()
     qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
     assert not dlg.is_running() and errors_seen == []
+
+
+def test_the_data_check_runs_in_a_worker_and_a_newer_edit_wins(qtbot, tmp_path: Path,
+                                                               tiny_csv: Path, monkeypatch):
+    """Issue 16 item 7: load_table never runs on the GUI thread; the check of an older edit,
+    ending after a newer edit, is dropped (its summary never shown, Start stays disabled) and the
+    newer edit's check decides."""
+    import crc_core.data
+
+    real = crc_core.data.load_table
+    threads: list[threading.Thread] = []
+    gates = {str(tiny_csv): threading.Event()}
+    entered: list[str] = []
+
+    def spy(data, **kw):
+        threads.append(threading.current_thread())
+        entered.append(str(data))
+        gate = gates.get(str(data))
+        if gate is not None:
+            assert gate.wait(20)
+        return real(data, **kw)
+
+    monkeypatch.setattr(crc_core.data, "load_table", spy)
+    six = tmp_path / "six.csv"
+    lines = tiny_csv.read_text().splitlines(keepends=True)
+    six.write_text("".join(lines[:4] + lines[7:10]))
+    gates[str(six)] = threading.Event()
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.set_dataset(tiny_csv)
+    qtbot.waitUntil(lambda: entered == [str(tiny_csv)], timeout=10000)  # blocked in the worker
+    assert dlg.summary_pending() and not dlg.start_button.isEnabled()
+    dlg.set_dataset(six)                                  # a newer edit while the old check runs
+    qtbot.wait(400)                                       # its debounce has passed
+    gates[str(tiny_csv)].set()                            # the old check ends now, stale
+    qtbot.waitUntil(lambda: entered[-1:] == [str(six)], timeout=10000)
+    qtbot.wait(50)
+    assert "12 images" not in dlg.data_summary.toolTip()  # the stale result was dropped
+    assert dlg.summary_pending() and not dlg.start_button.isEnabled()
+    gates[str(six)].set()
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=10000)
+    assert dlg.data_summary.toolTip().startswith("6 images in 6 groups")
+    assert dlg.start_button.isEnabled()
+    assert threads and threading.main_thread() not in threads
+
+
+def test_closing_during_a_data_check_returns_at_once(qtbot, tiny_csv: Path, monkeypatch):
+    import crc_core.data
+
+    real, gate = crc_core.data.load_table, threading.Event()
+    monkeypatch.setattr(crc_core.data, "load_table",
+                        lambda data, **kw: (gate.wait(20), real(data, **kw))[1])
+    dlg = TrainDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.set_dataset(tiny_csv)
+    qtbot.waitUntil(lambda: dlg.checks.running, timeout=10000)
+    qtbot.wait(100)
+    worker = dlg.checks.worker
+    t0 = time.perf_counter()
+    click(qtbot, dlg.close_button)
+    assert time.perf_counter() - t0 < 0.5 and worker.isRunning()
+    gate.set()
+    qtbot.waitUntil(lambda: not worker.isRunning(), timeout=10000)
 
 
 def test_no_architecture_selected_is_refused_at_start(qtbot, tiny_csv: Path, tmp_path: Path,

@@ -148,6 +148,45 @@ def test_a_failure_keeps_the_warnings_before_it_and_stops_the_job(tmp_path: Path
     assert log == ["start resnet50", "closed resnet50", "start densenet121", "closed densenet121"]
 
 
+def test_a_warning_said_twice_in_a_phase_is_logged_once(tmp_path: Path):
+    """The comparison evaluates the old and the new model on its own test_images.csv (no group
+    column): load_table said "no group column" once per model; the job says it once."""
+    log: list[str] = []
+    said = "test_images.csv: no group column; each image is its own group"
+
+    def compare(old, new, run_dir, device="auto", warn=None):
+        for side in ("old", "new"):
+            warn(said)
+            yield Progress(0, None, f"scoring the {side} model")
+        return {"images": 6}
+
+    cfg = _config("resnet50", init=str(tmp_path / "old.pt"))
+    job = train_and_evaluate("data.csv", [RunPlan("resnet50", tmp_path / "r", cfg)],
+                             fit_job=_fake_fit(log), evaluate_job=_fake_evaluate,
+                             compare_job=compare)
+    events: list = []
+    run_job(job, events.append)
+    warnings = [e.message for e in events if isinstance(e, JobWarning)]
+    assert warnings == ["resnet50: a warning", said]
+
+
+def test_finetune_plans_reads_the_checkpoint_and_says_the_plans(tmp_path: Path):
+    from crc_core.classes import ClassScheme
+    from crc_core.models import build_model, save_checkpoint
+    from crc_core.train_eval import PlansReady, finetune_plans
+
+    ckpt = tmp_path / "old.pt"
+    save_checkpoint(ckpt, build_model("resnet50", 2), arch="resnet50",
+                    classes=ClassScheme.from_names(["A", "B"]), input_size=64,
+                    config={"lr": 1e-3})
+    events: list = []
+    plans = run_job(finetune_plans([RunPlan("resnet50", tmp_path / "r", _config("resnet50"))],
+                                   ckpt), events.append)
+    assert plans[0].config.init == str(ckpt.resolve())
+    assert plans[0].config.lr == pytest.approx(1e-4) and plans[0].config.image_size == 64
+    assert events[-1].payload == PlansReady(tuple(plans))
+
+
 def test_closing_the_job_cancels_the_phase_under_way(tmp_path: Path):
     log: list[str] = []
     plans = [RunPlan("resnet50", tmp_path / "r", _config("resnet50"))]
