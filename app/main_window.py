@@ -62,7 +62,7 @@ from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
 from app.panels.project_panel import ProjectPanel
 from app.settings import Settings
-from app.slide_opening import SlideOpener, error_text
+from app.slide_opening import SlideOpener
 from app.start_page import StartPage
 from app.viewer.overview import OverviewWidget
 from app.viewer.view import SlideView
@@ -70,7 +70,7 @@ from app.viewer.view_actions import ViewActions
 from app.window_menus import build_actions, build_menus, update_actions
 from crc_core.annotations import AnnotationSet, load_annotations, save_annotations
 from crc_core.classes import ClassScheme
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 from crc_core.project import PROJECT_FILE, Project, SlideEntry
 from crc_core.session import Session
 from crc_core.slide import SlideReader
@@ -253,7 +253,7 @@ class MainWindow(QMainWindow):
             if quiet:
                 raise
             log.debug("open failed", exc_info=True)
-            self._open_failed(p, "Cannot open", error_text(exc))
+            self._open_failed(p, "Cannot open", error_message(exc))
             return False
         self.settings.add_recent(p)
         return True
@@ -460,7 +460,7 @@ class MainWindow(QMainWindow):
         try:
             save_annotations(self.document.annotations, path, self.document.scheme)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Export failed", error_text(exc))
+            errors.report(self, "Export failed", error_message(exc))
             return False
         self.statusBar().showMessage(f"Exported {len(self.document)} annotations to {path}", 8000)
         return True
@@ -491,7 +491,7 @@ class MainWindow(QMainWindow):
                 self.project.save()
             self.slide.set_mpp(mpp)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot set pixel size", error_text(exc))
+            errors.report(self, "Cannot set pixel size", error_message(exc))
             return
         self.view.mpp = self.slide.mpp
         self.view.update()
@@ -544,7 +544,7 @@ class MainWindow(QMainWindow):
         try:
             self.project.save()
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot save project", error_text(exc))
+            errors.report(self, "Cannot save project", error_message(exc))
         if self.document is not None:
             self.document.changed.emit()
             self.ctl.set_document(self.document)

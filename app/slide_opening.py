@@ -43,11 +43,6 @@ def implicit_project_root(slide_path: Path, fingerprint: str) -> Path:
     return data_home() / "slides" / f"{slide_path.stem[:40]}-{fingerprint[:16]}"
 
 
-#: The old name of :func:`crc_core.errors.error_message`, kept only while ``app/main_window.py``
-#: imports it from here; the formatter itself lives in the core, once.
-error_text = error_message
-
-
 def implicit_project(reader: SlideReader) -> tuple[Project, SlideEntry]:
     """The implicit project of a bare slide (opened or created) and the slide's entry in it."""
     root = implicit_project_root(reader.path, reader.fingerprint())

@@ -58,7 +58,7 @@ from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
 from app.viewer.view import SlideView
 from crc_core.annotations import Annotation
 from crc_core.classes import ClassScheme
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 from crc_core.inference import GridSpec, Prediction, load_prediction
 from crc_core.jobs import Event, Progress, run_job
 from crc_core.regions import RegionResult, region_results
@@ -401,7 +401,7 @@ class ResultsPanel(QWidget):
         except (CrcError, OSError) as exc:
             from app.dialogs import errors
 
-            errors.report(self, "Cannot save prediction", str(exc))
+            errors.report(self, "Cannot save prediction", error_message(exc))
             return None
 
     def load_saved(self, wait: bool = True) -> int:
