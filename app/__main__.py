@@ -92,6 +92,16 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _open_error(path: str, exc: Exception) -> str:
+    """The line for ``path`` that did not open: :func:`crc_core.errors.error_message`, with the
+    path in front when the error names no file of its own."""
+    from crc_core.errors import CrcError, error_message
+
+    if isinstance(exc, CrcError) or getattr(exc, "filename", None):
+        return error_message(exc)
+    return f"{path}: {error_message(exc)}"
+
+
 def _selftest(app: object, win: object) -> int:
     """Open a generated slide, draw, undo, redo, wait for the autosave; 0 when everything worked."""
     import tempfile
@@ -122,7 +132,9 @@ def _selftest(app: object, win: object) -> int:
             if ok:
                 ok = _selftest_demo(win, Path(tmp) / "home")
         except Exception as exc:  # report, never hang
-            print(f"crc-viewer: selftest failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            from crc_core.errors import error_message
+
+            print(f"crc-viewer: selftest failed: {error_message(exc)}", file=sys.stderr)
             ok = False
         win.close()  # type: ignore[attr-defined]
     print("crc-viewer selftest: " + ("ok" if ok else "FAILED"))
@@ -139,7 +151,8 @@ def _selftest_demo(win: object, home: Path) -> bool:
     root = install_demo(home)
     win.open_path(root, quiet=True)  # type: ignore[attr-defined]
     n = len(win.document) if win.document is not None else 0  # type: ignore[attr-defined]
-    shipped = any((root / "predictions").rglob("*.npz"))
+    project, entry = win.project, win.entry  # type: ignore[attr-defined]
+    shipped = bool(project is not None and entry is not None and project.prediction_paths(entry))
     layers = len(win.results_panel.entries)  # type: ignore[attr-defined]
     ok = win.slide is not None and n > 0 and (layers > 0 or not shipped)  # type: ignore[attr-defined]
     print(f"crc-viewer selftest: demo {n} annotations, {layers} prediction(s)")
@@ -166,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.path or args.annotations:
             return _fail("--demo opens the demo project: give no PATH or --annotations with it")
         from app.demo import install_demo
-        from crc_core.errors import CrcError
+        from crc_core.errors import CrcError, error_message
 
         try:
             args.path = str(install_demo())
         except CrcError as exc:
-            return _fail(str(exc))
+            return _fail(error_message(exc))
     if args.screenshot and not args.path:
         return _fail("--screenshot needs a SLIDE or PROJECT_DIR (or --demo)")
     if (
@@ -183,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.screenshot and not Path(args.path).is_dir():
         # check the slide before any window exists: a bad one is one stderr line and exit 2
-        from crc_core.errors import CrcError
+        from crc_core.errors import CrcError, error_message
         from crc_core.slide import open_slide
 
         try:
             open_slide(args.path).close()
         except CrcError as exc:
-            return _fail(str(exc))
+            return _fail(error_message(exc))
 
     from PySide6.QtCore import QtMsgType, qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
@@ -229,16 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     app.processEvents()
     if args.path:
         if args.screenshot:
-            from crc_core.errors import CrcError
-
             try:
                 win.open_path(args.path, annotations=args.annotations, quiet=True)
-            except (CrcError, OSError) as exc:
-                return _fail(
-                    str(exc) if isinstance(exc, CrcError) else f"{args.path}: {exc.strerror or exc}"
-                )
             except Exception as exc:
-                return _fail(f"{args.path}: {type(exc).__name__}: {exc}")
+                return _fail(_open_error(args.path, exc))
         else:  # interactive: the window is up at once, the slide follows from a worker thread
             _open_interactive(win, args)
     if args.demo and getattr(win, "results_panel", None) is not None:

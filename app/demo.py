@@ -26,7 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from crc_core.errors import ProjectError
+from crc_core.errors import ProjectError, error_message
+from crc_core.project import Project
 
 DEMO_FOLDER = "demo"
 VERSION_FILE = ".demo-version"
@@ -128,9 +129,8 @@ def install_demo(
             for p in staged.rglob("*"):  # the shipped tree may be read-only; the copy is the user's
                 p.chmod(p.stat().st_mode | 0o200)
             staged.chmod(staged.stat().st_mode | 0o200)
-            if model.is_file():
-                (staged / "models").mkdir(exist_ok=True)
-                shutil.copyfile(model, staged / "models" / model.name)
+            if model.is_file():  # into the project's models folder (its layout, not ours)
+                shutil.copyfile(model, Project.open(staged).models_dir / model.name)
             (staged / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
             if target.exists():
                 previous = home / f"{DEMO_FOLDER}.previous"
@@ -141,5 +141,7 @@ def install_demo(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
-        raise ProjectError(f"cannot install the demo project into {target}: {exc}") from exc
+        raise ProjectError(
+            f"cannot install the demo project into {target}: {error_message(exc)}"
+        ) from exc
     return target

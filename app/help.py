@@ -11,7 +11,7 @@ the system's viewer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QKeySequence, QTextDocument
@@ -31,6 +31,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.demo import bundle_root
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
 
 #: Property of an action whose text changes (Undo <what>): the name to list instead.
 BASE_TEXT = "base_text"
@@ -54,7 +57,7 @@ def _walk(menu: QMenu, where: str, rows: list[tuple[str, str, str]]) -> None:
             rows.append((where, _clean(text), keys))
 
 
-def shortcut_rows(window: Any) -> list[tuple[str, str, str]]:
+def shortcut_rows(window: MainWindow) -> list[tuple[str, str, str]]:
     """``(where, what, keys)`` for every keyboard shortcut of ``window`` (a MainWindow)."""
     rows: list[tuple[str, str, str]] = []
     for top in window.menuBar().actions():
@@ -82,7 +85,7 @@ def shortcut_rows(window: Any) -> list[tuple[str, str, str]]:
 class ShortcutsDialog(QDialog):
     """Help > Keyboard Shortcuts: a filterable table of :func:`shortcut_rows`."""
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, window: MainWindow, parent: QWidget | None = None) -> None:
         super().__init__(parent or window)
         self.setWindowTitle("Keyboard shortcuts")
         self.rows = shortcut_rows(window)

@@ -6,7 +6,9 @@ A :class:`JobRunner` runs one :mod:`crc_core.jobs` generator at a time in an
 * ``runner.progress`` (``QProgressBar``): busy (0, 0) until an event gives a total, then
   ``done / total``; full when the job succeeds, empty when it is cancelled or fails;
 * ``runner.status`` (``QLabel``, word-wrapped): each event's message, ``Cancelling…``,
-  ``Failed: <message>``, ``Cancelled.`` (the dialog may write its own text from its slots);
+  ``Failed: <message>``, ``Cancelled.`` (the dialog may write its own text from its slots;
+  ``event_status=False`` leaves the events' messages out, for a dialog that words its status line
+  itself from ``progressed``, as the Train dialog does);
 * ``runner.cancel_button`` (``QPushButton`` "Cancel"): enabled only while a job runs;
 * the *busy widgets* (``busy=`` or :meth:`set_busy_widgets`): disabled while a job runs, each given
   back the enabled state it had when the job started.
@@ -70,9 +72,11 @@ class JobRunner(QObject):
         busy: Iterable[QWidget] = (),
         controls: bool = True,
         cancel_text: str = "Cancel",
+        event_status: bool = True,
     ) -> None:
         super().__init__(parent)
         self.worker: JobWorker | None = None
+        self._event_status = event_status
         self._busy: list[QWidget] = list(busy)
         self._was_enabled: list[tuple[QWidget, bool]] = []
         self.progress: QProgressBar | None = None
@@ -149,7 +153,7 @@ class JobRunner(QObject):
     def _on_progressed(self, ev: Progress) -> None:
         if ev.total:
             self.set_progress(int(ev.done), int(ev.total))
-        if ev.message:
+        if ev.message and self._event_status:
             self.set_status(ev.message)
         self.progressed.emit(ev)
 

@@ -62,7 +62,7 @@ from app.panels.annotation_list import AnnotationList
 from app.panels.layers_panel import LayersPanel
 from app.panels.project_panel import ProjectPanel
 from app.settings import Settings
-from app.slide_opening import SlideOpener, error_text
+from app.slide_opening import SlideOpener
 from app.start_page import StartPage
 from app.viewer.overview import OverviewWidget
 from app.viewer.view import SlideView
@@ -70,8 +70,9 @@ from app.viewer.view_actions import ViewActions
 from app.window_menus import build_actions, build_menus, update_actions
 from crc_core.annotations import AnnotationSet, load_annotations, save_annotations
 from crc_core.classes import ClassScheme
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 from crc_core.project import PROJECT_FILE, Project, SlideEntry
+from crc_core.session import Session
 from crc_core.slide import SlideReader
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,12 @@ SLIDE_FILTER = (
 ANNOTATION_FILTER = "QuPath GeoJSON (*.geojson *.json);;ASAP XML (*.xml)"
 
 ANALYSIS_DIALOGS = {
-    "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog", "project"),
+    "build": ("Build Dataset…", "app.dialogs.build_dataset", "BuildDatasetDialog",
+              "session-project"),
     "train": ("Train…", "app.dialogs.train", "TrainDialog", "project-optional"),
-    "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "window"),
+    "predict": ("Predict…", "app.dialogs.predict", "PredictDialog", "session"),
     "convert": ("Prediction to Annotations…", "app.dialogs.convert_prediction",
-                "ConvertPredictionDialog", "window"),
+                "ConvertPredictionDialog", "session-convert"),
 }
 
 
@@ -111,13 +113,9 @@ class MainWindow(QMainWindow):
         if icon.is_file():
             self.setWindowIcon(QIcon(str(icon)))
         self.setAcceptDrops(True)
-        self.slide: SlideReader | None = None
-        self.project: Project | None = None
-        self.entry: SlideEntry | None = None
-        self.implicit_project = False
-        self.opened_in_background = False
-        self.annotation_file: Path | None = None
-        self.document: AnnotationDocument | None = None
+        # the project, the open slide, its document and predictions: panels and dialogs take it
+        self.session: Session[AnnotationDocument] = Session()
+        self.session.on("slide_changed", self._on_session_slide_changed)  # first: the window's
         self.analysis_dialogs: dict[str, QWidget] = {}
         self.opener = SlideOpener(show=self._show_slide, shown=lambda: self.slide,
                                   failed=self._open_failed, status=self._show_status, parent=self)
@@ -204,6 +202,35 @@ class MainWindow(QMainWindow):
                     log.warning("settings: %s ignored", key)
         self._update_actions()
 
+    # ================================================================= the session's state
+    @property
+    def slide(self) -> SlideReader | None:
+        return self.session.reader
+
+    @property
+    def project(self) -> Project | None:
+        return self.session.project
+
+    @property
+    def entry(self) -> SlideEntry | None:
+        return self.session.entry
+
+    @property
+    def document(self) -> AnnotationDocument | None:
+        return self.session.document
+
+    @property
+    def implicit_project(self) -> bool:
+        return self.session.implicit_project
+
+    @property
+    def annotation_file(self) -> Path | None:
+        return self.session.annotation_file
+
+    @property
+    def opened_in_background(self) -> bool:
+        return self.session.opened_in_background
+
     # ================================================================= actions and menus
     def _update_actions(self) -> None:
         update_actions(self)
@@ -226,7 +253,7 @@ class MainWindow(QMainWindow):
             if quiet:
                 raise
             log.debug("open failed", exc_info=True)
-            self._open_failed(p, "Cannot open", error_text(exc))
+            self._open_failed(p, "Cannot open", error_message(exc))
             return False
         self.settings.add_recent(p)
         return True
@@ -258,9 +285,7 @@ class MainWindow(QMainWindow):
         """Open a project and its first available slide (in a worker when not ``wait``)."""
         project = Project.open(root)
         self._close_slide()
-        self.project = project
-        self.implicit_project = False
-        self.entry = None
+        self.session.set_project(project)
         self.project_panel.set_project(project)
         self.docks["project"].show()
         self.setWindowTitle(f"CRC Workbench — {project.name}")
@@ -301,11 +326,8 @@ class MainWindow(QMainWindow):
         if res is not None and res.added_classes:
             project.save()
         self._close_slide()
-        self.project, self.entry, self.implicit_project = project, entry, implicit
-        self.annotation_file = annotation_file
         if entry.mpp:
             reader.set_mpp(entry.mpp)
-        self.slide = reader
         if annotation_file is not None:
 
             def saver(
@@ -326,7 +348,21 @@ class MainWindow(QMainWindow):
         doc.saved.connect(self._on_document_saved)
         doc.changed.connect(self._on_document_changed)
         doc.undo_stack.indexChanged.connect(self._on_undo_indexChanged)
-        self.document = doc
+        # opened from the UI: what follows the slide (saved predictions) loads in workers too;
+        # the window's own part runs first (_on_session_slide_changed), then the panels'
+        self.session.open_slide(reader, project, entry, doc, implicit=implicit,
+                                annotation_file=annotation_file,
+                                background=self.opener.delivering)
+        if res is not None and res.warnings:
+            self.statusBar().showMessage(
+                f"{len(res.warnings)} annotation warnings: {res.warnings[0]}", 15000
+            )
+        self.slideOpened.emit(str(reader.path))
+
+    def _on_session_slide_changed(self, reader: SlideReader) -> None:
+        """Show the session's new slide: editor, view, project panel, title, actions."""
+        doc, project, entry = self.document, self.project, self.entry
+        assert doc is not None and project is not None and entry is not None
         self.ctl.set_document(doc)
         self.palette.refresh()
         self.annotation_list.attach()
@@ -335,29 +371,20 @@ class MainWindow(QMainWindow):
         self.view.set_source(reader)
         self.project_panel.set_project(project, entry.id)
         self.project_panel.set_count(entry.id, len(doc))
-        title = f"{reader.path.name}" + ("" if implicit else f" — {project.name}")
+        title = f"{reader.path.name}" + ("" if self.implicit_project else f" — {project.name}")
         self.setWindowTitle(f"CRC Workbench — {title}")
-        if res is not None and res.warnings:
-            self.statusBar().showMessage(
-                f"{len(res.warnings)} annotation warnings: {res.warnings[0]}", 15000
-            )
         self._update_actions()
         self._update_zoom_label()
-        # opened from the UI: what follows the slide (saved predictions) loads in workers too
-        self.opened_in_background = self.opener.delivering
-        self.slideOpened.emit(str(reader.path))
 
     def _close_slide(self) -> None:
-        if self.document is not None:
-            self.document.flush()
-            self.document.undo_stack.indexChanged.disconnect(self._on_undo_indexChanged)
+        doc = self.document
+        if doc is not None:
+            doc.flush()
+            doc.undo_stack.indexChanged.disconnect(self._on_undo_indexChanged)
             self.ctl.set_document(None)
-            self.document.deleteLater()
-            self.document = None
+            doc.deleteLater()
         self.view.set_source(None)
-        if self.slide is not None:
-            self.slide.close()
-            self.slide = None
+        self.session.close_slide()  # closes the reader
         self.annotation_list.attach()
         self.palette.refresh()
         self.start_page.set_recent(self.settings.recent)
@@ -433,7 +460,7 @@ class MainWindow(QMainWindow):
         try:
             save_annotations(self.document.annotations, path, self.document.scheme)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Export failed", error_text(exc))
+            errors.report(self, "Export failed", error_message(exc))
             return False
         self.statusBar().showMessage(f"Exported {len(self.document)} annotations to {path}", 8000)
         return True
@@ -464,7 +491,7 @@ class MainWindow(QMainWindow):
                 self.project.save()
             self.slide.set_mpp(mpp)
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot set pixel size", error_text(exc))
+            errors.report(self, "Cannot set pixel size", error_message(exc))
             return
         self.view.mpp = self.slide.mpp
         self.view.update()
@@ -517,7 +544,7 @@ class MainWindow(QMainWindow):
         try:
             self.project.save()
         except (CrcError, OSError) as exc:
-            errors.report(self, "Cannot save project", error_text(exc))
+            errors.report(self, "Cannot save project", error_message(exc))
         if self.document is not None:
             self.document.changed.emit()
             self.ctl.set_document(self.document)
@@ -525,13 +552,6 @@ class MainWindow(QMainWindow):
         self.annotation_list.refresh()
 
     # ================================================================= analysis
-    def open_annotation_sets(self) -> dict[str, AnnotationSet]:
-        """``{slide id: a copy of its annotations}`` for the open slide of the project, edits not
-        yet autosaved included (empty when no project slide is open)."""
-        if self.entry is None or self.document is None or self.annotation_file is not None:
-            return {}
-        return {self.entry.id: self.document.annotations.copy()}
-
     def open_analysis(self, key: str) -> QWidget | None:
         """Open one of the Analysis dialogs (written in their own modules, imported on demand)."""
         text, module, cls_name, arg = ANALYSIS_DIALOGS[key]
@@ -543,20 +563,28 @@ class MainWindow(QMainWindow):
                 self, text.rstrip("…"), f"{text.rstrip('…')} is not available in this build ({exc})"
             )
             return None
-        if arg == "project" and self.project is None:
+        if arg == "session-project" and self.project is None:
             errors.report(self, text.rstrip("…"), "open a project or a slide first (File > Open)")
             return None
         try:
-            # Training needs no slide: without a project the dialog asks for a dataset folder or CSV.
-            dlg = cls(self.project, self) if arg.startswith("project") else cls(self)
-            if key == "build":  # the dataset takes the open slide's areas as they are in memory
-                dlg.open_annotations = self.open_annotation_sets
+            dlg = cls(*self._dialog_args(arg), self)
         except CrcError as exc:
             errors.report(self, text.rstrip("…"), str(exc))
             return None
         self.analysis_dialogs[key] = dlg
         dlg.show()
         return dlg
+
+    def _dialog_args(self, arg: str) -> tuple[object, ...]:
+        """What an Analysis dialog takes (before its parent): the session, not the window."""
+        if arg == "project-optional":  # Training needs no slide: else a dataset folder or CSV
+            return (self.project,)
+        if arg == "session-project":  # the open slide's areas as they are in memory
+            return (self.session,)
+        if arg == "session-convert":
+            return (self.session, self.view, self.statusBar().showMessage,
+                    self.results_panel.current)
+        return (self.session, self.view, self.settings, self.results_panel)
 
     # ================================================================= status
     def _on_view_cursorMoved(self, pt: QPointF | None) -> None:

@@ -19,7 +19,7 @@ import time
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
@@ -31,6 +31,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +172,7 @@ class MessagesPanel(QWidget):
         self.text.appendPlainText(f"{stamp}  {level}: {text}")
 
 
-def attach_to_window(window: Any, messages: MessageLog) -> QToolButton:
+def attach_to_window(window: MainWindow, messages: MessageLog) -> QToolButton:
     """Show ``messages`` in ``window``'s status bar: each warning for 15 s, and a permanent
     "⚠ N" button (warnings since start) that opens the Messages dock (``window.docks``)."""
     button = QToolButton()

@@ -28,7 +28,7 @@ from PySide6.QtCore import QObject
 
 from app.settings import data_home
 from app.workers import JobWorker
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 from crc_core.jobs import Event, Progress
 from crc_core.project import PROJECT_FILE, Project, SlideEntry
 from crc_core.slide import SlideReader, open_slide
@@ -41,16 +41,6 @@ ShowSlide = Callable[[SlideReader, Project, SlideEntry, bool, "Path | None"], No
 def implicit_project_root(slide_path: Path, fingerprint: str) -> Path:
     """Where the annotations of a slide opened without a project live."""
     return data_home() / "slides" / f"{slide_path.stem[:40]}-{fingerprint[:16]}"
-
-
-def error_text(exc: BaseException) -> str:
-    """One line for the user: a CrcError's message, an OSError's file and reason, else the type."""
-    if isinstance(exc, CrcError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        return f"{name}{exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def implicit_project(reader: SlideReader) -> tuple[Project, SlideEntry]:
@@ -119,13 +109,13 @@ class SlideOpener(QObject):
             entry = project.get_slide(entry_id)
             reader = open_slide(project.slide_path(entry))
         except Exception as exc:
-            self._failed(entry_id, "Cannot open slide", error_text(exc))
+            self._failed(entry_id, "Cannot open slide", error_message(exc))
             return False
         try:
             self._show(reader, project, entry, implicit, None)
         except Exception as exc:
             self._close_unless_shown(reader)
-            self._failed(reader.path, "Cannot open slide", error_text(exc))
+            self._failed(reader.path, "Cannot open slide", error_message(exc))
             return False
         return True
 
@@ -139,7 +129,7 @@ class SlideOpener(QObject):
             try:
                 self._show_in_implicit(reader, annotations)
             except Exception as exc:
-                self._failed(path, "Cannot open", error_text(exc))
+                self._failed(path, "Cannot open", error_message(exc))
                 return
             opened()
 
@@ -155,7 +145,7 @@ class SlideOpener(QObject):
             entry = project.get_slide(entry_id)
             path = project.slide_path(entry)
         except CrcError as exc:
-            self._failed(entry_id, "Cannot open slide", str(exc))
+            self._failed(entry_id, "Cannot open slide", error_message(exc))
             return
 
         def ready(reader: SlideReader) -> None:
@@ -166,7 +156,7 @@ class SlideOpener(QObject):
                 self._show(reader, project, entry, implicit, None)
             except Exception as exc:
                 self._close_unless_shown(reader)
-                self._failed(path, "Cannot open slide", error_text(exc))
+                self._failed(path, "Cannot open slide", error_message(exc))
 
         self._start(path, ready)
 

@@ -2,10 +2,12 @@
 
 A :class:`JobWorker` runs a :mod:`crc_core.jobs` generator in a ``QThread`` and turns each yielded
 ``Progress`` into the ``progressed`` signal, each ``JobWarning`` into ``warned``, the return value
-into ``finished_ok``, a ``CrcError`` into ``failed`` (message for a dialog) and cancellation into
-``cancelled``. Worker code never touches widgets; the GUI never waits on a worker except
-:meth:`JobWorker.cancel_and_wait` at quit. Modelled on superqt's GeneratorWorker: the quit flag is
-checked between yields and the generator is closed, so its ``finally`` blocks clean up.
+into ``finished_ok``, an exception into ``failed`` (the one line of
+:func:`crc_core.errors.error_message`, for a dialog; ``"unexpected error: "`` before it, and the
+traceback logged, for an exception that is a bug) and cancellation into ``cancelled``. Worker code
+never touches widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at
+quit. Modelled on superqt's GeneratorWorker: the quit flag is checked between yields and the
+generator is closed, so its ``finally`` blocks clean up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from crc_core.errors import Cancelled, CrcError
+from crc_core.errors import Cancelled, CrcError, error_message
 from crc_core.jobs import Event, JobWarning
 
 log = logging.getLogger(__name__)
@@ -71,16 +73,11 @@ class JobWorker(QThread):
                     self.progressed.emit(ev)
         except Cancelled:
             self.cancelled.emit()
-        except CrcError as exc:
-            self.failed.emit(str(exc))
-        except MemoryError:
-            self.failed.emit("out of memory: try a smaller batch size or a lower resolution")
-        except OSError as exc:
-            name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            self.failed.emit(f"{name}{exc.strerror or exc}")
+        except (CrcError, MemoryError, OSError) as exc:
+            self.failed.emit(error_message(exc))
         except Exception as exc:  # a bug: log the traceback, tell the user in one line
             log.error("job failed:\n%s", traceback.format_exc())
-            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+            self.failed.emit(f"unexpected error: {error_message(exc)}")
         finally:
             if gen is not None:
                 gen.close()

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 
 from crc_core import __version__
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CrcError as exc:
-        sys.stderr.write(f"crc: error: {exc}\n")
+        sys.stderr.write(f"crc: error: {error_message(exc)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("crc: interrupted\n")
@@ -80,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except OSError as exc:
         # Disk full, permission denied, ...: name the file and the problem, never a traceback.
-        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        sys.stderr.write(f"crc: error: {name}{exc.strerror or exc}\n")
+        sys.stderr.write(f"crc: error: {error_message(exc)}\n")
         return EXIT_USAGE
 
 

@@ -2,6 +2,7 @@
 
 The CLI prints ``str(err)`` as a single line on stderr and exits with code 2; the GUI shows it in a
 dialog. Messages name the file (or feature, or option) and, where there is one, the fix.
+:func:`error_message` is the one place any exception becomes that line.
 """
 
 from __future__ import annotations
@@ -49,3 +50,25 @@ class ConfigError(CrcError):
 
 class Cancelled(CrcError):
     """A job was cancelled by the user."""
+
+
+#: What :func:`error_message` says for :class:`MemoryError`.
+OUT_OF_MEMORY = "out of memory: try a smaller batch size or a lower resolution"
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line a user is shown for ``exc`` (the CLI after ``crc: error:``, the GUI in a
+    dialog or status line).
+
+    A :class:`CrcError` says its own message; an :class:`OSError` names its file and the problem
+    (``"/data/x.svs: Permission denied"``); a :class:`MemoryError` suggests a smaller batch; any
+    other exception (a bug) is ``"<type>: <message>"``.
+    """
+    if isinstance(exc, CrcError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{name}{exc.strerror or exc}"
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    return f"{type(exc).__name__}: {exc}"

@@ -32,6 +32,7 @@ from crc_core.atomic import atomic_write_bytes, atomic_write_text
 from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError, DatasetError
 from crc_core.jobs import Progress
+from crc_core.runs import read_history, read_metrics
 from crc_core.splits import SplitRecord, choose_subset, content_keys
 from crc_core.tables import TileTable, load_table, parse_map
 
@@ -239,14 +240,6 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path, title: str 
     ax.set_yticks(range(k), names, fontsize=8)
     ax.set(xlabel="Predicted", ylabel="True", title=title or "Confusion matrix")
     return _save_fig(fig, path)
-
-
-def read_history(path: Path) -> list[dict[str, float | None]]:
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            rows.append({k: (float(v) if v not in ("", None) else None) for k, v in r.items()})
-    return rows
 
 
 def plot_curves(history: list[dict[str, float | None]], path: Path, title: str = "") -> bytes:
@@ -621,15 +614,7 @@ def compare_job(dirs: Sequence[str | Path],
         yield Progress(i, total, f"reading {d}")
         p = Path(d)
         mfile = p / "metrics.json" if p.is_dir() else p
-        try:
-            m = json.loads(mfile.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"{mfile}: not found (give folders written by `crc evaluate`)"
-                               ) from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{mfile}: not a metrics.json ({exc})") from None
-        if not isinstance(m, dict) or "macro" not in m or "per_class" not in m:
-            raise DatasetError(f"{mfile}: not a metrics.json written by `crc evaluate`")
+        m = read_metrics(mfile)
         name = str(m.get("model") or p.name)
         while name in results:
             name = f"{name} ({p.name})"

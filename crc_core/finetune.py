@@ -189,13 +189,14 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
 def run_table(run_dir: Path, checkpoint: str | Path) -> Any:
     """The labelled images a fine-tuning run read (from its ``config.json``), in the
     checkpoint's class order."""
+    from crc_core.runs import read_run_config
     from crc_core.tables import load_table
 
     try:
-        data = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["data"]
+        data = read_run_config(run_dir)["data"]
         source = data["source"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{run_dir}: not a training run folder ({exc})") from None
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}: not a training run folder (no {exc})") from None
     table = load_table(source, image_column=data.get("image_column"),
                        label_column=data.get("label_column"),
                        group_column=data.get("group_column"),
@@ -242,7 +243,7 @@ def compare_job(
                                     image_column="image", label_column="label", subset="all",
                                     device=device, batch_size=batch_size, warn=warn)
             scores[name] = _brief(m)
-        rec = SplitRecord.from_json((_load(old).get("extra") or {}).get("split"))
+        rec = SplitRecord.from_json(_load(old).get("split"))  # extra entries sit at the top level
         seen = sum(1 for r in rows if rec is not None and r[2] and r[2] in rec.train)
         result = {"images": len(rows), "old": scores["old"], "new": scores["new"],
                   "seen_by_old": seen if rec is not None else None,

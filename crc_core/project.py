@@ -4,7 +4,7 @@ Layout of a project folder::
 
     project.json                 format version, name, class scheme, slide list
     annotations/<slide-id>.geojson   QuPath GeoJSON, one per slide (+ .bak: the previous save)
-    datasets/  models/  predictions/ created on demand
+    datasets/  models/  predictions/ created on demand (crc_core.project_folders)
 
 Slides under the project folder are recorded by a relative path (``/``-separated), so the folder
 can be moved to another disk or machine and keeps working; slides the user added from elsewhere
@@ -41,6 +41,7 @@ from crc_core.annotations import (
 from crc_core.atomic import atomic_write_bytes
 from crc_core.classes import ClassScheme, slugify
 from crc_core.errors import AnnotationError, ClassSchemeError, ProjectError
+from crc_core.project_folders import ProjectFolders
 
 __all__ = ["PROJECT_FILE", "PROJECT_FORMAT", "Project", "SlideEntry"]
 
@@ -136,7 +137,7 @@ def _check_mpp(v: Any, where: str) -> tuple[float, float] | None:
     raise ProjectError(f"{where}: mpp {v!r} must be null, a positive number or [x, y] µm per pixel")
 
 
-class Project:
+class Project(ProjectFolders):
     """A project folder. Use :meth:`create` or :meth:`open`, not the constructor."""
 
     def __init__(
@@ -357,28 +358,6 @@ class Project:
             raise ProjectError(
                 f"{exc.filename or path}: cannot save ({exc.strerror or exc})"
             ) from None
-
-    # ---------------------------------------------------------------- folders
-    def _subdir(self, name: str) -> Path:
-        d = self.root / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    @property
-    def annotations_dir(self) -> Path:
-        return self._subdir("annotations")
-
-    @property
-    def datasets_dir(self) -> Path:
-        return self._subdir("datasets")
-
-    @property
-    def models_dir(self) -> Path:
-        return self._subdir("models")
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self._subdir("predictions")
 
     # ---------------------------------------------------------------- slides
     def _root_resolved(self) -> Path:

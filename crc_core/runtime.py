@@ -1,10 +1,14 @@
 """Where and how a model runs: device, precision, out-of-memory back-off, test-time augmentation.
 
-One module so that a checkpoint scores the same in ``crc evaluate``'s report and on a slide in
-``crc predict``: both hand uint8 batches to a :class:`Scorer`, which normalises them with
-:func:`crc_core.preprocess.to_float_input`, runs the model under the same precision (float32 on the
-CPU; float16 autocast on CUDA unless ``amp=False``), optionally averages the eight flips and
-rotations (``tta``), and halves the batch and retries on CUDA out-of-memory.
+One module for training, evaluation and prediction, so that a checkpoint scores the same in
+``crc evaluate``'s report and on a slide in ``crc predict``: both hand uint8 batches to a
+:class:`Scorer`, which normalises them with :func:`crc_core.preprocess.to_float_input`, runs the
+model under the same precision (float32 on the CPU; float16 autocast on CUDA unless ``amp=False``),
+optionally averages the eight flips and rotations (``tta``), and halves the batch and retries on
+CUDA out-of-memory. Training (:mod:`crc_core.training`) takes its device from
+:func:`resolve_device`, its precision from :func:`training_autocast` (bfloat16 on CUDA: float32's
+range, so no loss scaling; its validation runs the same) and its out-of-memory back-off from
+:func:`is_oom` and :func:`halved_batch` (it halves the micro-batch and accumulates gradients).
 
 Test-time augmentation (TTA). The eight symmetries of the square (four 90-degree rotations, each
 with and without a horizontal flip) are applied to each batch and the softmax probabilities
@@ -26,7 +30,8 @@ from crc_core.errors import ConfigError, CrcError
 from crc_core.preprocess import to_float_input
 
 __all__ = [
-    "TTA_VIEWS", "Scorer", "describe", "inference_autocast", "is_oom", "resolve_device",
+    "OOM_ERRORS", "TTA_VIEWS", "Scorer", "describe", "halved_batch", "inference_autocast",
+    "is_oom", "resolve_device", "training_autocast",
 ]
 
 #: Number of views averaged by test-time augmentation.
@@ -57,15 +62,40 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     return torch.device("cpu")
 
 
+#: What an out-of-memory error is raised as (catch these, then check :func:`is_oom`).
+OOM_ERRORS = (torch.OutOfMemoryError, RuntimeError)
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for CUDA (or other accelerator) out-of-memory errors."""
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def halved_batch(batch: int, device: torch.device, advice: str) -> int:
+    """The batch to retry with after running out of memory with ``batch`` images: half of it.
+
+    Frees the CUDA cache first. Raises :class:`CrcError` (ending with ``advice``, what to change)
+    when ``batch`` was already 1.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if batch <= 1:
+        raise CrcError(f"out of memory on {device} even with a batch of 1; {advice}") from None
+    return max(1, batch // 2)
 
 
 def inference_autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
     """float16 autocast on CUDA when ``amp``, else nothing (the CPU always runs float32)."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def training_autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on CUDA when ``amp``, else nothing: training's forward passes and its
+    validation (the CPU always runs float32)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -204,7 +234,7 @@ class Scorer:
                 probs_out.append(p.cpu().numpy().astype(np.float32))
                 if t is not None:
                     cams_out.append(t.cpu().numpy().astype(np.float32))
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
+            except OOM_ERRORS as exc:
                 if not is_oom(exc):
                     raise
                 self._halve(bs)
@@ -215,12 +245,7 @@ class Scorer:
         return probs, (np.concatenate(cams_out) if cams_out else None)
 
     def _halve(self, bs: int) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if bs <= 1:
-            raise CrcError(f"out of memory on {self.device} even with batch size 1; use "
-                           f"--device cpu or free GPU memory") from None
-        self.batch_size = max(1, bs // 2)
+        self.batch_size = halved_batch(bs, self.device, "use --device cpu or free GPU memory")
         self.messages.append(f"out of memory on {self.device} with batch size {bs}; retrying "
                              f"with batch size {self.batch_size}")
 

@@ -214,7 +214,8 @@ def fine_tune(qapp, win, data: Path, model: Path, take: Callable[[str], bool], o
     dlg.epochs_spin.setValue(1)
     dlg.batch_spin.setValue(8)
     dlg.device_combo.setCurrentText("cpu")
-    wait_until(qapp, lambda: False, 1.0)  # the data summary runs after a short delay
+    wait_until(qapp, lambda: not dlg.summary_pending(), TIMEOUT)  # the data check, in a worker
+    wait_until(qapp, lambda: False, 0.3)
     if take("own-train-start"):
         _shot(win, dlg, out("own-train-start"))
     state: list[str] = []

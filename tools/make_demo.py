@@ -34,7 +34,7 @@ from shapely.ops import unary_union
 
 from crc_core.annotations import Annotation, AnnotationSet
 from crc_core.classes import ClassScheme
-from crc_core.inference import _file_fingerprint, predict, save_prediction
+from crc_core.inference import _file_fingerprint, predict
 from crc_core.jobs import run_job
 from crc_core.models import load_checkpoint
 from crc_core.project import Project
@@ -166,9 +166,7 @@ def _shipped_prediction(project: Project, entry: object, checkpoint: Path) -> di
     pred = run_job(predict(slide_path, checkpoint, cam=True, scheme=project.scheme, device="cpu"))
     pred.model = {**pred.model, "checkpoint": f"models/{checkpoint.name}"}
     pred.slide = {**pred.slide, "path": slide_path.name}
-    folder = project.predictions_dir / entry.id  # type: ignore[attr-defined]
-    folder.mkdir(parents=True, exist_ok=True)
-    save_prediction(pred, folder / f"{checkpoint.stem}.npz")
+    project.save_prediction(entry, checkpoint.stem, pred)  # type: ignore[arg-type]
     cmap = pred.class_map()
     g = pred.grid
     result = []

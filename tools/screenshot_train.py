@@ -16,6 +16,7 @@ import argparse
 import csv
 import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     dlg.val_spin.setValue(0.25)
     dlg.test_spin.setValue(0.25)
     dlg.out_edit.setText(str(work / "models" / "{arch}-{time}"))
+    while dlg.summary_pending():  # the data check runs in a worker; Start waits for it
+        qapp.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.02)
     loop = QEventLoop()
     failures: list[str] = []
     dlg.allFinished.connect(loop.quit)

@@ -11,7 +11,7 @@ window-modal and non-blocking (``open()``), kept in :attr:`AnnotationActions.dia
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QPoint, QPointF, QRectF
 from PySide6.QtGui import QAction, QKeySequence
@@ -19,11 +19,14 @@ from PySide6.QtWidgets import QMenu
 
 from app.dialogs.class_scheme import color_icon
 
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
 
 class AnnotationActions(QObject):
     """Annotation commands of ``window`` (a :class:`app.main_window.MainWindow`)."""
 
-    def __init__(self, window: Any) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.win = window
         self.ctl = window.ctl

@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 
 from crc_core.annotations import Annotation, AnnotationSet
 from crc_core.classes import ClassScheme
-from crc_core.errors import CrcError
+from crc_core.errors import CrcError, error_message
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +300,7 @@ class AnnotationDocument(QObject):
         try:
             self.saver(self.annotations)
         except (CrcError, OSError) as exc:
-            msg = (
-                str(exc)
-                if isinstance(exc, CrcError)
-                else f"{getattr(exc, 'filename', '')}: {exc.strerror or exc}"
-            )
+            msg = error_message(exc)
             log.error("autosave failed: %s", msg)
             self.saveFailed.emit(f"Annotations could not be saved: {msg}")
             return False

@@ -8,10 +8,12 @@ cancels without waiting.
 When done the dialog shows the Table-1 style counts and a grid of sample patches per class (through
 a stain normalisation when one is chosen: :mod:`app.dialogs.stain_preview`). A
 cancelled build leaves an incomplete dataset that Build (same settings, same name) resumes.
-The dataset goes to ``<project>/datasets/<name>``.
+The dataset goes to the project's :meth:`~crc_core.project.Project.dataset_path`
+(``datasets/<name>``).
 
-The open slide's annotations come from the viewer's document, in memory (an area drawn a moment
-ago, inside the autosave pause, is in the dataset); the other slides' files are read in the worker,
+The dialog takes the window's :class:`crc_core.session.Session`: the open slide's annotations come
+from its document, in memory (an area drawn a moment ago, inside the autosave pause, is in the
+dataset); the other slides' files are read in the worker,
 with a copy of the project's class scheme, so the GUI thread never reads them.
 """
 
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
@@ -51,8 +53,14 @@ from app.dialogs import errors
 from app.dialogs.scale_banner import GlandScaleBanner
 from app.job_runner import JobRunner
 from crc_core.annotations import AnnotationSet
-from crc_core.errors import CrcError
+from crc_core.classes import ClassScheme
+from crc_core.errors import CrcError, ProjectError
 from crc_core.jobs import Event, Progress
+from crc_core.project import Project
+from crc_core.session import AnnotationHolder, Session
+
+if TYPE_CHECKING:
+    from crc_core.patches import ExtractConfig, ExtractResult
 
 SAMPLES_PER_CLASS = 6
 THUMB_PX = 96
@@ -60,12 +68,12 @@ log = logging.getLogger(__name__)
 
 
 def build_job(
-    project: Any,
+    project: Project,
     open_sets: Mapping[str, AnnotationSet] | None,
     out: Path,
-    scheme: Any,
-    cfg: Any,
-) -> Generator[Event, None, Any]:
+    scheme: ClassScheme,
+    cfg: ExtractConfig,
+) -> Generator[Event, None, ExtractResult]:
     """Read the annotated slides (``open_sets``: {slide id: annotations in memory}, the others from
     their files with ``scheme``, a copy of the project's), leave unreviewed proposals out, then
     :func:`crc_core.patches.extract` into ``out``. Runs in the worker."""
@@ -111,7 +119,7 @@ def _dspin(
 
 
 class BuildDatasetDialog(QDialog):
-    """Settings, progress, cancel and results of one dataset build for ``project``.
+    """Settings, progress, cancel and results of one dataset build for ``session``'s project.
 
     Signals
     -------
@@ -128,16 +136,14 @@ class BuildDatasetDialog(QDialog):
     buildFailed = Signal(str)
 
     def __init__(
-        self,
-        project: Any,
-        parent: QWidget | None = None,
-        *,
-        open_annotations: Callable[[], Mapping[str, AnnotationSet]] | None = None,
+        self, session: Session[AnnotationHolder], parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
-        self.project = project
-        # {slide id: annotations in memory} at the moment Build is pressed (the viewer's document)
-        self.open_annotations = open_annotations
+        if session.project is None:
+            raise ProjectError("Build Dataset needs a project: open a project or a slide first")
+        # the open slide's annotations are taken from the session, in memory, when Build is pressed
+        self.session = session
+        project = self.project = session.project
         self.result: Any = None
         self.sample_labels: dict[str, list[QLabel]] = {}
         self.setWindowTitle("Build Dataset")
@@ -216,7 +222,7 @@ class BuildDatasetDialog(QDialog):
         form.addRow("Stain preview:", self.stain_preview.combo)
         return form
 
-    def _make_class_list(self, project: Any) -> QGroupBox:
+    def _make_class_list(self, project: Project) -> QGroupBox:
         self.class_list = QListWidget()
         for c in project.scheme:
             item = QListWidgetItem(c.name)
@@ -322,7 +328,7 @@ class BuildDatasetDialog(QDialog):
         name = self.name_edit.text().strip()
         if not name or name in (".", "..") or any(ch in name for ch in "/\\:"):
             raise ConfigError(f"dataset name {name!r} must be a plain folder name (no / \\ :)")
-        return Path(self.project.datasets_dir) / name
+        return self.project.dataset_path(name)
 
     # ---------------------------------------------------------------------------------- run
     def start(self) -> None:
@@ -336,7 +342,7 @@ class BuildDatasetDialog(QDialog):
         except CrcError as exc:
             errors.report(self, "Build Dataset", str(exc))
             return
-        in_memory = self.open_annotations() if self.open_annotations is not None else None
+        in_memory = self.session.open_annotation_sets()  # {slide id: annotations}, as edited
         project, scheme = self.project, self.project.scheme.copy()
         self.result = None
         self._clear_results()

@@ -18,6 +18,7 @@ the dialog cancels a running conversion.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QRectF
@@ -36,12 +37,15 @@ from PySide6.QtWidgets import (
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from app.annotate.document import AnnotationDocument
 from app.dialogs import errors
+from app.viewer.view import SlideView
 from app.workers import JobWorker
 from crc_core.errors import CrcError
 from crc_core.inference import Prediction
 from crc_core.proposals import conversion_job, prediction_mpp
 from crc_core.scheme_map import scheme_map, target_mapping
+from crc_core.session import Session
 
 TITLE = "Prediction to Annotations"
 
@@ -53,27 +57,32 @@ SCOPES = ("Whole slide", "Selected annotations", "Visible area")
 
 
 class ConvertPredictionDialog(QDialog):
-    """See the module docstring; ``window`` is the :class:`app.main_window.MainWindow`."""
+    """See the module docstring: ``session``'s finished predictions (``current`` first) into
+    proposed areas of its document; ``view`` gives the visible area, ``status(text, ms)`` the
+    status line."""
 
-    def __init__(self, window: Any) -> None:
-        super().__init__(window)
-        self.win = window
+    def __init__(
+        self, session: Session[AnnotationDocument], view: SlideView,
+        status: Callable[[str, int], None] | None = None, current: str | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.session, self.view = session, view
+        self._status = status or (lambda _text, _ms: None)
         self.setWindowTitle(TITLE)
-        panel = getattr(window, "results_panel", None)
-        entries = panel.entries.items() if panel is not None else []
-        self.preds: dict[str, Prediction] = {n: e.pred for n, e in entries if e.pred is not None}
-        if window.document is None or not self.preds:
+        self.preds: dict[str, Prediction] = dict(session.predictions)
+        if session.document is None or not self.preds:
             raise CrcError("there is no prediction of this slide to convert: run Analysis > "
                            "Predict… first (or open a slide with a saved prediction)")
         self.worker: JobWorker | None = None
         self.model = QComboBox()
         self.model.addItems(list(self.preds))
-        if panel.current in self.preds:
-            self.model.setCurrentText(panel.current)
+        if current in self.preds:
+            self.model.setCurrentText(current)
         self.model.currentTextChanged.connect(self._on_model_currentTextChanged)
         self.scope = QComboBox()
         self.scope.addItems(SCOPES)
-        if window.document.selection:
+        if session.document.selection:
             self.scope.setCurrentText("Selected annotations")
         self.min_conf = QDoubleSpinBox()
         self.min_conf.setRange(0.0, 1.0)
@@ -113,6 +122,12 @@ class ConvertPredictionDialog(QDialog):
         self._on_model_currentTextChanged(self.model.currentText())
 
     # ------------------------------------------------------------------ inputs
+    def _document(self) -> AnnotationDocument:
+        doc = self.session.document
+        if doc is None:
+            raise CrcError("the slide was closed: open it again to convert its prediction")
+        return doc
+
     def prediction(self) -> Prediction:
         return self.preds[self.model.currentText()]
 
@@ -139,7 +154,7 @@ class ConvertPredictionDialog(QDialog):
             self.group_form.removeRow(0)
         self.group_boxes = {}
         try:
-            links = scheme_map(pred.scheme, self.win.document.scheme).links
+            links = scheme_map(pred.scheme, self._document().scheme).links
         except CrcError:  # refused with its message on Convert
             links = []
         for k in (k for k in links if k.kind == "group"):
@@ -164,13 +179,13 @@ class ConvertPredictionDialog(QDialog):
         """(prediction class -> project class, notes) for :func:`conversion_job`; ``None`` when
         the prediction's classes are the project's."""
         choices = {m: str(c.currentData()) for m, c in self.group_boxes.items()}
-        return target_mapping(self.prediction().scheme, self.win.document.scheme, choices)
+        return target_mapping(self.prediction().scheme, self._document().scheme, choices)
 
     def region(self) -> BaseGeometry | None:
         """The area to convert (level-0 px); ``None`` = the whole slide."""
         scope = self.scope.currentText()
         if scope == "Selected annotations":
-            sel = self.win.document.selected()
+            sel = self._document().selected()
             if not sel:
                 raise CrcError("no annotation is selected: select the areas to convert, or "
                                "choose Whole slide")
@@ -178,7 +193,7 @@ class ConvertPredictionDialog(QDialog):
 
             return union_all([a.geometry for a in sel])
         if scope == "Visible area":
-            r: QRectF = self.win.view.visible_rect_l0()
+            r: QRectF = self.view.visible_rect_l0()
             return box(r.left(), r.top(), r.right(), r.bottom())
         return None
 
@@ -195,7 +210,7 @@ class ConvertPredictionDialog(QDialog):
     def start(self) -> None:
         if self.worker is not None:
             return
-        doc = self.win.document
+        doc = self._document()
         try:
             pred, opts = self.prediction(), self.options()
         except CrcError as exc:
@@ -211,12 +226,12 @@ class ConvertPredictionDialog(QDialog):
         w.failed.connect(lambda msg, w=w: self._on_worker_failed(w, msg))
         w.start()
 
-    def _on_worker_finished(self, w: JobWorker, doc: Any, res: Any) -> None:
+    def _on_worker_finished(self, w: JobWorker, doc: AnnotationDocument, res: Any) -> None:
         if w is not self.worker:  # cancelled (dialog closed): nothing is added
             return
         self.worker = None
         self.convert_button.setEnabled(True)
-        if doc is not self.win.document:  # the slide changed meanwhile
+        if doc is not self.session.document:  # the slide changed meanwhile
             self.status.setText("The slide changed: nothing was added")
             return
         n = len(res.annotations)
@@ -224,7 +239,7 @@ class ConvertPredictionDialog(QDialog):
             push_added(doc, res.annotations, f"Convert prediction: {n} proposed areas")
         msg = (f"{n} proposed area{'s' if n != 1 else ''} added from {self.model.currentText()}"
                + "".join(f"; {note}" for note in res.notes))
-        self.win.statusBar().showMessage(msg, 15000)
+        self._status(msg, 15000)
         self.status.setText(msg)
         if n:
             self.accept()

@@ -2,16 +2,21 @@
 
 Recently used checkpoints are kept in the viewer settings (``recent_models``, most recent first; the
 first is the one used last and is preselected). The project's are the ``.pt`` files under its
-``models/`` folder (newest first); the shipped ones are ``models/*.pt`` of the CRC Workbench
-repository (any file there: the demo model's name is not fixed). A path appears once, under the
-first origin that lists it. GUI-free apart from the settings object; cheap (directory listings).
+``models/`` folder (newest first, :meth:`crc_core.project.Project.list_models`); the shipped ones
+are ``models/*.pt`` of the CRC Workbench repository (any file there: the demo model's name is not
+fixed). A path appears once, under the first origin that lists it. GUI-free apart from the
+settings object; cheap (directory listings).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from crc_core.project import Project
 
 MAX_PROJECT = 20
 
@@ -37,25 +42,17 @@ def shipped_models_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "models"
 
 
-def _project_models(project: Any) -> list[Path]:
-    if project is None:
-        return []
-    try:
-        folder = Path(project.models_dir)
-        found = [p for p in folder.rglob("*.pt") if p.is_file()]
-    except OSError:  # no models folder yet, unreadable
-        return []
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_PROJECT]
-
-
-def known_models(project: Any, settings: Any, shipped: Path | None = None) -> list[ModelChoice]:
+def known_models(
+    project: Project | None, settings: Settings, shipped: Path | None = None,
+) -> list[ModelChoice]:
     """Recent (still existing), project and shipped checkpoints, each path once, in that order."""
     recent = [Path(p) for p in (settings.get("recent_models") or []) if Path(p).is_file()]
     folder = shipped or shipped_models_dir()
     shipped_pts = sorted(p for p in folder.glob("*.pt") if p.is_file()) if folder.is_dir() else []
     out: list[ModelChoice] = []
     seen: set[Path] = set()
-    for origin, paths in (("recent", recent), ("project", _project_models(project)),
+    project_pts = project.list_models(MAX_PROJECT) if project is not None else []
+    for origin, paths in (("recent", recent), ("project", project_pts),
                           ("shipped", shipped_pts)):
         for p in paths:
             key = p.resolve()
@@ -65,7 +62,7 @@ def known_models(project: Any, settings: Any, shipped: Path | None = None) -> li
     return out
 
 
-def remember_model(settings: Any, path: str | Path) -> None:
+def remember_model(settings: Settings, path: str | Path) -> None:
     """Put ``path`` first in the recent models and save the settings."""
     from app.settings import MAX_RECENT
 

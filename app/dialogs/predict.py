@@ -12,14 +12,20 @@ no weights) and mapped onto the project's scheme, a coarser model's class coveri
 finer ones (Adenocarcinoma for its three grades); the dialog states the mapping, or the refusal,
 before any weight is loaded: as soon as a model is chosen (:mod:`app.dialogs.mapping_preview`) and
 again when the prediction starts.
+
+The dialog takes the window's :class:`crc_core.session.Session` (the open slide, its project and
+document), the view (for "Current view"), the settings (recent models) and the Results panel,
+not the window; a change of the session's slide cancels a running prediction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -37,26 +43,39 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
+from app.annotate.document import AnnotationDocument
 from app.dialogs import errors
 from app.dialogs.mapping_preview import MappingPreview, mapping_text
 from app.dialogs.model_choice import ORIGIN_TEXT, known_models, remember_model
 from app.job_runner import JobRunner
-from app.panels.results import install_results_panel
+from app.panels.results import ResultsPanel
+from app.settings import Settings
+from app.viewer.view import SlideView
+from app.workers import JobWorker
+from crc_core.classes import ClassScheme
 from crc_core.inference import BACKENDS, Prediction
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, Progress
 from crc_core.scheme_map import checked_predict
+from crc_core.session import Session
+from crc_core.slide import SlideReader
 
 SCOPES = ("view", "selection", "slide")
 SCOPE_TEXT = {"view": "Current view", "selection": "Selected regions", "slide": "Whole slide"}
 
 
 class PredictDialog(QDialog):
-    """Predict with a checkpoint (see module docstring). ``window`` is the main window."""
+    """Predict with a checkpoint on ``session``'s slide (see module docstring); the maps are drawn
+    by ``results``."""
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent or window)
-        self.window = window
+    def __init__(
+        self, session: Session[AnnotationDocument], view: SlideView, settings: Settings,
+        results: ResultsPanel, parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.session, self.view, self.settings = session, view, settings
+        self.panel = results
         self.setWindowTitle("Predict")
         self.result: Prediction | None = None
         self._name = ""
@@ -72,7 +91,7 @@ class PredictDialog(QDialog):
         self.preview = MappingPreview(self.mapping, self.ckpt.currentText, self._project_scheme,
                                       self)
         self.ckpt.currentTextChanged.connect(self._on_ckpt_changed)
-        for choice in known_models(window.project, window.settings):
+        for choice in known_models(session.project, settings):
             self.ckpt.addItem(str(choice.path), choice.origin)
             self.ckpt.setItemData(self.ckpt.count() - 1, choice.text, Qt.ItemDataRole.ToolTipRole)
         self.browse_button = QPushButton("Browse…")
@@ -81,18 +100,7 @@ class PredictDialog(QDialog):
         row.addWidget(self.ckpt, 1)
         row.addWidget(self.browse_button)
 
-        self.scope_group = QButtonGroup(self)
-        scope_row = QHBoxLayout()
-        self.scope_buttons: dict[str, QRadioButton] = {}
-        for i, key in enumerate(SCOPES):
-            b = QRadioButton(SCOPE_TEXT[key])
-            self.scope_group.addButton(b, i)
-            scope_row.addWidget(b)
-            self.scope_buttons[key] = b
-        doc = window.document
-        has_sel = doc is not None and bool(doc.selected())
-        self.scope_buttons["selection"].setEnabled(has_sel)
-        self.scope_buttons["selection" if has_sel else "view"].setChecked(True)
+        scope_row = self._make_scope_row()
 
         self.stride = QSpinBox()
         self.stride.setRange(0, 4096)
@@ -149,7 +157,24 @@ class PredictDialog(QDialog):
             self.stride, self.patch, self.cam, self.batch, self.device, self.backend,
             self.min_tissue,
         ])
-        window.slideOpened.connect(self._on_window_slideOpened)
+        unsubscribe = session.on("slide_changed", self._on_session_slide_changed)
+        self.destroyed.connect(lambda *_: unsubscribe())
+
+    def _make_scope_row(self) -> QHBoxLayout:
+        """The scope's radio buttons: "Selected regions" first when annotations are selected."""
+        self.scope_group = QButtonGroup(self)
+        scope_row = QHBoxLayout()
+        self.scope_buttons: dict[str, QRadioButton] = {}
+        for i, key in enumerate(SCOPES):
+            b = QRadioButton(SCOPE_TEXT[key])
+            self.scope_group.addButton(b, i)
+            scope_row.addWidget(b)
+            self.scope_buttons[key] = b
+        doc = self.session.document
+        has_sel = doc is not None and bool(doc.selected())
+        self.scope_buttons["selection"].setEnabled(has_sel)
+        self.scope_buttons["selection" if has_sel else "view"].setChecked(True)
+        return scope_row
 
     def _make_run_controls(self) -> QHBoxLayout:
         """Progress bar, status line (the runner's) and the Predict / Cancel / Close buttons."""
@@ -178,8 +203,8 @@ class PredictDialog(QDialog):
         self.ckpt_origin.setText(ORIGIN_TEXT.get(origin, "") if isinstance(origin, str) else "")
         self.preview.request()
 
-    def _project_scheme(self) -> Any:
-        return self.window.project.scheme if self.window.project is not None else None
+    def _project_scheme(self) -> ClassScheme | None:
+        return self.session.scheme
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "Checkpoints (*.pt *.pth)")
@@ -192,14 +217,14 @@ class PredictDialog(QDialog):
     def scope(self) -> str:
         return SCOPES[max(0, self.scope_group.checkedId())]
 
-    def _regions(self) -> list[Any] | None:
+    def _regions(self) -> list[BaseGeometry] | None:
         scope = self.scope()
         if scope == "slide":
             return None
         if scope == "view":
-            r = self.window.view.visible_rect_l0()
+            r = self.view.visible_rect_l0()
             return [box(r.left(), r.top(), r.right(), r.bottom())]
-        doc = self.window.document
+        doc = self.session.document
         sel = doc.selected() if doc is not None else []
         if not sel:
             raise ValueError("select one or more annotated regions first")
@@ -210,8 +235,8 @@ class PredictDialog(QDialog):
         """Start the prediction; False (with a message) when it cannot start."""
         if self.runner.running:
             return False
-        w = self.window
-        if w.slide is None:
+        slide = self.session.reader
+        if slide is None:
             errors.report(self, "Predict", "open a slide first (File > Open Slide)")
             return False
         ckpt = Path(self.ckpt.currentText().strip())
@@ -227,9 +252,8 @@ class PredictDialog(QDialog):
             return False
         scope = self.scope()
         self._name = ckpt.stem if scope == "slide" else f"{ckpt.stem} ({SCOPE_TEXT[scope].lower()})"
-        self.panel = install_results_panel(w)
-        self.panel.window.docks["results"].show()
-        slide, scheme = w.slide, self._project_scheme()
+        self.panel.reveal()
+        scheme = self._project_scheme()
         opts = dict(
             regions=regions,
             stride=self.stride.value() or None,
@@ -243,8 +267,8 @@ class PredictDialog(QDialog):
         self._ckpt_path = ckpt
         self.preview.hold()
 
-        def factory() -> Any:
-            return checked_predict(slide, ckpt, scheme, **opts)
+        def factory(s: SlideReader = slide) -> Generator[Event, None, Prediction]:
+            return checked_predict(s, ckpt, scheme, **opts)
 
         self.result = None
         return self.runner.start(factory, "Reading the model's classes…")
@@ -253,7 +277,7 @@ class PredictDialog(QDialog):
         self.runner.cancel()
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> JobWorker | None:
         """The running job's :class:`app.workers.JobWorker` (None when idle)."""
         return self.runner.worker
 
@@ -274,7 +298,7 @@ class PredictDialog(QDialog):
         """The checkpoint was accepted for the project's classes: state how, remember the model."""
         self._statement = smap.statement()
         self.mapping.setText(mapping_text(smap, summary))
-        remember_model(self.window.settings, self._ckpt_path)
+        remember_model(self.settings, self._ckpt_path)
 
     def _on_runner_succeeded(self, pred: Prediction) -> None:
         self.result = pred
@@ -298,11 +322,11 @@ class PredictDialog(QDialog):
         self.panel.remove(self._name)
         self.status.setText("Cancelled: nothing was saved.")
 
-    def _on_window_slideOpened(self, _path: str) -> None:
+    def _on_session_slide_changed(self, _reader: SlideReader | None) -> None:
         # The prediction belongs to the slide it started on.
         self.cancel()
 
-    def closeEvent(self, ev: Any) -> None:  # noqa: N802
+    def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802
         # never waits: a running prediction is cancelled and its layers go when its thread ends
         self.preview.stop()
         self.runner.close()

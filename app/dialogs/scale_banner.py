@@ -15,13 +15,14 @@ from PySide6.QtWidgets import QWidget
 
 from app.widgets.labels import WrapLabel
 from app.workers import JobWorker
+from crc_core.project import Project
 from crc_core.scale_notes import gland_scale_notes
 
 
 class GlandScaleBanner(WrapLabel):
     """Hidden while every slide states its pixel size or the gland filter is off."""
 
-    def __init__(self, project: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, project: Project, parent: QWidget | None = None) -> None:
         super().__init__("", parent)
         self.project = project
         self.setStyleSheet("background: #fff3cd; color: #664d03; padding: 6px; "

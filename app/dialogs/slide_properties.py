@@ -7,8 +7,6 @@ window stores the answer in the project (``Project.set_mpp``) and applies it to 
 
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
@@ -26,12 +24,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.viewer.tiles import array_to_qimage
+from crc_core.errors import error_message
+from crc_core.slide import SlideReader
 
 
 class SlidePropertiesDialog(QDialog):
     """Read-only view of a slide's facts, properties and associated images."""
 
-    def __init__(self, slide: Any, parent: QWidget | None = None):
+    def __init__(self, slide: SlideReader, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle(f"Slide properties — {slide.path.name}")
         tabs = QTabWidget()
@@ -93,7 +93,7 @@ class SlidePropertiesDialog(QDialog):
                 )
                 lab.setPixmap(pm)
             except Exception as exc:  # a broken associated image is shown as text
-                lab.setText(f"cannot read: {exc}")
+                lab.setText(f"cannot read: {error_message(exc)}")
             self.image_labels[name] = lab
             box.addWidget(QLabel(f"<b>{name}</b>"))
             box.addWidget(lab)

@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QFormLayout, QLabel, QWidget
 
+from crc_core.slide import SlideReader
 from crc_core.stain import IO, slide_stain_job
 
 
@@ -26,7 +27,7 @@ def _swatch(vec: list[float]) -> str:
 class StainTab(QWidget):
     """Slide stain vectors (see module docstring)."""
 
-    def __init__(self, slide: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, slide: SlideReader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         from app.workers import JobWorker
 

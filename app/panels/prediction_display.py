@@ -241,7 +241,7 @@ class CamControls(QWidget):
         cid = self.class_combo.itemData(index)
         if cid == self._cam_class(entry):
             return
-        slide, pred = self.panel.window.slide, entry.pred
+        slide, pred = self.panel.session.reader, entry.pred
         cache = self.cache
         self.worker = JobWorker(lambda: class_cam_job(slide, pred, cid, cache), self)
         self.worker.progressed.connect(self._on_worker_progressed)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from crc_core.errors import CrcError
 from crc_core.jobs import Progress
+from crc_core.project import Project
 from crc_core.slide import open_slide
 
 THUMB_PX = 64
@@ -72,7 +73,7 @@ class ProjectPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.project: Any = None
+        self.project: Project | None = None
         self.title = QLabel("No project")
         self.title.setWordWrap(True)
         self.tree = QTreeWidget()
@@ -94,7 +95,7 @@ class ProjectPanel(QWidget):
         lay.addWidget(self.title)
         lay.addWidget(self.tree, 1)
 
-    def set_project(self, project: Any, current_id: str | None = None) -> None:
+    def set_project(self, project: Project | None, current_id: str | None = None) -> None:
         if project is not self.project:
             self._thumbs.clear()
             self._tried.clear()
@@ -124,7 +125,7 @@ class ProjectPanel(QWidget):
         self._worker = w
         w.start()
 
-    def _on_worker_progressed(self, ev: Progress, project: Any) -> None:
+    def _on_worker_progressed(self, ev: Progress, project: Project | None) -> None:
         entry_id, img = ev.payload
         if img is None or project is not self.project:  # another project opened meanwhile
             return

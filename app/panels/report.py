@@ -1,7 +1,8 @@
 """Evaluation report panel: the paper's Tables 3 and 4, ROC curves, confusion matrix, curves.
 
-Reads what :func:`crc_core.evaluation.evaluate` and :func:`crc_core.training.fit` write: an
-evaluation folder (``metrics.json``, ``predictions.csv``), a run folder (``history.csv``, and its
+Reads what :func:`crc_core.evaluation.evaluate` and :func:`crc_core.training.fit` write through
+:mod:`crc_core.runs`, the reader ``crc compare`` uses too (a file is refused with the same message):
+an evaluation folder (``metrics.json``, ``predictions.csv``), a run folder (``history.csv``, and its
 evaluation in ``eval/``), or a folder of runs (each child added, as ``crc compare`` does). Several
 models share the two tables (one row per model in Table 3, one per class and model in Table 4); the
 plots show the model picked in the combo box. Reading is quick (small CSV/JSON files) and happens in
@@ -10,9 +11,6 @@ the GUI thread.
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,112 +34,9 @@ from PySide6.QtWidgets import (
 
 from app.dialogs import errors
 from app.widgets.plots import ConfusionCanvas, CurvesCanvas, RocCanvas
-from crc_core.errors import CrcError
-from crc_core.evaluation import read_history, table3, table4
-
-
-@dataclass
-class EvalResult:
-    """One model's evaluation as read from disk (``metrics`` is ``None`` for an unevaluated run)."""
-
-    name: str
-    folder: Path
-    metrics: dict[str, Any] | None = None
-    y_true: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    history: list[dict[str, float | None]] = field(default_factory=list)
-    report_html: Path | None = None
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CrcError(f"{path}: not a readable metrics.json ({exc})") from None
-    if not isinstance(m, dict) or not isinstance(m.get("macro"), dict) \
-            or not isinstance(m.get("per_class"), dict):
-        raise CrcError(f"{path}: not a metrics.json written by `crc evaluate` (no macro/per_class)")
-    return m
-
-
-def _read_predictions(path: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(y_true, probs)`` from a ``predictions.csv`` in the class order ``names``."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CrcError(f"{path}: not a readable predictions.csv ({exc})") from None
-    cols = [f"prob_{n}" for n in names]
-    try:
-        y = np.array([names.index(r["label"]) for r in rows], dtype=int)
-        p = np.array([[float(r[c]) for c in cols] for r in rows], dtype=float)
-        p = p.reshape(-1, len(names))
-    except (KeyError, ValueError) as exc:
-        raise CrcError(f"{path}: rows do not match the classes of metrics.json ({exc})") from None
-    return y, p
-
-
-def _history_for(eval_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
-    candidates = [eval_dir / "history.csv", eval_dir.parent / "history.csv"]
-    if metrics and metrics.get("checkpoint"):
-        candidates.append(Path(str(metrics["checkpoint"])).parent / "history.csv")
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def read_result(folder: str | Path) -> EvalResult:
-    """Read one evaluation or run folder.
-
-    Raises
-    ------
-    CrcError
-        When the folder holds neither ``metrics.json`` (itself or in ``eval/``) nor ``history.csv``,
-        or when those files are unreadable.
-    """
-    path = Path(folder)
-    if path.is_file() and path.name == "metrics.json":
-        path = path.parent
-    if not path.is_dir():
-        raise CrcError(f"{path}: folder not found")
-    eval_dir = next((d for d in (path, path / "eval") if (d / "metrics.json").is_file()), None)
-    metrics = _read_metrics(eval_dir / "metrics.json") if eval_dir else None
-    hist_path = _history_for(eval_dir or path, metrics) if eval_dir else (
-        path / "history.csv" if (path / "history.csv").is_file() else None)
-    if metrics is None and hist_path is None:
-        raise CrcError(f"{path}: neither an evaluation folder (metrics.json) nor a training run "
-                       f"(history.csv)")
-    history: list[dict[str, float | None]] = []
-    if hist_path is not None:
-        try:
-            history = read_history(hist_path)
-        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
-            raise CrcError(f"{hist_path}: not a readable history.csv ({exc})") from None
-    run_dir = eval_dir.parent if eval_dir is not None and eval_dir.name == "eval" else path
-    name = str((metrics or {}).get("model") or run_dir.name)
-    if metrics is None:
-        cfg = run_dir / "config.json"
-        try:
-            name = str(json.loads(cfg.read_text(encoding="utf-8")).get("arch") or name)
-        except (OSError, ValueError, AttributeError):
-            pass
-    res = EvalResult(name, run_dir, metrics, history=history)
-    if eval_dir is not None and metrics is not None:
-        names = [str(n) for n in metrics.get("classes") or list(metrics["per_class"])]
-        pred = eval_dir / "predictions.csv"
-        if pred.is_file():
-            res.y_true, res.probs = _read_predictions(pred, names)
-        html = eval_dir / "report.html"
-        res.report_html = html if html.is_file() else None
-    return res
-
-
-def _run_children(path: Path) -> list[Path]:
-    """Child folders of ``path`` that are runs or evaluations (a project's ``models/``)."""
-    if not path.is_dir():
-        return []
-    return sorted(c for c in path.iterdir() if c.is_dir() and (
-        (c / "metrics.json").is_file() or (c / "eval" / "metrics.json").is_file()
-        or (c / "history.csv").is_file()))
+from crc_core.errors import CrcError, error_message
+from crc_core.evaluation import table3, table4
+from crc_core.runs import RunResult, read_run, run_children
 
 
 class ReportPanel(QWidget):
@@ -151,7 +46,7 @@ class ReportPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.results: dict[str, EvalResult] = {}
+        self.results: dict[str, RunResult] = {}
 
         self.title = QLabel("No evaluation loaded")
         self.title.setStyleSheet("font-weight: bold")
@@ -227,25 +122,25 @@ class ReportPanel(QWidget):
         """
         path = Path(folder)
         try:
-            results = [read_result(path)]
+            results = [read_run(path)]
         except CrcError:
-            children = _run_children(path)
+            children = run_children(path)
             if not children:
                 raise
-            results = [read_result(c) for c in children]
+            results = [read_run(c) for c in children]
         self.results.clear()
         for r in results:
             self._insert(r)
         self._refresh()
 
-    def add_folder(self, folder: str | Path) -> EvalResult:
+    def add_folder(self, folder: str | Path) -> RunResult:
         """Add (or replace, same folder) the model of ``folder`` next to those already shown."""
-        res = read_result(folder)
+        res = read_run(folder)
         self._insert(res)
         self._refresh(select=res.name)
         return res
 
-    def _insert(self, res: EvalResult) -> None:
+    def _insert(self, res: RunResult) -> None:
         for key, old in list(self.results.items()):
             if old.folder.resolve() == res.folder.resolve():
                 del self.results[key]
@@ -262,7 +157,7 @@ class ReportPanel(QWidget):
         try:
             self.open_folder(path)
         except CrcError as exc:
-            errors.report(self, "Cannot open report", str(exc))
+            errors.report(self, "Cannot open report", error_message(exc))
 
     def _on_html_clicked(self) -> None:
         res = self.results.get(self.model_combo.currentText())

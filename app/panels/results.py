@@ -16,21 +16,23 @@ splitter: the table keeps room for its rows, up to eight (one when it is empty),
 get the rest, the legend first after the model, so the legend's rows show without scrolling in a
 900 px high window.
 
-Predictions are saved in the project (``predictions/<slide-id>/<name>.npz``) and loaded again when the
-slide is opened: read in a worker (:func:`saved_predictions_job` in the panel's
-:class:`app.job_runner.JobRunner`) when the slide was opened from the UI, at once when it was opened
-by :meth:`app.main_window.MainWindow.open_path`; ``savedLoaded`` says when they are shown. GUI thread
-only; the prediction job itself runs in the Predict dialog's runner.
+The panel takes the window's :class:`crc_core.session.Session` (the project, the open slide, its
+document; it records each finished prediction there), the :class:`app.viewer.view.SlideView` it
+draws in and a status callback, not the window. Predictions are saved in the project
+(:meth:`crc_core.project.Project.save_prediction`: ``predictions/<slide-id>/<name>.npz``) and
+loaded again when the session's slide changes: read in a worker (:func:`saved_predictions_job` in
+the panel's :class:`app.job_runner.JobRunner`) when the slide was opened from the UI, at once when
+it was opened by :meth:`app.main_window.MainWindow.open_path`; ``savedLoaded`` says when they are
+shown. GUI thread only; the prediction job itself runs in the Predict dialog's runner.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -49,28 +51,33 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.annotate.document import AnnotationDocument
 from app.job_runner import JobRunner
 from app.panels.prediction_display import CamControls, ClassLegend
 from app.panels.results_layout import TABLE_MIN_ROWS as TABLE_MIN_ROWS
 from app.panels.results_layout import controls_over_table as _controls_over_table
 from app.panels.results_layout import fit_table_room
 from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
-from crc_core.errors import CrcError
-from crc_core.inference import GridSpec, Prediction, load_prediction, save_prediction
+from app.viewer.view import SlideView
+from crc_core.annotations import Annotation
+from crc_core.classes import ClassScheme
+from crc_core.errors import CrcError, error_message
+from crc_core.inference import GridSpec, Prediction, load_prediction
 from crc_core.jobs import Event, Progress, run_job
 from crc_core.regions import RegionResult, region_results
+from crc_core.session import Session
+from crc_core.slide import SlideReader
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
-FIXED_COLUMNS = [
-    "Region",
-    "Label",
-    "Predicted",
-    "Patches",
-    "Confidence",
-    "Label share",
-    "Agreement",
-]
+#: ``status(text, milliseconds)``: a line in the window's status bar (``QStatusBar.showMessage``)
+StatusFn = Callable[[str, int], None]
+
+FIXED_COLUMNS = ["Region", "Label", "Predicted", "Patches", "Confidence", "Label share",
+                 "Agreement"]
 
 
 @dataclass
@@ -83,10 +90,6 @@ class PredictionEntry:
     pred: Prediction | None = None
     path: Path | None = None
     cam_pred: Prediction | None = None  # the CAM of another class, computed on demand
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "prediction"
 
 
 class _NumItem(QTableWidgetItem):
@@ -116,20 +119,23 @@ def classes_at(pred: Prediction, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     x0, y0 = g.origin[0] + c * g.stride, g.origin[1] + r * g.stride
     inside = (xs >= x0) & (xs < x0 + g.window) & (ys >= y0) & (ys < y0 + g.window)
     cmap = pred.class_map()
-    out = np.where(inside, cmap[r, c], -1)
-    return out
+    return np.where(inside, cmap[r, c], -1)
 
 
 class ResultsPanel(QWidget):
-    """See the module docstring. ``window`` is the :class:`app.main_window.MainWindow`."""
+    """See the module docstring: the predictions of ``session``'s slide, drawn in ``view``."""
 
     predictionsChanged = Signal()
     currentChanged = Signal(str)
     savedLoaded = Signal(int)  # the open slide's saved predictions are shown (how many)
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, session: Session[AnnotationDocument], view: SlideView,
+        status: StatusFn | None = None, parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
-        self.window = window
+        self.session, self.view = session, view
+        self._status = status or (lambda _text, _ms: None)
         self.loader = JobRunner(self, controls=False)  # saved predictions of a slide opened
         self.loader.succeeded.connect(self._on_loader_succeeded)  # from the UI
         self.loader.idle.connect(self._on_loader_idle)
@@ -189,13 +195,13 @@ class ResultsPanel(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.splitter, 1)
 
-        window.view.cursorMoved.connect(self._on_view_cursorMoved)
-        window.slideOpened.connect(self._on_window_slideOpened)
-        self._document: Any = None
+        view.cursorMoved.connect(self._on_view_cursorMoved)
+        session.on("slide_changed", self._on_session_slide_changed)
+        self._document: AnnotationDocument | None = None
         self._refill_combos()
 
     # ------------------------------------------------------------------ entries and layers
-    def begin(self, name: str, grid: GridSpec, scheme: Any, cam: bool) -> PredictionEntry:
+    def begin(self, name: str, grid: GridSpec, scheme: ClassScheme, cam: bool) -> PredictionEntry:
         """Create (or replace) the entry ``name`` with empty layers, made current (progressive fill)."""
         previous = self.current_entry()
         self.remove(name)
@@ -231,6 +237,7 @@ class ResultsPanel(QWidget):
         entry.pred = pred
         if save:
             entry.path = self._save(name, pred)
+        self.session.add_prediction(name, pred, entry.path)
         self._refill_combos()
         self._apply_visibility()
         self.cam_controls.repaint_heat()
@@ -246,6 +253,7 @@ class ResultsPanel(QWidget):
         entry = self._entry_from_prediction(name, pred)
         entry.path = path
         self._add(entry, make_current)
+        self.session.add_prediction(name, pred, path)
         self.refresh_table()
         return entry
 
@@ -259,7 +267,7 @@ class ResultsPanel(QWidget):
 
     def _add(self, entry: PredictionEntry, make_current: bool = True) -> None:
         self.entries[entry.name] = entry
-        stack = self.window.view.layers
+        stack = self.view.layers
         stack.add(entry.class_layer)
         if entry.heat_layer is not None:
             entry.heat_layer.visible = False  # shown with "Show CAM heatmap"
@@ -273,7 +281,8 @@ class ResultsPanel(QWidget):
         entry = self.entries.pop(name, None)
         if entry is None:
             return
-        stack = self.window.view.layers
+        self.session.remove_prediction(name)
+        stack = self.view.layers
         stack.remove(entry.class_layer)
         if entry.heat_layer is not None:
             stack.remove(entry.heat_layer)
@@ -323,10 +332,9 @@ class ResultsPanel(QWidget):
         self._sync_layers_panel()
 
     def _sync_layers_panel(self) -> None:
-        """Let the Layers panel show the visibility set here (it rebuilds on add/remove only)."""
-        lp = getattr(self.window, "layers_panel", None)
-        if lp is not None and hasattr(lp, "rebuild"):
-            lp.rebuild()
+        """Let the Layers panel show the visibility set here (it rebuilds on the stack's
+        ``layersChanged``, emitted by add/remove only)."""
+        self.view.layers.layersChanged.emit()
 
     def _refill_combos(self) -> None:
         names = list(self.entries)
@@ -387,25 +395,16 @@ class ResultsPanel(QWidget):
 
     # ------------------------------------------------------------------ saving and loading
     def predictions_folder(self) -> Path | None:
-        w = self.window
-        if w.project is None or w.entry is None:
-            return None
-        return w.project.predictions_dir / _safe(w.entry.id)
+        return self.session.prediction_folder()
 
     def _save(self, name: str, pred: Prediction) -> Path | None:
-        folder = self.predictions_folder()
-        if folder is None:
-            return None
-        path = folder / f"{_safe(name)}.npz"
-        pred.model["display_name"] = name  # the file name is a safe form of it
         try:
-            save_prediction(pred, path)
+            return self.session.save_prediction(name, pred)  # in the project, None without one
         except (CrcError, OSError) as exc:
             from app.dialogs import errors
 
-            errors.report(self, "Cannot save prediction", str(exc))
+            errors.report(self, "Cannot save prediction", error_message(exc))
             return None
-        return path
 
     def load_saved(self, wait: bool = True) -> int:
         """Load the open slide's saved predictions (skipping damaged files, with a status message).
@@ -419,7 +418,7 @@ class ResultsPanel(QWidget):
             self._update_summary()
             self.savedLoaded.emit(0)
             return 0
-        slide = self.window.slide
+        slide = self.session.reader
         if wait:
             return self._show_saved(run_job(saved_predictions_job(folder, slide)))
         if self.loader.running:  # an older slide's files: cancelled, then this one's loaded
@@ -430,7 +429,7 @@ class ResultsPanel(QWidget):
         return 0
 
     def _on_loader_succeeded(self, loaded: SavedPredictions) -> None:
-        if loaded.folder == self.predictions_folder() and loaded.slide is self.window.slide:
+        if loaded.folder == self.predictions_folder() and loaded.slide is self.session.reader:
             self._show_saved(loaded)
 
     def _on_loader_idle(self) -> None:
@@ -442,16 +441,15 @@ class ResultsPanel(QWidget):
         for name, pred, path in loaded.predictions:
             self.add_prediction(name, pred, path, make_current=self.current is None)
         if loaded.skipped:
-            self.window.statusBar().showMessage(
-                "Predictions skipped: " + "; ".join(loaded.skipped), 15000)
+            self._status("Predictions skipped: " + "; ".join(loaded.skipped), 15000)
         self._update_summary()
         self.savedLoaded.emit(len(self.entries))
         return len(self.entries)
 
     # ------------------------------------------------------------------ table
-    def _annotations(self) -> list[Any]:
-        doc = self.window.document
-        return list(doc.annotations) if doc is not None else []
+    def _annotations(self) -> list[Annotation]:
+        aset = self.session.annotations
+        return list(aset) if aset is not None else []
 
     def refresh_table(self) -> None:
         cur = self.current_entry()
@@ -463,7 +461,7 @@ class ResultsPanel(QWidget):
             self.table.setSortingEnabled(True)
             return
         scheme = cur.pred.scheme
-        label_scheme = self.window.project.scheme if self.window.project is not None else None
+        label_scheme = self.session.scheme
         self.results = region_results(cur.pred, self._annotations(), label_scheme)
         headers = FIXED_COLUMNS + [f"{c.name} share" for c in scheme]
         self.table.setColumnCount(len(headers))
@@ -580,22 +578,28 @@ class ResultsPanel(QWidget):
         if r is None:
             return
         x0, y0, x1, y1 = r.geometry.bounds
-        self.window.view.zoom_to_rect(QRectF(x0, y0, x1 - x0, y1 - y0))
-        doc = self.window.document
+        self.view.zoom_to_rect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        doc = self.session.document
         if doc is not None and doc.get(rid) is not None:
             doc.set_selection([rid])
 
-    def _on_window_slideOpened(self, _path: str) -> None:
+    def reveal(self) -> None:
+        """Show the panel's dock (when it is in one)."""
+        dock = self.parentWidget()
+        if isinstance(dock, QDockWidget):
+            dock.show()
+
+    def _on_session_slide_changed(self, _reader: SlideReader | None) -> None:
         self.cam_controls.cancel()  # its CAM belonged to the previous slide
         if self._document is not None:
             try:
                 self._document.changed.disconnect(self.refresh_table)
             except (RuntimeError, TypeError):
                 pass
-        self._document = self.window.document
+        self._document = self.session.document
         if self._document is not None:
             self._document.changed.connect(self.refresh_table)
-        self.load_saved(wait=not getattr(self.window, "opened_in_background", False))
+        self.load_saved(wait=not self.session.opened_in_background)
 
 
 @dataclass
@@ -603,12 +607,14 @@ class SavedPredictions:
     """What :func:`saved_predictions_job` read: (name, prediction, path) each, and the skips."""
 
     folder: Path
-    slide: Any
+    slide: SlideReader | None
     predictions: list[tuple[str, Prediction, Path]]
     skipped: list[str]
 
 
-def saved_predictions_job(folder: Path, slide: Any) -> Generator[Event, None, SavedPredictions]:
+def saved_predictions_job(
+    folder: Path, slide: SlideReader | None,
+) -> Generator[Event, None, SavedPredictions]:
     """Read the saved predictions in ``folder`` (a slide's ``predictions/<slide-id>/``), skipping
     damaged files and those made on another file than ``slide`` (by fingerprint)."""
     fp = None
@@ -641,18 +647,18 @@ def _carry_display(old: ClassMapLayer, new: ClassMapLayer) -> None:
     new.refresh()
 
 
-def install_results_panel(window: Any) -> ResultsPanel:
+def install_results_panel(window: MainWindow) -> ResultsPanel:
     """The window's results panel, created with its "Results" dock on first use."""
     panel = getattr(window, "results_panel", None)
     if isinstance(panel, ResultsPanel):
         return panel
-    panel = ResultsPanel(window)
+    panel = ResultsPanel(window.session, window.view, window.statusBar().showMessage)
     dock = QDockWidget("Results", window)
     dock.setObjectName("dock-results")
     dock.setWidget(panel)
     window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     window.docks["results"] = dock
     window.results_panel = panel
-    if window.slide is not None:
-        panel._on_window_slideOpened(str(window.slide.path))
+    if window.session.reader is not None:
+        panel._on_session_slide_changed(window.session.reader)
     return panel

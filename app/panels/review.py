@@ -22,12 +22,14 @@ annotation's review record (:func:`crc_core.proposals.mark_reviewed`) through th
 stack, so it is undone with Ctrl+Z and autosaved like any edit. The header counts reviewed items
 ("3 of 12 reviewed"). The list takes these keys before the window's shortcuts (P is also the
 Polygon tool, 1..9 the drawing class) only while it has the keyboard focus. The queue is rebuilt
-(keeping the current item) when the annotations or the shown prediction change. GUI thread only.
+(keeping the current item) when the annotations or the shown prediction change. The panel takes the
+window's :class:`crc_core.session.Session` (the open slide's document), the view it zooms, the
+Results panel (the prediction shown) and a status callback, not the window. GUI thread only.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QFocusEvent, QKeyEvent
@@ -42,9 +44,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.annotate.document import AnnotationDocument
 from app.dialogs import errors
 from app.dialogs.convert_prediction import push_added
+from app.panels.results import ResultsPanel, StatusFn
+from app.viewer.view import SlideView
 from crc_core.errors import CrcError
+from crc_core.inference import Prediction
 from crc_core.proposals import (
     ReviewItem,
     grade_choices,
@@ -56,6 +62,11 @@ from crc_core.proposals import (
     window_annotation,
 )
 from crc_core.scheme_map import ClassLink, group_note, scheme_map, target_mapping
+from crc_core.session import Session
+from crc_core.slide import SlideReader
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
 _DIGITS = {getattr(Qt.Key, f"Key_{d}"): d for d in range(1, 10)}
@@ -98,7 +109,8 @@ class ReviewList(QListWidget):
 
 
 class ReviewPanel(QWidget):
-    """See the module docstring; ``window`` is the :class:`app.main_window.MainWindow`."""
+    """See the module docstring: the review of ``session``'s slide against ``results``' shown
+    prediction, zoomed in ``view``."""
 
     #: (keys, what) for Help > Keyboard Shortcuts
     KEYS = (("N, Down", "Next item (zooms to it)"), ("P, Up", "Previous item"),
@@ -107,12 +119,16 @@ class ReviewPanel(QWidget):
     groups: dict[str, ClassLink]  # model class id -> its group of project classes (rebuild)
     chosen: dict[str, str]  # model class id -> the grade chosen for it (rebuild)
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, session: Session[AnnotationDocument], view: SlideView, results: ResultsPanel,
+        status: StatusFn | None = None, parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
-        self.win = window
+        self.session, self.view, self.results = session, view, results
+        self._status = status or (lambda _text, _ms: None)
         self.items: list[ReviewItem] = []
         self.current: str | None = None  # key of the current item
-        self._doc: Any = None
+        self._doc: AnnotationDocument | None = None
         self.counter = QLabel("No prediction to review: Analysis > Predict…")
         self.counter.setWordWrap(True)
         self.list = ReviewList()
@@ -139,20 +155,19 @@ class ReviewPanel(QWidget):
         self._rebuild_timer.setSingleShot(True)
         self._rebuild_timer.setInterval(0)
         self._rebuild_timer.timeout.connect(self.rebuild)
-        window.slideOpened.connect(self._on_window_slideOpened)
-        results = window.results_panel
+        session.on("slide_changed", self._on_session_slide_changed)
         results.currentChanged.connect(self._rebuild_timer.start)
         results.predictionsChanged.connect(self._rebuild_timer.start)
 
     # ------------------------------------------------------------------ queue
-    def prediction(self) -> Any:
-        entry = self.win.results_panel.current_entry()
+    def prediction(self) -> Prediction | None:
+        entry = self.results.current_entry()
         return entry.pred if entry is not None else None
 
     def rebuild(self) -> None:
         """Recompute the queue from the document and the shown prediction (keeps the current
         item)."""
-        doc, pred = self.win.document, self.prediction()
+        doc, pred = self.session.document, self.prediction()
         self.items = []
         self.groups, self.chosen = {}, {}
         if doc is not None and pred is not None:
@@ -171,7 +186,8 @@ class ReviewPanel(QWidget):
         self._fill()
 
     def _fill(self) -> None:
-        doc = self.win.document
+        doc = self.session.document
+        assert doc is not None or not self.items
         self.list.blockSignals(True)
         self.list.clear()
         for n, it in enumerate(self.items, 1):
@@ -181,7 +197,7 @@ class ReviewPanel(QWidget):
                             f"prediction inside: 0 certain, 1 all classes equally likely); "
                             f"disagreement {it.disagreement:.2f} (share at odds with the "
                             f"annotations drawn by a person)")
-            ann = doc.get(it.ann_id) if it.ann_id else None
+            ann = doc.get(it.ann_id) if (doc is not None and it.ann_id) else None
             f = item.font()
             f.setItalic(ann is None or is_proposed(ann))
             item.setFont(f)
@@ -192,7 +208,7 @@ class ReviewPanel(QWidget):
         self.list.blockSignals(False)
         self._update_counter()
 
-    def _text(self, n: int, it: ReviewItem, doc: Any) -> str:
+    def _text(self, n: int, it: ReviewItem, doc: AnnotationDocument) -> str:
         ann = doc.get(it.ann_id) if it.ann_id else None
         pred = doc.scheme.find(it.predicted) if it.predicted else None
         group = self.groups.get(it.model_class or "") if ann is None else None
@@ -209,7 +225,7 @@ class ReviewPanel(QWidget):
                 + (f" · disagrees {it.disagreement:.0%}" if it.disagreement else ""))
 
     def is_done(self, it: ReviewItem) -> bool:
-        doc = self.win.document
+        doc = self.session.document
         ann = doc.get(it.ann_id) if (doc is not None and it.ann_id) else None
         return ann is not None and is_reviewed(ann)
 
@@ -217,7 +233,7 @@ class ReviewPanel(QWidget):
         return sum(1 for it in self.items if self.is_done(it)), len(self.items)
 
     def _update_counter(self) -> None:
-        if self.win.document is None or self.prediction() is None:
+        if self.session.document is None or self.prediction() is None:
             self.counter.setText("No prediction to review: Analysis > Predict…")
             return
         done, total = self.reviewed_count()
@@ -237,20 +253,20 @@ class ReviewPanel(QWidget):
 
     def show_item(self, it: ReviewItem) -> None:
         x0, y0, x1, y1 = it.geometry.bounds
-        self.win.view.zoom_to_rect(QRectF(x0, y0, x1 - x0, y1 - y0), margin=0.5)
-        doc = self.win.document
+        self.view.zoom_to_rect(QRectF(x0, y0, x1 - x0, y1 - y0), margin=0.5)
+        doc = self.session.document
         if doc is not None:
             doc.set_selection([it.ann_id] if it.ann_id else [])
 
     def review_current(self, class_number: int | None) -> None:
         """Accept the current item (``None``) or set it to class ``class_number`` (1-based)."""
-        it, doc = self.current_item(), self.win.document
+        it, doc = self.current_item(), self.session.document
         if it is None or doc is None:
             return
         class_id = None
         if class_number is not None:
             if class_number > len(doc.scheme):
-                self.win.statusBar().showMessage(
+                self._status(
                     f"there is no class {class_number}: the scheme has {len(doc.scheme)}", 8000)
                 return
             class_id = doc.scheme.classes[class_number - 1].id
@@ -259,7 +275,7 @@ class ReviewPanel(QWidget):
         if group is not None and class_id is None and group.model.id not in self.chosen:
             keys = ", ".join(f"{doc.scheme.ids.index(p.id) + 1} = {p.name}"
                              for p in group.project)
-            self.win.statusBar().showMessage(
+            self._status(
                 f"The model predicted {group.model.name}, not its grade, and no grade was "
                 f"chosen for it in Prediction to Annotations: press the grade's number key "
                 f"({keys})", 15000)
@@ -291,14 +307,14 @@ class ReviewPanel(QWidget):
             self.current = self.items[row].key
             self.show_item(self.items[row])
 
-    def _on_window_slideOpened(self, _path: str) -> None:
+    def _on_session_slide_changed(self, _reader: SlideReader | None) -> None:
         for slot in (self._rebuild_timer.start, self._update_counter):
             try:
                 if self._doc is not None:
                     self._doc.changed.disconnect(slot)
             except (RuntimeError, TypeError):
                 pass
-        self._doc = self.win.document
+        self._doc = self.session.document
         self.current = None
         if self._doc is not None:
             self._doc.changed.connect(self._update_counter)  # at once; the list follows
@@ -306,9 +322,10 @@ class ReviewPanel(QWidget):
         self._rebuild_timer.start()
 
 
-def install_review_panel(window: Any) -> ReviewPanel:
+def install_review_panel(window: MainWindow) -> ReviewPanel:
     """The window's Review panel in a "Review" dock (tabbed with Annotations)."""
-    panel = ReviewPanel(window)
+    panel = ReviewPanel(window.session, window.view, window.results_panel,
+                        window.statusBar().showMessage)
     dock = QDockWidget("Review", window)
     dock.setObjectName("dock-review")
     dock.setWidget(panel)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -24,6 +24,9 @@ from PySide6.QtWidgets import QFileDialog, QMenu
 
 from crc_core.jobs import Progress
 from crc_core.stain import StainNormalizer, from_checkpoint, normalizer_from_json
+
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
 
 
 class StainedSource:
@@ -64,7 +67,7 @@ class StainViewController(QObject):
 
     normalizerChanged = Signal(str)
 
-    def __init__(self, window: Any) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
         self.normalizer: StainNormalizer | None = None
@@ -159,7 +162,7 @@ class StainViewController(QObject):
                         else "Stain view off", 8000)
 
 
-def install_stain_view(window: Any, menu: QMenu) -> StainViewController:
+def install_stain_view(window: MainWindow, menu: QMenu) -> StainViewController:
     """Add the stain view's actions to ``menu`` (the View menu); returns the controller."""
     ctl = StainViewController(window)
     menu.addSeparator()

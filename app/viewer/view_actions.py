@@ -9,7 +9,7 @@ unless it is Shift-clicked or View > Zoom Past Scan Resolution is on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QActionGroup
@@ -17,11 +17,14 @@ from PySide6.QtWidgets import QApplication
 
 from app.viewer.display import MAGNIFICATIONS, format_magnification
 
+if TYPE_CHECKING:
+    from app.main_window import MainWindow
+
 
 class ViewActions(QObject):
     """The actions and the readout; ``window`` is the main window (view, status bar)."""
 
-    def __init__(self, window: Any) -> None:
+    def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.win = window
         self.view = window.view

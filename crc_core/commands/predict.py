@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--checkpoint", required=True, type=Path, help="checkpoint from `crc train` (.pt)"
     )
-    p.add_argument("--slide", required=True, nargs="+", type=Path, help="slide file(s)")
+    p.add_argument("--slide", nargs="+", type=Path,
+                   help="slide file(s); with --project, default: every slide of the project")
     p.add_argument(
         "--regions",
         nargs="+",
@@ -99,7 +100,9 @@ def register(subparsers: Any) -> None:
         default=None,
         help="project folder whose class scheme the checkpoint's classes are mapped onto "
         "(class groups: Adenocarcinoma covers its three grades); refused before loading the "
-        "weights when a class has no counterpart",
+        "weights when a class has no counterpart. Each prediction is also saved into the "
+        "project as the viewer saves it, so it opens there with its class map (default --slide: "
+        "every slide of the project)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -326,6 +329,7 @@ def predict_one(
         pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
         for w in pred.warnings:
             warn(w)
+        in_project = _save_into_project(args, slide_path, pred, regions_path)
         results = region_results(
             pred, regions if regions is not None else [whole_prediction_region(pred)], label_scheme
         )
@@ -353,6 +357,7 @@ def predict_one(
         "scale": scale_statement(pred.resolution, pred.grid.input_size),
         "stain": (pred.resolution.get("stain") or {}).get("statement", ""),
         "backend": (pred.resolution.get("scoring") or {}).get("backend_statement", ""),
+        "in_project": in_project,
     }
 
 
@@ -361,12 +366,11 @@ def _mapping(args: argparse.Namespace) -> Any:
     stated; ``None`` without ``--project``. Sets ``args.label_scheme`` (the project's scheme or
     None)."""
     args.label_scheme = None
-    if getattr(args, "project", None) is None:
+    project = getattr(args, "project_obj", None)
+    if project is None:
         return None
-    from crc_core.project import Project
     from crc_core.scheme_map import check_checkpoint
 
-    project = Project.open(args.project)
     smap, summary = check_checkpoint(args.checkpoint, project.scheme)
     args.label_scheme = project.scheme
     if not args.quiet:
@@ -375,12 +379,59 @@ def _mapping(args: argparse.Namespace) -> Any:
     return smap
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _project_slides(args: argparse.Namespace) -> list[Path]:
+    """The slides to predict. With ``--project``: opens it (``args.project_obj``) and maps each
+    slide to its entry (``args.project_entries``, by resolved path; a slide that is not the
+    project's is predicted into ``--out`` only, with a warning); without ``--slide``, every slide
+    of the project that is on disk."""
+    args.project_obj, args.project_entries = None, {}
+    if getattr(args, "project", None) is None:
+        if not args.slide:
+            raise ConfigError("give --slide (or --project to predict every slide of a project)")
+        return list(args.slide)
+    from crc_core.errors import ProjectError
+    from crc_core.project import Project
 
+    project = args.project_obj = Project.open(args.project)
+    known: dict[Path, Any] = {}
+    for e in project.slides:
+        try:
+            known[project.slide_path(e).resolve()] = e
+        except ProjectError:
+            continue  # a slide whose file is missing: not predicted
+    if not args.slide:
+        if not known:
+            raise ConfigError(f"--project {args.project}: no slide of the project is on disk")
+        args.project_entries = known
+        return list(known)
+    for s in args.slide:
+        entry = known.get(Path(s).resolve())
+        if entry is not None:
+            args.project_entries[Path(s).resolve()] = entry
+    return list(args.slide)
+
+
+def _save_into_project(args: argparse.Namespace, slide_path: Path, pred: Any,
+                       regions_path: Path | None) -> str | None:
+    """Save ``pred`` into ``--project`` as the viewer names it (the model's file name; a region
+    run gets " (regions)"); the file, or ``None`` without ``--project``."""
+    if getattr(args, "project_obj", None) is None:
+        return None
+    entry = args.project_entries.get(Path(slide_path).resolve())
+    if entry is None:
+        from crc_core.cli import warn
+
+        warn(f"{slide_path}: not a slide of the project {args.project}: its prediction is "
+             f"written to --out only (add the slide to the project to see it there)")
+        return None
+    name = Path(args.checkpoint).stem + ("" if regions_path is None else " (regions)")
+    return str(args.project_obj.save_prediction(entry, name, pred))
+
+
+def run(args: argparse.Namespace) -> int:
     from crc_core.inference import load_model, resolve_device
 
-    slides: list[Path] = list(args.slide)
+    slides: list[Path] = _project_slides(args)
     regions: list[Path | None] = [None] * len(slides)
     if args.regions is not None:
         if len(args.regions) != len(slides):
@@ -406,9 +457,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--slide-mpp must be a positive number of µm per pixel, got "
                           f"{args.slide_mpp}")
     rank, world, local = _dist()
-    device = resolve_device(args.device)
-    if device.type == "cuda" and world > 1 and device.index is None:
-        device = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+    # As training does: under torchrun, auto and cuda mean this process's GPU (LOCAL_RANK).
+    device = resolve_device(args.device, local)
     args.device = device
     check_backend_arguments(args, device)
     calibrate_if_asked(args)
@@ -435,6 +485,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  scale: {summary['scale']}")
             print(f"  stain: {summary['stain']}")
             print(f"  backend: {summary['backend']}")
+            if summary["in_project"]:
+                print(f"  saved into the project: {summary['in_project']}")
     if world > 1 and not mine:
         print(f"rank {rank}: no slide to predict ({len(slides)} slide(s), {world} processes)")
     return 0

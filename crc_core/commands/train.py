@@ -43,9 +43,19 @@ def register(subparsers: Any) -> None:
         "folder from `crc extract` or a CSV manifest. Writes last.pt (every epoch), best.pt, "
         "history.csv, config.json and summary.json into --out.")
     p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
-    p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--arch", choices=["resnet50", "densenet121", "inception_v3"],
-                   help="architecture (default resnet50; with --resume: the checkpoint's)")
+    p.add_argument("--out", required=True,
+                   help="run folder to write; {arch} and {time} are filled in")
+    p.add_argument("--evaluate", action="store_true",
+                   help="after training, evaluate each run's best.pt into RUN/eval (the report "
+                   "the Train dialog shows: on the test split when there is one, else on the "
+                   "validation split)")
+    p.add_argument("--tta", action="store_true",
+                   help="with --evaluate: average 8 flips and rotations (8x slower)")
+    p.add_argument("--arch", type=_archs,
+                   help="architecture: resnet50 (default; with --resume: the checkpoint's), "
+                   "densenet121 or inception_v3; several, comma-separated (e.g. "
+                   "resnet50,densenet121), are trained one after another, each into --out with "
+                   "{arch} filled in (or into --out/ARCH)")
     p.add_argument("--preset", choices=["recommended", "paper", "quick"], default="recommended",
                    help="recommended (default): the strongest recipe measured on the CPU (30 "
                    "epochs, batch 32, AdamW lr 1e-3 with a cosine decay, balanced sampling when "
@@ -148,30 +158,23 @@ def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
     return aug
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _archs(text: str) -> list[str]:
+    """``--arch``: one architecture or several, comma-separated."""
+    from crc_core.models import MODELS
 
-    from crc_core.cli import warn
-    from crc_core.cli_progress import drive_with_bar
-    from crc_core.models import load_checkpoint
-    from crc_core.training import fit, make_config
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in MODELS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(bad) or repr(text)}: choose from {', '.join(MODELS)} (comma-separated "
+            f"for several)")
+    return list(dict.fromkeys(names))
 
-    rank = int(os.environ.get("RANK", "0"))
-    if os.environ.get("OMP_NUM_THREADS") is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ["WORLD_SIZE"])))
-    arch = args.arch
-    if args.resume and arch is None:
-        from pathlib import Path
 
-        arch = load_checkpoint(Path(args.out) / "last.pt")["arch"]
-    if args.refit_stain and not args.init:
-        raise ConfigError("--refit-stain refits the stain normalisation of the --init model: "
-                          "give --init CHECKPOINT, or leave it out")
-    if args.init:  # fine-tuning (crc_core.finetune)
-        from crc_core.finetune import check_init_args
+def _config(args: argparse.Namespace, arch: str, say: Any) -> Any:
+    """The :class:`~crc_core.training.TrainConfig` of one architecture from the options."""
+    from crc_core.training import make_config
 
-        arch = check_init_args(args)
-    arch = arch or "resnet50"
     milestones = None
     if args.milestones is not None:
         try:
@@ -179,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(
                 f"--milestones {args.milestones!r}: give epochs like 80,120") from None
-    augment = _augment(args)
     weights = None if args.weights in (None, "none") else args.weights
     cfg = make_config(
         arch, args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -188,32 +190,89 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         workers=args.workers, compile=args.compile,
-        cache=args.cache, half_checkpoint=args.half_checkpoint, augment=augment,
+        cache=args.cache, half_checkpoint=args.half_checkpoint, augment=_augment(args),
         balance=args.balance, best_metric=args.best_metric, save_every=args.save_every,
         stain_norm=args.stain_norm, stain_tiles=args.stain_tiles,
         ema=args.ema,
         data={k: v for k, v in data_options(args).items() if v is not None})
-    say = warn if rank == 0 else (lambda msg: None)
     if args.init:
         from crc_core.finetune import finetune_config
 
         cfg = finetune_config(cfg, args.init, lr=args.lr, refit_stain=args.refit_stain)
         say(cfg.notes[-1])
-    job = fit(args.data, args.out, cfg, resume=args.resume, warn=say)
-    summary = drive_with_bar(job, desc=f"train {arch}", quiet=args.quiet or rank != 0)
-    if args.init and rank == 0:
-        from crc_core.finetune import compare_job, comparison_text
+    return cfg
 
-        result = drive_with_bar(compare_job(args.init, summary["best"], args.out,
-                                            device=args.device, warn=say),
-                                desc="compare", quiet=args.quiet)
-        sys.stderr.write(comparison_text(result) + "\n")
+
+def _architectures(args: argparse.Namespace, world: int) -> list[str]:
+    """The architectures to train: ``--arch``, else the resumed or fine-tuned checkpoint's."""
+    from pathlib import Path
+
+    from crc_core.models import load_checkpoint
+
+    archs = list(args.arch or [])
+    if args.resume and not archs:
+        archs = [load_checkpoint(Path(args.out) / "last.pt")["arch"]]
+    if args.refit_stain and not args.init:
+        raise ConfigError("--refit-stain refits the stain normalisation of the --init model: "
+                          "give --init CHECKPOINT, or leave it out")
+    if args.init:  # fine-tuning (crc_core.finetune)
+        from crc_core.finetune import check_init_args
+
+        if len(archs) > 1:
+            raise ConfigError("--init fine-tunes one model: give one architecture (or none: "
+                              "the checkpoint's)")
+        args.arch = archs[0] if archs else None
+        archs = [check_init_args(args)]
+    if world > 1 and (len(archs) > 1 or args.evaluate):
+        raise ConfigError("under torchrun, train one architecture without --evaluate (evaluate "
+                          "the run afterwards with crc evaluate)")
+    if args.tta and not args.evaluate:
+        raise ConfigError("--tta applies to --evaluate: give both or neither")
+    return archs or ["resnet50"]
+
+
+def _brief(res: Any) -> dict[str, Any]:
+    summary = res.summary
+    last = summary["history"][-1] if summary["history"] else {}
+    brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",
+                                     "best_metric", "best_score", "notes",
+                                     "train_images", "val_images", "test_images",
+                                     "skipped", "device")}
+    brief["last_epoch"] = last
+    if res.metrics is not None:
+        m = res.metrics
+        brief["evaluation"] = {"out": m.get("out"), "subset": m.get("subset"), "n": m.get("n"),
+                               "accuracy": m.get("accuracy"),
+                               "balanced_accuracy": m.get("balanced_accuracy")}
+    return brief
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crc_core.cli import warn
+    from crc_core.cli_progress import drive_with_bar
+    from crc_core.train_eval import EvalOptions, RunPlan, run_folders, train_and_evaluate
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("OMP_NUM_THREADS") is None and world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    archs = _architectures(args, world)
+    say = warn if rank == 0 else (lambda msg: None)
+    plans = [RunPlan(a, out, _config(args, a, say)) for a, out in run_folders(args.out, archs)]
+    options = EvalOptions(device=args.device, batch_size=plans[0].config.batch_size,
+                          tta=args.tta)
+    job = train_and_evaluate(args.data, plans, options, evaluate=args.evaluate,
+                             compare=rank == 0, resume=args.resume)
+    desc = f"train {','.join(archs)}" + (" and evaluate" if args.evaluate else "")
+    results = drive_with_bar(job, desc=desc, quiet=args.quiet or rank != 0)
     if rank == 0:
-        last = summary["history"][-1] if summary["history"] else {}
-        brief = {k: summary[k] for k in ("out", "arch", "epochs", "best_epoch", "best_val_acc",
-                                         "best_metric", "best_score", "notes",
-                                         "train_images", "val_images", "test_images",
-                                         "skipped", "device")}
-        brief["last_epoch"] = last
-        sys.stdout.write(json.dumps(brief, indent=2) + "\n")
+        from crc_core.finetune import comparison_text
+
+        for res in results:
+            if res.comparison is not None:
+                sys.stderr.write(comparison_text(res.comparison) + "\n")
+        briefs = [_brief(r) for r in results]
+        out = briefs[0] if len(briefs) == 1 else briefs
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     return 0

@@ -32,8 +32,9 @@ def project(slides_dir: Path, tmp_path: Path):
 
 def make_dialog(qtbot, project, **values):
     from app.dialogs.build_dataset import BuildDatasetDialog
+    from crc_core.session import Session
 
-    dlg = BuildDatasetDialog(project)
+    dlg = BuildDatasetDialog(Session(project))
     qtbot.addWidget(dlg)
     dlg.name_edit.setText("ds")
     dlg.random.setValue(0)

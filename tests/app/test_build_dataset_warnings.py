@@ -14,6 +14,7 @@ def test_warnings_of_a_build_are_on_lines_of_their_own(qtbot, slides_dir: Path, 
                                                        errors_seen) -> None:
     from app.dialogs.build_dataset import BuildDatasetDialog
     from crc_core.project import Project
+    from crc_core.session import Session
 
     proj = Project.create(tmp_path / "proj", scheme=ClassScheme.three_class())
     entry = proj.add_slide(slides_dir / "cmu-1-small-region.svs")
@@ -23,7 +24,7 @@ def test_warnings_of_a_build_are_on_lines_of_their_own(qtbot, slides_dir: Path, 
         Annotation.rectangle("adenoma", 1200, 1500, 40, 40),  # and another
     ]))
     proj.save()
-    dlg = BuildDatasetDialog(proj)
+    dlg = BuildDatasetDialog(Session(proj))
     qtbot.addWidget(dlg)
     dlg.name_edit.setText("ds")
     for box, value in ((dlg.random, 0), (dlg.min_gland, 0), (dlg.min_tissue, 0),

@@ -16,6 +16,7 @@ from app import __main__ as viewer_main
 from app.demo import VERSION_FILE, install_demo, shipped_demo_dir
 from app.main_window import MainWindow
 from app.viewer.prediction_layers import ClassMapLayer, HeatmapLayer
+from crc_core.errors import ProjectError
 
 RESOURCES = shipped_demo_dir().parent
 
@@ -62,7 +63,7 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, qapp, qtbot):
     return run
 
 
-def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path) -> None:
+def test_demo_opens_slide_annotations_and_class_map(qtbot, run_demo, viewer_home: Path) -> None:
     rc, win = run_demo()
     assert rc == 0 and win is not None
     assert win.project is not None and win.project.root == viewer_home / "demo"
@@ -70,6 +71,9 @@ def test_demo_opens_slide_annotations_and_class_map(run_demo, viewer_home: Path)
     assert win.slide.level_count >= 3
     areas = json.loads((shipped_demo_dir() / "demo.json").read_text())["areas"]
     assert len(win.document) == len(areas) == 9   # three areas per class
+    # the saved prediction is read in a worker after the slide (opened from the UI) is shown
+    qtbot.waitUntil(lambda: any(isinstance(ly, ClassMapLayer) for ly in win.view.layers),
+                    timeout=30000)
     layers = list(win.view.layers)
     class_maps = [ly for ly in layers if isinstance(ly, ClassMapLayer)]
     assert class_maps and class_maps[0].visible  # the demo model's class map, shown
@@ -124,3 +128,14 @@ def test_demo_with_a_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None
     rc = viewer_main.main(["--demo", "some-slide.svs"])
     assert rc == 2
     assert "--demo" in capsys.readouterr().err
+
+
+def test_a_demo_that_cannot_be_written_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    if not (shipped_demo_dir() / "project.json").is_file():
+        pytest.skip("resources/demo is not in this checkout")
+    home = tmp_path / "home"
+    home.write_text("a file where the data folder should be")
+    with pytest.raises(ProjectError) as err:
+        install_demo(home, model=tmp_path / "absent.pt")
+    assert str(err.value) == (f"cannot install the demo project into {home / 'demo'}: "
+                              f"{home}: File exists")

@@ -101,6 +101,22 @@ def test_runner_cancel_button_stops_the_job(qtbot) -> None:
     assert runner.status.text() == "Cancelled."
 
 
+def test_runner_without_event_status_leaves_the_status_line_to_the_dialog(qtbot) -> None:
+    """event_status=False (the Train dialog words its own status line from ``progressed``): the
+    events' messages are not written, the bar still follows them, failure is still said."""
+    host = QWidget()
+    qtbot.addWidget(host)
+    runner = JobRunner(host, event_status=False)
+    seen: list[str] = []
+    runner.progressed.connect(lambda ev: seen.append(runner.status.text()))
+    gate = Gate()
+    gate.release.set()
+    with qtbot.waitSignal(runner.idle, timeout=10000):
+        runner.start(gate.job, "starting")
+    assert seen == ["starting", "starting"]  # never "working" / "almost"
+    assert runner.progress.value() == runner.progress.maximum() == 1
+
+
 # ----------------------------------------------------------------------------- Build Dataset
 @pytest.fixture
 def project(tmp_path: Path):
@@ -122,8 +138,9 @@ def project(tmp_path: Path):
 
 def _build_dialog(qtbot, project):
     from app.dialogs.build_dataset import BuildDatasetDialog
+    from crc_core.session import Session
 
-    dlg = BuildDatasetDialog(project)
+    dlg = BuildDatasetDialog(Session(project))
     qtbot.addWidget(dlg)
     dlg.name_edit.setText("ds")
     dlg.show()

@@ -212,7 +212,7 @@ def test_bad_checkpoint_in_the_predict_dialog_gives_one_dialog_and_runs_nothing(
     else:
         torch.save({"w": torch.zeros(1000)}, ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:300])
-    dlg = PredictDialog(win)
+    dlg = PredictDialog(win.session, win.view, win.settings, win.results_panel, win)
     qtbot.addWidget(dlg)
     dlg.ckpt.setCurrentText(str(ckpt))
     dlg.set_scope("view")
@@ -222,3 +222,25 @@ def test_bad_checkpoint_in_the_predict_dialog_gives_one_dialog_and_runs_nothing(
     assert "Traceback" not in errors_seen[0][1]
     assert not marker.exists()
     assert_still_usable(qtbot, win)
+
+
+@pytest.mark.parametrize("exc, said", [
+    (OSError(28, "No space left on device", "/p/annotations/s.geojson"),
+     "/p/annotations/s.geojson: No space left on device"),
+    (OSError(28, "No space left on device"), "No space left on device"),   # no file named
+])
+def test_a_failed_autosave_says_the_line_of_error_message(qtbot, exc: OSError, said: str):
+    from app.annotate.document import AnnotationDocument
+    from crc_core.classes import ClassScheme
+    from crc_core.errors import error_message
+
+    def saver(_annotations: object) -> None:
+        raise exc
+
+    doc = AnnotationDocument(ClassScheme.paper(), saver=saver)
+    told: list[str] = []
+    doc.saveFailed.connect(told.append)
+    doc.dirty = True
+    assert doc.flush() is False
+    assert told == [f"Annotations could not be saved: {said}"]
+    assert said == error_message(exc)

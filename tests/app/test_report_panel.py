@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 import torch
 from ebhi_subset import write_subset
+from PySide6.QtCore import Qt
 
-from app.panels.report import ReportPanel, read_result
-from crc_core.errors import CrcError
+import app.dialogs.errors as error_box
+from app.panels import report as report_module
+from app.panels.report import ReportPanel
+from crc_core.cli import main as crc_main
+from crc_core.errors import CrcError, DatasetError
 from crc_core.evaluation import evaluate
 from crc_core.jobs import run_job
+from crc_core.runs import read_run
 from crc_core.training import fit, make_config
 from crc_testkit.metrics import metrics_from_predictions
 
@@ -142,5 +147,45 @@ def test_folder_without_results_is_refused(panel: ReportPanel, tmp_path: Path):
 
 def test_corrupt_metrics_json_is_refused_with_its_name(tmp_path: Path):
     (tmp_path / "metrics.json").write_text("{not json")
-    with pytest.raises(CrcError, match="metrics.json"):
-        read_result(tmp_path)
+    with pytest.raises(DatasetError, match="metrics.json"):
+        read_run(tmp_path)
+
+
+def test_the_panel_reads_folders_with_crc_core_runs():
+    from crc_core import runs
+
+    assert report_module.read_run is runs.read_run
+    assert report_module.run_children is runs.run_children
+
+
+def test_a_history_row_that_does_not_parse_is_left_out(panel: ReportPanel, run_dir: Path,
+                                                      tmp_path: Path):
+    run = tmp_path / "plain"
+    run.mkdir()
+    for f in ("history.csv", "config.json"):
+        shutil.copy(run_dir / f, run / f)
+    with open(run / "history.csv", "a", encoding="utf-8") as fh:
+        fh.write("two,x,,,,,,,\n")                       # a torn or hand-edited row
+    panel.open_folder(run)
+    assert len(panel.curves.series("train_loss", "resnet50")) == 1
+    assert "1 epoch(s)" in panel.summary.text()
+
+
+def test_unreadable_metrics_json_reads_the_same_in_the_panel_and_crc_compare(
+        panel: ReportPanel, qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]):
+    bad = tmp_path / "eval"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("{not json", encoding="utf-8")
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(error_box, "show_error", lambda _p, title, msg: shown.append((title, msg)))
+    monkeypatch.setattr(report_module.QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda *_a, **_k: str(bad)))
+    qtbot.mouseClick(panel.open_button, Qt.MouseButton.LeftButton)
+    assert len(shown) == 1 and shown[0][0] == "Cannot open report"
+    message = shown[0][1]
+    assert message.startswith(f"{bad / 'metrics.json'}: not a readable metrics.json (")
+    assert "\n" not in message
+
+    assert crc_main(["compare", str(bad), "--out", str(tmp_path / "cmp"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"crc: error: {message}\n"

@@ -104,7 +104,7 @@ def test_convert_review_and_fine_tune_the_demo_model(qtbot, win: MainWindow, err
     assert (data / "manifest.csv").is_file()
     dlg = win.open_analysis("train")
     dlg.dataset_combo.setCurrentText(str(data))
-    dlg._update_data_summary()
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=60_000)  # checked in a worker
     model = shipped_demo_model()
     listed = [dlg.start_from.combo.itemText(i) for i in range(dlg.start_from.combo.count())]
     assert str(model) in listed  # the shipped model is offered

@@ -122,11 +122,11 @@ def test_own_slide_predict_convert_review_and_fine_tune(
     dlg.epochs_spin.setValue(1)
     dlg.batch_spin.setValue(8)
     dlg.device_combo.setCurrentText("cpu")
-    done: list[bool] = []
-    dlg.allFinished.connect(lambda: done.append(True))
-    qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: bool(done or errors_seen), timeout=TIMEOUT_MS)  # a failure: no signal
-    assert errors_seen == []
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=60_000)  # checked in a worker
+    # allFinished comes however the job ends (done, failed after runFailed, or cancelled)
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen == [] and dlg.outcome == "done"
     run = next(Path(win.project.models_dir).rglob("compare.json")).parent
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
     result = json.loads((run / "compare.json").read_text())

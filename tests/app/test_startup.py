@@ -131,3 +131,17 @@ def test_python_warnings_go_to_the_window_and_the_log_not_the_terminal(qtbot, ca
     assert "PredictionWarning" in log_file().read_text(encoding="utf-8")
     captured = capfd.readouterr()
     assert "PredictionWarning" not in captured.err + captured.out
+
+
+def test_a_path_that_did_not_open_is_told_in_the_one_line_of_error_message():
+    from crc_core.errors import SlideError, error_message
+
+    def line(exc: Exception) -> str:
+        return viewer_main._open_error("/data/a.svs", exc)
+
+    slide = SlideError("/data/a.svs: not a slide OpenSlide or Pillow can read")
+    assert line(slide) == error_message(slide)
+    own = OSError(13, "Permission denied", "/data/a.geojson")   # names its own file
+    assert line(own) == "/data/a.geojson: Permission denied" == error_message(own)
+    assert line(OSError(5, "Input/output error")) == "/data/a.svs: Input/output error"
+    assert line(ValueError("bad level")) == "/data/a.svs: ValueError: bad level"

@@ -1,16 +1,16 @@
 """Train dialog, "Start from a model": fine-tuning a checkpoint from the dialog (kept classes and
-size, lower rate, old/new comparison in the log) and the one-line refusal of other classes.
-A few real EBHI tiles at 64 px, 1 epoch, one torch thread."""
+size, lower rate, old/new comparison in the log and the report; fake phases through the real job
+and worker, tests/train_fakes.py) and the one-line refusal of other classes (the real job, which
+refuses before training). The real fine-tuning run is tested in tests/core/test_finetune.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from ebhi_subset import write_subset
 from PySide6.QtCore import Qt
+from train_fakes import FakePhases, write_tiles_csv
 
 from app.dialogs.train import TrainDialog
 from crc_core.classes import ClassScheme
@@ -22,29 +22,32 @@ CLASSES = ["Normal", "Adenocarcinoma"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/app/conftest.py
 
 
-def _checkpoint(path: Path, names: list[str]) -> Path:
+def _checkpoint(path: Path, names: list[str], stain: str | None = None) -> Path:
     from crc_core.models import build_model, save_checkpoint
 
     torch.manual_seed(0)
+    params = {"lab_mean": [60.0, 20.0, -10.0], "lab_std": [12.0, 6.0, 5.0]}  # a Reinhard fit
+    extra = {"preprocess": {"stain": {"method": stain, "params": params}}} if stain else None
     save_checkpoint(path, build_model("resnet50", len(names)), arch="resnet50",
-                    classes=ClassScheme.from_names(names), input_size=64, config={"lr": 1e-3})
+                    classes=ClassScheme.from_names(names), input_size=64, config={"lr": 1e-3},
+                    extra=extra)
     return path
 
 
 @pytest.fixture(scope="module")
-def tiny_csv(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_subset(ebhi_dir, tmp_path_factory.mktemp("ftgui") / "tiny.csv", CLASSES, 10,
-                        per_case=2)
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiles_csv(tmp_path_factory.mktemp("ftgui"))
 
 
-def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
-    dlg = TrainDialog(None)
+def _dialog(qtbot, data: Path, out: Path, model: Path, phases: FakePhases | None = None
+            ) -> TrainDialog:
+    dlg = TrainDialog(None, job=phases.job if phases is not None else None)
     qtbot.addWidget(dlg)
     dlg.show()
     line = dlg.dataset_combo.lineEdit()
     line.clear()
     qtbot.keyClicks(line, str(data))
-    dlg._update_data_summary()
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=30000)  # checked in a worker
     dlg.epochs_spin.setValue(1)
     dlg.batch_spin.setValue(8)
     dlg.test_spin.setValue(0.3)
@@ -63,22 +66,31 @@ def _dialog(qtbot, data: Path, out: Path, model: Path) -> TrainDialog:
 
 def test_fine_tune_from_the_dialog_compares_old_and_new(qtbot, tiny_csv: Path, tmp_path: Path,
                                                         errors_seen):
+    from crc_core.finetune import comparison_text
+
     model = _checkpoint(tmp_path / "old.pt", CLASSES)
-    dlg = _dialog(qtbot, tiny_csv, tmp_path, model)
+    phases = FakePhases()
+    dlg = _dialog(qtbot, tiny_csv, tmp_path, model, phases)
+    finished: list[str] = []
+    dlg.runFinished.connect(finished.append)
     with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
     assert errors_seen == []
     run = tmp_path / "resnet50"
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["init"] == str(model.resolve()) and cfg["lr"] == pytest.approx(1e-4)
-    assert cfg["image_size"] == 64  # the checkpoint's, whatever the Image size field says
-    res = json.loads((run / "compare.json").read_text())
-    assert res["old"]["n"] == res["new"]["n"] == res["images"] > 0
-    assert f"on the same {res['images']} held-out test images" in dlg.log.toPlainText()
+    assert phases.calls == ["fit resnet50", "evaluate resnet50", "compare resnet50"]
+    assert finished == [str(run)]  # after the comparison
+    cfg = phases.configs[0]
+    assert cfg.init == str(model.resolve()) and cfg.lr == pytest.approx(1e-4)
+    assert cfg.image_size == 64  # the checkpoint's, whatever the Image size field says
+    log = dlg.log.toPlainText()
+    assert "on the same 6 held-out test images" in log
+    res = {"images": 6, "old": {}, "new": {}, "seen_by_old": 0}
+    assert comparison_text(res).splitlines()[0] in log
     assert "at learning rate 0.0001 (a tenth of its training rate 0.001)" in \
         dlg.start_from.note.text()
     shown = {r.folder.resolve() for r in dlg.report.results.values()}
     assert {(run / "compare" / s).resolve() for s in ("old", "new")} <= shown
+    assert run.resolve() in shown
 
 
 def test_a_model_of_other_classes_is_refused_in_one_line(qtbot, tiny_csv: Path, tmp_path: Path,
@@ -90,3 +102,56 @@ def test_a_model_of_other_classes_is_refused_in_one_line(qtbot, tiny_csv: Path, 
     title, msg = errors_seen[-1]
     assert "\n" not in msg and "fine-tuning keeps the checkpoint's classes" in msg
     assert not (tmp_path / "resnet50" / "last.pt").exists()
+
+
+def test_the_stain_field_shows_the_models_method_locked(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                         errors_seen):
+    """Found taking the guide's fine-tune screenshots: the field said "none" while the run kept the
+    model's method. It now shows the method the run uses, locked, and is the user's again when
+    the model is cleared."""
+    model = _checkpoint(tmp_path / "reinhard.pt", CLASSES, stain="reinhard")
+    phases = FakePhases()
+    dlg = TrainDialog(None, job=phases.job)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    dlg.set_dataset(tiny_csv)
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=30000)
+    dlg.stain_combo.setCurrentIndex(dlg.stain_combo.findData("macenko"))  # the user's choice
+    dlg.test_spin.setValue(0.3)
+    dlg.out_edit.setText(str(tmp_path / "{arch}"))
+    qtbot.keyClicks(dlg.start_from.combo.lineEdit(), str(model))
+    assert dlg.stain_combo.currentData() == "reinhard" and not dlg.stain_combo.isEnabled()
+    assert "Taken from the model" in dlg.stain_combo.toolTip()
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+        assert not dlg.stain_combo.isEnabled()
+    assert errors_seen == [] and phases.configs[0].stain_norm == "reinhard"  # what it showed
+    assert not dlg.stain_combo.isEnabled()  # still locked after the run
+    dlg.start_from.combo.lineEdit().clear()  # a new model: the user's choice is back
+    assert dlg.stain_combo.currentData() == "macenko" and dlg.stain_combo.isEnabled()
+
+
+def test_the_checkpoint_is_read_in_the_worker_at_start(qtbot, tiny_csv: Path, tmp_path: Path,
+                                                       monkeypatch, errors_seen):
+    """Start reads the whole checkpoint (finetune_config) in the job's worker, not on the GUI
+    thread."""
+    import threading
+
+    import crc_core.finetune
+
+    real = crc_core.finetune.finetune_config
+    threads: list[threading.Thread] = []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crc_core.finetune, "finetune_config", spy)
+    model = _checkpoint(tmp_path / "old.pt", CLASSES)
+    phases = FakePhases()
+    dlg = _dialog(qtbot, tiny_csv, tmp_path, model, phases)
+    with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
+        qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+    assert errors_seen == [] and dlg.outcome == "done"
+    assert threads and threading.main_thread() not in threads
+    assert phases.configs[0].init == str(model.resolve())

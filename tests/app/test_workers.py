@@ -1,8 +1,15 @@
-"""JobWorker: a job's progress, warnings and result reach the GUI thread as their own signals."""
+"""JobWorker: a job's progress, warnings and result reach the GUI thread as their own signals;
+a failure as the one line of ``crc_core.errors.error_message``."""
 
 from __future__ import annotations
 
+import errno
+import logging
+
+import pytest
+
 from app.workers import JobWorker
+from crc_core.errors import ConfigError, error_message
 from crc_core.jobs import JobWarning, Progress
 
 
@@ -25,3 +32,35 @@ def test_warnings_are_warned_not_progressed_and_the_result_arrives(qtbot):
     assert sig.args == [{"patches": 3}]
     assert warned == ["slide b: no pixel size; 0.5 µm/px assumed"]
     assert [(p.done, p.message) for p in progressed] == [(1, "reading"), (3, "done")]
+
+
+def _failing(exc: BaseException):
+    def job():
+        yield Progress(0, 1, "starting")
+        raise exc
+
+    return job
+
+
+def _failure(qtbot, exc: BaseException) -> str:
+    w = JobWorker(_failing(exc))
+    with qtbot.waitSignal(w.failed, timeout=10000) as sig:
+        w.start()
+    w.wait(5000)
+    return sig.args[0]
+
+
+@pytest.mark.parametrize("exc", [
+    ConfigError("--lr 20 must be a positive number below 10"),
+    OSError(errno.ENOSPC, "No space left on device", "/data/run/last.pt"),
+    MemoryError(),
+])
+def test_a_failed_job_says_what_crc_says(qtbot, exc: BaseException):
+    assert _failure(qtbot, exc) == error_message(exc)
+
+
+def test_an_unexpected_error_is_named_as_one_and_its_traceback_logged(qtbot, caplog):
+    with caplog.at_level(logging.ERROR, logger="app.workers"):
+        message = _failure(qtbot, KeyError("arch"))
+    assert message == "unexpected error: KeyError: 'arch'"
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text

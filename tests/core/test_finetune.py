@@ -145,6 +145,18 @@ def test_cli_finetunes_and_compares_on_the_same_test_images(finetuned: Path, old
     assert f"same {len(tests)} held-out test images" in text and "-> new" in text
 
 
+def test_an_old_model_with_a_split_record_says_how_many_test_images_it_trained_on(
+        finetuned: Path, tmp_path: Path):
+    from crc_core.jobs import run_job
+
+    run = tmp_path / "copy"
+    shutil.copytree(finetuned, run)
+    # the fine-tuned model as the "old" one: it records its split, and trained on none of its
+    # own test images (the record sat at the checkpoint's top level and was read from "extra")
+    res = run_job(compare_job(run / "best.pt", run / "best.pt", run, device="cpu", batch_size=8))
+    assert res["seen_by_old"] == 0
+
+
 def test_nothing_held_out_gives_a_warning_not_a_comparison(finetuned: Path, old_model: Path,
                                                            tmp_path: Path):
     run = tmp_path / "run"
