@@ -170,8 +170,12 @@ class Scorer:
     def to_input(self, imgs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised float input on the device from ``(N, H, W, 3)`` numpy or ``(N, 3, H, W)``
         torch uint8."""
-        t = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2) \
-            if isinstance(imgs, np.ndarray) else imgs
+        if isinstance(imgs, np.ndarray):
+            a = np.ascontiguousarray(imgs)
+            # a read-only array (a memory-mapped or shared buffer) is copied: torch cannot wrap it
+            t = torch.from_numpy(a if a.flags.writeable else a.copy()).permute(0, 3, 1, 2)
+        else:
+            t = imgs
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True) if t.device.type == "cpu" \
                 else t.to(self.device)
