@@ -319,7 +319,7 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
     hints = [*scheme.names, *scheme.ids, *train_map]
     table = load_table(data, image_column=opts["image_column"], label_column=opts["label_column"],
                        classes=opts["classes"], mapping=opts["map"], label=opts["label"],
-                       label_hints=hints, min_classes=1, warn=warn)
+                       label_hints=hints, min_classes=1, warn=warn, need_groups=False)
     ed = _EvalData(table, [])
     lookup = {k.casefold(): v for k, v in train_map.items()}
     for name in table.scheme.names:

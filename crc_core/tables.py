@@ -414,6 +414,7 @@ def load_table(
     label_hints: Sequence[str] = (),
     min_classes: int = 2,
     warn: Warn | None = None,
+    need_groups: bool = True,
 ) -> TileTable:
     """Read a dataset folder, CSV manifest or image folder into a :class:`TileTable`.
 
@@ -440,6 +441,9 @@ def load_table(
         Fewest classes accepted (2 for training, 1 for evaluation).
     warn
         Called with one line per problem that does not stop the job.
+    need_groups
+        ``False`` when the groups are not used (scoring): a missing group column is then not
+        worth a warning.
 
     Raises
     ------
@@ -462,7 +466,7 @@ def load_table(
         cols, rows = _folder_rows(found.folder, label)
     c = _columns(cols, rows, where, found.info, image_column, label_column, group_column,
                  split_column, label_hints)
-    if c.group is None:
+    if c.group is None and need_groups:
         warn(f"{where.name}: no group column; each image is its own group (name the slide or case "
              f"column with --group-column so near-duplicate tiles never straddle the split)")
     try:

@@ -266,6 +266,29 @@ def test_finetuning_keeps_the_checkpoints_fitted_stain_normaliser(tiny_csv: Path
     assert rc == 0
     for name in ("best.pt", "last.pt"):  # the same parameters and reference, not refitted
         assert load_checkpoint(run / name)["preprocess"]["stain"] == stain
-    assert json.loads((run / "config.json").read_text())["stain_from"] == str(old.resolve())
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["stain_from"] == str(old.resolve())
+    assert any("kept from stained.pt, not refitted" in n for n in saved["notes"])  # said so
     assert main(["train", "--data", str(tiny_csv), "--out", str(tmp_path / "r2"),
                  "--refit-stain", "--quiet"]) == 2  # --refit-stain needs --init
+
+
+def test_scoring_a_csv_without_a_group_column_does_not_warn_about_groups(
+        tiny_csv: Path, old_model: Path, tmp_path: Path):
+    """The comparison scores a two-column test_images.csv: groups play no part in scoring, so
+    "no group column" (advice for training splits) is noise there (issue 13 screenshots)."""
+    from crc_core.evaluation import evaluate
+    from crc_core.jobs import run_job
+
+    with open(tiny_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))[:6]
+    plain = tmp_path / "plain.csv"
+    with open(plain, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "label"])
+        w.writerows([(str((tiny_csv.parent / r["image"]).resolve()), r["ebhi_class"])
+                     for r in rows])
+    said: list[str] = []
+    run_job(evaluate(old_model, plain, tmp_path / "eval", subset="all", device="cpu",
+                     warn=said.append))
+    assert not [m for m in said if "group column" in m], said
