@@ -247,6 +247,9 @@ class StainNormalizer:
     reference: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"normalised": 0, **dict.fromkeys(
         REASONS, 0)})
+    #: Set when a fine-tuning run keeps the normaliser of the model it starts from (that model's
+    #: file name): said in the statements, never stored.
+    kept_from: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS[1:]:
@@ -269,9 +272,12 @@ class StainNormalizer:
         ref = self.reference
         what = ref.get("source") or "reference tiles"
         n = ref.get("tiles")
-        return (f"{self.label} stain normalisation fitted on "
-                + (f"{n} {what}" if n else str(what))
-                + (f" (seed {ref['seed']})" if ref.get("seed") is not None else ""))
+        fitted = ((f"{n} {what}" if n else str(what))
+                  + (f" (seed {ref['seed']})" if ref.get("seed") is not None else ""))
+        if self.kept_from:
+            return (f"{self.label} stain normalisation of {self.kept_from}, kept as it was "
+                    f"fitted on {fitted} of that model's run (not refitted)")
+        return f"{self.label} stain normalisation fitted on {fitted}"
 
     # -- counts
     def reset_counts(self) -> None:

@@ -139,15 +139,15 @@ def _fit_stain(run: TrainingRun) -> Generator[Progress, None, None]:
     """The stain normaliser: the resumed checkpoint's, else ``cfg.stain_from``'s (fine-tuning),
     else fitted on training tiles (seeded)."""
     cfg = run.cfg
-    kept = ""
     if run.stain is None and cfg.stain_from:  # fine-tuning: the model's normaliser, as fitted
         run.stain = from_checkpoint_file(cfg.stain_from)
-        kept = f" (kept from {Path(cfg.stain_from).name}, not refitted)"
+        if run.stain is not None:
+            run.stain.kept_from = Path(cfg.stain_from).name
     if run.stain is None and cfg.stain_norm != "none":
         run.stain = yield from fit_from_table(run.table, run.split.train, cfg.stain_norm, run.size,
                                               cfg.stain_tiles, cfg.seed)
     if run.stain is not None:
-        cfg.notes.append(run.stain.describe() + kept + ", applied when images are decoded")
+        cfg.notes.append(run.stain.describe() + ", applied when images are decoded")
 
 
 def resolve_balance(run: TrainingRun) -> None:

@@ -268,7 +268,7 @@ def test_finetuning_keeps_the_checkpoints_fitted_stain_normaliser(tiny_csv: Path
         assert load_checkpoint(run / name)["preprocess"]["stain"] == stain
     saved = json.loads((run / "config.json").read_text())
     assert saved["stain_from"] == str(old.resolve())
-    assert any("kept from stained.pt, not refitted" in n for n in saved["notes"])  # said so
+    assert any("of stained.pt, kept as it was fitted" in n for n in saved["notes"])  # said so
     assert main(["train", "--data", str(tiny_csv), "--out", str(tmp_path / "r2"),
                  "--refit-stain", "--quiet"]) == 2  # --refit-stain needs --init
 
