@@ -345,7 +345,8 @@ class TrainForm:
             combo.setCurrentIndex(combo.findData(method))
             combo.setEnabled(False)
             combo.setToolTip(f"Taken from the model: {combo.currentText()} (fine-tuning keeps "
-                             f"its stain normalisation, refitted on these training images)")
+                             f"the model's stain normaliser as its run fitted it; crc train "
+                             f"--refit-stain refits it on these training images)")
         elif self._own_stain is not None:
             combo.setCurrentIndex(max(0, combo.findData(self._own_stain)))
             self._own_stain = None
