@@ -107,19 +107,12 @@ class _NumItem(QTableWidgetItem):
 
 
 def classes_at(pred: Prediction, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Class index of ``pred`` at level-0 points (``-1`` off its predicted cells); vectorised cell_at."""
-    g = pred.grid
-    half = (g.window - g.stride) / 2
-    c = np.clip(
-        np.floor((xs - g.origin[0] - half) / g.stride).astype(np.int64), 0, max(g.cols - 1, 0)
-    )
-    r = np.clip(
-        np.floor((ys - g.origin[1] - half) / g.stride).astype(np.int64), 0, max(g.rows - 1, 0)
-    )
-    x0, y0 = g.origin[0] + c * g.stride, g.origin[1] + r * g.stride
-    inside = (xs >= x0) & (xs < x0 + g.window) & (ys >= y0) & (ys < y0 + g.window)
+    """Class index of ``pred`` at level-0 points (``-1`` off its predicted cells)."""
+    r, c = pred.grid.cells_at(xs, ys)
     cmap = pred.class_map()
-    return np.where(inside, cmap[r, c], -1)
+    if cmap.size == 0:
+        return np.full(np.shape(r), -1)
+    return np.where(r >= 0, cmap[np.maximum(r, 0), np.maximum(c, 0)], -1)
 
 
 class ResultsPanel(QWidget):

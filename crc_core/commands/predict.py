@@ -163,15 +163,7 @@ def _cell_index_image(
     h, w = shape
     x = (np.arange(w) + 0.5) / scale
     y = (np.arange(h) + 0.5) / scale
-    half = (g.window - g.stride) / 2
-
-    def idx(v: np.ndarray, origin: int, n: int) -> np.ndarray:
-        i = np.floor((v - origin - half) / g.stride).astype(np.int64)
-        i = np.clip(i, 0, max(n - 1, 0))
-        inside = (v >= origin + i * g.stride) & (v < origin + i * g.stride + g.window)
-        return np.where(inside & (n > 0), i, -1)
-
-    return idx(y, g.origin[1], g.rows), idx(x, g.origin[0], g.cols)
+    return g.axis_cells(y, 0), g.axis_cells(x, 1)
 
 
 def render_overlay(

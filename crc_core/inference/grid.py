@@ -84,21 +84,34 @@ class GridSpec:
         xs, ys = np.meshgrid(cs, rs)
         return xs, ys
 
+    def axis_cells(self, v: np.ndarray, axis: int) -> np.ndarray:
+        """Cell index along ``axis`` (0: rows, from y; 1: columns, from x) of level-0 coordinates
+        ``v``: the cell whose stride-square around its centre holds the coordinate (edge cells
+        extend to their window's outer edges), ``-1`` where no window holds it."""
+        origin = self.origin[1] if axis == 0 else self.origin[0]
+        n = self.rows if axis == 0 else self.cols
+        v = np.asarray(v, dtype=np.float64)
+        half = (self.window - self.stride) / 2
+        i = np.clip(np.floor((v - origin - half) / self.stride).astype(np.int64), 0, max(n - 1, 0))
+        inside = (v >= origin + i * self.stride) & (v < origin + i * self.stride + self.window)
+        return np.where(inside & (n > 0), i, -1)
+
+    def cells_at(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`cell_at`: ``(rows, cols)`` of level-0 points, both ``-1`` off the
+        grid. The one rule for "which cell is here" (the viewer's hover, region results, the CLI's
+        overlay images)."""
+        r, c = self.axis_cells(ys, 0), self.axis_cells(xs, 1)
+        off = (r < 0) | (c < 0)
+        return np.where(off, -1, r), np.where(off, -1, c)
+
     def cell_at(self, x: float, y: float) -> tuple[int, int] | None:
         """The cell nearest level-0 point ``(x, y)`` whose window holds it (``None`` off the grid).
 
         With overlapping windows this is the cell whose stride-square around its centre holds the
         point (edge cells extend to their window's outer edges).
         """
-        if self.rows == 0 or self.cols == 0:
-            return None
-        half = (self.window - self.stride) / 2
-        c = min(max(math.floor((x - self.origin[0] - half) / self.stride), 0), self.cols - 1)
-        r = min(max(math.floor((y - self.origin[1] - half) / self.stride), 0), self.rows - 1)
-        cx, cy, w, h = self.cell_rect(r, c)
-        if cx <= x < cx + w and cy <= y < cy + h:
-            return (r, c)
-        return None
+        r, c = self.cells_at(np.array([x]), np.array([y]))
+        return None if r[0] < 0 else (int(r[0]), int(c[0]))
 
     def to_array(self) -> np.ndarray:
         return np.array(
