@@ -271,7 +271,17 @@ class TrainForm:
         self._add_schedule_rows(form)
         self._add_option_rows(form)
         self.start_from.stainChosen.connect(self._on_model_stain)
+        self.start_from.combo.currentTextChanged.connect(self._on_model_rate)
         return box
+
+    def _on_model_rate(self, _text: str) -> None:
+        """Fine-tuning trains at a tenth of the model's own rate (``crc_core.finetune``): the
+        Learning rate field is locked while a model is chosen (it would not count)."""
+        fine = self.start_from.checkpoint() is not None
+        self.lr_spin.setEnabled(not fine)
+        self.lr_spin.setToolTip("Not used when fine-tuning: the run trains at a tenth of the "
+                                "model's own learning rate (crc train --init --lr overrides it)"
+                                if fine else "Initial learning rate (arrows: ×10 / ÷10)")
 
     def _add_schedule_rows(self, form: QFormLayout) -> None:
         self.epochs_spin = QSpinBox()

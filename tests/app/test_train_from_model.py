@@ -122,6 +122,7 @@ def test_the_stain_field_shows_the_models_method_locked(qtbot, tiny_csv: Path, t
     qtbot.keyClicks(dlg.start_from.combo.lineEdit(), str(model))
     assert dlg.stain_combo.currentData() == "reinhard" and not dlg.stain_combo.isEnabled()
     assert "Taken from the model" in dlg.stain_combo.toolTip()
+    assert not dlg.lr_spin.isEnabled()  # fine-tuning sets its own rate: the field is locked too
     with qtbot.waitSignal(dlg.allFinished, timeout=TIMEOUT_MS):
         qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
         assert not dlg.stain_combo.isEnabled()
@@ -129,6 +130,7 @@ def test_the_stain_field_shows_the_models_method_locked(qtbot, tiny_csv: Path, t
     assert not dlg.stain_combo.isEnabled()  # still locked after the run
     dlg.start_from.combo.lineEdit().clear()  # a new model: the user's choice is back
     assert dlg.stain_combo.currentData() == "macenko" and dlg.stain_combo.isEnabled()
+    assert dlg.lr_spin.isEnabled()
 
 
 def test_the_checkpoint_is_read_in_the_worker_at_start(qtbot, tiny_csv: Path, tmp_path: Path,
