@@ -54,6 +54,7 @@ from app.panels.report import ReportPanel
 from app.widgets.plots import CurvesCanvas
 from crc_core.errors import CrcError
 from crc_core.jobs import Event, Progress
+from crc_core.project import Project
 from crc_core.train_eval import (
     EpochEnded,
     EvalOptions,
@@ -111,7 +112,7 @@ class TrainDialog(TrainForm, QDialog):
     runCancelled = Signal(str)               # run folder
     runFailed = Signal(str)                  # message
 
-    def __init__(self, project: Any = None, parent: QWidget | None = None,
+    def __init__(self, project: Project | None = None, parent: QWidget | None = None,
                  job: JobFactory | None = None) -> None:
         super().__init__(parent)
         self.project = project

@@ -38,6 +38,7 @@ from app.widgets.labels import WrapLabel
 from crc_core.errors import ConfigError
 from crc_core.jobs import Progress
 from crc_core.models import MODELS
+from crc_core.project import Project
 from crc_core.tables import GROUP_COLUMNS, IMAGE_COLUMNS, LABEL_COLUMNS, default_group_columns
 from crc_core.train_eval import RunPlan, check_run_folders, run_folders
 
@@ -127,7 +128,7 @@ class TrainForm:
     """The settings fields and their rules; mixed into a ``QDialog`` that calls
     :meth:`_init_form` before building and that defines ``is_running()``."""
 
-    project: Any
+    project: Project | None
     start_button: QPushButton
 
     def _init_form(self) -> None:
@@ -393,14 +394,8 @@ class TrainForm:
         return data_home() / "models"
 
     def _populate_datasets(self) -> None:
-        items: list[str] = []
-        if self.project is not None:
-            try:
-                root = Path(self.project.datasets_dir)
-                items = [str(d) for d in sorted(root.iterdir())
-                         if d.is_dir() and (d / "manifest.csv").is_file()]
-            except OSError:
-                items = []
+        items = ([str(d) for d in self.project.list_datasets()] if self.project is not None
+                 else [])
         self.dataset_combo.blockSignals(True)
         self.dataset_combo.clear()
         self.dataset_combo.addItems(items)
