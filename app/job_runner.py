@@ -29,9 +29,12 @@ worker's::
     def closeEvent(self, ev): self.runner.close(); super().closeEvent(ev)
 
 Signals, on the GUI thread: ``progressed(Progress)`` (after the bar and status were updated),
-``warned(str)`` (a ``JobWarning``: the job goes on), then exactly one of ``succeeded(object)``,
-``failed(str)``, ``cancelled()``, and last ``idle()`` when the worker's thread has ended and the
-widgets are enabled again (:attr:`running` is False from then on).
+``warned(str)`` (a ``JobWarning``: the job goes on; the runner has logged it on the ``app``
+logger already, so it reaches the window's status bar, its Messages panel and the log file through
+:mod:`app.messages`, never the terminal), then exactly one of ``succeeded(object)``,
+``failed(str)`` (``failed_with(object)``, the exception itself, just before it),
+``cancelled()``, and last ``idle()`` when the worker's thread has ended and the widgets are
+enabled again (:attr:`running` is False from then on).
 
 Closing: :meth:`close` (call it from the dialog's ``closeEvent`` / ``reject``) asks the job to stop
 and returns at once; it never waits on the GUI thread. The worker has no Qt parent, so deleting
@@ -43,6 +46,7 @@ the dialog's slots run) if the dialog is still alive when the thread ends.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -53,6 +57,7 @@ from app.workers import JobWorker
 from crc_core.jobs import Event, Progress
 
 JobFactory = Callable[[], Generator[Event, None, Any]]
+log = logging.getLogger(__name__)
 
 
 class JobRunner(QObject):
@@ -61,6 +66,7 @@ class JobRunner(QObject):
     progressed = Signal(object)  # Progress
     warned = Signal(str)
     succeeded = Signal(object)  # the job's return value
+    failed_with = Signal(object)  # the exception (before failed)
     failed = Signal(str)  # one-line message
     cancelled = Signal()
     idle = Signal()  # the worker's thread ended; widgets enabled again
@@ -127,8 +133,9 @@ class JobRunner(QObject):
         self.set_status(message)
         worker = JobWorker(factory)  # no parent: a closed or deleted dialog never ends its thread
         worker.progressed.connect(self._on_progressed)
-        worker.warned.connect(self.warned)
+        worker.warned.connect(self._on_warned)
         worker.finished_ok.connect(self._on_finished_ok)
+        worker.failed_with.connect(self.failed_with)
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
         worker.finished.connect(self._on_thread_finished)
@@ -156,6 +163,10 @@ class JobRunner(QObject):
         if ev.message and self._event_status:
             self.set_status(ev.message)
         self.progressed.emit(ev)
+
+    def _on_warned(self, message: str) -> None:
+        log.warning("%s", message)  # to the window's messages (app.messages)
+        self.warned.emit(message)
 
     def _on_finished_ok(self, result: Any) -> None:
         self.set_progress(1, 1)

@@ -1,8 +1,9 @@
 """Messages for the user that are not errors: Python warnings and logged warnings, in the window.
 
-Python warnings (``warnings.warn``, e.g. ``crc_core.inference.PredictionWarning`` from a prediction
-worker) and log records of level WARNING and above would otherwise go to the terminal, which a
-person using the GUI does not watch. :func:`install` routes both to a :class:`MessageLog`: each
+Python warnings (``warnings.warn`` of a library, from any thread; the core's jobs never warn so:
+they yield ``JobWarning`` events, which :class:`app.job_runner.JobRunner` logs) and log records
+of level WARNING and above would otherwise go to the terminal, which a person using the GUI does
+not watch. :func:`install` routes both to a :class:`MessageLog`: each
 message is shown in the status bar, listed in the Messages panel (View > Messages) and appended to
 a log file, ``data_home()/logs/crc-viewer.log`` (rotated at 1 MiB, 3 kept).
 

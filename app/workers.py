@@ -2,7 +2,8 @@
 
 A :class:`JobWorker` runs a :mod:`crc_core.jobs` generator in a ``QThread`` and turns each yielded
 ``Progress`` into the ``progressed`` signal, each ``JobWarning`` into ``warned``, the return value
-into ``finished_ok``, an exception into ``failed`` (the one line of
+into ``finished_ok``, an exception into ``failed_with`` (the exception object, for a caller that
+tells failures apart by type) and then ``failed`` (the one line of
 :func:`crc_core.errors.error_message`, for a dialog; ``"unexpected error: "`` before it, and the
 traceback logged, for an exception that is a bug) and cancellation into ``cancelled``. Worker code
 never touches widgets; the GUI never waits on a worker except :meth:`JobWorker.cancel_and_wait` at
@@ -33,6 +34,7 @@ class JobWorker(QThread):
     progressed = Signal(object)  # Progress
     warned = Signal(str)  # a JobWarning's message: the job goes on
     finished_ok = Signal(object)  # the job's return value
+    failed_with = Signal(object)  # the exception, emitted just before failed
     failed = Signal(str)  # one-line message for the user
     cancelled = Signal()
 
@@ -74,9 +76,11 @@ class JobWorker(QThread):
         except Cancelled:
             self.cancelled.emit()
         except (CrcError, MemoryError, OSError) as exc:
+            self.failed_with.emit(exc)
             self.failed.emit(error_message(exc))
         except Exception as exc:  # a bug: log the traceback, tell the user in one line
             log.error("job failed:\n%s", traceback.format_exc())
+            self.failed_with.emit(exc)
             self.failed.emit(f"unexpected error: {error_message(exc)}")
         finally:
             if gen is not None:

@@ -48,7 +48,7 @@ def _test_images(ckpt_path: Path, data: Path) -> tuple[np.ndarray, np.ndarray, i
     record = SplitRecord.from_json(ckpt.get("split"))
     if record is None:
         raise SystemExit(f"{ckpt_path}: records no split; its test images cannot be found")
-    ed = _eval_table(ckpt, data, OPTS, lambda m: None)
+    ed = run_job(_eval_table(ckpt, data, OPTS))  # a job: its warnings are logged
     t = ed.table
     elig = [i for i, s in enumerate(t.samples) if ed.to_model[s.label] is not None]
     keys = run_job(content_keys(t, elig))

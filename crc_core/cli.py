@@ -52,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr (used by subcommands for repaired input and skipped items)."""
-    sys.stderr.write(f"crc: warning: {message}\n")
+    """One warning line on stderr (used by subcommands for repaired input and skipped items; a
+    job's warnings are printed likewise by :func:`crc_core.cli_progress.drive_with_bar`)."""
+    from crc_core.cli_progress import warning_line
+
+    sys.stderr.write(warning_line(message))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

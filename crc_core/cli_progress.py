@@ -1,4 +1,8 @@
-"""Progress bars for the CLI: drive a core job generator with tqdm on stderr."""
+"""Progress bars for the CLI: drive a core job generator with tqdm on stderr.
+
+A job's :class:`~crc_core.jobs.JobWarning` is printed as one ``crc: warning: ...`` line on stderr
+(:func:`warning_line`, as :func:`crc_core.cli.warn` prints), each message once, above the bar.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from typing import TypeVar
 from crc_core.jobs import Event, JobWarning
 
 T = TypeVar("T")
+
+
+def warning_line(message: str) -> str:
+    """The one stderr line of a warning (line breaks inside the message folded)."""
+    return "crc: warning: " + " ".join(message.splitlines()) + "\n"
 
 
 def drive_with_bar(job: Generator[Event, None, T], desc: str = "", quiet: bool = False) -> T:
@@ -26,6 +35,7 @@ def drive_with_bar(job: Generator[Event, None, T], desc: str = "", quiet: bool =
     bar = tqdm(total=None, desc=desc, unit="", file=sys.stderr, dynamic_ncols=True,
                disable=not show_bar, leave=True)
     last_decile = -1
+    said: set[str] = set()
     try:
         while True:
             try:
@@ -33,7 +43,9 @@ def drive_with_bar(job: Generator[Event, None, T], desc: str = "", quiet: bool =
             except StopIteration as stop:
                 return stop.value
             if isinstance(ev, JobWarning):
-                bar.write(f"crc: warning: {ev.message}", file=sys.stderr)
+                if ev.message not in said:
+                    said.add(ev.message)
+                    bar.write(warning_line(ev.message), file=sys.stderr, end="")
                 continue
             if ev.total is not None and bar.total != ev.total:
                 bar.total = ev.total

@@ -21,7 +21,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 from crc_core.atomic import atomic_write_bytes, atomic_write_text
 from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError, DatasetError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.runs import read_history, read_metrics
 from crc_core.splits import SplitRecord, choose_subset, content_keys
 from crc_core.tables import TileTable, load_table, parse_map
@@ -307,8 +307,8 @@ def _model_vocabulary(ckpt: dict[str, Any]) -> tuple[ClassScheme, dict[str, str]
     return ckpt["scheme"], mapping
 
 
-def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
-                warn: Callable[[str], None]) -> _EvalData:
+def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
+                ) -> Generator[JobWarning, None, _EvalData]:
     """Read ``data`` with the caller's options (columns guessed otherwise, the label column also
     from the model's class names) and match its labels to the model's classes: by id or name, else
     through the label map the model was trained with, else as a member of a model class's group (a
@@ -317,9 +317,12 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
 
     scheme, train_map = _model_vocabulary(ckpt)
     hints = [*scheme.names, *scheme.ids, *train_map]
+    said: list[str] = []
     table = load_table(data, image_column=opts["image_column"], label_column=opts["label_column"],
                        classes=opts["classes"], mapping=opts["map"], label=opts["label"],
-                       label_hints=hints, min_classes=1, warn=warn, need_groups=False)
+                       label_hints=hints, min_classes=1, warn=said.append,
+                       need_groups=False)
+    yield from map(JobWarning, said)
     ed = _EvalData(table, [])
     lookup = {k.casefold(): v for k, v in train_map.items()}
     for name in table.scheme.names:
@@ -337,8 +340,8 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any],
     ed.left_out_labels = {n: counts[n] for n, m in zip(table.scheme.names, ed.to_model,
                                                        strict=True) if m is None and counts[n]}
     if ed.left_out_labels:
-        warn("left out, not classes of the model (" + ", ".join(scheme.names) + "): "
-             + ", ".join(f"{v} image(s) labelled {k!r}" for k, v in ed.left_out_labels.items()))
+        left = ", ".join(f"{v} image(s) labelled {k!r}" for k, v in ed.left_out_labels.items())
+        yield JobWarning(f"left out, not classes of the model ({', '.join(scheme.names)}): {left}")
     if all(m is None for m in ed.to_model):
         raise DatasetError(f"{table.source}: none of its labels ({', '.join(table.scheme.names)}) "
                            f"is a class of the model ({', '.join(scheme.names)}); use --map "
@@ -512,12 +515,11 @@ def evaluate(
     workers: int = 0,
     name: str | None = None,
     tta: bool = False,
-    warn: Callable[[str], None] | None = None,
     backend: str = "auto",
     threads: int = 0,
     quantize: str = "none",
     calibrate: str | Path | None = None,
-) -> Generator[Progress, None, dict[str, Any]]:
+) -> Generator[Event, None, dict[str, Any]]:
     """Evaluate a checkpoint on labelled images and write the report folder ``out`` (a job).
 
     Parameters
@@ -544,6 +546,7 @@ def evaluate(
         same scorer, so a checkpoint scores the same here and on a slide).
     calibrate
         ``int8-static``: data whose training images calibrate it (default ``data``).
+    (Yields ``Progress``, and a ``JobWarning`` for labels left out, images skipped, a fallback.)
 
     Returns
     -------
@@ -554,7 +557,6 @@ def evaluate(
     from crc_core.runtime import describe, resolve_device
     from crc_core.stain import from_checkpoint
 
-    warn_fn = warn or (lambda msg: None)
     if subset not in ("auto", "val", "test", "all"):
         raise ConfigError(f"--subset {subset!r}: choose auto, val, test or all")
     if mpp is not None and not (0 < float(mpp) < 1000):
@@ -563,7 +565,7 @@ def evaluate(
     opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
             "map": mapping, "label": label}
     yield from _calibrated(quantize, checkpoint, data, opts, mpp, calibrate)
-    ed = _eval_table(ckpt, data, opts, warn_fn)
+    ed = yield from _eval_table(ckpt, data, opts)
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
     keys = yield from content_keys(table, eligible)
@@ -576,11 +578,11 @@ def evaluate(
     scorer = _scorer(model, meta, checkpoint, resolve_device(device), batch_size, tta,
                      {"backend": backend, "threads": threads, "quantize": quantize})
     if scorer.fallback:
-        warn_fn(scorer.fallback)
+        yield JobWarning(scorer.fallback)
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
                                              int(meta["input_size"]), workers or 4, stain)
     if skipped:
-        warn_fn(f"{skipped} unreadable image(s) skipped")
+        yield JobWarning(f"{skipped} unreadable image(s) skipped")
     if not kept:
         raise DatasetError(f"{table.source}: no readable images to evaluate")
     y_true = np.array([ed.to_model[table.samples[i].label] for i in kept])

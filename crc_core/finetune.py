@@ -32,13 +32,13 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
 from crc_core.atomic import atomic_write_text
 from crc_core.errors import CheckpointError, ConfigError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, Progress
 
 __all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "checkpoint_arch", "compare_job",
            "comparison_text", "exclude_proposed", "finetune_config", "match_checkpoint_classes",
@@ -211,9 +211,10 @@ def compare_job(
     run_dir: str | Path,
     device: str = "auto",
     batch_size: int = 32,
-    warn: Callable[[str], None] | None = None,
-) -> Generator[Progress, None, dict[str, Any]]:
-    """Job: score ``old`` and ``new`` checkpoints on the run's held-out test images.
+) -> Generator[Event, None, dict[str, Any]]:
+    """Job: score ``old`` and ``new`` checkpoints on the run's held-out test images (the two
+    evaluations' :class:`~crc_core.jobs.JobWarning` events as they come: train_and_evaluate's
+    compare phase says each once).
 
     Writes ``compare/test_images.csv``, ``compare/old/``, ``compare/new/`` (evaluation reports)
     and ``compare.json`` in ``run_dir``. Returns ``{"images", "old", "new", "seen_by_old"}``, or
@@ -241,7 +242,7 @@ def compare_job(
             yield Progress(0, None, f"scoring the {name} model on {len(rows)} test images")
             m = yield from evaluate(ckpt, folder / "test_images.csv", folder / name,
                                     image_column="image", label_column="label", subset="all",
-                                    device=device, batch_size=batch_size, warn=warn)
+                                    device=device, batch_size=batch_size)
             scores[name] = _brief(m)
         rec = SplitRecord.from_json(_load(old).get("split"))  # extra entries sit at the top level
         seen = sum(1 for r in rows if rec is not None and r[2] and r[2] in rec.train)

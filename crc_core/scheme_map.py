@@ -34,7 +34,7 @@ from typing import Any
 
 from crc_core.classes import RGB, ClassDef, ClassScheme
 from crc_core.errors import CheckpointError, ClassSchemeError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, Progress
 
 #: Known groups: a model class id -> the project class ids it covers (besides the name rule).
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -309,19 +309,27 @@ def check_job(checkpoint: str | os.PathLike[str], project_scheme: ClassScheme | 
     return check_checkpoint(checkpoint, project_scheme)
 
 
+@dataclass(frozen=True)
+class MappingChosen:
+    """Event payload of :func:`checked_predict`: the checkpoint's classes were accepted."""
+
+    map: SchemeMap
+    summary: CheckpointSummary
+
+
 def checked_predict(slide: Any, checkpoint: str | os.PathLike[str],
                     project_scheme: ClassScheme | None, **options: Any
-                    ) -> Generator[Progress, None, Any]:
+                    ) -> Generator[Event, None, Any]:
     """:func:`crc_core.inference.predict` after the class check: the checkpoint's classes are read
-    and mapped onto ``project_scheme`` first (a refusal costs no weight loading). Yields
-    ``{"kind": "mapping", "map": SchemeMap, "summary": CheckpointSummary}`` before predict's events;
-    the prediction is labelled with :meth:`SchemeMap.display_scheme`."""
+    and mapped onto ``project_scheme`` first (a refusal costs no weight loading). Yields a
+    :class:`MappingChosen` payload before predict's events; the prediction is labelled with
+    :meth:`SchemeMap.display_scheme`."""
     from crc_core.inference import predict
 
     yield Progress(0, None, "reading the model's classes")
     smap, summary = check_checkpoint(checkpoint, project_scheme)
     yield Progress(0, None, smap.statement() or "the model's classes are the project's",
-                   {"kind": "mapping", "map": smap, "summary": summary})
+                   MappingChosen(smap, summary))
     options.pop("scheme", None)
     return (yield from predict(slide, checkpoint, scheme=smap.display_scheme(), **options))
 

@@ -17,12 +17,12 @@ dialog and ``crc train --evaluate`` (issue 16: the CLI and the GUI on the same j
 
 Every event says which run and phase it belongs to: each :class:`~crc_core.jobs.Progress` carries
 a typed payload, :class:`PhaseStarted`, :class:`PhaseStep` (one event of the phase's own job, with
-the epoch under way while training), :class:`EpochEnded` (fit's history row) or
-:class:`PhaseEnded` (fit's summary, evaluate's metrics, the comparison). ``done``/``total`` of the
-outer event count the whole job (:data:`UNITS` per run), so a plain progress bar works.
-The phases' ``warn=`` messages are yielded as :class:`~crc_core.jobs.JobWarning` events, each
-message once per phase (the comparison loads its ``test_images.csv`` twice, once per model, and
-said "no group column" twice).
+the epoch under way while training), :class:`~crc_core.jobs.EpochEnded` (fit's, with ``run`` set)
+or :class:`PhaseEnded` (fit's summary, evaluate's metrics, the comparison). ``done``/``total`` of
+the outer event count the whole job (:data:`UNITS` per run), so a plain progress bar works.
+The phases' :class:`~crc_core.jobs.JobWarning` events are passed on, each message once per phase
+(the comparison loads its ``test_images.csv`` twice, once per model, and said "no group column"
+twice).
 :func:`finetune_plans` (a job too) sets plans up to fine-tune a checkpoint; it reads the checkpoint,
 so the Train dialog runs it in its worker before this job.
 Closing the generator cancels the phase under way (fit keeps every completed epoch in ``last.pt``).
@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from crc_core.errors import CheckpointError, ConfigError
-from crc_core.jobs import Event, JobWarning, Progress
+from crc_core.jobs import EpochEnded, Event, JobWarning, Progress, with_warnings
 
 __all__ = ["UNITS", "EpochEnded", "EvalOptions", "PhaseEnded", "PhaseStarted", "PhaseStep",
            "PlansReady", "RunInfo", "RunPlan", "RunResult", "check_run_folders",
@@ -101,15 +100,6 @@ class PhaseStep:
     phase: str
     step: Progress
     epoch: int | None = None    # training: the epoch under way (1-based), when known
-
-
-@dataclass(frozen=True)
-class EpochEnded:
-    """A training epoch ended: ``row`` is fit's history row (epoch, losses, accuracies, ...)."""
-
-    run: RunInfo
-    row: dict[str, Any]
-    phase: str = "train"
 
 
 @dataclass(frozen=True)
@@ -186,40 +176,6 @@ def _drive(gen: Generator[Event, None, T], each: Callable[[Event], Iterator[Even
         gen.close()
 
 
-def _relay(make: Callable[[Callable[[str], None]], Generator[Event, None, T]]
-           ) -> Generator[Event, None, T]:
-    """Run ``make(warn)`` and yield what it passes to ``warn`` as :class:`JobWarning` events,
-    each message once."""
-    pending: deque[str] = deque()
-    said: set[str] = set()
-
-    def warn(message: str) -> None:
-        if message not in said:
-            said.add(message)
-            pending.append(message)
-
-    def flush() -> Iterator[Event]:
-        while pending:
-            yield JobWarning(pending.popleft())
-
-    def warnings_then(ev: Event) -> Iterator[Event]:
-        yield from flush()
-        yield ev
-
-    try:
-        result = yield from _drive(make(warn), warnings_then)
-    except Exception:
-        yield from flush()  # the warnings before a failure often say why
-        raise
-    yield from flush()
-    return result
-
-
-def _epoch_row(ev: Progress) -> dict[str, Any] | None:
-    """fit's end-of-epoch event carries the history row as its payload."""
-    return dict(ev.payload) if isinstance(ev.payload, dict) and "epoch" in ev.payload else None
-
-
 def _epoch_under_way(ev: Progress, epochs: int) -> int | None:
     """The epoch (1-based) a per-batch event of fit belongs to, from its step count."""
     if not ev.total:
@@ -263,20 +219,20 @@ class _Phases:
         if isinstance(ev, JobWarning):
             yield ev
             return
-        row = _epoch_row(ev) if phase == "train" else None
-        if row is not None:
-            yield self.outer(phase, ev.fraction, ev.message, EpochEnded(run, row))
+        if isinstance(ev.payload, EpochEnded):
+            yield self.outer(phase, ev.fraction, ev.message,
+                             dataclasses.replace(ev.payload, run=run))
         else:
             epoch = _epoch_under_way(ev, run.epochs) if phase == "train" else None
             yield self.outer(phase, ev.fraction, ev.message, PhaseStep(run, phase, ev, epoch))
 
-    def phase(self, phase: str, make: Callable[[Callable[[str], None]],
-                                                Generator[Event, None, T]]
-              ) -> Generator[Event, None, T]:
-        """Job: ``make(warn)`` as the phase ``phase`` of this run, its events wrapped."""
+    def phase(self, phase: str, job: Generator[Event, None, T]) -> Generator[Event, None, T]:
+        """Job: ``job`` as the phase ``phase`` of this run, its events wrapped (its warnings
+        each once)."""
         run = self.run
         yield self.outer(phase, None, "starting", PhaseStarted(run, phase))
-        result = yield from _drive(_relay(make), lambda ev: self._wrap(phase, ev))
+        result = yield from _drive(with_warnings(lambda _warn: job),
+                                   lambda ev: self._wrap(phase, ev))
         ended = result if isinstance(result, dict) else {}
         yield self.outer(phase, 1.0, "done", PhaseEnded(run, phase, ended))
         return result
@@ -350,22 +306,18 @@ def train_and_evaluate(
                        ("train", *(["evaluate"] if evaluate else []),
                         *(["compare"] if comparing else [])))
         phases = _Phases(info, info.phases)
-        summary = yield from phases.phase(
-            "train", lambda warn, cfg=cfg, out=out: fit_job(data, out, cfg, resume=resume,
-                                                            warn=warn))
+        summary = yield from phases.phase("train", fit_job(data, out, cfg, resume=resume))
         res = RunResult(plan.arch, out, summary if isinstance(summary, dict) else {})
         best = out / "best.pt"
         if (evaluate or comparing) and not best.is_file():
             raise CheckpointError(f"{best}: no checkpoint was written, so {plan.arch} cannot be "
                                   f"evaluated")
         if evaluate:
-            res.metrics = yield from phases.phase(
-                "evaluate", lambda warn, best=best, out=out: evaluate_job(
-                    best, data, out / "eval", device=options.device,
-                    batch_size=max(2, int(options.batch_size)), tta=options.tta, warn=warn))
+            res.metrics = yield from phases.phase("evaluate", evaluate_job(
+                best, data, out / "eval", device=options.device,
+                batch_size=max(2, int(options.batch_size)), tta=options.tta))
         if comparing:
-            res.comparison = yield from phases.phase(
-                "compare", lambda warn, cfg=cfg, best=best, out=out: compare_job(
-                    cfg.init, best, out, device=options.device, warn=warn))
+            res.comparison = yield from phases.phase("compare", compare_job(
+                cfg.init, best, out, device=options.device))
         results.append(res)
     return results

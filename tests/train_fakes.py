@@ -22,7 +22,7 @@ import numpy as np
 
 from crc_core.errors import CrcError
 from crc_core.evaluation import compute_metrics
-from crc_core.jobs import Progress
+from crc_core.jobs import EpochEnded, JobWarning, Progress
 from crc_core.train_eval import train_and_evaluate
 
 CLASSES = ["Normal", "Adenocarcinoma"]
@@ -89,7 +89,7 @@ class FakePhases:
         if self.fail and self.fail[:2] == (phase, arch):
             raise CrcError(self.fail[2])
 
-    def fit(self, data: Any, out: Path, cfg: Any, resume: bool = False, warn: Any = None):
+    def fit(self, data: Any, out: Path, cfg: Any, resume: bool = False):
         self.configs.append(cfg)
         self.calls.append(f"fit {cfg.arch}")
         out = Path(out)
@@ -98,7 +98,7 @@ class FakePhases:
                 self.block.wait(30)
             yield Progress(0, None, "decoding 12 images")
             if self.warning:
-                warn(self.warning)
+                yield JobWarning(self.warning)
             self._maybe_fail("train", cfg.arch)
             out.mkdir(parents=True, exist_ok=True)
             total = cfg.epochs * STEPS_PER_EPOCH
@@ -116,7 +116,7 @@ class FakePhases:
                     w.writerows(rows)
                 (out / "last.pt").write_bytes(f"epoch {e + 1}".encode())
                 yield Progress((e + 1) * STEPS_PER_EPOCH, total, f"epoch {e + 1} done",
-                               payload=dict(row))
+                               EpochEnded(dict(row)))
                 if self.gate is not None:
                     self.gate.wait(30)
             (out / "best.pt").write_bytes(b"best")

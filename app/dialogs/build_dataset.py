@@ -19,7 +19,6 @@ with a copy of the project's class scheme, so the GUI thread never reads them.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -55,7 +54,7 @@ from app.job_runner import JobRunner
 from crc_core.annotations import AnnotationSet
 from crc_core.classes import ClassScheme
 from crc_core.errors import CrcError, ProjectError
-from crc_core.jobs import Event, Progress
+from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.project import Project
 from crc_core.session import AnnotationHolder, Session
 
@@ -64,7 +63,6 @@ if TYPE_CHECKING:
 
 SAMPLES_PER_CLASS = 6
 THUMB_PX = 96
-log = logging.getLogger(__name__)
 
 
 def build_job(
@@ -83,9 +81,8 @@ def build_job(
     yield Progress(0, 0, "Reading annotations and planning windows…")
     sources, warns = sources_from_project(project, open_sets, scheme=scheme)
     sources, left_out = exclude_proposed(sources)  # unreviewed proposals never train
-    for note in left_out:  # to View > Messages
-        log.warning(note)
     warns = [*warns, *left_out]
+    yield from map(JobWarning, warns)  # to View > Messages (the runner logs them)
     if warns:
         yield Progress(0, 0, f"Reading annotations and planning windows… ({len(warns)} warnings)")
     return (yield from extract(sources, out, scheme, cfg))

@@ -56,8 +56,8 @@ from app.viewer.view import SlideView
 from app.workers import JobWorker
 from crc_core.classes import ClassScheme
 from crc_core.inference import BACKENDS, Prediction
-from crc_core.jobs import Event, Progress
-from crc_core.scheme_map import checked_predict
+from crc_core.jobs import BatchPredicted, Event, PredictionStarted, Progress
+from crc_core.scheme_map import MappingChosen, checked_predict
 from crc_core.session import Session
 from crc_core.slide import SlideReader
 
@@ -286,13 +286,13 @@ class PredictDialog(QDialog):
         return self.runner.running
 
     def _on_runner_progressed(self, ev: Progress) -> None:
-        payload = ev.payload if isinstance(ev.payload, dict) else {}
-        if payload.get("kind") == "mapping":
-            self._on_mapping(payload["map"], payload["summary"])
-        elif payload.get("kind") == "start":
-            self.panel.begin(self._name, payload["grid"], payload["classes"], self.cam.isChecked())
-        elif payload.get("kind") == "batch":
-            self.panel.add_batch(self._name, payload)
+        p = ev.payload
+        if isinstance(p, MappingChosen):
+            self._on_mapping(p.map, p.summary)
+        elif isinstance(p, PredictionStarted):
+            self.panel.begin(self._name, p.grid, p.classes, self.cam.isChecked())
+        elif isinstance(p, BatchPredicted):
+            self.panel.add_batch(self._name, p)
 
     def _on_mapping(self, smap: Any, summary: Any) -> None:
         """The checkpoint was accepted for the project's classes: state how, remember the model."""

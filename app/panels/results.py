@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -63,7 +63,7 @@ from crc_core.annotations import Annotation
 from crc_core.classes import ClassScheme
 from crc_core.errors import CrcError, error_message
 from crc_core.inference import GridSpec, Prediction, load_prediction
-from crc_core.jobs import Event, Progress, run_job
+from crc_core.jobs import BatchPredicted, Event, Progress, run_job
 from crc_core.regions import RegionResult, region_results
 from crc_core.session import Session
 from crc_core.slide import SlideReader
@@ -208,13 +208,14 @@ class ResultsPanel(QWidget):
         self._add(entry)
         return entry
 
-    def add_batch(self, name: str, payload: dict[str, Any]) -> None:
+    def add_batch(self, name: str, batch: BatchPredicted) -> None:
+        """Paint one :class:`~crc_core.jobs.BatchPredicted` of the running prediction ``name``."""
         entry = self.entries.get(name)
         if entry is None:
             return
-        entry.class_layer.add_batch(payload["cells"], payload["probs"])
+        entry.class_layer.add_batch(batch.cells, batch.probs)
         if entry.heat_layer is not None:
-            entry.heat_layer.add_batch(payload["cells"], payload.get("cam"))
+            entry.heat_layer.add_batch(batch.cells, batch.cam)
 
     def finish(self, name: str, pred: Prediction, save: bool = True) -> PredictionEntry:
         """Install the final prediction of ``name`` (exact arrays) and save it in the project."""

@@ -6,8 +6,9 @@ slide. Per-class visibility and a confidence threshold hide cells; :meth:`ClassM
 answers hover queries. :class:`HeatmapLayer` paints the stitched CAM heatmap through a matplotlib
 colour map (smooth), transparent where no window was predicted.
 
-Both layers are filled progressively: :meth:`add_batch` takes a batch payload of
-:func:`crc_core.inference.predict` (cells, probabilities, CAM tiles). Re-rendering is coalesced
+Both layers are filled progressively: :meth:`add_batch` takes the arrays of a
+:class:`crc_core.jobs.BatchPredicted` of :func:`crc_core.inference.predict` (cells, probabilities,
+CAM tiles). Re-rendering is coalesced
 (at most every ``REDRAW_MS``) so painting never slows the GUI thread while a job streams batches in.
 GUI thread only.
 """

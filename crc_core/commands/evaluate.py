@@ -51,7 +51,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crc_core.cli import warn
     from crc_core.cli_progress import drive_with_bar
     from crc_core.errors import ConfigError
     from crc_core.evaluation import evaluate
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                    label_column=args.label_column, classes=args.classes, mapping=args.map,
                    label=args.label, mpp=args.mpp, subset=args.subset, tta=args.tta,
                    batch_size=args.batch_size, device=args.device,
-                   workers=max(0, args.workers), name=args.name, warn=warn,
+                   workers=max(0, args.workers), name=args.name,
                    backend=args.backend, threads=args.threads, quantize=args.quantize,
                    calibrate=args.calibrate)
     res = drive_with_bar(job, desc="evaluate", quiet=args.quiet)

@@ -198,11 +198,9 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(scheme.get(c).name for c in exempt)
         warn(f"gland filter not applied to {names} (few glands by definition); "
              "--gland-exempt none filters every class")
-    result = drive_with_bar(
+    result = drive_with_bar(  # prints the job's warnings
         extract(sources, args.out, scheme, cfg), desc="extract", quiet=args.quiet
     )
-    for w in result.warnings:
-        warn(w)
     n_rand = sum(a.random for a in result.areas)
     want_rand = cfg.random * sum(1 for a in result.areas if a.status in ("ok", "clipped"))
     print(format_table(result.table, result.totals))

@@ -318,9 +318,7 @@ def predict_one(
             threads=args.threads,
             quantize=args.quantize,
         )
-        pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)
-        for w in pred.warnings:
-            warn(w)
+        pred = drive_with_bar(job, desc=slide_path.name, quiet=args.quiet)  # prints its warnings
         in_project = _save_into_project(args, slide_path, pred, regions_path)
         results = region_results(
             pred, regions if regions is not None else [whole_prediction_region(pred)], label_scheme

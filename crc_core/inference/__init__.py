@@ -1,8 +1,10 @@
 """Prediction on whole slides: tissue -> windows -> batches -> probability grid and CAM heatmap.
 
 :func:`predict` is a job generator (see :mod:`crc_core.jobs`): it yields a :class:`~crc_core.jobs.Progress`
-after every batch, whose ``payload`` carries that batch (cells, probabilities, CAM tiles) so a viewer can
-paint progressively, and it *returns* a :class:`Prediction`. Closing the generator cancels: reader
+whose payload is :class:`~crc_core.jobs.PredictionStarted` before the first batch and
+:class:`~crc_core.jobs.BatchPredicted` (cells, probabilities, CAM tiles) after every batch, so a viewer
+can paint progressively, a :class:`~crc_core.jobs.JobWarning` per note the user should know (never a
+Python warning), and it *returns* a :class:`Prediction`. Closing the generator cancels: reader
 threads are stopped and nothing is written (``out=`` is written atomically only at the very end).
 
 Frames and units. The result is a grid of cells; cell ``(r, c)`` is the square window whose level-0
@@ -55,7 +57,6 @@ from crc_core.inference.result import (
     PREDICTION_FORMAT,
     Prediction,
     PredictionError,
-    PredictionWarning,
     load_prediction,
     save_prediction,
 )
@@ -72,7 +73,6 @@ __all__ = [
     "OnnxScorer",
     "Prediction",
     "PredictionError",
-    "PredictionWarning",
     "cache_dir",
     "choose_backend",
     "export_onnx",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from crc_core.errors import ConfigError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, Progress
 
 __all__ = ["CALIBRATION_IMAGES", "ensure_static_model"]
 
@@ -29,7 +29,7 @@ CALIBRATION_IMAGES = 64
 
 
 def _training_rows(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
-                   ) -> Generator[Progress, None, tuple[Any, list[int]]]:
+                   ) -> Generator[Event, None, tuple[Any, list[int]]]:
     """The table of ``data`` and the rows that are the run's training images."""
     from crc_core.evaluation import _eval_table
     from crc_core.splits import SplitRecord, content_keys
@@ -38,7 +38,7 @@ def _training_rows(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
     if record is None or not record.train:
         raise ConfigError("--quantize int8-static: the checkpoint records no split, so its "
                           "training images cannot be told apart; use --quantize none")
-    ed = _eval_table(ckpt, data, opts, lambda msg: None)
+    ed = yield from _eval_table(ckpt, data, opts)  # its warnings: JobWarning events
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
     keys = yield from content_keys(table, eligible)
@@ -52,7 +52,7 @@ def _training_rows(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
 
 def ensure_static_model(checkpoint: str | Path, data: str | Path, opts: dict[str, Any] | None = None,
                         n: int = CALIBRATION_IMAGES, seed: int = 0, mpp: float | None = None,
-                        ) -> Generator[Progress, None, str]:
+                        ) -> Generator[Event, None, str]:
     """Make the cached static int8 model of ``checkpoint`` unless it exists (a job); returns the
     note of what calibrated it. ``opts``: the columns of ``data`` as ``crc evaluate`` takes them."""
     import torch

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,8 +23,8 @@ from crc_core.errors import ConfigError
 from crc_core.inference.backends import make_scorer
 from crc_core.inference.grid import GridSpec, plan_grid
 from crc_core.inference.model import LoadedModel, load_model, map_scheme
-from crc_core.inference.result import Prediction, PredictionWarning, save_prediction
-from crc_core.jobs import Progress
+from crc_core.inference.result import Prediction, save_prediction
+from crc_core.jobs import BatchPredicted, Event, JobWarning, PredictionStarted, Progress
 from crc_core.preprocess import Transform, resample
 from crc_core.runtime import Scorer, describe, resolve_device
 
@@ -112,7 +111,7 @@ def predict(
     backend: str = "auto",
     threads: int = 0,
     quantize: str = "none",
-) -> Generator[Progress, None, Prediction]:
+) -> Generator[Event, None, Prediction]:
     """Predict a slide window by window (a job generator; see module docstring).
 
     Parameters
@@ -154,10 +153,11 @@ def predict(
 
     Yields
     ------
-    Progress
-        ``payload`` is ``{"kind": "start", "grid", "selected", "classes"}`` first, then per batch
-        ``{"kind": "batch", "grid", "cells" (N, 2) int32 rows/cols, "probs" (N, C) float32,
-        "cam" (N, cam_tile, cam_tile) float32 or None}``. Returns the :class:`Prediction`.
+    Progress, JobWarning
+        Payload :class:`~crc_core.jobs.PredictionStarted` once, then
+        :class:`~crc_core.jobs.BatchPredicted` per batch; a :class:`~crc_core.jobs.JobWarning` per
+        note (no pixel size, classes mapped, a fallback, OOM retries, windows unnormalised), as it
+        arises (:attr:`Prediction.warnings` keeps them all). Returns the :class:`Prediction`.
     """
     _check_options(batch_size, workers, min_tissue)
     dev = resolve_device(device)
@@ -174,11 +174,13 @@ def predict(
             0, len(cells),
             "; ".join(notes + [f"{len(cells)} windows to predict with "
                                f"{run.scorer.backend_statement}"]),
-            {"kind": "start", "grid": plan.grid, "selected": plan.selected, "classes": run.scheme},
+            PredictionStarted(plan.grid, plan.selected, run.scheme),
         )
         yield from _stream(slide, run, cells, batch_size, workers)
         notes.extend(run.scorer.messages)
-        notes.extend(_stain_notes(run.lm))
+        for note in _stain_notes(run.lm):
+            notes.append(note)
+            yield JobWarning(note)
         pred = _assemble(run, plan, slide, notes)
         if out is not None:
             save_prediction(pred, out)
@@ -205,7 +207,7 @@ def _check_options(batch_size: int, workers: int, min_tissue: float) -> None:
 
 def _setup(slide: Any, source: Any, dev: torch.device, scheme: ClassScheme | None, cam: bool,
            cam_class: str | int | None, cam_method: str, grid_args: tuple[Any, ...],
-           scorer_args: tuple[Any, ...]) -> Generator[Progress, None, tuple[_Run, Any, list[str]]]:
+           scorer_args: tuple[Any, ...]) -> Generator[Event, None, tuple[_Run, Any, list[str]]]:
     """Model, class mapping, grid and scorer of a prediction; the notes the user is told."""
     yield Progress(0, None, "loading model")
     lm = load_model(source, dev)
@@ -220,8 +222,7 @@ def _setup(slide: Any, source: Any, dev: torch.device, scheme: ClassScheme | Non
     scorer = make_scorer(lm, dev, batch_size, amp, tta, backend, threads, quantize)
     if scorer.fallback:
         notes.append(scorer.fallback)
-    for n in notes:
-        warnings.warn(n, PredictionWarning, stacklevel=3)
+    yield from map(JobWarning, notes)
     run = _Run(lm, scorer, plan.grid, out_scheme, cam, cam_idx, cam_method)
     return run, plan, notes
 
@@ -270,9 +271,10 @@ class _Run:
 
 
 def _stream(slide: Any, run: _Run, cells: np.ndarray, batch_size: int, workers: int
-            ) -> Generator[Progress, None, None]:
+            ) -> Generator[Event, None, None]:
     """Read windows in ``workers`` threads up to ``2 * workers`` batches ahead and score them in
-    order; a progress event per batch. Closing the generator stops the readers."""
+    order; a progress event per batch (and a warning per new message of the scorer: an
+    out-of-memory retry). Closing the generator stops the readers."""
     total = len(cells)
     batches = [cells[i : i + batch_size] for i in range(0, total, batch_size)]
     pending: deque[tuple[np.ndarray, Future[np.ndarray]]] = deque()
@@ -289,12 +291,11 @@ def _stream(slide: Any, run: _Run, cells: np.ndarray, batch_size: int, workers: 
             n_msgs = len(run.scorer.messages)
             p, tiles = run.score(b, fut.result())
             done += len(b)
+            yield from map(JobWarning, run.scorer.messages[n_msgs:])
             msg = "; ".join(run.scorer.messages[n_msgs:]) or (
                 f"{done / max(time.perf_counter() - t0, 1e-9):.1f} windows/s "
                 f"({run.scorer.backend_statement})")
-            yield Progress(done, total, msg,
-                           {"kind": "batch", "grid": run.grid, "cells": b, "probs": p,
-                            "cam": tiles})
+            yield Progress(done, total, msg, BatchPredicted(run.grid, b, p, tiles))
     finally:
         for _, fut in pending:
             fut.cancel()

@@ -22,10 +22,6 @@ class PredictionError(CrcError):
     """A prediction file cannot be read or written (not a prediction, damaged, newer format)."""
 
 
-class PredictionWarning(UserWarning):
-    """Something about a prediction the user should know (no mpp, classes mapped, level clamped)."""
-
-
 @dataclass
 class Prediction:
     """A slide's prediction: probability grid, its geo-reference, the CAM heatmap and identities.

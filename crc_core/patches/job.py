@@ -20,7 +20,7 @@ import numpy as np
 
 from crc_core.classes import ClassScheme
 from crc_core.errors import AnnotationError, ConfigError, DatasetError
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.patches.plan import (
     _EXT,
     _GLAND_BATCH,
@@ -65,7 +65,7 @@ def extract(
     *,
     max_in_flight: int | None = None,
     open_slide_fn: Any = None,
-) -> Generator[Progress, None, ExtractResult]:
+) -> Generator[Event, None, ExtractResult]:
     """Build (or resume) a patch dataset in ``out_dir``; a job generator (see :mod:`crc_core.jobs`).
 
     Parameters
@@ -86,8 +86,10 @@ def extract(
 
     Yields
     ------
-    Progress
-        ``done``/``total`` windows, a message, and ``payload={"kept": n}``.
+    Progress, JobWarning
+        ``done``/``total`` windows, a message, and ``payload={"kept": n}``; a
+        :class:`~crc_core.jobs.JobWarning` per area skipped or clipped and per class a split
+        cannot hold (also kept in ``ExtractResult.warnings`` and ``dataset.json``).
 
     Returns
     -------
@@ -111,6 +113,8 @@ def extract(
     finished = False
     try:
         plan = _plan(sources, scheme, used_scheme, cfg, open_slide_fn, readers)
+        yield from map(JobWarning, plan.warnings)
+        said = len(plan.warnings)
         folder.prepare(plan.windows)
         folder.write_json(False, used_scheme, plan.slide_meta)  # incomplete until the very end
         journal = Journal(out)
@@ -121,6 +125,7 @@ def extract(
         written = yield from pipeline.run(todo, reused)
         journal.close()
         result = _finish(plan, cfg, folder, journal, pipeline.kept_n)
+        yield from map(JobWarning, plan.warnings[said:])
         result.written, result.reused = written, reused
         yield Progress(
             len(plan.windows),

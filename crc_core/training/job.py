@@ -16,7 +16,7 @@ import torch.distributed as dist
 from crc_core.atomic import atomic_write_text
 from crc_core.data import TileTable
 from crc_core.distributed import DistInfo, init_distributed
-from crc_core.jobs import Progress
+from crc_core.jobs import EpochEnded, Event, Progress, with_warnings
 from crc_core.models import get_spec
 from crc_core.preprocess import RESAMPLING
 from crc_core.runtime import resolve_device
@@ -37,7 +37,7 @@ from crc_core.training.state import TrainingRun
 
 
 def _quiet(msg: str) -> None:
-    """The ``warn`` of a run without one, and of every rank but 0 under ``torchrun``."""
+    """The ``warn`` of every rank but 0 under ``torchrun``."""
 
 
 def fit(
@@ -45,8 +45,7 @@ def fit(
     out: str | Path,
     config: TrainConfig,
     resume: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> Generator[Progress, None, dict[str, Any]]:
+) -> Generator[Event, None, dict[str, Any]]:
     """Train ``config.arch`` on ``data`` into the run folder ``out`` (a job generator).
 
     Parameters
@@ -61,21 +60,25 @@ def fit(
     resume
         Continue from ``out/last.pt`` (same architecture and classes; the stored configuration is
         used, except ``epochs``, ``device``, ``workers`` and ``compile`` which may change).
-    warn
-        Called with one line per non-fatal problem (skipped images, OOM retries, no validation).
 
     Yields
     ------
-    Progress
-        Per batch; after each epoch one with ``payload`` = the history row (``dict``).
+    Progress, JobWarning
+        Progress per batch; after each epoch one whose payload is
+        :class:`~crc_core.jobs.EpochEnded` (the history row). A :class:`~crc_core.jobs.JobWarning`
+        per non-fatal problem (skipped images, OOM retries, no validation), each once.
 
     Returns
     -------
     dict
         Run summary: paths, epochs, best epoch and validation accuracy, history, skipped images.
     """
-    warn_fn: Callable[[str], None] = warn or _quiet
-    out = Path(out)
+    return (yield from with_warnings(lambda warn: _fit(data, Path(out), config, resume, warn)))
+
+
+def _fit(data: str | Path | TileTable, out: Path, config: TrainConfig, resume: bool,
+         warn_fn: Callable[[str], None]) -> Generator[Progress, None, dict[str, Any]]:
+    """:func:`fit`, its warnings passed to ``warn_fn``."""
     cfg, ckpt = resume_config(config, out, resume)
     validate_config(cfg)
     info = init_distributed(cfg.device)
@@ -134,7 +137,7 @@ def _prepare(data: str | Path | TileTable, out: Path, cfg: TrainConfig,
 
 
 def _epoch(run: TrainingRun, epoch: int) -> Generator[Progress, None, None]:
-    """One epoch: train, validate, checkpoint; then the history row as the event's payload."""
+    """One epoch: train, validate, checkpoint; then the history row (:class:`EpochEnded`)."""
     cfg = run.cfg
     t0 = time.perf_counter()
     train_loss, train_acc, n = yield from train_epoch(run, epoch)
@@ -147,7 +150,7 @@ def _epoch(run: TrainingRun, epoch: int) -> Generator[Progress, None, None]:
     run.history.append(row)
     save_epoch(run, epoch, row)
     yield Progress((epoch + 1) * run.steps_per_epoch, cfg.epochs * run.steps_per_epoch,
-                   f"epoch {epoch + 1}/{cfg.epochs} done", payload=dict(row))
+                   f"epoch {epoch + 1}/{cfg.epochs} done", EpochEnded(dict(row)))
 
 
 def _validation_scores(run: TrainingRun) -> tuple[float | None, float | None, float | None]:

@@ -14,6 +14,7 @@ from app.panels.results import install_results_panel
 from app.viewer.prediction_layers import ClassMapLayer, HeatmapLayer
 from crc_core.classes import ClassScheme
 from crc_core.inference import GridSpec, Prediction
+from crc_core.jobs import BatchPredicted
 
 torch.set_num_threads(2)
 SCHEME = ClassScheme.three_class()
@@ -140,7 +141,7 @@ def test_prediction_paints_progressively_and_lists_the_regions(
     painted: list[int] = []
 
     def on_progress(ev) -> None:
-        if isinstance(ev.payload, dict) and ev.payload.get("kind") == "batch":
+        if isinstance(ev.payload, BatchPredicted):
             entry = win.results_panel.current_entry()
             painted.append(int((~np.isnan(entry.class_layer.probs[0])).sum()))
 
@@ -167,7 +168,7 @@ def _predict_by_clicks(qtbot, dlg) -> str:
     seen: list[str] = []
 
     def on_progress(ev) -> None:
-        if isinstance(ev.payload, dict) and ev.payload.get("kind") == "batch" and not seen:
+        if isinstance(ev.payload, BatchPredicted) and not seen:
             seen.append(dlg.status.text())
 
     qtbot.mouseClick(dlg.run_button, Qt.MouseButton.LeftButton)
@@ -193,17 +194,27 @@ def test_backend_choice_runs_onnx_and_the_status_line_says_so(
 
 
 def test_without_onnxruntime_auto_falls_back_to_torch_and_says_why(
-    qtbot, win, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    qtbot, win, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capfd, recwarn
 ) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     _add_region(win, 600, 900, 500, 500)
     dlg = _start(qtbot, win, checkpoint)
+    capfd.readouterr()
     text = _predict_by_clicks(qtbot, dlg)
     assert "with PyTorch" in text
     assert "ONNX Runtime cannot be imported" in text
     assert dlg.result.resolution["scoring"]["backend"] == "torch"
+    # The fallback is a JobWarning: it is in the window (status bar, View > Messages) ...
+    qtbot.waitUntil(lambda: any("ONNX Runtime cannot be imported" in t and lv == "warning"
+                                for _, lv, t in win.messages.entries), timeout=5000)
+    assert "ONNX Runtime cannot be imported" in win.statusBar().currentMessage()
+    # ... and neither a Python warning nor a line on the terminal
+    assert not [w for w in recwarn if "crc_core" in str(w.filename)]
+    captured = capfd.readouterr()
+    assert "ONNX Runtime" not in captured.err + captured.out
+    assert "Warning" not in captured.err
 
 
 def test_cancel_removes_the_layers_and_saves_nothing(qtbot, win, checkpoint: Path) -> None:

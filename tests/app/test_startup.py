@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QApplication
 from app import __main__ as viewer_main
 from app.main_window import MainWindow
 from app.messages import log_file
-from crc_core.inference import PredictionWarning
 
 L = Qt.MouseButton.LeftButton
 
@@ -111,8 +110,8 @@ def test_python_warnings_go_to_the_window_and_the_log_not_the_terminal(qtbot, ca
     win.show()
     qtbot.waitExposed(win)
 
-    def worker():  # prediction warns from its worker thread
-        warnings.warn("the slide has no pixel size: windows cut at level 0", PredictionWarning,
+    def worker():  # a library warns from a worker thread (the core's jobs yield JobWarning)
+        warnings.warn("the slide has no pixel size: windows cut at level 0", UserWarning,
                       stacklevel=1)
 
     with warnings.catch_warnings():
@@ -122,15 +121,15 @@ def test_python_warnings_go_to_the_window_and_the_log_not_the_terminal(qtbot, ca
         t.join()
         qtbot.waitUntil(lambda: bool(win.messages.entries))
     level, text = win.messages.entries[-1][1:]
-    assert level == "warning" and text.startswith("PredictionWarning: the slide has no pixel")
+    assert level == "warning" and text.startswith("UserWarning: the slide has no pixel")
     assert "no pixel size" in win.statusBar().currentMessage()
     assert win.warn_button.isVisible() and win.warn_button.text() == "⚠ 1"
     qtbot.mouseClick(win.warn_button, L)
     dock = win.docks["messages"]
-    assert dock.isVisible() and "PredictionWarning" in dock.widget().text.toPlainText()
-    assert "PredictionWarning" in log_file().read_text(encoding="utf-8")
+    assert dock.isVisible() and "UserWarning" in dock.widget().text.toPlainText()
+    assert "UserWarning: the slide" in log_file().read_text(encoding="utf-8")
     captured = capfd.readouterr()
-    assert "PredictionWarning" not in captured.err + captured.out
+    assert "UserWarning" not in captured.err + captured.out
 
 
 def test_a_path_that_did_not_open_is_told_in_the_one_line_of_error_message():

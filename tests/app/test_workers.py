@@ -64,3 +64,38 @@ def test_an_unexpected_error_is_named_as_one_and_its_traceback_logged(qtbot, cap
         message = _failure(qtbot, KeyError("arch"))
     assert message == "unexpected error: KeyError: 'arch'"
     assert "Traceback" in caplog.text and "KeyError" in caplog.text
+
+
+def test_a_failure_carries_the_exception_object_before_its_line(qtbot):
+    exc = ConfigError("--lr 20 must be a positive number below 10")
+    w = JobWorker(_failing(exc))
+    order: list = []
+    w.failed_with.connect(lambda e: order.append(("exception", e)))
+    w.failed.connect(lambda m: order.append(("line", m)))
+    with qtbot.waitSignal(w.failed, timeout=10000):
+        w.start()
+    w.wait(5000)
+    assert order == [("exception", exc), ("line", error_message(exc))]
+    assert order[0][1] is exc      # the object itself: its type and attributes, not a copy
+
+
+def test_the_runner_passes_the_exception_on_and_logs_warnings(qtbot, caplog):
+    from app.job_runner import JobRunner
+
+    runner = JobRunner(controls=False)
+    caught: list[BaseException] = []
+    warned: list[str] = []
+    runner.failed_with.connect(caught.append)
+    runner.warned.connect(warned.append)
+
+    def job():
+        yield JobWarning("tile_7.png: unreadable, skipped")
+        raise KeyError("arch")
+
+    with caplog.at_level(logging.WARNING, logger="app.job_runner"), \
+            qtbot.waitSignal(runner.idle, timeout=10000):
+        assert runner.start(job)
+    assert len(caught) == 1 and isinstance(caught[0], KeyError)
+    assert warned == ["tile_7.png: unreadable, skipped"]
+    # logged on the app logger, which app.messages routes to the window (not the terminal)
+    assert "tile_7.png: unreadable, skipped" in caplog.text

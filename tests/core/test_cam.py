@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from crc_core.cam import (
     normalize_cams,
 )
 from crc_core.classes import ClassScheme
-from crc_core.inference import LoadedModel, PredictionWarning, predict
+from crc_core.inference import LoadedModel, predict
 from crc_core.jobs import run_job
 
 torch.set_num_threads(2)
@@ -108,11 +107,9 @@ def test_slide_heatmap_peaks_at_the_planted_pattern(tmp_path: Path) -> None:
         mean=(0, 0, 0),
         std=(1, 1, 1),
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PredictionWarning)
-        pred = run_job(
-            predict(path, lm, stride=64, cam=True, cam_class="red", device="cpu", tissue=False)
-        )
+    pred = run_job(
+        predict(path, lm, stride=64, cam=True, cam_class="red", device="cpu", tissue=False)
+    )
     heat = np.nan_to_num(pred.cam, nan=-1)
     hy, hx = np.unravel_index(heat.argmax(), heat.shape)
     s = pred.grid.cam_scale

@@ -154,3 +154,20 @@ def test_extract_from_a_project_uses_its_slides_and_scheme(slides_dir, tmp_path,
         "adenocarcinoma": 4,
     }
     assert doc["slides"][0]["name"] == entry.id
+
+
+def test_an_area_too_small_is_one_warning_line_printed_once(slides_dir, tmp_path, capsys):
+    """extract yields the warning as a JobWarning: drive_with_bar prints it; the command does not
+    print ExtractResult.warnings a second time."""
+    path = tmp_path / "A.geojson"
+    aset = AnnotationSet([Annotation.rectangle("normal", 300, 400, 1000, 680),
+                          Annotation.rectangle("adenoma", 1200, 1500, 40, 40)])  # too small
+    save_annotations(aset, path, ClassScheme.paper())
+    rc = main(["extract", "--slide", str(slides_dir / "cmu-1-small-region.svs"),
+               "--annotations", str(path), "--out", str(tmp_path / "D"), "--random", "0",
+               "--min-gland", "0", "--min-tissue", "0", "-q"])
+    assert rc == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "Adenoma #1" in ln]
+    assert len(lines) == 1 and lines[0].startswith("crc: warning: ")
+    doc = json.loads((tmp_path / "D" / "dataset.json").read_text())
+    assert any("Adenoma #1" in w for w in doc["warnings"])   # the record keeps it too

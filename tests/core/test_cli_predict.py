@@ -119,6 +119,10 @@ def test_several_slides_get_one_folder_each_and_no_mpp_is_warned(
     assert {p.name for p in (tmp_path / "kidney-48-5").iterdir()} == FILES - {"heatmap.png"}
     err = capsys.readouterr().err
     assert "crc: warning: kidney-48-5.tif has no mpp" in err
+    # the job's warning (a JobWarning event) is printed once, as one line, and no Python warning
+    assert err.count("has no mpp") == 1
+    assert [ln for ln in err.splitlines() if "has no mpp" in ln][0].startswith("crc: warning: ")
+    assert "Warning:" not in err
 
 
 def test_torchrun_ranks_share_the_slides(

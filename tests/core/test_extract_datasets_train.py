@@ -14,11 +14,16 @@ import torch
 from crc_core.classes import ClassScheme
 from crc_core.data import load_table, split_by_group
 from crc_core.evaluation import evaluate
-from crc_core.jobs import run_job
+from crc_core.jobs import JobWarning, run_job
 from crc_core.models import load_checkpoint
 from crc_core.training import fit, make_config
 
 PAPER = ClassScheme.paper()
+
+
+def _into(messages: list[str]):
+    """``run_job``'s ``on_progress`` that collects the job's warnings into ``messages``."""
+    return lambda ev: messages.append(ev.message) if isinstance(ev, JobWarning) else None
 
 
 def _extract_like(ebhi: Path, root: Path, areas_per_class: int, per_area: int = 3) -> Path:
@@ -105,7 +110,7 @@ def test_without_possible_validation_the_last_epoch_is_kept_and_said(ebhi_dir: P
     notes: list[str] = []
     cfg = make_config("densenet121", "quick", epochs=2, batch_size=8, image_size=32,
                       device="cpu")
-    summary = run_job(fit(ds, tmp_path / "run", cfg, warn=notes.append))
+    summary = run_job(fit(ds, tmp_path / "run", cfg), _into(notes))
     assert summary["val_images"] == 0 and summary["best_epoch"] == 2
     assert any("no validation set" in n and "last epoch" in n for n in notes)
     cfg_json = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -288,7 +288,9 @@ def test_scoring_a_csv_without_a_group_column_does_not_warn_about_groups(
         w.writerow(["image", "label"])
         w.writerows([(str((tiny_csv.parent / r["image"]).resolve()), r["ebhi_class"])
                      for r in rows])
+    from crc_core.jobs import JobWarning
+
     said: list[str] = []
-    run_job(evaluate(old_model, plain, tmp_path / "eval", subset="all", device="cpu",
-                     warn=said.append))
+    run_job(evaluate(old_model, plain, tmp_path / "eval", subset="all", device="cpu"),
+            on_progress=lambda ev: said.append(ev.message) if isinstance(ev, JobWarning) else None)
     assert not [m for m in said if "group column" in m], said

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,11 @@ from crc_core.errors import ClassSchemeError, CrcError
 from crc_core.inference import (
     LoadedModel,
     PredictionError,
-    PredictionWarning,
     load_prediction,
     map_scheme,
     predict,
 )
-from crc_core.jobs import run_job
+from crc_core.jobs import BatchPredicted, JobWarning, PredictionStarted, Progress, run_job
 from crc_core.slide import open_slide
 
 torch.set_num_threads(2)
@@ -106,10 +104,15 @@ def _model(
     )
 
 
-def _run(job):  # drive a job, keeping warnings quiet
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PredictionWarning)
-        return run_job(job)
+def _run(job):  # drive a job
+    return run_job(job)
+
+
+def _said(job) -> tuple[object, list[str]]:
+    """Run ``job``: its result and the messages of its JobWarning events."""
+    events: list = []
+    result = run_job(job, events.append)
+    return result, [e.message for e in events if isinstance(e, JobWarning)]
 
 
 # ------------------------------------------------------------------------------------ geo-reference
@@ -170,9 +173,8 @@ def test_half_stride_grid_has_exact_shape_and_cell_positions(halves: dict) -> No
 def test_patch_size_override_sets_the_window(halves: dict) -> None:
     lm = _model(halves["means"])
     lm.patch_known = False
-    with pytest.warns(PredictionWarning) as rec:
-        run_job(predict(halves["path"], lm, device="cpu", tissue=False))
-    assert any("does not record its patch size" in str(w.message) for w in rec)
+    _, said = _said(predict(halves["path"], lm, device="cpu", tissue=False))
+    assert any("does not record its patch size" in m for m in said)
     pred = _run(predict(halves["path"], lm, device="cpu", tissue=False, patch_size=TILE // 2))
     g = pred.grid
     assert (g.window, g.stride, g.rows, g.cols) == (TILE // 2, TILE // 2, 6, 10)
@@ -194,48 +196,49 @@ def test_regions_restrict_the_grid_to_cells_centred_inside(halves: dict) -> None
     assert pred.class_map().tolist() == [[0, 1], [0, 1]]
 
 
-def test_slide_without_mpp_uses_the_level_and_warns(halves: dict) -> None:
-    with pytest.warns(PredictionWarning, match="no mpp"):
-        pred = run_job(
-            predict(halves["path"], _model(halves["means"], mpp=0.5, level=0), device="cpu")
-        )
+def test_slide_without_mpp_uses_the_level_and_warns(halves: dict, recwarn) -> None:
+    pred, said = _said(
+        predict(halves["path"], _model(halves["means"], mpp=0.5, level=0), device="cpu"))
     assert pred.resolution["mode"] == "level"
     assert any("no mpp" in w for w in pred.warnings)
+    # a JobWarning event, once, and no Python warning (which a GUI would print on the terminal)
+    assert sum("no mpp" in m for m in said) == 1
+    assert [m for m in said if m not in pred.warnings] == []
+    assert not [w for w in recwarn if "crc_core" in str(w.filename)]
 
 
 # ------------------------------------------------------------------------------------ progress/cancel
 def test_progress_payload_carries_each_batch(halves: dict) -> None:
     events = []
     pred = _run_with(halves, events)
-    batches = [
-        e.payload for e in events if isinstance(e.payload, dict) and e.payload["kind"] == "batch"
-    ]
-    assert sum(len(b["cells"]) for b in batches) == int(pred.predicted.sum()) == 12
+    payloads = [e.payload for e in events if isinstance(e, Progress) and e.payload is not None]
+    assert isinstance(payloads[0], PredictionStarted)       # typed events, the start first
+    assert payloads[0].selected.sum() == 12 and payloads[0].classes.names == pred.scheme.names
+    batches = payloads[1:]
+    assert batches and all(isinstance(b, BatchPredicted) for b in batches)
+    assert sum(len(b.cells) for b in batches) == int(pred.predicted.sum()) == 12
     for b in batches:
-        r, c = b["cells"][0]
-        assert np.allclose(pred.probs[:, r, c], b["probs"][0])
+        r, c = b.cells[0]
+        assert np.allclose(pred.probs[:, r, c], b.probs[0])
+        assert b.cam is None and b.grid == pred.grid
 
 
 def _run_with(halves: dict, events: list):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PredictionWarning)
-        return run_job(
-            predict(halves["path"], _model(halves["means"]), batch_size=3, device="cpu"),
-            events.append,
-        )
+    return run_job(
+        predict(halves["path"], _model(halves["means"]), batch_size=3, device="cpu"),
+        events.append,
+    )
 
 
 def test_cancel_mid_slide_leaves_no_file_and_no_reader_thread(halves: dict, tmp_path: Path) -> None:
     out = tmp_path / "prediction.npz"
     job = predict(halves["path"], _model(halves["means"]), batch_size=2, device="cpu", out=out)
     seen = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PredictionWarning)
-        for ev in job:
-            if isinstance(ev.payload, dict) and ev.payload["kind"] == "batch":
-                seen += 1
-                if seen == 2:
-                    break
+    for ev in job:
+        if isinstance(ev, Progress) and isinstance(ev.payload, BatchPredicted):
+            seen += 1
+            if seen == 2:
+                break
     job.close()
     assert seen == 2
     assert list(tmp_path.iterdir()) == []

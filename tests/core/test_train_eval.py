@@ -110,18 +110,18 @@ def test_warnings_of_the_phases_are_job_warnings(two_runs):
 
 
 def _fake_fit(log: list[str], fail: str | None = None, epochs: int = 3):
-    def fit(data, out, cfg, resume=False, warn=None):
+    def fit(data, out, cfg, resume=False):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         log.append(f"start {cfg.arch}")
         try:
-            warn(f"{cfg.arch}: a warning")
+            yield JobWarning(f"{cfg.arch}: a warning")
             if fail == cfg.arch:
                 raise DatasetError(f"{data}: no images of class X")
             for e in range(epochs):
                 yield Progress(e * 2 + 1, epochs * 2, "batch")
                 yield Progress(e * 2 + 2, epochs * 2, "done",
-                               payload={"epoch": e + 1, "train_loss": 1.0 / (e + 1)})
+                               EpochEnded({"epoch": e + 1, "train_loss": 1.0 / (e + 1)}))
             (out / "best.pt").write_bytes(b"x")
             return {"arch": cfg.arch, "best_epoch": epochs}
         finally:
@@ -154,9 +154,9 @@ def test_a_warning_said_twice_in_a_phase_is_logged_once(tmp_path: Path):
     log: list[str] = []
     said = "test_images.csv: no group column; each image is its own group"
 
-    def compare(old, new, run_dir, device="auto", warn=None):
+    def compare(old, new, run_dir, device="auto"):
         for side in ("old", "new"):
-            warn(said)
+            yield JobWarning(said)
             yield Progress(0, None, f"scoring the {side} model")
         return {"images": 6}
 

@@ -14,7 +14,7 @@ import torch
 from ebhi_subset import write_subset
 
 from crc_core.errors import CheckpointError, ConfigError, DatasetError
-from crc_core.jobs import run_job
+from crc_core.jobs import EpochEnded, JobWarning, Progress, run_job
 from crc_core.models import load_checkpoint
 from crc_core.training import (
     PRESETS,
@@ -29,6 +29,11 @@ from crc_core.training import (
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _into(messages: list[str]):
+    """``run_job``'s ``on_progress`` that collects the job's warnings into ``messages``."""
+    return lambda ev: messages.append(ev.message) if isinstance(ev, JobWarning) else None
 
 
 DATA_OPTS = {"label_column": "ebhi_class", "group_column": "case_id"}
@@ -130,7 +135,7 @@ def test_simulated_cuda_oom_halves_the_batch_and_finishes(subset: Path, tmp_path
 
     monkeypatch.setattr(training, "_train_micro", fake)
     messages: list[str] = []
-    summary = run_job(fit(subset, tmp_path / "run", tiny_config(), warn=messages.append))
+    summary = run_job(fit(subset, tmp_path / "run", tiny_config()), _into(messages))
     assert summary["micro_batch"] == 2
     assert sum("batch halved to 4" in m for m in messages) == 1
     assert sum("batch halved to 2" in m for m in messages) == 1
@@ -155,7 +160,7 @@ def test_inception_trains_below_299_px_without_the_auxiliary_head(subset: Path,
     cfg = make_config("inception_v3", "quick", epochs=1, batch_size=8, image_size=80,
                       device="cpu", data=dict(DATA_OPTS), val_fraction=0.25)
     messages: list[str] = []
-    run_job(fit(subset, tmp_path / "run", cfg, warn=messages.append))
+    run_job(fit(subset, tmp_path / "run", cfg), _into(messages))
     assert any("auxiliary head" in m for m in messages)
     ck = load_checkpoint(tmp_path / "run" / "last.pt", expect_arch="inception_v3")
     assert not any(k.startswith("AuxLogits.") for k in ck["model"])
@@ -210,7 +215,7 @@ def test_balanced_training_records_balanced_accuracy(subset: Path, tmp_path: Pat
                                                      balance: str) -> None:
     messages: list[str] = []
     cfg = tiny_config(epochs=2, balance=balance, best_metric="balanced_acc")
-    summary = run_job(fit(subset, tmp_path / "run", cfg, warn=messages.append))
+    summary = run_job(fit(subset, tmp_path / "run", cfg), _into(messages))
     assert any(f"class balance by {balance}" in m for m in messages)
     hist = summary["history"]
     assert all(0.0 <= r["val_bal_acc"] <= 1.0 for r in hist)
@@ -230,9 +235,9 @@ def test_save_every_writes_last_pt_every_n_epochs_and_after_the_last(subset: Pat
     try:
         while True:
             ev = next(job)
-            if isinstance(ev.payload, dict) and "epoch" in ev.payload:
+            if isinstance(ev, Progress) and isinstance(ev.payload, EpochEnded):
                 last = out / "last.pt"
-                seen[ev.payload["epoch"]] = (load_checkpoint(last)["epoch"] if last.is_file()
+                seen[ev.payload.row["epoch"]] = (load_checkpoint(last)["epoch"] if last.is_file()
                                              else None)
     except StopIteration:
         pass
