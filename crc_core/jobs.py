@@ -10,7 +10,8 @@ A job yields two kinds of event (:data:`Event`):
 
 :class:`Progress`
     ``done``/``total``/``message``, and a typed ``payload`` for live displays
-    (:data:`Payload`): :class:`EpochEnded` (``fit``), :class:`PredictionStarted` and
+    (:data:`Payload`): :class:`TrainingStep` and :class:`EpochEnded` (``fit``),
+    :class:`PredictionStarted` and
     :class:`BatchPredicted` (``predict``); some jobs add their own (``crc_core.train_eval``'s
     phase events, ``crc_core.scheme_map.MappingChosen``). Consumers tell payloads apart with
     ``isinstance``, never by dict keys.
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- typed payloads
+@dataclass(frozen=True)
+class TrainingStep:
+    """A training batch of epoch ``epoch`` (1-based) of ``epochs`` (yielded by
+    :func:`crc_core.training.fit` with each per-batch :class:`Progress`), so a display names the
+    epoch under way without working it out from step counts."""
+
+    epoch: int
+    epochs: int
+
+
 @dataclass(frozen=True)
 class EpochEnded:
     """A training epoch ended (yielded by :func:`crc_core.training.fit`).
@@ -86,7 +97,7 @@ class BatchPredicted:
 
 
 #: The typed payloads of the core's jobs (a job may define its own, e.g. train_eval's phases).
-Payload = Union[EpochEnded, PredictionStarted, BatchPredicted, Any]  # noqa: UP007
+Payload = Union[TrainingStep, EpochEnded, PredictionStarted, BatchPredicted, Any]  # noqa: UP007
 
 
 # ----------------------------------------------------------------------------- events

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from crc_core.errors import CheckpointError, ConfigError
-from crc_core.jobs import EpochEnded, Event, JobWarning, Progress, with_warnings
+from crc_core.jobs import EpochEnded, Event, JobWarning, Progress, TrainingStep, with_warnings
 
 __all__ = ["UNITS", "EpochEnded", "EvalOptions", "PhaseEnded", "PhaseStarted", "PhaseStep",
            "PlansReady", "RunInfo", "RunPlan", "RunResult", "check_run_folders",
@@ -176,17 +176,6 @@ def _drive(gen: Generator[Event, None, T], each: Callable[[Event], Iterator[Even
         gen.close()
 
 
-def _epoch_under_way(ev: Progress, epochs: int) -> int | None:
-    """The epoch (1-based) a per-batch event of fit belongs to, from its step count."""
-    if not ev.total:
-        return None
-    per_epoch = ev.total / max(1, epochs)
-    idx = min(epochs - 1, int(ev.done // per_epoch))
-    if ev.done and ev.done == idx * per_epoch and idx > 0:
-        idx -= 1        # the last batch of an epoch, before its row arrives
-    return idx + 1
-
-
 class _Phases:
     """Maps one run's phases onto the outer progress (``index * UNITS`` + its share)."""
 
@@ -223,7 +212,7 @@ class _Phases:
             yield self.outer(phase, ev.fraction, ev.message,
                              dataclasses.replace(ev.payload, run=run))
         else:
-            epoch = _epoch_under_way(ev, run.epochs) if phase == "train" else None
+            epoch = ev.payload.epoch if isinstance(ev.payload, TrainingStep) else None
             yield self.outer(phase, ev.fraction, ev.message, PhaseStep(run, phase, ev, epoch))
 
     def phase(self, phase: str, job: Generator[Event, None, T]) -> Generator[Event, None, T]:

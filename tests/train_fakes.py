@@ -22,7 +22,7 @@ import numpy as np
 
 from crc_core.errors import CrcError
 from crc_core.evaluation import compute_metrics
-from crc_core.jobs import EpochEnded, JobWarning, Progress
+from crc_core.jobs import EpochEnded, JobWarning, Progress, TrainingStep
 from crc_core.train_eval import train_and_evaluate
 
 CLASSES = ["Normal", "Adenocarcinoma"]
@@ -105,7 +105,8 @@ class FakePhases:
             rows = []
             for e in range(cfg.epochs):
                 for s in range(STEPS_PER_EPOCH):
-                    yield Progress(e * STEPS_PER_EPOCH + s + 1, total, f"batch {s + 1}")
+                    yield Progress(e * STEPS_PER_EPOCH + s + 1, total, f"batch {s + 1}",
+                                   TrainingStep(e + 1, cfg.epochs))  # as fit yields them
                 row = {"epoch": e + 1, "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + e / 100,
                        "val_loss": 1.2 / (e + 1), "val_acc": 0.5, "val_bal_acc": 0.4 + e / 100,
                        "lr": cfg.lr, "seconds": 0.1, "images_per_s": 100.0 + e}

@@ -19,7 +19,7 @@ from torch import nn
 from crc_core.batches import Batches, balanced_order, epoch_order
 from crc_core.data import Augment, normalize
 from crc_core.distributed import DistInfo, NoSync, all_sum
-from crc_core.jobs import Progress
+from crc_core.jobs import Progress, TrainingStep
 from crc_core.models import get_spec, main_logits
 from crc_core.runtime import OOM_ERRORS, halved_batch, is_oom, training_autocast
 from crc_core.training.config import TrainConfig, lr_at
@@ -123,12 +123,13 @@ def train_epoch(run: TrainingRun, epoch: int
     ep_correct = torch.zeros((), dtype=torch.float64, device=run.device)
     ep_n, shown, base = 0, 0.0, epoch * run.steps_per_epoch
     total = cfg.epochs * run.steps_per_epoch
+    where = TrainingStep(epoch + 1, cfg.epochs)
     for step, (x, y) in enumerate(run.train_b.iterate(order, run.per_rank_batch)):
         x = _prep(x, aug, gen, list(spec.mean), list(spec.std))
         stepper = _step(run, x, y)
         try:
             while True:
-                yield Progress(base + step, total, next(stepper))
+                yield Progress(base + step, total, next(stepper), where)
         except StopIteration as stop:
             loss_sum, correct = stop.value
         if run.ema is not None:
@@ -141,7 +142,7 @@ def train_epoch(run: TrainingRun, epoch: int
         if now - shown >= 1.0:
             shown = now
             text += f" loss {float(ep_loss) / max(1, ep_n):.3f}"
-        yield Progress(base + step + 1, total, text)
+        yield Progress(base + step + 1, total, text, where)
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     sums = all_sum([float(ep_loss), float(ep_correct), float(ep_n)], run.info, run.device)

@@ -14,7 +14,7 @@ import torch
 from ebhi_subset import write_subset
 
 from crc_core.errors import CheckpointError, ConfigError, DatasetError
-from crc_core.jobs import EpochEnded, JobWarning, Progress, run_job
+from crc_core.jobs import EpochEnded, JobWarning, Progress, TrainingStep, run_job
 from crc_core.models import load_checkpoint
 from crc_core.training import (
     PRESETS,
@@ -231,10 +231,14 @@ def test_save_every_writes_last_pt_every_n_epochs_and_after_the_last(subset: Pat
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "run"
     seen: dict[int, int | None] = {}
+    steps: list[tuple[int, int]] = []  # (epoch of each batch event, epoch ended so far)
     job = fit(subset, out, tiny_config(epochs=3, save_every=2))
     try:
         while True:
             ev = next(job)
+            if isinstance(ev, Progress) and isinstance(ev.payload, TrainingStep):
+                assert ev.payload.epochs == 3
+                steps.append((ev.payload.epoch, len(seen)))
             if isinstance(ev, Progress) and isinstance(ev.payload, EpochEnded):
                 last = out / "last.pt"
                 seen[ev.payload.row["epoch"]] = (load_checkpoint(last)["epoch"] if last.is_file()
@@ -242,6 +246,8 @@ def test_save_every_writes_last_pt_every_n_epochs_and_after_the_last(subset: Pat
     except StopIteration:
         pass
     assert seen == {1: None, 2: 2, 3: 3}
+    # every batch names its epoch: epoch k's batches come after k - 1 epochs ended
+    assert {e for e, _ in steps} == {1, 2, 3} and all(done == e - 1 for e, done in steps)
     with open(out / "history.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3
     with pytest.raises(ConfigError, match="--save-every"):
