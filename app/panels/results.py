@@ -56,7 +56,7 @@ from app.job_runner import JobRunner
 from app.panels.prediction_display import CamControls, ClassLegend
 from app.panels.results_layout import TABLE_MIN_ROWS as TABLE_MIN_ROWS
 from app.panels.results_layout import controls_over_table as _controls_over_table
-from app.panels.results_layout import fit_table_room
+from app.panels.results_layout import fit_table_room, keep_legend_in_view
 from app.viewer.prediction_layers import COLORMAPS, ClassMapLayer, HeatmapLayer
 from app.viewer.view import SlideView
 from crc_core.annotations import Annotation
@@ -370,6 +370,7 @@ class ResultsPanel(QWidget):
             return
         note = (cur.pred.model.get("scheme_map", "") if cur.pred is not None else "") or ""
         self.legend.set_map(cur.class_layer.scheme, cur.class_layer.class_map(), note)
+        keep_legend_in_view(self)
 
     def _update_compare_label(self) -> None:
         a, b = self.current_entry(), self.entries.get(self.compare) if self.compare else None

@@ -43,6 +43,7 @@ def fit_table_room(panel: ResultsPanel) -> None:
     With fewer rows its pane is held to that height and the controls get the rest (the legend is
     not squeezed behind an empty table); with more, the splitter shares the space as before."""
     t = panel.table
+    t.verticalHeader().setDefaultSectionSize(t.fontMetrics().height() + 8)  # compact rows
     rows = min(max(t.rowCount(), 1), TABLE_MIN_ROWS)
     t.setMinimumHeight(t.horizontalHeader().sizeHint().height()  # header, rows, scroll bar, frame
                        + rows * t.verticalHeader().defaultSectionSize()
@@ -51,6 +52,19 @@ def fit_table_room(panel: ResultsPanel) -> None:
     if pane is not None:  # fewer rows than TABLE_MIN_ROWS: the pane is no taller than they need
         few = t.rowCount() < TABLE_MIN_ROWS
         pane.setMaximumHeight(pane.minimumSizeHint().height() if few else QWIDGETSIZE_MAX)
+
+
+def keep_legend_in_view(panel: ResultsPanel) -> None:
+    """The controls' pane never gets shorter than the summary, the model and the legend's class
+    rows: with a long region table (eight rows kept) the legend still shows in a 900 px window;
+    the mapping statement under it may scroll."""
+    scroll = panel.splitter.widget(0) if panel.splitter.count() else None
+    if scroll is None:
+        return
+    spacing = 3 * 6  # the form's row spacing, three rows
+    need = (panel.summary.sizeHint().height() + panel.model_combo.sizeHint().height()
+            + panel.legend.grid.sizeHint().height() + spacing)
+    scroll.setMinimumHeight(min(need, 320))
 
 
 def controls_over_table(panel: ResultsPanel, form: QFormLayout) -> QSplitter:

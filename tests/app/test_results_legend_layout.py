@@ -89,3 +89,4 @@ def test_a_long_table_still_keeps_room_for_eight_rows(qtbot, win: MainWindow) ->
     t = panel.table
     qtbot.waitUntil(lambda: t.viewport().height() // t.verticalHeader().defaultSectionSize()
                     >= TABLE_MIN_ROWS, timeout=3000)
+    assert _clipped_rows(qtbot, win) == []  # and the legend's class rows still show beside it
