@@ -213,12 +213,22 @@ def analysis_shots(
 
     # 7. the CAM heatmap, zoomed on a region picked in the table
     if take("heatmap"):
+        from PySide6.QtCore import Qt
+
         win.docks["results"].raise_()
+        # the right docks wide enough for the CAM controls (class, Smoothed, colour bar, statement)
+        win.resizeDocks([win.docks["results"]], [430], Qt.Orientation.Horizontal)
         panel.heat_box.setChecked(True)
+        panel.cam_controls.smooth_box.setChecked(True)  # one stitched heatmap, not a patchwork
         if panel.table.rowCount():
             panel._on_table_cellClicked(0, 0)
         settle(qapp, win)
+        controls = panel.splitter.widget(0)
+        controls.ensureWidgetVisible(panel.cam_controls)  # its colour bar and statement
+        controls.horizontalScrollBar().setValue(0)
+        settle(qapp, win)
         save(win, out("heatmap"))
+        panel.cam_controls.smooth_box.setChecked(False)
         panel.heat_box.setChecked(False)
 
     # 8. the evaluation report of a model (e.g. the demo model's `crc evaluate` folder)
