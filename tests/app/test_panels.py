@@ -164,8 +164,15 @@ def test_activating_a_project_slide_opens_it_in_the_background(qtbot, slides_dir
     assert w.open_path(tmp_path / "proj")
     assert w.slide.path.name == "cmu-1-small-region.svs"
     tree = w.project_panel.tree
-    with qtbot.waitSignal(w.slideOpened, timeout=20000):
-        tree.itemActivated.emit(tree.topLevelItem(1), 0)
+    w.show()
+    qtbot.waitExposed(w)
+    item = tree.topLevelItem(1)
+    tree.scrollToItem(item)
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton,
+                     pos=tree.visualItemRect(item).center())  # select the second slide
+    assert tree.currentItem() is item
+    with qtbot.waitSignal(w.slideOpened, timeout=20000):  # Enter activates it
+        qtbot.keyClick(tree, Qt.Key.Key_Return)
     assert w.slide.path.name == "tcga-cr-7395-01a-01-ts1.svs"
     assert w.entry.id == proj.slides[1].id
     w.close()

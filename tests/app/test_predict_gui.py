@@ -276,11 +276,13 @@ def test_disagreement_filter_hover_and_click_to_zoom(qtbot, win, checkpoint: Pat
     pred = panel.current_entry().pred
     r, c = map(int, np.argwhere(pred.predicted)[0])
     x, y, w, h = pred.grid.cell_rect(r, c)
-    win.view.cursorMoved.emit(QPointF(x + w / 2, y + h / 2))
-    assert panel.hover_label.text().startswith("Patch:")
+    win.view.set_view(x + w / 2, y + h / 2, 0.25)  # the patch in view, then the mouse over it
+    qtbot.mouseMove(win.view, win.view.l0_to_widget(QPointF(x + w / 2, y + h / 2)).toPoint())
+    qtbot.waitUntil(lambda: panel.hover_label.text().startswith("Patch:"), timeout=3000)
     # click a row: the view zooms to that region
     row = shown[0]
-    panel._on_table_cellClicked(row, 0)
+    cell = panel.table.visualItemRect(panel.table.item(row, 0)).center()
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
     rid = panel.table.item(row, 0).data(0x0100)
     region = win.document.get(rid)
     vis = win.view.visible_rect_l0()
