@@ -376,6 +376,11 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._update_zoom_label()
 
+    def close_slide(self) -> None:
+        """File > Close Slide: save and close the open slide, back to the start page."""
+        self._close_slide()
+        self._update_actions()
+
     def _close_slide(self) -> None:
         doc = self.document
         if doc is not None:

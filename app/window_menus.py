@@ -44,6 +44,8 @@ def build_actions(w: MainWindow) -> None:
     w.act_export = A("&Export Annotations…", w.export_annotations, "Ctrl+E")
     w.act_props = A("Slide &Properties…", w.show_properties, "Ctrl+I")
     w.act_mpp = A("Set Pixel &Size (mpp)…", w.ask_mpp)
+    w.act_close = A("&Close Slide", w.close_slide, "Ctrl+W",
+                    "Close the slide (its annotations are saved) and go back to the start page")
     w.act_quit = A("&Quit", w.close, QKeySequence.StandardKey.Quit)
     w.act_undo = A("&Undo", w.undo, QKeySequence.StandardKey.Undo)
     w.act_redo = A("&Redo", w.redo, QKeySequence.StandardKey.Redo)
@@ -110,6 +112,7 @@ def build_menus(w: MainWindow) -> None:
     f.addAction(w.act_props)
     f.addAction(w.act_mpp)
     f.addSeparator()
+    f.addAction(w.act_close)
     f.addAction(w.act_quit)
     e = mb.addMenu("&Edit")
     for a in (w.act_undo, w.act_redo):
@@ -173,6 +176,7 @@ def update_actions(w: MainWindow) -> None:
     """Enable the actions for the open slide, the project and the undo stack."""
     has_slide = w.slide is not None
     for a in (
+        w.act_close,
         w.act_delete,
         w.act_export,
         w.act_props,

@@ -96,8 +96,9 @@ def test_start_page_opens_recent_files_and_the_demo(qtbot, slides_dir, errors_se
     qtbot.mouseDClick(page.recent.viewport(), L, pos=rect.center())
     qtbot.waitUntil(lambda: win.slide is not None, timeout=20000)
     assert win.pages.currentWidget() is win.view and win.slide.path.name == "kidney-48-5.tif"
-    win._close_slide()
-    assert win.pages.currentWidget() is page
+    qtbot.keyClick(win.view, Qt.Key.Key_W, Qt.KeyboardModifier.ControlModifier)  # Close Slide
+    assert win.pages.currentWidget() is page and win.slide is None
+    assert not win.act_close.isEnabled()
     qtbot.mouseClick(page.demo_button, L)
     qtbot.waitUntil(lambda: win.slide is not None and win.document is not None, timeout=30000)
     assert win.project is not None and win.project.root.name == "demo"
