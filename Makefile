@@ -26,9 +26,11 @@ run: install
 	$(PY) tools/check_qt_platform.py
 	$(VENV)/bin/crc-viewer $(if $(strip $(ARGS)),$(ARGS),--demo)
 
+# the suite on both cores of a CI machine (pytest-xdist; TEST_WORKERS=0 runs it in one process)
+TEST_WORKERS ?= 2
 test: install-dev
 	$(VENV)/bin/ruff check .
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 test-slow: install-dev
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m slow
