@@ -17,6 +17,7 @@ import errno
 import io
 import json
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -137,9 +138,18 @@ def test_disk_full_during_crc_extract_marks_the_dataset_incomplete_and_resume_co
     rc, out, err = run_cli("extract", "--slide", slide, "--annotations", geo, "--out", ds,
                            *EXTRACT)
     assert rc == 0, err
-    assert f"{kept_before} reused" in out
+    # Patches the journal recorded before the disk filled are reused; a patch file an in-flight
+    # reader thread wrote as the disk filled, without its journal line, is not trusted and is
+    # written again (so at most kept_before are reused, and together they make the whole set).
+    found = re.search(r"\((\d+) written, (\d+) reused", out)
+    assert found, out
+    written, reused = map(int, found.groups())
+    ref_rows = (tmp_path / "ref" / "manifest.csv").read_text().strip().splitlines()[1:]
+    assert 0 < reused <= kept_before and written + reused == len(ref_rows)
     assert (ds / "manifest.csv").read_text() == (tmp_path / "ref" / "manifest.csv").read_text()
     assert json.loads((ds / "dataset.json").read_text())["complete"] is True
+    on_disk = {str(q.relative_to(ds)) for q in ds.glob("patches/*/*") if q.is_file()}
+    assert len(on_disk) == len(ref_rows)  # no stray file left from the failed run
 
 
 def test_disk_full_when_writing_the_manifest_keeps_the_dataset_incomplete(
