@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -235,14 +236,15 @@ def export_static(lm: LoadedModel, windows: np.ndarray, calibration: str) -> Pat
                        encoding="utf-8")
     logging.disable(logging.WARNING)  # per-layer notices on the root logger
     try:
-        with atomic_path(target.with_suffix(".pre.onnx")) as pre, atomic_path(target) as tmp:
+        # the shape-inferred intermediate model is scratch: a temporary folder, not the cache
+        with tempfile.TemporaryDirectory() as scratch, atomic_path(target) as tmp:
+            pre = Path(scratch) / "pre.onnx"
             quant_pre_process(str(fp32), str(pre))
             quantize_static(str(pre), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=True, calibrate_method=CalibrationMethod.MinMax)
     finally:
         logging.disable(logging.NOTSET)
-    target.with_suffix(".pre.onnx").unlink(missing_ok=True)
     return target
 
 

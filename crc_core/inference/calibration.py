@@ -59,26 +59,24 @@ def ensure_static_model(checkpoint: str | Path, data: str | Path, opts: dict[str
 
     from crc_core.evaluation import _scale
     from crc_core.inference.backends import export_path, export_static, static_note
-    from crc_core.inference.model import load_model
+    from crc_core.inference.model import _file_fingerprint, load_model
     from crc_core.models import load_checkpoint
     from crc_core.preprocess import decode_windows
-    from crc_core.stain import from_checkpoint
 
-    lm = load_model(checkpoint, torch.device("cpu"))
+    ckpt = load_checkpoint(checkpoint, "cpu")  # read once: the model and its split record
+    lm = load_model(ckpt, torch.device("cpu"))
+    lm.identity["fingerprint"] = _file_fingerprint(Path(checkpoint))  # the export's cache key
     if export_path(lm, "int8-static").is_file():
         return static_note(lm) or "calibration unrecorded"
-    ckpt = load_checkpoint(checkpoint, "cpu")
     opts = {"image_column": None, "label_column": None, "classes": None, "map": None,
             "label": None, **(opts or {})}
     table, rows = yield from _training_rows(ckpt, data, opts)
     pick = sorted(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
-    meta = {"input_size": lm.input_size, "patch_size": ckpt.get("patch_size"),
-            "mpp": ckpt.get("mpp")}
+    meta = {"input_size": lm.input_size, "patch_size": lm.patch_size, "mpp": lm.mpp}
     factor, _ = _scale(meta, table, mpp)
-    stain = from_checkpoint(ckpt)
     windows = []
     for j, i in enumerate(pick):
-        windows.append(decode_windows(table.samples[i].path, factor, lm.input_size, stain))
+        windows.append(decode_windows(table.samples[i].path, factor, lm.input_size, lm.stain))
         yield Progress(j + 1, len(pick) + 1, "decoding calibration images (training images)")
     note = (f"calibrated on {len(pick)} of the run's {len(rows)} training images in "
             f"{table.source}")
