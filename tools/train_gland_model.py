@@ -10,7 +10,8 @@ Negatives (``--negatives SLIDE``, repeatable): tissue windows of slides with no 
 (squamous epithelium, stroma, keratin) are mixed into every batch (``--negatives-share``) with an
 all-zero target, so that non-glandular epithelium is not taken for gland. A slide without mpp is
 read at each scale of ``--negatives-mpp``; the bottom ``--negatives-val-fraction`` of its windows
-joins the validation set. Never pass a slide that a test or benchmark uses as held-out.
+joins the validation set; ``--negatives-region NAME=Y0:Y1`` keeps only the windows of slide NAME in
+those level-0 rows, so the rest of it can be scored as held out (benchmarks/gland_crossfit.py).
 
 Usage::
 
@@ -164,7 +165,11 @@ def assign_rows(
 
 
 def load_negatives(
-    slides: list[Path], mpps: list[float], val_fraction: float, min_tissue: float = 0.5
+    slides: list[Path],
+    mpps: list[float],
+    val_fraction: float,
+    min_tissue: float = 0.5,
+    regions: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Non-glandular tissue windows (target mask all zero) as 224 px tiles at the EBHI scale.
 
@@ -172,7 +177,9 @@ def load_negatives(
     ``EBHI_MPP`` (``ceil(224 * EBHI_MPP / mpp)`` px) and are mostly tissue are shrunk to 224 px, so
     they go through the same augmentation as the EBHI tiles. The bottom ``val_fraction`` of each
     slide's rows of windows is kept for validation (a spatial split: neighbouring windows overlap in
-    content). Returns train tiles, validation tiles (n, 224, 224, 3) uint8 and a record.
+    content). ``regions`` (slide file name -> level-0 rows ``(y0, y1)``) keeps only the windows
+    that lie wholly in those rows, so the rest of the slide can be scored as held out.
+    Returns train tiles, validation tiles (n, 224, 224, 3) uint8 and a record.
     """
     from PIL import Image
 
@@ -181,6 +188,9 @@ def load_negatives(
         for mpp in mpps:
             size = math.ceil(224 * gm.EBHI_MPP / mpp)
             wins = gm.slide_tissue_windows(slide, size, 0, min_tissue)
+            rows = (regions or {}).get(slide.name)
+            if rows is not None:
+                wins = [w for w in wins if rows[0] <= w[1] and w[1] + size <= rows[1]]
             ys = sorted({y for _, y, _ in wins})
             cut = ys[min(len(ys) - 1, int(len(ys) * (1 - val_fraction)))] if ys else 0
             n_va = 0
@@ -193,6 +203,7 @@ def load_negatives(
                     "slide": slide.name,
                     "mpp": mpp,
                     "window_px": size,
+                    "rows": list(rows) if rows is not None else "all",
                     "train": len(wins) - n_va,
                     "val": n_va,
                     "val_from_y": cut,
@@ -288,7 +299,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.25,
         help="bottom share of each negative slide's windows kept for validation",
     )
+    ap.add_argument(
+        "--negatives-region",
+        type=_region,
+        action="append",
+        default=[],
+        metavar="NAME=Y0:Y1",
+        help="use only the windows of negative slide NAME that lie in level-0 rows Y0 to Y1 "
+        "(repeatable); the rest of that slide stays held out",
+    )
     return ap.parse_args(argv)
+
+
+def _region(text: str) -> tuple[str, tuple[int, int]]:
+    """``NAME=Y0:Y1`` -> ``(NAME, (Y0, Y1))``."""
+    try:
+        name, rows = text.split("=", 1)
+        y0, y1 = (int(v) for v in rows.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=Y0:Y1, got {text!r}") from None
+    if not 0 <= y0 < y1:
+        raise argparse.ArgumentTypeError(f"rows must satisfy 0 <= Y0 < Y1, got {text!r}")
+    return name, (y0, y1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     sets = assign_rows(rows, split)
     data = {k: gm.load_ebhi_tiles(args.ebhi, v) for k, v in sets.items()}
     neg_tr, neg_va, neg_info = load_negatives(
-        args.negatives, args.negatives_mpp, args.negatives_val_fraction
+        args.negatives,
+        args.negatives_mpp,
+        args.negatives_val_fraction,
+        regions=dict(args.negatives_region),
     )
     print(
         {k: (len(split[k]), len(sets[k])) for k in split},
