@@ -7,9 +7,9 @@ training mean fraction for every tile; a hematoxylin Otsu threshold with morphol
 figures when the tiles are upsampled to 0.5 µm/px and passed with ``mpp=0.5`` (resampling check),
 the CPU time of one 400 x 400 px patch at 0.5 µm/px, and (with ``--slides``) the gland fractions of
 the tissue windows (400 px, level 0) of the real non-colorectal slides: CMU-1 skin at its own mpp
-(never used in training: the held-out negative check) and the TCGA head-and-neck slide, which states
-no mpp, at several assumed scales (its windows were the training negatives, bottom quarter
-validation).
+and the TCGA head-and-neck slide, which states no mpp, at several assumed scales. Both slides'
+windows are training negatives of the shipped weights, so these are fits; CMU-1's held-out figure
+is the cross-fit of benchmarks/gland_crossfit.py.
 
 Usage::
 

