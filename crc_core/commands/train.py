@@ -105,6 +105,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or jitter")
     p.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation ±")
     p.add_argument("--hed-jitter", type=float, help="HED stain jitter ±")
+    p.add_argument("--zoom-range", type=_zoom_range, metavar="LOW,HIGH",
+                   help="random rescaling about the training scale, drawn log-uniformly per "
+                   "image (recommended preset: 0.75,1.5; 1,1 = none)")
     p.add_argument("--balance", choices=["auto", "none", "loss", "sampler"],
                    help="class imbalance: loss = inverse-frequency class weights in the "
                    "cross-entropy; sampler = each epoch drawn with every class equally likely; "
@@ -147,7 +150,8 @@ def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
         return dict(NO_AUGMENT)
     if args.augment:
         aug = Augment.recommended().to_json()
-    elif args.color_jitter is not None or args.hed_jitter is not None:
+    elif (args.color_jitter is not None or args.hed_jitter is not None
+          or args.zoom_range is not None):
         aug = dict(PRESETS[args.preset].get("augment") or Augment().to_json())
     else:
         return None
@@ -155,7 +159,21 @@ def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
         aug["color"] = args.color_jitter
     if args.hed_jitter is not None:
         aug["hed"] = args.hed_jitter
+    if args.zoom_range is not None:
+        aug["scale_range"] = list(args.zoom_range)
     return aug
+
+
+def _zoom_range(text: str) -> tuple[float, float]:
+    """``--zoom-range LOW,HIGH``: two zoom factors, 0 < LOW <= 1 <= HIGH."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two factors, e.g. 0.75,1.5") from None
+    if not 0 < lo <= 1 <= hi <= 4:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 0 < LOW <= 1 <= HIGH <= 4 (zoom factors about the training scale)")
+    return lo, hi
 
 
 def _archs(text: str) -> list[str]:
