@@ -4,7 +4,11 @@ For each ``--checkpoint``: the images its split record calls test (recognised by
 ``--data``, :mod:`crc_core.splits`) are written, per condition, as lossless PNG copies into
 ``OUT/conditions/<set>/<condition>/`` and scored by :func:`crc_core.evaluation.evaluate` (every
 image of the copy, the checkpoint's own stain normalisation applied as always). The table gives
-accuracy, balanced accuracy and mAP per condition and the change against the unshifted copy.
+accuracy, balanced accuracy and mAP per condition, the change against the unshifted copy, and a
+95 % interval of the accuracy and mAP change by a paired bootstrap over cases (the same cases drawn
+for both copies): how far the change could move with another draw of test cases of this size.
+``--subset val`` shifts the validation images instead, to try a change without looking at the test
+cases.
 
 Conditions (each keeps the tile's pixel count):
 
@@ -32,6 +36,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,8 +115,10 @@ def conditions(slides: list[Path], slide_tiles: int, seed: int
     return conds, info
 
 
-def test_images(checkpoint: Path, data: Path | None) -> tuple[list[Path], list[str], str]:
-    """The images the checkpoint's split record calls test, their class names, and the data."""
+def test_images(checkpoint: Path, data: Path | None, part: str = "test"
+                ) -> tuple[list[Path], list[str], list[str], str]:
+    """The images the checkpoint's split record puts in ``part`` (test by default), their class
+    names, their groups (cases) and how they were identified."""
     from crc_core.models import load_checkpoint
     from crc_core.splits import SplitRecord, choose_subset, content_keys
     from crc_core.tables import load_table
@@ -124,10 +131,11 @@ def test_images(checkpoint: Path, data: Path | None) -> tuple[list[Path], list[s
                        group_column=opts.get("group_column"), classes=opts.get("classes"),
                        mapping=opts.get("map"), group_pattern=opts.get("group_pattern"))
     keys = run_job(content_keys(table))
-    sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, "test")
+    sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, part)
     paths = [table.samples[i].path for i in sub.indices]
     labels = [table.scheme.names[table.samples[i].label] for i in sub.indices]
-    return paths, labels, f"{sub.name}: {sub.how}"
+    groups = [table.samples[i].group for i in sub.indices]
+    return paths, labels, groups, f"{sub.name}: {sub.how}"
 
 
 def write_condition(folder: Path, paths: list[Path], labels: list[str], fn: Transform) -> Path:
@@ -159,12 +167,61 @@ def score(checkpoint: Path, labels_csv: Path, out: Path) -> dict[str, Any]:
                          batch_size=64, device="cpu"))
     return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
             "map": m["macro"]["map"], "n": m["n"],
-            "stain": (m.get("stain") or {}).get("counts")}
+            "stain": (m.get("stain") or {}).get("counts"),
+            "predictions": str(out / "predictions.csv")}
+
+
+def _scores(predictions: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Image names, true class indices and probabilities of one predictions.csv."""
+    with open(predictions, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    classes = [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")]
+    y = np.array([classes.index(r["label"]) for r in rows])
+    p = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    return [r["image"] for r in rows], y, p
+
+
+def _acc_map(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Accuracy and the mean AP over the classes present (the evaluation's macro rule)."""
+    from sklearn.metrics import average_precision_score
+
+    aps = [average_precision_score(y == k, p[:, k]) for k in range(p.shape[1])
+           if 0 < (y == k).sum() < len(y)]
+    return float((p.argmax(1) == y).mean()), float(np.mean(aps)) if aps else math.nan
+
+
+def paired_intervals(base: str, shifted: str, groups: list[str], reps: int = 1000,
+                     seed: int = 0) -> dict[str, list[float]]:
+    """95 % intervals of the accuracy and mAP change, by a paired bootstrap over cases.
+
+    The same cases are drawn (with replacement, whole cases, ``reps`` times) for the unshifted
+    and the shifted copy, so the interval says how much of a change the choice of test cases
+    alone could make; it is not a test of the bound itself.
+    """
+    names, y, p0 = _scores(base)
+    names1, y1, p1 = _scores(shifted)
+    if names != names1 or not np.array_equal(y, y1):
+        raise ValueError(f"{shifted}: not the same images as {base}")
+    cases = sorted(set(groups))
+    members = [np.flatnonzero(np.asarray(groups) == c) for c in cases]
+    rng = np.random.default_rng(seed)
+    d_acc, d_map = [], []
+    for _ in range(reps):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(cases), len(cases))])
+        a0, m0 = _acc_map(y[idx], p0[idx])
+        a1, m1 = _acc_map(y[idx], p1[idx])
+        d_acc.append(a1 - a0)
+        d_map.append(m1 - m0)
+    q = (2.5, 97.5)
+    return {"accuracy": [round(float(v), 3) for v in np.percentile(d_acc, q)],
+            # A draw holding a single class has no mAP: such draws are left out of its interval.
+            "map": [round(float(v), 3) for v in np.nanpercentile(d_map, q)]}
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    lines = ["| model | condition | n | accuracy | Δ | balanced acc. | Δ | mAP | Δ |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | condition | n | accuracy | Δ | balanced acc. | Δ | mAP | Δ "
+             "| 95 % interval of Δ acc. / Δ mAP (cases) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model, conds in results.items():
         base = conds["none"]
         for name, r in conds.items():
@@ -172,6 +229,9 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             for k in ("accuracy", "balanced_accuracy", "map"):
                 d = r[k] - base[k] if name != "none" else None
                 cells += [f"{r[k]:.3f}", "" if d is None else f"{d:+.3f}"]
+            ci = r.get("interval")
+            cells.append("" if not ci else "{:+.3f} to {:+.3f} / {:+.3f} to {:+.3f}".format(
+                *ci["accuracy"], *ci["map"]))
             lines.append(f"| {model} | {name} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -186,6 +246,10 @@ def main() -> None:
                     help="H&E slides to re-stain to (default: every .svs in --slides)")
     ap.add_argument("--slide-tiles", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subset", choices=("test", "val"), default="test",
+                    help="which images of each checkpoint's split record to shift and score: "
+                    "test (the figures to report) or val (to try changes on, so the test "
+                    "cases stay unseen until the report)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -195,15 +259,18 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     subsets: dict[str, str] = {}
     for ck, name in zip(args.checkpoint, names, strict=True):
-        paths, labels, how = test_images(ck, args.data)
+        paths, labels, groups, how = test_images(ck, args.data, args.subset)
         subsets[name] = f"{len(paths)} images, {how}"
         tag = hashlib.blake2b("\n".join(map(str, paths)).encode(), digest_size=6).hexdigest()
         results[name] = {}
         for cname, fn in conds.items():
             folder = args.out / "conditions" / tag / cname.replace(" ", "_").replace("/", "-")
             csv_path = write_condition(folder, paths, labels, fn)
-            results[name][cname] = score(ck, csv_path, args.out / "eval" / name / folder.name)
-            print(f"{name} | {cname}: acc {results[name][cname]['accuracy']:.3f}", flush=True)
+            r = results[name][cname] = score(ck, csv_path, args.out / "eval" / name / folder.name)
+            if cname != "none":
+                r["interval"] = paired_intervals(results[name]["none"]["predictions"],
+                                                 r["predictions"], groups, seed=args.seed)
+            print(f"{name} | {cname}: acc {r['accuracy']:.3f}", flush=True)
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stain_shift.md").write_text(table)

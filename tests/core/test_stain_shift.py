@@ -90,9 +90,42 @@ def split_checkpoint(ebhi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 def test_test_images_are_the_split_records_test(split_checkpoint) -> None:
     ck, csv_path = split_checkpoint
-    paths, labels, how = stain_shift.test_images(ck, csv_path)
+    paths, labels, groups, how = stain_shift.test_images(ck, csv_path)
     assert len(paths) == 3 and how.startswith("test")
     assert sorted(labels) == ["Adenocarcinoma", "Normal", "Normal"]
+    assert len(groups) == 3 and all(groups)
+    from crc_core.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="val split"):   # the record has no validation images
+        stain_shift.test_images(ck, csv_path, "val")
+
+
+def _predictions(path: Path, labels: list[str], probs: np.ndarray) -> str:
+    classes = ["Normal", "Adenocarcinoma"]
+    lines = ["image,label,predicted," + ",".join(f"prob_{c}" for c in classes)]
+    for k, (lab, p) in enumerate(zip(labels, probs, strict=True)):
+        lines.append(f"{k:05d}.png,{lab},{classes[int(p.argmax())]},{p[0]},{p[1]}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_paired_interval_is_zero_for_no_change_and_spans_a_one_case_loss(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    labels = ["Normal"] * 20 + ["Adenocarcinoma"] * 20
+    groups = [f"c{k // 4}" for k in range(40)]                      # 10 cases of 4 images
+    p = np.clip(np.array([[0.8, 0.2]] * 20 + [[0.2, 0.8]] * 20) + rng.normal(0, 0.05, (40, 2)),
+                0.01, 0.99)
+    base = _predictions(tmp_path / "a.csv", labels, p)
+    same = stain_shift.paired_intervals(base, _predictions(tmp_path / "b.csv", labels, p), groups,
+                                        reps=200)
+    assert same == {"accuracy": [0.0, 0.0], "map": [0.0, 0.0]}
+    worse = p.copy()
+    worse[:4] = worse[:4, ::-1]                                     # case c0 now all wrong
+    iv = stain_shift.paired_intervals(base, _predictions(tmp_path / "c.csv", labels, worse),
+                                      groups, reps=400)
+    lo, hi = iv["accuracy"]
+    assert lo < -0.1 + 1e-9 and hi <= 0.0                          # 4 of 40 lost in the full set
+    assert iv["map"][0] < 0
 
 
 def test_benchmark_runs_every_condition_end_to_end(split_checkpoint, slides_dir: Path,
@@ -110,5 +143,7 @@ def test_benchmark_runs_every_condition_end_to_end(split_checkpoint, slides_dir:
     assert list(conds) == ["none", "slide cmu-1-small-region.svs", *stain_shift.HED_CONDITIONS,
                            "scale 0.75x", "scale 1.5x"]
     assert all(c["n"] == 3 for c in conds.values())
+    assert "interval" not in conds["none"]
+    assert all(set(c["interval"]) == {"accuracy", "map"} for k, c in conds.items() if k != "none")
     table = (tmp_path / "out" / "stain_shift.md").read_text()
     assert "| tiny | scale 1.5x | 3 |" in table
