@@ -211,6 +211,13 @@ class Augment:
         Random rescaling ``[low, high]`` (zoom factor, log-uniform per image, about the centre
         with a random shift): above 1 a smaller field of view fills the input (bilinear), below 1
         the image shrinks and the border is filled by mirroring it. ``None`` = off.
+    resolution
+        The training images are decoded at this multiple of the input size (when the files have
+        that many pixels), augmented there, and area-averaged to the input size afterwards
+        (:func:`crc_core.training.loop`). A zoom then magnifies real detail, as a slide read at a
+        higher magnification does, instead of blowing up the input's own pixels, and an
+        unzoomed image is the same area average of the file that evaluation and prediction see.
+        1 = augment at the input size (older runs).
     """
 
     flip: bool = True
@@ -221,12 +228,14 @@ class Augment:
     hed_shift: float = 0.0
     hed_prob: float = 1.0
     scale_range: list[float] | None = None
+    resolution: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {"flip": self.flip, "rot90": self.rot90, "color": self.color, "hed": self.hed,
                 "hed_range": None if self.hed_range is None else list(self.hed_range),
                 "hed_shift": self.hed_shift, "hed_prob": self.hed_prob,
-                "scale_range": None if self.scale_range is None else list(self.scale_range)}
+                "scale_range": None if self.scale_range is None else list(self.scale_range),
+                "resolution": self.resolution}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Augment:
@@ -243,6 +252,9 @@ class Augment:
         """Raise :class:`ConfigError` for a range other than ``[low, high]``, 0 < low <= high."""
         if not 0 <= self.hed_prob <= 1:
             raise ConfigError(f"augmentation hed_prob {self.hed_prob!r}: give a share in [0, 1]")
+        if (not isinstance(self.resolution, int) or isinstance(self.resolution, bool)
+                or not 1 <= self.resolution <= 4):
+            raise ConfigError(f"augmentation resolution {self.resolution!r}: give 1 to 4")
         for name in ("hed_range", "scale_range"):
             r = getattr(self, name)
             if r is None:
@@ -259,7 +271,7 @@ class Augment:
         return cls(flip=True, rot90=True, color=0.1, hed=0.05,
                    hed_range=list(MEASURED_HED_RANGE), hed_shift=MEASURED_HED_SHIFT,
                    hed_prob=0.5,
-                   scale_range=list(RECOMMENDED_SCALE_RANGE))
+                   scale_range=list(RECOMMENDED_SCALE_RANGE), resolution=2)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]

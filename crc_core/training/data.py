@@ -10,7 +10,7 @@ from typing import Any
 
 from crc_core.atomic import atomic_write_text
 from crc_core.batches import Batches, class_weights
-from crc_core.data import TileTable, choose_cache, load_table
+from crc_core.data import Augment, TileTable, choose_cache, load_table
 from crc_core.errors import CheckpointError, DatasetError
 from crc_core.jobs import Progress
 from crc_core.models import get_spec
@@ -108,11 +108,15 @@ def prepare_batches(run: TrainingRun) -> Generator[Progress, None, None]:
             else spec.input_size
         cfg.image_size = size
     run.size = size
+    run.train_size = _train_size(run)
     yield from _fit_stain(run)
-    run.cache = choose_cache(len(split.train) + len(split.val), size, run.device, cfg.cache)
+    factor = (run.train_size / size) ** 2
+    run.cache = choose_cache(round(len(split.train) * factor) + len(split.val), size, run.device,
+                             cfg.cache)
     workers = cfg.workers if cfg.workers >= 0 else (
         0 if run.cache != "none" else min(8, max(1, (os.cpu_count() or 2) - 1)))
-    run.train_b = Batches(table, split.train, size, run.device, run.cache, workers, run.stain)
+    run.train_b = Batches(table, split.train, run.train_size, run.device, run.cache, workers,
+                          run.stain)
     run.val_b = Batches(table, split.val, size, run.device, run.cache, workers, run.stain)
     n_all = len(split.train) + len(split.val)
     yield Progress(0, None, f"decoding {n_all} images ({run.cache} cache)")
@@ -133,6 +137,32 @@ def prepare_batches(run: TrainingRun) -> Generator[Progress, None, None]:
     missing = [n for i, n in enumerate(table.scheme.names) if i not in present]
     if missing:
         run.warn(f"no training images of class(es) {', '.join(missing)}")
+
+
+def _train_size(run: TrainingRun) -> int:
+    """The training images' decoded side: the input size times the augmentation's
+    ``resolution`` when the files have that many pixels (judged by the dataset's patch size, else
+    the first training image), else the input size, with a note in config.json either way."""
+    cfg, size = run.cfg, run.size
+    res = Augment.from_json(cfg.augment).resolution if cfg.augment else 1
+    if res <= 1:
+        return size
+    native = run.table.patch_size
+    if not native and run.split.train:
+        from PIL import Image
+
+        try:
+            with Image.open(run.table.samples[run.split.train[0]].path) as im:
+                native = min(im.size)
+        except OSError:
+            native = None
+    if not native or native < size * res:
+        cfg.notes.append(f"augmentation at the input size ({size} px): the images "
+                         f"({native or 'unknown'} px) have fewer than {res}x its pixels")
+        return size
+    cfg.notes.append(f"training images decoded at {size * res} px, augmented there (zoom "
+                     f"magnifies real detail) and area-averaged to the {size} px input")
+    return size * res
 
 
 def _fit_stain(run: TrainingRun) -> Generator[Progress, None, None]:

@@ -55,10 +55,14 @@ def _train_micro(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
 
 
 def _prep(x: torch.Tensor, aug: Augment | None, gen: torch.Generator | None,
-          mean: list[float], std: list[float]) -> torch.Tensor:
+          mean: list[float], std: list[float], size: int | None = None) -> torch.Tensor:
+    """uint8 images -> the network's float input: augmented (training), area-averaged to ``size``
+    when they were decoded larger (:attr:`Augment.resolution`), normalised."""
     xf = x.float().div_(255)
     if aug is not None:
         xf = aug(xf, gen)
+    if size is not None and xf.shape[-1] != size:
+        xf = torch.nn.functional.interpolate(xf, size=(size, size), mode="area")
     return normalize(xf, mean, std).contiguous(memory_format=torch.channels_last)
 
 
@@ -125,7 +129,7 @@ def train_epoch(run: TrainingRun, epoch: int
     total = cfg.epochs * run.steps_per_epoch
     where = TrainingStep(epoch + 1, cfg.epochs)
     for step, (x, y) in enumerate(run.train_b.iterate(order, run.per_rank_batch)):
-        x = _prep(x, aug, gen, list(spec.mean), list(spec.std))
+        x = _prep(x, aug, gen, list(spec.mean), list(spec.std), run.size)
         stepper = _step(run, x, y)
         try:
             while True:

@@ -239,6 +239,7 @@ def test_augment_loads_old_and_future_configs() -> None:
 
     old = Augment.from_json({"flip": True, "rot90": False, "color": 0.1, "hed": 0.03})
     assert old.hed_range is None and old.scale_range is None and old.rot90 is False
+    assert old.resolution == 1                       # older runs augmented at the input size
     newer = Augment.from_json({**Augment.recommended().to_json(), "elastic": 0.5})
     assert newer == Augment.recommended()
     assert Augment.from_json(None) == Augment()
@@ -246,6 +247,9 @@ def test_augment_loads_old_and_future_configs() -> None:
         Augment.from_json({"scale_range": [1.5, 0.75]})
     with pytest.raises(ConfigError, match="hed_prob"):
         Augment.from_json({"hed_prob": 2})
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ConfigError, match="resolution"):
+            Augment.from_json({"resolution": bad})
 
 
 def test_recommended_augmentation_covers_the_measured_stain_and_scale_spread() -> None:

@@ -334,3 +334,48 @@ def test_ema_weights_are_validated_released_and_resumed(ebhi_dir, tmp_path):
     run_job(fit(data, tmp_path / "run", cfg2, resume=True))
     again = load_checkpoint(tmp_path / "run" / "last.pt")
     assert int(again["ema"]["n_averaged"]) > int(last["ema"]["n_averaged"])
+
+
+def test_recommended_augmentation_runs_at_twice_the_input_resolution(
+        subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crc_core.training as training
+    from crc_core.data import Augment
+
+    seen: list[tuple[int, ...]] = []
+    real = training._train_micro
+
+    def spy(model, x, *args, **kw):
+        seen.append(tuple(x.shape[-2:]))
+        return real(model, x, *args, **kw)
+
+    monkeypatch.setattr(training, "_train_micro", spy)
+    aug = Augment.recommended().to_json()
+    assert aug["resolution"] == 2
+    run_job(fit(subset, tmp_path / "a", tiny_config(augment=aug)))
+    # The 224 px tiles are decoded at 128 px, augmented, and reach the network at 64 px.
+    assert seen and set(seen) == {(64, 64)}
+    notes = json.loads((tmp_path / "a" / "config.json").read_text())["notes"]
+    assert any("decoded at 128 px" in n for n in notes), notes
+    # At 160 px the tiles have fewer than 2x its pixels: augmented at the input size, and said.
+    seen.clear()
+    run_job(fit(subset, tmp_path / "b", tiny_config(augment=aug, image_size=160)))
+    assert set(seen) == {(160, 160)}
+    notes = json.loads((tmp_path / "b" / "config.json").read_text())["notes"]
+    assert any("augmentation at the input size (160 px)" in n for n in notes), notes
+
+
+def test_an_unaugmented_training_image_is_what_evaluation_sees(ebhi_dir: Path) -> None:
+    import numpy as np
+
+    from crc_core.data import decode_image
+    from crc_core.training.loop import _prep
+
+    path = sorted(ebhi_dir.glob("normal/*.jpg"))[0]
+    big = torch.from_numpy(decode_image(path, 224))[None]           # decoded at 2x the input
+    train = _prep(big, None, None, [0.0] * 3, [1.0] * 3, 112)[0]
+    evaluated = torch.from_numpy(decode_image(path, 112)).float().div(255)  # evaluation's path
+    assert train.shape == evaluated.shape == (3, 112, 112)
+    # Pillow's box filter rounds to uint8 (half a grey level up on average); the float area
+    # average does not: otherwise the two are the same average of the same file pixels.
+    assert float((train - evaluated).abs().max()) <= 1 / 255 + 1e-6
+    assert np.isclose(float(train.mean()), float(evaluated.mean()), atol=0.75 / 255)
