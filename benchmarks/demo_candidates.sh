@@ -20,12 +20,18 @@
 # the 112 px input's own pixels. The rule's fallback would have shipped 0.6-2.0x (validation
 # balanced accuracy 0.903), the least robust of the three; it was not shipped.
 # Round 3 (2026-12-08, after Augment.resolution): the shipped options at the preset's zoom
-# (0.75-1.5x) and at 0.6-2.0x, both augmenting at twice the input resolution (the recommended
-# preset now does). Rule fixed before its results: among the models (the shipped one included)
+# (0.75-1.5x) and at 0.6-2.0x, both augmenting at twice the input resolution
+# (--augment-resolution 2; the preset's default then, 1 again since). Rule fixed before its results: among the models (the shipped one included)
 # that lose at most 0.03 accuracy and 0.03 mAP under every condition of stain_shift.py --subset
 # val, the highest validation balanced accuracy; when none does, the smallest worst loss there
 # (largest accuracy or mAP loss over the conditions) if its validation balanced accuracy is at
 # least the shipped model's minus 0.02; else the shipped model stays.
+# Round 3's result: the rule picked 0.6-2.0x at 2x (the only model within 0.03 under every
+# validation condition; validation balanced accuracy 0.850 against 0.862). Scored once on the test
+# cases it lost 0.062 accuracy in-domain (0.851: 20 of 118 Adenoma tiles called Adenocarcinoma,
+# against 9) and still missed the bound there (measured stain mAP -0.093, 0.75x mAP -0.043), so it
+# was NOT shipped: the 2026-12-07 model stays. Its test figures date from before this round, but
+# the test cases have now seen this decision (stated in models/README.md and RESULTS).
 set -u
 cd "$(dirname "$0")/.."
 R="${1:-runs/demo}"
@@ -54,7 +60,8 @@ elif [ "$ROUND" = 2 ]; then
     cand d121-rec40-ls-z06-20 --epochs 40 --label-smoothing 0.1 --zoom-range 0.6,2.0 &
     cand d121-rec40-ls-z05-25 --epochs 40 --label-smoothing 0.1 --zoom-range 0.5,2.5 &
 else
-    cand d121-rec40-ls-r2 --epochs 40 --label-smoothing 0.1 &
-    cand d121-rec40-ls-r2-z06-20 --epochs 40 --label-smoothing 0.1 --zoom-range 0.6,2.0 &
+    cand d121-rec40-ls-r2 --epochs 40 --label-smoothing 0.1 --augment-resolution 2 &
+    cand d121-rec40-ls-r2-z06-20 --epochs 40 --label-smoothing 0.1 --zoom-range 0.6,2.0 \
+        --augment-resolution 2 &
 fi
 wait

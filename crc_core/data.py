@@ -217,7 +217,8 @@ class Augment:
         (:func:`crc_core.training.loop`). A zoom then magnifies real detail, as a slide read at a
         higher magnification does, instead of blowing up the input's own pixels, and an
         unzoomed image is the same area average of the file that evaluation and prediction see.
-        1 = augment at the input size (older runs).
+        1 = augment at the input size (the recommended preset: 2 measured no better on the
+        demo model's validation cases, benchmarks/RESULTS.md "Robustness to stain and scale").
     """
 
     flip: bool = True
@@ -271,7 +272,7 @@ class Augment:
         return cls(flip=True, rot90=True, color=0.1, hed=0.05,
                    hed_range=list(MEASURED_HED_RANGE), hed_shift=MEASURED_HED_SHIFT,
                    hed_prob=0.5,
-                   scale_range=list(RECOMMENDED_SCALE_RANGE), resolution=2)
+                   scale_range=list(RECOMMENDED_SCALE_RANGE))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]

@@ -108,6 +108,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--zoom-range", type=_zoom_range, metavar="LOW,HIGH",
                    help="random rescaling about the training scale, drawn log-uniformly per "
                    "image (recommended preset: 0.75,1.5; 1,1 = none)")
+    p.add_argument("--augment-resolution", type=int, choices=(1, 2, 3, 4), metavar="N",
+                   help="augment the training images at N times the input size (when the files "
+                   "have the pixels), then area-average them to it: a zoom magnifies real detail "
+                   "(default 1: at the input size)")
     p.add_argument("--balance", choices=["auto", "none", "loss", "sampler"],
                    help="class imbalance: loss = inverse-frequency class weights in the "
                    "cross-entropy; sampler = each epoch drawn with every class equally likely; "
@@ -151,7 +155,7 @@ def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.augment:
         aug = Augment.recommended().to_json()
     elif (args.color_jitter is not None or args.hed_jitter is not None
-          or args.zoom_range is not None):
+          or args.zoom_range is not None or args.augment_resolution is not None):
         aug = dict(PRESETS[args.preset].get("augment") or Augment().to_json())
     else:
         return None
@@ -161,6 +165,8 @@ def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
         aug["hed"] = args.hed_jitter
     if args.zoom_range is not None:
         aug["scale_range"] = list(args.zoom_range)
+    if args.augment_resolution is not None:
+        aug["resolution"] = args.augment_resolution
     return aug
 
 

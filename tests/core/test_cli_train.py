@@ -142,19 +142,21 @@ def test_cli_checkpoint_of_another_class_scheme_is_refused_on_resume(
     assert (trained / "last.pt").read_bytes() == before
 
 
-def test_zoom_range_sets_the_rescaling_and_bad_ranges_exit_2(tmp_path: Path) -> None:
+def test_zoom_and_resolution_options_and_bad_ranges_exit_2(tmp_path: Path) -> None:
     from crc_core.cli import build_parser
     from crc_core.commands.train import _augment
     from crc_core.data import Augment
 
     args = build_parser().parse_args(["train", "--data", "x.csv", "--zoom-range", "0.6,2",
-                                      "--out", str(tmp_path)])
+                                      "--augment-resolution", "2", "--out", str(tmp_path)])
     aug = _augment(args)
-    assert aug["scale_range"] == [0.6, 2.0]
+    assert aug["scale_range"] == [0.6, 2.0] and aug["resolution"] == 2
     # Everything else is the preset's (recommended by default), not a reset augmentation.
     rec = Augment.recommended().to_json()
-    assert {k: v for k, v in aug.items() if k != "scale_range"} == {
-        k: v for k, v in rec.items() if k != "scale_range"}
+    assert rec["resolution"] == 1
+    mine = ("scale_range", "resolution")
+    assert {k: v for k, v in aug.items() if k not in mine} == {
+        k: v for k, v in rec.items() if k not in mine}
     for bad in ("2,3", "0.5", "0,1.5", "a,b"):
         res = crc("train", "--data", "x.csv", "--zoom-range", bad, "--out", str(tmp_path))
         assert res.returncode == 2 and "--zoom-range" in res.stderr, res.stderr

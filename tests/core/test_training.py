@@ -336,7 +336,7 @@ def test_ema_weights_are_validated_released_and_resumed(ebhi_dir, tmp_path):
     assert int(again["ema"]["n_averaged"]) > int(last["ema"]["n_averaged"])
 
 
-def test_recommended_augmentation_runs_at_twice_the_input_resolution(
+def test_augmentation_resolution_2_runs_at_twice_the_input_size(
         subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import crc_core.training as training
     from crc_core.data import Augment
@@ -349,8 +349,7 @@ def test_recommended_augmentation_runs_at_twice_the_input_resolution(
         return real(model, x, *args, **kw)
 
     monkeypatch.setattr(training, "_train_micro", spy)
-    aug = Augment.recommended().to_json()
-    assert aug["resolution"] == 2
+    aug = {**Augment.recommended().to_json(), "resolution": 2}   # --augment-resolution 2
     run_job(fit(subset, tmp_path / "a", tiny_config(augment=aug)))
     # The 224 px tiles are decoded at 128 px, augmented, and reach the network at 64 px.
     assert seen and set(seen) == {(64, 64)}
