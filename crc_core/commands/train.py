@@ -100,18 +100,7 @@ def register(subparsers: Any) -> None:
                    help="DataLoader workers when images are streamed (default automatic)")
     p.add_argument("--cache", choices=["auto", "gpu", "cpu", "none"], default="auto",
                    help="where decoded images are kept (default: GPU when it fits, else RAM)")
-    p.add_argument("--augment", action="store_true",
-                   help="the recommended augmentation (the paper preset has none)")
-    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or jitter")
-    p.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation ±")
-    p.add_argument("--hed-jitter", type=float, help="HED stain jitter ±")
-    p.add_argument("--zoom-range", type=_zoom_range, metavar="LOW,HIGH",
-                   help="random rescaling about the training scale, drawn log-uniformly per "
-                   "image (recommended preset: 0.75,1.5; 1,1 = none)")
-    p.add_argument("--augment-resolution", type=int, choices=(1, 2, 3, 4), metavar="N",
-                   help="augment the training images at N times the input size (when the files "
-                   "have the pixels), then area-average them to it: a zoom magnifies real detail "
-                   "(default 1: at the input size)")
+    _add_augment_options(p)
     p.add_argument("--balance", choices=["auto", "none", "loss", "sampler"],
                    help="class imbalance: loss = inverse-frequency class weights in the "
                    "cross-entropy; sampler = each epoch drawn with every class equally likely; "
@@ -141,6 +130,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data_options(p)
     p.set_defaults(func=run)
+
+
+def _add_augment_options(p: argparse.ArgumentParser) -> None:
+    """``crc train``'s augmentation options (see :class:`crc_core.data.Augment`)."""
+    p.add_argument("--augment", action="store_true",
+                   help="the recommended augmentation (the paper preset has none)")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or jitter")
+    p.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation ±")
+    p.add_argument("--hed-jitter", type=float, help="HED stain jitter ±")
+    p.add_argument("--zoom-range", type=_zoom_range, metavar="LOW,HIGH",
+                   help="random rescaling about the training scale, drawn log-uniformly per "
+                   "image (recommended preset: 0.75,1.5; 1,1 = none)")
+    p.add_argument("--augment-resolution", type=int, choices=(1, 2, 3, 4), metavar="N",
+                   help="augment the training images at N times the input size (when the files "
+                   "have the pixels), then area-average them to it: a zoom magnifies real detail "
+                   "(default 1: at the input size)")
 
 
 def _augment(args: argparse.Namespace) -> dict[str, Any] | None:
