@@ -9,8 +9,10 @@ tissue >= 0.5, the test's windows) scored by the model that never saw its rows.
 
 Train the two folds (about 2 CPU-minutes each on 2 cores), then score::
 
-    S=../shared/data/slides
-    COMMON="--ebhi ../shared/data/ebhi --init crc_core/weights/gland_unet.pt \\
+    S=../shared/data/slides; mkdir -p /tmp/gl
+    git show 5decb3c:crc_core/weights/gland_unet.pt > /tmp/gl/prev_gland_unet.pt
+    git show 5decb3c:crc_core/weights/gland_unet.json > /tmp/gl/prev_gland_unet.json
+    COMMON="--ebhi ../shared/data/ebhi --init /tmp/gl/prev_gland_unet.pt \\
       --negatives $S/tcga-cr-7395-01a-01-ts1.svs --negatives $S/cmu-1-small-region.svs \\
       --negatives-mpp 0.5,0.75,1.0 --negatives-share 0.375 --lr 5e-4 --epochs 2 \\
       --max-minutes 14 --threads 1"
@@ -21,10 +23,10 @@ Train the two folds (about 2 CPU-minutes each on 2 cores), then score::
     python benchmarks/gland_crossfit.py --slides $S \\
       --fold /tmp/gl/A/gland_unet.pt=0:1200 --fold /tmp/gl/B/gland_unet.pt=1200:100000
 
-``--init`` must be the weights *before* CMU-1 took part (git: the ``gland_unet.pt`` of commit
-5decb3c), so that no fold has seen the other's rows. ``--fold WEIGHTS=Y0:Y1`` scores, with those
-weights, the windows lying wholly in level-0 rows ``Y0`` to ``Y1`` (the rows the fold held out).
-Prints one JSON object.
+``--init`` is the weights from *before* CMU-1 took part (commit 5decb3c, with the ``.json`` that
+records their EBHI split), so that no fold has seen the other's rows. ``--fold WEIGHTS=Y0:Y1``
+scores, with those weights, the windows lying wholly in level-0 rows ``Y0`` to ``Y1`` (the rows the
+fold held out). Prints one JSON object.
 """
 
 from __future__ import annotations
