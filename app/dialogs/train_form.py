@@ -526,8 +526,7 @@ class TrainForm:
             i = combo.findData(p.get(key, default))
             if i >= 0:
                 combo.setCurrentIndex(i)
-        aug = p.get("augment")
-        self.augment_check.setChecked(aug is None or any(bool(v) for v in aug.values()))
+        self.augment_check.setChecked(_augments(p.get("augment")))
 
     # ------------------------------------------------------------------ output folders
     def selected_archs(self) -> list[str]:
@@ -549,8 +548,7 @@ class TrainForm:
         from crc_core.data import Augment
         from crc_core.training import NO_AUGMENT, PRESETS
 
-        aug = PRESETS[self.preset_combo.currentText()].get("augment")
-        preset_on = aug is None or any(bool(v) for v in aug.values())
+        preset_on = _augments(PRESETS[self.preset_combo.currentText()].get("augment"))
         if self.augment_check.isChecked() == preset_on:
             return None
         return Augment.recommended().to_json() if self.augment_check.isChecked() \
@@ -589,3 +587,9 @@ class TrainForm:
             plans.append(RunPlan(arch, out, self.start_from.apply(cfg) if finetune else cfg))
         check_run_folders(plans)
         return plans
+
+
+def _augments(aug: dict[str, Any] | None) -> bool:
+    """Whether a preset's augmentation does anything (``None``: the default, which does);
+    ``resolution`` is where it happens, not an augmentation."""
+    return aug is None or any(bool(v) for k, v in aug.items() if k != "resolution")

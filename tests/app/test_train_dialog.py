@@ -427,3 +427,12 @@ def test_train_opens_from_the_main_window_without_a_project(qtbot) -> None:
     dlg = win.open_analysis("train")
     assert isinstance(dlg, TrainDialog)
     dlg.close()
+
+
+def test_augmentation_resolution_alone_does_not_count_as_augmenting():
+    from app.dialogs.train_form import _augments
+    from crc_core.training import NO_AUGMENT
+
+    assert _augments(None) and _augments({**NO_AUGMENT, "flip": True})
+    assert not _augments({**NO_AUGMENT, "resolution": 1})
+    assert not _augments({**NO_AUGMENT, "resolution": 2})
