@@ -168,39 +168,32 @@ def score(checkpoint: Path, labels_csv: Path, out: Path) -> dict[str, Any]:
     return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
             "map": m["macro"]["map"], "n": m["n"],
             "stain": (m.get("stain") or {}).get("counts"),
-            "predictions": str(out / "predictions.csv")}
+            "predictions": str(out / "predictions.csv"), "classes": m["classes"]}
 
 
-def _scores(predictions: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Image names, true class indices and probabilities of one predictions.csv."""
-    with open(predictions, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    classes = [c[len("prob_"):] for c in rows[0] if c.startswith("prob_")]
-    y = np.array([classes.index(r["label"]) for r in rows])
-    p = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
-    return [r["image"] for r in rows], y, p
+def _acc_map(y: np.ndarray, p: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """Accuracy and mAP as the evaluation computes them (its one macro rule); mAP NaN where
+    undefined (a single class)."""
+    from crc_core.evaluation import compute_metrics
+
+    m = compute_metrics(y, p, classes)
+    return m["accuracy"], math.nan if m["macro"]["map"] is None else m["macro"]["map"]
 
 
-def _acc_map(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Accuracy and the mean AP over the classes present (the evaluation's macro rule)."""
-    from sklearn.metrics import average_precision_score
-
-    aps = [average_precision_score(y == k, p[:, k]) for k in range(p.shape[1])
-           if 0 < (y == k).sum() < len(y)]
-    return float((p.argmax(1) == y).mean()), float(np.mean(aps)) if aps else math.nan
-
-
-def paired_intervals(base: str, shifted: str, groups: list[str], reps: int = 1000,
-                     seed: int = 0) -> dict[str, list[float]]:
+def paired_intervals(base: str, shifted: str, groups: list[str], classes: list[str],
+                     reps: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """95 % intervals of the accuracy and mAP change, by a paired bootstrap over cases.
 
-    The same cases are drawn (with replacement, whole cases, ``reps`` times) for the unshifted
-    and the shifted copy, so the interval says how much of a change the choice of test cases
-    alone could make; it is not a test of the bound itself.
+    ``base`` and ``shifted`` are the two copies' ``predictions.csv`` (same images, same order),
+    ``classes`` the evaluation's class names. The same cases are drawn (with replacement, whole
+    cases, ``reps`` times) for the unshifted and the shifted copy, so the interval says how much of
+    a change the choice of test cases alone could make; it is not a test of the bound itself.
     """
-    names, y, p0 = _scores(base)
-    names1, y1, p1 = _scores(shifted)
-    if names != names1 or not np.array_equal(y, y1):
+    from crc_core.runs import read_predictions
+
+    y, p0 = read_predictions(Path(base), classes)
+    y1, p1 = read_predictions(Path(shifted), classes)
+    if not np.array_equal(y, y1) or len(y) != len(groups):
         raise ValueError(f"{shifted}: not the same images as {base}")
     cases = sorted(set(groups))
     members = [np.flatnonzero(np.asarray(groups) == c) for c in cases]
@@ -208,8 +201,8 @@ def paired_intervals(base: str, shifted: str, groups: list[str], reps: int = 100
     d_acc, d_map = [], []
     for _ in range(reps):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(cases), len(cases))])
-        a0, m0 = _acc_map(y[idx], p0[idx])
-        a1, m1 = _acc_map(y[idx], p1[idx])
+        a0, m0 = _acc_map(y[idx], p0[idx], classes)
+        a1, m1 = _acc_map(y[idx], p1[idx], classes)
         d_acc.append(a1 - a0)
         d_map.append(m1 - m0)
     q = (2.5, 97.5)
@@ -269,7 +262,8 @@ def main() -> None:
             r = results[name][cname] = score(ck, csv_path, args.out / "eval" / name / folder.name)
             if cname != "none":
                 r["interval"] = paired_intervals(results[name]["none"]["predictions"],
-                                                 r["predictions"], groups, seed=args.seed)
+                                                 r["predictions"], groups, r["classes"],
+                                                 seed=args.seed)
             print(f"{name} | {cname}: acc {r['accuracy']:.3f}", flush=True)
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -116,13 +116,14 @@ def test_paired_interval_is_zero_for_no_change_and_spans_a_one_case_loss(tmp_pat
     p = np.clip(np.array([[0.8, 0.2]] * 20 + [[0.2, 0.8]] * 20) + rng.normal(0, 0.05, (40, 2)),
                 0.01, 0.99)
     base = _predictions(tmp_path / "a.csv", labels, p)
+    classes = ["Normal", "Adenocarcinoma"]
     same = stain_shift.paired_intervals(base, _predictions(tmp_path / "b.csv", labels, p), groups,
-                                        reps=200)
+                                        classes, reps=200)
     assert same == {"accuracy": [0.0, 0.0], "map": [0.0, 0.0]}
     worse = p.copy()
     worse[:4] = worse[:4, ::-1]                                     # case c0 now all wrong
     iv = stain_shift.paired_intervals(base, _predictions(tmp_path / "c.csv", labels, worse),
-                                      groups, reps=400)
+                                      groups, classes, reps=400)
     lo, hi = iv["accuracy"]
     assert lo < -0.1 + 1e-9 and hi <= 0.0                          # 4 of 40 lost in the full set
     assert iv["map"][0] < 0
