@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from crc_core import gland_model as gm
-    from crc_core.tissue import gland_fractions
 
     torch.set_num_threads(args.threads)
     path = args.slides / "cmu-1-small-region.svs"
@@ -63,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     scored: dict[tuple[int, int], float] = {}
     folds = []
     for weights, y0, y1 in args.fold:
-        gm._MODEL = gm.load_model(weights)  # the fractions below use these weights
+        model = gm.load_model(weights)
         mine = [w for w in wins if y0 <= w[1] and w[1] + 400 <= y1]
-        fr = gland_fractions([rgb for _, _, rgb in mine], mpp=0.499)
+        masks = gm.predict_masks([rgb for _, _, rgb in mine], mpp=0.499, model=model)
+        fr = np.array([m.mean() for m in masks])
         folds.append({"weights": str(weights), "held_out_rows": [y0, y1], "windows": len(mine),
                       "fractions": [round(float(f), 3) for f in fr]})
         scored.update({(x, y): float(f) for (x, y, _), f in zip(mine, fr, strict=True)})
-    gm._MODEL = None
     fr = np.array(list(scored.values()))
     print(json.dumps({
         "benchmark": "gland_crossfit",

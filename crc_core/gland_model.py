@@ -186,7 +186,10 @@ def predict_logits(
 
 
 def predict_masks(
-    images: Sequence[np.ndarray], mpp: float | None = None, batch_size: int = 16
+    images: Sequence[np.ndarray],
+    mpp: float | None = None,
+    batch_size: int = 16,
+    model: GlandUNet | None = None,
 ) -> list[np.ndarray]:
     """Boolean gland masks for RGB uint8 images (any sizes; same-size images are batched).
 
@@ -197,11 +200,13 @@ def predict_masks(
         µm/px of the images; ``None`` means the EBHI scale (``EBHI_MPP``).
     batch_size : int
         Images per forward pass.
+    model : GlandUNet or None
+        The network to run (e.g. other weights, by :func:`load_model`); ``None``: the packaged one.
     """
     if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
         raise ValueError(f"mpp must be a positive number of µm per pixel or None, got {mpp!r}")
     scale = (EBHI_MPP if mpp is None else float(mpp)) / MODEL_MPP
-    model = get_model()
+    model = get_model() if model is None else model
     out: list[np.ndarray | None] = [None] * len(images)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):

@@ -63,3 +63,17 @@ def test_gland_rich_held_out_ebhi_tiles_stay_gland(ebhi_dir, gland_model):
     pick = np.flatnonzero(rich)[:: max(1, int(rich.sum()) // 12)][:12]
     fr = gland_fractions(imgs[pick])
     assert (fr >= 0.5).all(), f"gland-rich tiles called under half gland: {np.round(fr, 2)}"
+
+
+def test_other_weights_can_be_run_without_replacing_the_packaged_ones(ebhi_dir, gland_model):
+    # benchmarks/gland_crossfit.py scores each fold's weights this way.
+    rows = sorted(gland_model.held_out_rows(gland_model.read_ebhi_labels(ebhi_dir)),
+                  key=lambda r: r["image"])[:4]
+    imgs, _ = gland_model.load_ebhi_tiles(ebhi_dir, rows)
+    packaged = gland_model.predict_masks(list(imgs))
+    other = gland_model.load_model(gland_model.WEIGHTS_PATH)
+    other.threshold = 1e9                              # the same network, calling nothing gland
+    assert not any(m.any() for m in gland_model.predict_masks(list(imgs), model=other))
+    again = gland_model.predict_masks(list(imgs))
+    assert all(np.array_equal(a, b) for a, b in zip(packaged, again, strict=True))
+    assert any(m.any() for m in again)
