@@ -227,10 +227,6 @@ class MainWindow(QMainWindow):
     def annotation_file(self) -> Path | None:
         return self.session.annotation_file
 
-    @property
-    def opened_in_background(self) -> bool:
-        return self.session.opened_in_background
-
     # ================================================================= actions and menus
     def _update_actions(self) -> None:
         update_actions(self)

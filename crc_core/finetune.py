@@ -42,7 +42,7 @@ from crc_core.jobs import Event, Progress
 
 __all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "checkpoint_arch", "compare_job",
            "comparison_text", "exclude_proposed", "finetune_config", "match_checkpoint_classes",
-           "run_table", "then_compare"]
+           "run_table"]
 
 #: The fine-tuning rate is this share of the rate the checkpoint was trained at.
 LR_FACTOR = 0.1
@@ -251,16 +251,6 @@ def compare_job(
                   "old_checkpoint": str(old), "new_checkpoint": str(new)}
     atomic_write_text(run_dir / "compare.json", json.dumps(result, indent=2))
     return result
-
-
-def then_compare(first: Generator[Progress, None, dict[str, Any]], old: str | Path,
-                 new: str | Path, run_dir: str | Path, **kw: Any
-                 ) -> Generator[Progress, None, dict[str, Any]]:
-    """Job: ``first`` (an evaluation), then :func:`compare_job`; its metrics with the comparison
-    under ``"comparison"`` (the Train dialog's evaluation phase of a fine-tuning run)."""
-    metrics = yield from first
-    comparison = yield from compare_job(old, new, run_dir, **kw)
-    return {**metrics, "comparison": comparison}
 
 
 def check_init_args(args: Any) -> str:

@@ -179,13 +179,13 @@ def _drive(gen: Generator[Event, None, T], each: Callable[[Event], Iterator[Even
 class _Phases:
     """Maps one run's phases onto the outer progress (``index * UNITS`` + its share)."""
 
-    def __init__(self, run: RunInfo, phases: Sequence[str]) -> None:
+    def __init__(self, run: RunInfo) -> None:
         self.run = run
         self.current, self.fraction = "", 0.0
-        total = sum(PHASE_WEIGHTS[p] for p in phases)
+        total = sum(PHASE_WEIGHTS[p] for p in run.phases)
         self.span: dict[str, tuple[float, float]] = {}
         start = 0.0
-        for p in phases:
+        for p in run.phases:
             share = PHASE_WEIGHTS[p] / total
             self.span[p] = (start, share)
             start += share
@@ -294,7 +294,7 @@ def train_and_evaluate(
                        "test" if float(cfg.test_fraction or 0) > 0 else "validation",
                        ("train", *(["evaluate"] if evaluate else []),
                         *(["compare"] if comparing else [])))
-        phases = _Phases(info, info.phases)
+        phases = _Phases(info)
         summary = yield from phases.phase("train", fit_job(data, out, cfg, resume=resume))
         res = RunResult(plan.arch, out, summary if isinstance(summary, dict) else {})
         best = out / "best.pt"

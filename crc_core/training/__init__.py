@@ -50,10 +50,7 @@ from crc_core.training.config import (
 )
 from crc_core.training.data import uniform_tile_size
 from crc_core.training.job import fit
-from crc_core.training.loop import (
-    _train_micro,  # noqa: F401  (the loop looks it up here: a test substitutes it)
-    compute_loss,
-)
+from crc_core.training.loop import compute_loss
 
 __all__ = [
     "AUTO_BALANCE_RATIO", "BALANCE_MODES", "BEST_METRICS", "DEFAULT_PRESET", "HISTORY_COLUMNS",

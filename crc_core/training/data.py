@@ -108,14 +108,14 @@ def prepare_batches(run: TrainingRun) -> Generator[Progress, None, None]:
             else spec.input_size
         cfg.image_size = size
     run.size = size
-    run.train_size = _train_size(run)
+    train_size = _train_size(run)
     yield from _fit_stain(run)
-    factor = (run.train_size / size) ** 2
+    factor = (train_size / size) ** 2
     run.cache = choose_cache(round(len(split.train) * factor) + len(split.val), size, run.device,
                              cfg.cache)
     workers = cfg.workers if cfg.workers >= 0 else (
         0 if run.cache != "none" else min(8, max(1, (os.cpu_count() or 2) - 1)))
-    run.train_b = Batches(table, split.train, run.train_size, run.device, run.cache, workers,
+    run.train_b = Batches(table, split.train, train_size, run.device, run.cache, workers,
                           run.stain)
     run.val_b = Batches(table, split.val, size, run.device, run.cache, workers, run.stain)
     n_all = len(split.train) + len(split.val)

@@ -7,7 +7,6 @@ the device until the epoch ends (no per-step synchronisation) and are added over
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Generator
 from typing import Any
@@ -70,9 +69,6 @@ def _step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor
           ) -> Generator[str, None, tuple[Any, Any]]:
     """One optimizer step over a batch (micro-batches on OOM); yields OOM messages."""
     assert run.optimizer is not None and run.train_model is not None
-    # Looked up on the package (``crc_core.training._train_micro``), where a test substitutes a
-    # micro-step that runs out of memory.
-    train_micro = importlib.import_module(__package__)._train_micro
     while True:
         try:
             run.optimizer.zero_grad(set_to_none=True)
@@ -87,7 +83,7 @@ def _step(run: TrainingRun, x: torch.Tensor, y: torch.Tensor
                     w = run.loss_weight
                     share = (xs.shape[0] / x.shape[0] if w is None else
                              w[ys].sum() / w[y].sum())
-                    ls, c = train_micro(run.train_model, xs, ys, run.cfg, run.autocast, share, w)
+                    ls, c = _train_micro(run.train_model, xs, ys, run.cfg, run.autocast, share, w)
                 loss_sum += ls
                 correct += c
             run.optimizer.step()

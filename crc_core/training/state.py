@@ -31,7 +31,6 @@ class TrainingRun:
     table: TileTable
     split: Split
     size: int = 0
-    train_size: int = 0     # training images' decoded side (size x the augmentation's resolution)
     cache: str = "none"
     train_b: Batches | None = None
     val_b: Batches | None = None

@@ -122,9 +122,9 @@ def test_resume_equals_an_uninterrupted_run(subset: Path, tmp_path: Path, run2) 
 
 def test_simulated_cuda_oom_halves_the_batch_and_finishes(subset: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import crc_core.training as training
+    from crc_core.training import loop
 
-    real = training._train_micro
+    real = loop._train_micro
     sizes: list[int] = []
 
     def fake(model, x, y, cfg, autocast, scale, weight=None):
@@ -133,7 +133,7 @@ def test_simulated_cuda_oom_halves_the_batch_and_finishes(subset: Path, tmp_path
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, x, y, cfg, autocast, scale, weight)
 
-    monkeypatch.setattr(training, "_train_micro", fake)
+    monkeypatch.setattr(loop, "_train_micro", fake)
     messages: list[str] = []
     summary = run_job(fit(subset, tmp_path / "run", tiny_config()), _into(messages))
     assert summary["micro_batch"] == 2
@@ -338,17 +338,17 @@ def test_ema_weights_are_validated_released_and_resumed(ebhi_dir, tmp_path):
 
 def test_augmentation_resolution_2_runs_at_twice_the_input_size(
         subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crc_core.training as training
     from crc_core.data import Augment
+    from crc_core.training import loop
 
     seen: list[tuple[int, ...]] = []
-    real = training._train_micro
+    real = loop._train_micro
 
     def spy(model, x, *args, **kw):
         seen.append(tuple(x.shape[-2:]))
         return real(model, x, *args, **kw)
 
-    monkeypatch.setattr(training, "_train_micro", spy)
+    monkeypatch.setattr(loop, "_train_micro", spy)
     aug = {**Augment.recommended().to_json(), "resolution": 2}   # --augment-resolution 2
     run_job(fit(subset, tmp_path / "a", tiny_config(augment=aug)))
     # The 224 px tiles are decoded at 128 px, augmented, and reach the network at 64 px.
