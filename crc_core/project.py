@@ -41,7 +41,7 @@ from crc_core.annotations import (
 from crc_core.atomic import atomic_write_bytes
 from crc_core.classes import ClassScheme, slugify
 from crc_core.errors import AnnotationError, ClassSchemeError, ProjectError
-from crc_core.project_folders import ProjectFolders
+from crc_core.project_folders import ANNOTATIONS, ProjectFolders
 
 __all__ = ["PROJECT_FILE", "PROJECT_FORMAT", "Project", "SlideEntry"]
 
@@ -182,7 +182,7 @@ class Project(ProjectFolders):
             raise ProjectError(f"{r}: already holds a project ({PROJECT_FILE}); open it instead")
         try:
             r.mkdir(parents=True, exist_ok=True)
-            (r / "annotations").mkdir(exist_ok=True)
+            (r / ANNOTATIONS).mkdir(exist_ok=True)
         except OSError as exc:
             raise ProjectError(
                 f"{r}: cannot create the project folder ({exc.strerror or exc})"
@@ -424,7 +424,7 @@ class Project(ProjectFolders):
         if base.lower() in _RESERVED_IDS:
             base = f"{base}-slide"
         used = {e.id.casefold() for e in self.slides}
-        ann = self.root / "annotations"
+        ann = self.root / ANNOTATIONS
         cand, n = base, 2
         # Never reuse an id whose annotation file is still there (from a removed slide).
         while cand.casefold() in used or (ann / f"{cand}.geojson").exists():
@@ -501,7 +501,7 @@ class Project(ProjectFolders):
         """
         if not _ID_RE.match(entry.id):
             raise ProjectError(f"slide id {entry.id[:60]!r} is not a plain name")
-        p = self.root / "annotations" / f"{entry.id}.geojson"
+        p = self.root / ANNOTATIONS / f"{entry.id}.geojson"
         if not _within(p.resolve(), self._root_resolved()):
             raise ProjectError(
                 f"{p}: leads out of the project folder (to {p.resolve()}); refused. Replace the "

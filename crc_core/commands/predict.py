@@ -389,15 +389,11 @@ def _project_slides(args: argparse.Namespace) -> list[Path]:
             known[project.slide_path(e).resolve()] = e
         except ProjectError:
             continue  # a slide whose file is missing: not predicted
+    args.project_entries = known  # looked up by each predicted slide's resolved path
     if not args.slide:
         if not known:
             raise ConfigError(f"--project {args.project}: no slide of the project is on disk")
-        args.project_entries = known
         return list(known)
-    for s in args.slide:
-        entry = known.get(Path(s).resolve())
-        if entry is not None:
-            args.project_entries[Path(s).resolve()] = entry
     return list(args.slide)
 
 
