@@ -31,7 +31,6 @@ import dataclasses
 import io
 import json
 import math
-import warnings
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from crc_core.atomic import atomic_write_text
 from crc_core.errors import CheckpointError, ConfigError
 from crc_core.jobs import Event, Progress
 
-__all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "checkpoint_arch", "compare_job",
+__all__ = ["DEFAULT_LR", "LR_FACTOR", "check_init_args", "checkpoint_meta", "compare_job",
            "comparison_text", "exclude_proposed", "finetune_config", "match_checkpoint_classes",
            "run_table"]
 
@@ -60,19 +59,27 @@ def _load(path: str | Path) -> dict[str, Any]:
     return load_checkpoint(p)
 
 
-def checkpoint_arch(path: str | Path) -> str | None:
-    """The architecture a checkpoint names, read without its weights (memory-mapped,
-    ``weights_only``); ``None`` when the file is not a readable checkpoint."""
-    import torch
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """``{"arch", "stain"}`` a checkpoint records, read without its weights
+    (:func:`crc_core.models.read_checkpoint_header`); ``stain`` is its stain normalisation method
+    (``"none"`` when it was trained without one), ``""`` when it has no record (an older
+    checkpoint: the run then takes the dialog's field, as :func:`_stain_setup` does); ``{}`` when
+    the file is not a readable checkpoint (the Train dialog then preselects nothing)."""
+    from crc_core.models import read_checkpoint_header
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # any unreadable file: the caller just does not preselect
-        return None
-    arch = obj.get("arch") if isinstance(obj, dict) else None
-    return arch if isinstance(arch, str) else None
+        obj = read_checkpoint_header(path)
+    except CheckpointError:
+        return {}
+    if not isinstance(obj, dict) or not isinstance(obj.get("arch"), str):
+        return {}
+    pre = obj.get("preprocess")  # where training stores it (crc_core.stain.from_checkpoint)
+    stain = pre.get("stain") if isinstance(pre, dict) else None
+    if not isinstance(stain, dict):  # an older checkpoint: no record
+        return {"arch": obj["arch"], "stain": ""}
+    method = stain.get("method")
+    return {"arch": obj["arch"], "stain": method if isinstance(method, str) and method
+            else "none"}
 
 
 def _stain_setup(cfg: Any, ckpt: dict[str, Any], path: Path, refit: bool

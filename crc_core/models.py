@@ -509,6 +509,28 @@ def _expected_names(expect: ClassScheme | Sequence[str] | int) -> list[str] | in
     return list(expect)
 
 
+def read_checkpoint_header(path: str | Path) -> Any:
+    """A checkpoint file read without its weights (``torch.load(weights_only=True, mmap=True)``:
+    tensors memory-mapped, not read, and no code run), for the entries beside them (architecture,
+    classes, stain normalisation, split). Not validated: callers check it is the dict they need.
+
+    Raises :class:`CheckpointError` (the cause's first line) when the file is missing or
+    unreadable.
+    """
+    import warnings
+
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{p} is not a readable CRC Workbench checkpoint ({first}); nothing "
+                              f"was run") from None
+    return obj
+
+
 def load_checkpoint(
     path: str | Path,
     map_location: Any = "cpu",

@@ -257,22 +257,13 @@ def read_checkpoint_summary(path: str | os.PathLike[str]) -> CheckpointSummary:
     CheckpointError
         Missing, not a CRC Workbench checkpoint, or without a valid class list.
     """
-    import pickle
-    import zipfile
-
-    import torch
+    from crc_core.models import read_checkpoint_header
 
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} not found; choose a .pt file from `crc train`")
     t0 = time.perf_counter()
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{p} is not a readable CRC Workbench checkpoint ({first}); nothing "
-                              f"was run") from None
+    ckpt = read_checkpoint_header(p)
     if not isinstance(ckpt, dict) or "classes" not in ckpt or "arch" not in ckpt:
         raise CheckpointError(f"{p} is not a CRC Workbench checkpoint (no class list)")
     try:

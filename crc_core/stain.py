@@ -491,9 +491,11 @@ def from_checkpoint_file(path: str | Path) -> StainNormalizer | None:
 
     Raises :class:`CheckpointError` when the file is unreadable or its entry damaged.
     """
+    from crc_core.models import read_checkpoint_header
+
     try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # any unreadable file: one clear message
+        ckpt = read_checkpoint_header(path)
+    except CheckpointError as exc:
         raise CheckpointError(f"{path}: cannot read its stain normalisation ({exc})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a CRC Workbench checkpoint")

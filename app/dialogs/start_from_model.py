@@ -33,36 +33,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.labels import WrapLabel
+from crc_core.finetune import checkpoint_meta
 
 NEW_MODEL_NOTE = "Empty: a new model. Choose a checkpoint to fine-tune it on this data."
 MAX_LISTED = 50
-
-
-def checkpoint_meta(path: Path) -> dict[str, Any]:
-    """``{"arch", "stain"}`` a checkpoint records, read without its weights (memory-mapped);
-    ``stain`` is its stain normalisation method (``"none"`` when it was trained without one),
-    ``""`` when it has no record (an older checkpoint: the run then takes the dialog's field, as
-    :func:`crc_core.finetune.finetune_config` does); ``{}`` when the file is not a readable
-    checkpoint."""
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # any unreadable file: nothing is preselected
-        return {}
-    if not isinstance(obj, dict) or not isinstance(obj.get("arch"), str):
-        return {}
-    pre = obj.get("preprocess")  # where training stores it (crc_core.stain.from_checkpoint)
-    stain = pre.get("stain") if isinstance(pre, dict) else None
-    if not isinstance(stain, dict):  # an older checkpoint: no record
-        return {"arch": obj["arch"], "stain": ""}
-    method = stain.get("method")
-    return {"arch": obj["arch"], "stain": method if isinstance(method, str) and method
-            else "none"}
 
 
 def _checkpoints(folders: list[Path]) -> list[str]:

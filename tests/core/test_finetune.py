@@ -78,12 +78,12 @@ def test_finetune_config_keeps_the_model_and_lowers_the_rate(old_model: Path, tm
 
 
 def test_checkpoint_arch_is_read_without_the_weights(old_model: Path, tmp_path: Path):
-    from crc_core.finetune import checkpoint_arch
+    from crc_core.finetune import checkpoint_meta
 
-    assert checkpoint_arch(old_model) == "resnet50"
+    assert checkpoint_meta(old_model)["arch"] == "resnet50"
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert checkpoint_arch(bad) is None and checkpoint_arch(tmp_path / "none.pt") is None
+    assert checkpoint_meta(bad) == {} and checkpoint_meta(tmp_path / "none.pt") == {}
 
 
 def test_data_classes_follow_the_checkpoint_or_are_refused(tiny_csv: Path, tmp_path: Path):
