@@ -228,6 +228,7 @@ def compare_job(
     ``{"warning": ...}`` when nothing was held out.
     """
     from crc_core.evaluation import evaluate
+    from crc_core.models import read_checkpoint_header
     from crc_core.splits import SplitRecord
 
     run_dir = Path(run_dir)
@@ -251,7 +252,8 @@ def compare_job(
                                     image_column="image", label_column="label", subset="all",
                                     device=device, batch_size=batch_size)
             scores[name] = _brief(m)
-        rec = SplitRecord.from_json(_load(old).get("split"))  # extra entries sit at the top level
+        # The split sits beside the weights, so only the header is read (evaluate read it whole).
+        rec = SplitRecord.from_json(read_checkpoint_header(old).get("split"))
         seen = sum(1 for r in rows if rec is not None and r[2] and r[2] in rec.train)
         result = {"images": len(rows), "old": scores["old"], "new": scores["new"],
                   "seen_by_old": seen if rec is not None else None,

@@ -105,19 +105,6 @@ class StartFromModel(QWidget):
             self.combo.setCurrentText(path)
 
     # ------------------------------------------------------------------ the dialog's hooks
-    def apply(self, cfg: Any) -> Any:
-        """``cfg`` set up to fine-tune the chosen checkpoint (unchanged without one). It reads the
-        whole checkpoint: the dialog's Start does it in its worker instead
-        (:func:`crc_core.train_eval.finetune_plans`, then :meth:`show_config`)."""
-        ckpt = self.checkpoint()
-        if ckpt is None:
-            return cfg
-        from crc_core.finetune import finetune_config
-
-        cfg = finetune_config(cfg, ckpt)
-        self.show_config(cfg)
-        return cfg
-
     def show_config(self, cfg: Any) -> None:
         """The note says how ``cfg`` (set up by ``finetune_config``) fine-tunes: the exact rate."""
         if getattr(cfg, "init", None) and cfg.notes:

@@ -252,7 +252,7 @@ class TrainDialog(TrainForm, QDialog):
         if self.is_running() or self.summary_pending() or not self._data_ok:
             return
         try:
-            data, plans = self.dataset(), self.make_plans(finetune=False)
+            data, plans = self.dataset(), self.make_plans()
         except CrcError as exc:
             self._fail("Cannot start training", str(exc))
             return

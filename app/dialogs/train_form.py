@@ -563,10 +563,10 @@ class TrainForm:
             raise ConfigError(f"{data}: dataset not found (give a dataset folder or a CSV file)")
         return data
 
-    def make_plans(self, finetune: bool = True) -> list[RunPlan]:
-        """One :class:`RunPlan` per selected architecture, checked (:class:`ConfigError`);
-        ``finetune=False`` leaves the "Start from a model" checkpoint unread (the dialog's worker
-        sets the plans up with :func:`crc_core.train_eval.finetune_plans`)."""
+    def make_plans(self) -> list[RunPlan]:
+        """One :class:`RunPlan` per selected architecture, checked (:class:`ConfigError`). The
+        "Start from a model" checkpoint is not read here: the dialog's worker sets the plans up
+        to fine-tune it (:func:`crc_core.train_eval.finetune_plans`)."""
         from crc_core.training import make_config
 
         self.dataset()
@@ -584,7 +584,7 @@ class TrainForm:
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts,
                 augment=self._augment_choice(), stain_norm=self.stain_combo.currentData())
-            plans.append(RunPlan(arch, out, self.start_from.apply(cfg) if finetune else cfg))
+            plans.append(RunPlan(arch, out, cfg))
         check_run_folders(plans)
         return plans
 
