@@ -181,7 +181,7 @@ class PredictDialog(QDialog):
         self.run_button = QPushButton("Predict")
         self.run_button.setDefault(True)
         self.run_button.clicked.connect(self.start)
-        self.runner = JobRunner(self, busy=[self.run_button])
+        self.runner = JobRunner(self)  # its busy widgets: __init__ sets them once the options exist
         self.runner.progressed.connect(self._on_runner_progressed)
         self.runner.succeeded.connect(self._on_runner_succeeded)
         self.runner.failed.connect(self._on_runner_failed)
