@@ -478,16 +478,17 @@ def _scorer(model: Any, meta: dict[str, Any], checkpoint: str | Path, device: An
     return make_scorer(lm, device, batch_size, tta=tta, **backend)
 
 
-def _calibrated(quantize: str, checkpoint: str | Path, data: str | Path, opts: dict[str, Any],
-                mpp: float | None, calibrate: str | Path | None) -> Generator[Progress, None, None]:
-    """``int8-static``: the cached int8 model, calibrated now on the run's training images of
-    ``calibrate`` (default: the evaluated data) when there is none yet."""
-    if quantize != "int8-static":
-        return
-    from crc_core.inference.calibration import ensure_static_model
+def _calibrated(ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path, table: TileTable,
+                eligible: list[int], keys: list[Any], mpp: float | None
+                ) -> Generator[Progress, None, None]:
+    """``int8-static`` calibrated on the evaluated data: the cached int8 model, else one
+    calibrated now on the run's training images among the rows already read and keyed."""
+    from crc_core.inference import calibration as cal
 
-    yield from (ensure_static_model(checkpoint, data, opts, mpp=mpp) if calibrate is None
-                else ensure_static_model(checkpoint, calibrate))
+    lm = cal.static_model(ckpt, checkpoint)
+    if cal.cached_note(lm) is None:
+        rows = cal.training_rows(ckpt, data, eligible, keys)
+        yield from cal.calibrate(lm, table, rows, mpp=mpp)
 
 
 def _stain_facts(stain: Any, notes: list[str]) -> dict[str, Any]:
@@ -564,11 +565,16 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint, "cpu")
     opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
             "map": mapping, "label": label}
-    yield from _calibrated(quantize, checkpoint, data, opts, mpp, calibrate)
+    if quantize == "int8-static" and calibrate is not None:  # calibrated on other data
+        from crc_core.inference.calibration import ensure_static_model
+
+        yield from ensure_static_model(checkpoint, calibrate)
     ed = yield from _eval_table(ckpt, data, opts)
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
     keys = yield from content_keys(table, eligible)
+    if quantize == "int8-static" and calibrate is None:  # on this data's training images
+        yield from _calibrated(ckpt, checkpoint, data, table, eligible, keys, mpp)
     sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, subset)
     indices = [eligible[j] for j in sub.indices]
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))

@@ -225,3 +225,37 @@ def test_a_checkpoint_without_a_split_record_cannot_be_calibrated(
     monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="records no split"):
         run_job(ensure_static_model(checkpoints["resnet50"], ebhi_dir / "labels.csv"))
+
+
+def test_evaluate_int8_static_calibrates_on_the_table_it_scores_read_once(
+    ebhi_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _needs_onnxruntime()
+    from crc_core import evaluation, splits
+    from crc_core.jobs import run_job
+    from crc_core.models import load_checkpoint
+    from crc_core.splits import SplitRecord, content_key
+
+    monkeypatch.setenv("CRC_CACHE_DIR", str(tmp_path / "cache"))
+    record = SplitRecord.from_json(load_checkpoint(DEMO, "cpu")["split"])
+    with open(ebhi_dir / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh)
+                if r["ebhi_class"] in ("Normal", "Low-grade IN", "Adenocarcinoma")]
+    part = {r["image"]: record.role(content_key(ebhi_dir / r["image"])) for r in rows}
+    train = [r for r in rows if part[r["image"]] == "train"][:6]
+    test = [r for r in rows if part[r["image"]] == "test"][:6]
+    csv_path = tmp_path / "labels.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "image": str(ebhi_dir / r["image"])} for r in train + test)
+    tables, keyed = [], []
+    real_table, real_key = evaluation.load_table, splits.content_key
+    monkeypatch.setattr(evaluation, "load_table", lambda *a, **k: (tables.append(1),
+                                                                    real_table(*a, **k))[1])
+    monkeypatch.setattr(splits, "content_key", lambda p: (keyed.append(p), real_key(p))[1])
+    m = run_job(evaluation.evaluate(DEMO, csv_path, tmp_path / "eval", quantize="int8-static",
+                                    backend="onnx", device="cpu"))
+    assert m["n"] == len(test)                                  # scored: the test images only
+    assert len(tables) == 1 and len(keyed) == len(train) + len(test)  # the table read once
+    assert "calibrated on 6 of the run's 6 training images" in m["scoring"]["backend_statement"]
