@@ -239,6 +239,9 @@ def _architectures(args: argparse.Namespace, world: int) -> list[str]:
     from crc_core.models import load_checkpoint
 
     archs = list(args.arch or [])
+    if args.resume and "{time}" in str(args.out):
+        raise ConfigError(f"--resume --out {args.out}: {{time}} names a new folder at every start; "
+                          f"give the run folder to resume itself")
     if args.resume and not archs:
         archs = [load_checkpoint(Path(args.out) / "last.pt")["arch"]]
     if args.refit_stain and not args.init:

@@ -161,3 +161,10 @@ def test_zoom_and_resolution_options_and_bad_ranges_exit_2(tmp_path: Path) -> No
         res = crc("train", "--data", "x.csv", "--zoom-range", bad, "--out", str(tmp_path))
         assert res.returncode == 2 and "--zoom-range" in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) <= 2  # argparse: usage + one line
+
+
+def test_resume_into_a_time_template_is_refused_in_one_line(tmp_path: Path) -> None:
+    res = crc("train", "--data", "x.csv", "--resume", "--out", str(tmp_path / "runs-{time}"))
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "{time}" in lines[0] and "--resume" in lines[0]
