@@ -479,12 +479,15 @@ def _scorer(model: Any, meta: dict[str, Any], checkpoint: str | Path, device: An
 
 
 def _calibrated(ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path, table: TileTable,
-                eligible: list[int], keys: list[Any], mpp: float | None
-                ) -> Generator[Progress, None, None]:
-    """``int8-static`` calibrated on the evaluated data: the cached int8 model, else one
-    calibrated now on the run's training images among the rows already read and keyed."""
+                eligible: list[int], keys: list[Any], mpp: float | None,
+                calibrate: str | Path | None) -> Generator[Progress, None, None]:
+    """``int8-static``: the cached int8 model, else one calibrated now on the run's training
+    images of ``calibrate``, by default among the evaluated rows already read and keyed."""
     from crc_core.inference import calibration as cal
 
+    if calibrate is not None:  # other data: read there
+        yield from cal.ensure_static_model(checkpoint, calibrate)
+        return
     lm = cal.static_model(ckpt, checkpoint)
     if cal.cached_note(lm) is None:
         rows = cal.training_rows(ckpt, data, eligible, keys)
@@ -565,16 +568,12 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint, "cpu")
     opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
             "map": mapping, "label": label}
-    if quantize == "int8-static" and calibrate is not None:  # calibrated on other data
-        from crc_core.inference.calibration import ensure_static_model
-
-        yield from ensure_static_model(checkpoint, calibrate)
     ed = yield from _eval_table(ckpt, data, opts)
     table = ed.table
     eligible = [i for i, s in enumerate(table.samples) if ed.to_model[s.label] is not None]
     keys = yield from content_keys(table, eligible)
-    if quantize == "int8-static" and calibrate is None:  # on this data's training images
-        yield from _calibrated(ckpt, checkpoint, data, table, eligible, keys, mpp)
+    if quantize == "int8-static":
+        yield from _calibrated(ckpt, checkpoint, data, table, eligible, keys, mpp, calibrate)
     sub = choose_subset(SplitRecord.from_json(ckpt.get("split")), keys, subset)
     indices = [eligible[j] for j in sub.indices]
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))
