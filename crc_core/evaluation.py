@@ -31,6 +31,7 @@ import numpy as np
 from crc_core.atomic import atomic_write_bytes, atomic_write_text
 from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError, DatasetError
+from crc_core.image_scale import StatedScale, stated_mpp
 from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.runs import read_history, read_metrics
 from crc_core.splits import SplitRecord, choose_subset, content_keys
@@ -349,23 +350,40 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
     return ed
 
 
-def _scale(meta: dict[str, Any], table: TileTable, mpp: float | None) -> tuple[float, str]:
-    """Factor from an image's pixels to the network input's, and the sentence saying so."""
+def _scale(meta: dict[str, Any], table: TileTable, mpp: float | None,
+           stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
+    """Factor from an image's pixels to the network input's, the sentence saying so, and warnings.
+
+    The images' µm/px: ``--mpp``, else the dataset's, else the one ``stated`` in every image's
+    resolution tags (:mod:`crc_core.image_scale`)."""
     size = int(meta["input_size"])
     patch = meta.get("patch_size") if isinstance(meta.get("patch_size"), int) else size
     model_mpp = meta.get("mpp") if isinstance(meta.get("mpp"), int | float) else None
-    image_mpp = mpp if mpp is not None else table.mpp
+    tagged = stated.mpp if stated is not None else None
+    warnings = [stated.problem] if stated is not None and stated.problem else []
+    if mpp is not None:
+        image_mpp, source = float(mpp), "given (--mpp)"
+        if tagged is not None and abs(tagged / image_mpp - 1) > 0.02:
+            warnings.append(f"--mpp {image_mpp:g} used, though the images' resolution tags state "
+                            f"{tagged:g} µm/px")
+    elif table.mpp is not None:
+        image_mpp, source = table.mpp, "the dataset's"
+    elif tagged is not None:
+        assert stated is not None
+        image_mpp, source = tagged, stated.source
+    else:
+        image_mpp, source = None, ""
     per_input = size / patch           # input pixels per patch pixel
     if model_mpp and image_mpp:
         factor = image_mpp / model_mpp * per_input
-        return factor, (f"images at {image_mpp:g} µm/px resampled to the model's {model_mpp:g} "
-                        f"µm/px ({patch} px patches -> {size} px input)")
+        return factor, (f"images at {image_mpp:g} µm/px ({source}) resampled to the model's "
+                        f"{model_mpp:g} µm/px ({patch} px patches -> {size} px input)"), warnings
     if model_mpp:
         return per_input, (f"the images' pixel size is unknown: taken as the model's "
-                           f"{model_mpp:g} µm/px (give --mpp to resample them to it)")
+                           f"{model_mpp:g} µm/px (give --mpp to resample them to it)"), warnings
     return per_input, (f"the model's scale is unknown (trained without a pixel size): images "
                        f"are taken at its patches' pixel scale ({patch} px patches -> {size} px "
-                       f"input)")
+                       f"input)"), warnings
 
 
 def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float, size: int,
@@ -578,7 +596,11 @@ def evaluate(
     indices = [eligible[j] for j in sub.indices]
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))
     scheme: ClassScheme = meta["scheme"]
-    factor, scale_note = _scale(meta, table, mpp)
+    stated = None if table.mpp is not None else (
+        yield from stated_mpp([table.samples[i].path for i in indices], workers or 4))
+    factor, scale_note, scale_warnings = _scale(meta, table, mpp, stated)
+    for w in scale_warnings:
+        yield JobWarning(w)
     stain = from_checkpoint(ckpt)       # the checkpoint's stain normalisation, applied likewise
     scorer = _scorer(model, meta, checkpoint, resolve_device(device), batch_size, tta,
                      {"backend": backend, "threads": threads, "quantize": quantize})

@@ -78,6 +78,29 @@ def _positive_float(value: Any) -> float | None:
     return f if math.isfinite(f) and f > 0 else None
 
 
+def resolution_mpp(img: Image.Image) -> tuple[float, float] | None:
+    """µm/px (x, y) from an open image's TIFF resolution tags (unit inch or cm) or PNG/JPEG dpi,
+    when plausible (:data:`_PLAUSIBLE_MPP`); else ``None``. Only what Pillow parsed on open."""
+    xres = yres = None
+    per_um: float | None = None
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and 282 in tags and 283 in tags:
+        unit = int(tags.get(296, 2))
+        per_um = {2: 25400.0, 3: 10000.0}.get(unit)
+        xres, yres = _positive_float(tags[282]), _positive_float(tags[283])
+    elif "dpi" in img.info:
+        dpi = img.info["dpi"]
+        per_um = 25400.0
+        xres, yres = _positive_float(dpi[0]), _positive_float(dpi[1])
+    if per_um is None or xres is None or yres is None:
+        return None
+    mx, my = per_um / xres, per_um / yres
+    lo, hi = _PLAUSIBLE_MPP
+    if lo <= mx <= hi and lo <= my <= hi:
+        return (mx, my)
+    return None
+
+
 class _DropRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return False
@@ -286,34 +309,12 @@ class _PillowBackend:
                 "pillow.format": str(img.format),
                 "pillow.mode": str(img.mode),
             }
-            self.mpp = self._resolution_mpp(img)
+            self.mpp = resolution_mpp(img)
             if self.mpp is not None:
                 self.properties["pillow.mpp-x"] = repr(self.mpp[0])
                 self.properties["pillow.mpp-y"] = repr(self.mpp[1])
         finally:
             img.close()
-
-    @staticmethod
-    def _resolution_mpp(img: Image.Image) -> tuple[float, float] | None:
-        """µm/px from TIFF resolution tags (unit inch or cm) or PNG/JPEG dpi, when plausible."""
-        xres = yres = None
-        per_um: float | None = None
-        tags = getattr(img, "tag_v2", None)
-        if tags is not None and 282 in tags and 283 in tags:
-            unit = int(tags.get(296, 2))
-            per_um = {2: 25400.0, 3: 10000.0}.get(unit)
-            xres, yres = _positive_float(tags[282]), _positive_float(tags[283])
-        elif "dpi" in img.info:
-            dpi = img.info["dpi"]
-            per_um = 25400.0
-            xres, yres = _positive_float(dpi[0]), _positive_float(dpi[1])
-        if per_um is None or xres is None or yres is None:
-            return None
-        mx, my = per_um / xres, per_um / yres
-        lo, hi = _PLAUSIBLE_MPP
-        if lo <= mx <= hi and lo <= my <= hi:
-            return (mx, my)
-        return None
 
     def _load(self) -> np.ndarray:
         arr = self._array

@@ -30,8 +30,9 @@ def register(subparsers: Any) -> None:
                    "(never a training image); val/test: the run's own; all: every image")
     p.add_argument("--label", help="every image is of this class (a folder or CSV of one class)")
     p.add_argument("--mpp", type=float,
-                   help="µm per pixel of the images when the data does not state it: they are "
-                   "resampled to the model's scale (without it they are taken at that scale)")
+                   help="µm per pixel of the images: they are resampled to the model's scale. "
+                   "Without it: the dataset's, else one every image states in its resolution "
+                   "tags, else they are taken at the model's scale (the report says which)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the 8 flips and rotations (8x slower)")
     p.add_argument("--batch-size", type=int, default=64)

@@ -79,7 +79,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mpp", type=float,
                    help="µm per pixel of the tiles when the dataset does not state it (a tile "
                    "folder or CSV): recorded in the checkpoint so prediction cuts windows at this "
-                   "scale; without it the scale is recorded as unknown (with a warning)")
+                   "scale; without it, a pixel size every tile states in its resolution tags is "
+                   "used, else the scale is recorded as unknown (with a warning)")
     p.add_argument("--stain-norm", choices=["none", "macenko", "reinhard"],
                    help="stain normalisation (default none): fitted on up to --stain-tiles "
                    "training tiles, stored in the checkpoint and applied to every image the model "

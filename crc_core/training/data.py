@@ -12,6 +12,7 @@ from crc_core.atomic import atomic_write_text
 from crc_core.batches import Batches, class_weights
 from crc_core.data import Augment, TileTable, choose_cache, load_table
 from crc_core.errors import CheckpointError, DatasetError
+from crc_core.image_scale import StatedScale
 from crc_core.jobs import Progress
 from crc_core.models import get_spec
 from crc_core.splits import Split, SplitRecord, content_keys, split_by_group, split_csv
@@ -85,15 +86,25 @@ def record_split(run: TrainingRun) -> Generator[Progress, None, dict[str, Any]]:
     return SplitRecord.of(keys, run.split).to_json()
 
 
-def scale_of(cfg: TrainConfig, table: TileTable, warn: Callable[[str], None]
-             ) -> tuple[float | None, str]:
-    """The µm/px the patches are at (the dataset's, else ``--mpp``), and where it came from."""
+def scale_of(cfg: TrainConfig, table: TileTable, warn: Callable[[str], None],
+             stated: StatedScale | None = None) -> tuple[float | None, str]:
+    """The µm/px the patches are at (the dataset's, else ``--mpp``, else the one every image
+    states in its resolution tags: ``stated``), and where it came from."""
+    tagged = stated.mpp if stated is not None else None
+    if stated is not None and stated.problem:
+        warn(stated.problem)
     if table.mpp is not None:
         if cfg.mpp is not None and abs(cfg.mpp - table.mpp) > 1e-6:
             warn(f"--mpp {cfg.mpp:g} ignored: the dataset states {table.mpp:g} µm/px")
         return table.mpp, "dataset"
     if cfg.mpp is not None:
+        if tagged is not None and abs(tagged / cfg.mpp - 1) > 0.02:
+            warn(f"--mpp {cfg.mpp:g} used, though the images' resolution tags state "
+                 f"{tagged:g} µm/px")
         return float(cfg.mpp), "given (--mpp)"
+    if tagged is not None:
+        assert stated is not None
+        return tagged, stated.source
     warn("the images' pixel size is unknown: the model records its scale as unknown, so prediction "
          "on slides cannot cut windows at the trained scale; give --mpp (µm per pixel of the "
          "tiles)")
