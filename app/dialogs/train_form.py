@@ -104,10 +104,14 @@ def _header(path: Path) -> list[str]:
 
 
 
-def summary_job(data: str, options: dict[str, Any]) -> Any:
-    """Job: ``(summary text, None)`` of the dataset as :func:`crc_core.data.load_table` reads it
-    with ``options`` (:meth:`TrainForm.data_options`); a ``CrcError`` when it cannot train."""
+def summary_job(data: str, options: dict[str, Any], mpp: float | None = None) -> Any:
+    """Job: the summary text of the dataset as :func:`crc_core.data.load_table` reads it with
+    ``options`` (:meth:`TrainForm.data_options`), with the scale training will record
+    (:func:`crc_core.training.data.scale_of`: the dataset's, ``mpp`` as given, or one every image
+    states in its resolution tags); a ``CrcError`` when it cannot train."""
     from crc_core.data import load_table
+    from crc_core.image_scale import stated_mpp
+    from crc_core.training.data import scale_of
 
     yield Progress(0, None, "checking the data")
     notes: list[str] = []
@@ -119,6 +123,12 @@ def summary_job(data: str, options: dict[str, Any]) -> Any:
     groups = len({s.group for s in table.samples})
     counts = ", ".join(f"{k} {v}" for k, v in table.counts().items())
     text = f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: {counts}"
+    stated = None if table.mpp is not None else (
+        yield from stated_mpp([smp.path for smp in table.samples]))
+    scale, source = scale_of(mpp, table, notes.append, stated)
+    if scale is not None:
+        source = "as given" if source.startswith("given") else source
+        text += f"\nScale: {scale:g} µm/px ({'the dataset' if source == 'dataset' else source})"
     if notes:
         text += "\n⚠ " + "\n⚠ ".join(notes)
     return text
@@ -153,8 +163,12 @@ class TrainForm:
                 or self._shown != self._data_key())
 
     def _data_key(self) -> tuple[Any, ...]:
-        return (self.dataset_combo.currentText().strip(),
+        return (self.dataset_combo.currentText().strip(), self.given_mpp(),
                 *sorted(self.data_options().items()))
+
+    def given_mpp(self) -> float | None:
+        """The Pixel size field (``None``: "from the data")."""
+        return float(self.mpp_spin.value()) or None
 
     def _on_data_edited(self, *_args: Any) -> None:
         """A data field changed: Start waits for the check of the new fields."""
@@ -220,6 +234,7 @@ class TrainForm:
             e.textChanged.connect(self._on_data_edited)
         form.addRow("Keep classes", self.classes_edit)
         form.addRow("Merge labels", self.map_edit)
+        form.addRow("Pixel size", self._build_mpp_spin())
         self.val_spin = QDoubleSpinBox()
         self.val_spin.setRange(0.0, 0.9)
         self.val_spin.setSingleStep(0.05)
@@ -239,6 +254,21 @@ class TrainForm:
         self.data_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.data_summary)
         return box
+
+    def _build_mpp_spin(self) -> QDoubleSpinBox:
+        self.mpp_spin = QDoubleSpinBox()
+        self.mpp_spin.setRange(0.0, 10.0)
+        self.mpp_spin.setDecimals(3)
+        self.mpp_spin.setSingleStep(0.05)
+        self.mpp_spin.setSuffix(" µm/px")
+        self.mpp_spin.setSpecialValueText("from the data")
+        self.mpp_spin.setToolTip(
+            "µm per pixel of the tiles (crc train --mpp), recorded in the model so prediction "
+            "cuts slide windows at this scale. \"from the data\": a crc extract dataset's, or one "
+            "every tile states in its resolution tags; else the model's scale is unknown "
+            "(EBHI-Seg tiles: about 1.3, an estimate)")
+        self.mpp_spin.valueChanged.connect(self._on_data_edited)
+        return self.mpp_spin
 
     def _build_model_box(self) -> QGroupBox:
         box = QGroupBox("Models and schedule")
@@ -480,7 +510,7 @@ class TrainForm:
         self._checking = key
         self.data_summary.setStyleSheet("color: palette(mid)")
         options = self.data_options()
-        self.checks.start(lambda: summary_job(key[0], options))
+        self.checks.start(lambda: summary_job(key[0], options, key[1]))
 
     def _checked(self, text: str, ok: bool) -> None:
         """A check's result, shown only when it read the fields as they are now."""
@@ -583,7 +613,8 @@ class TrainForm:
                 test_fraction=float(self.test_spin.value()),
                 balance=self.balance_combo.currentData(),
                 best_metric=self.best_combo.currentData(), data=opts,
-                augment=self._augment_choice(), stain_norm=self.stain_combo.currentData())
+                augment=self._augment_choice(), stain_norm=self.stain_combo.currentData(),
+                mpp=self.given_mpp())
             plans.append(RunPlan(arch, out, cfg))
         check_run_folders(plans)
         return plans

@@ -86,28 +86,30 @@ def record_split(run: TrainingRun) -> Generator[Progress, None, dict[str, Any]]:
     return SplitRecord.of(keys, run.split).to_json()
 
 
-def scale_of(cfg: TrainConfig, table: TileTable, warn: Callable[[str], None],
+def scale_of(given: float | None, table: TileTable, warn: Callable[[str], None],
              stated: StatedScale | None = None) -> tuple[float | None, str]:
-    """The µm/px the patches are at (the dataset's, else ``--mpp``, else the one every image
-    states in its resolution tags: ``stated``), and where it came from."""
+    """The µm/px the patches are at (the dataset's, else ``given`` (``--mpp``, the Train dialog's
+    Pixel size), else the one every image states in its resolution tags: ``stated``), and where
+    it came from. Also what the Train dialog's data summary says."""
     tagged = stated.mpp if stated is not None else None
     if stated is not None and stated.problem:
         warn(stated.problem)
     if table.mpp is not None:
-        if cfg.mpp is not None and abs(cfg.mpp - table.mpp) > 1e-6:
-            warn(f"--mpp {cfg.mpp:g} ignored: the dataset states {table.mpp:g} µm/px")
+        if given is not None and abs(given - table.mpp) > 1e-6:
+            warn(f"the pixel size given ({given:g}) is ignored: the dataset states "
+                 f"{table.mpp:g} µm/px")
         return table.mpp, "dataset"
-    if cfg.mpp is not None:
-        if tagged is not None and abs(tagged / cfg.mpp - 1) > 0.02:
-            warn(f"--mpp {cfg.mpp:g} used, though the images' resolution tags state "
-                 f"{tagged:g} µm/px")
-        return float(cfg.mpp), "given (--mpp)"
+    if given is not None:
+        if tagged is not None and abs(tagged / given - 1) > 0.02:
+            warn(f"the pixel size given ({given:g} µm/px) is used, though the images' resolution "
+                 f"tags state {tagged:g} µm/px")
+        return float(given), "given (--mpp)"
     if tagged is not None:
         assert stated is not None
         return tagged, stated.source
     warn("the images' pixel size is unknown: the model records its scale as unknown, so prediction "
-         "on slides cannot cut windows at the trained scale; give --mpp (µm per pixel of the "
-         "tiles)")
+         "on slides cannot cut windows at the trained scale; give the tiles' µm per pixel (--mpp, "
+         "or Pixel size in the Train dialog)")
     return None, "unknown"
 
 

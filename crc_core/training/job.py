@@ -115,7 +115,7 @@ def _prepare(data: str | Path | TileTable, out: Path, cfg: TrainConfig,
     resolve_balance(run)
     stated = None if table.mpp is not None else (
         yield from stated_mpp([smp.path for smp in table.samples]))
-    mpp, mpp_source = scale_of(cfg, table, warn, stated)
+    mpp, mpp_source = scale_of(cfg.mpp, table, warn, stated)
     build_run_model(run, ckpt)
     if ckpt is not None:
         restore(run, ckpt)

@@ -436,3 +436,39 @@ def test_augmentation_resolution_alone_does_not_count_as_augmenting():
     assert _augments(None) and _augments({**NO_AUGMENT, "flip": True})
     assert not _augments({**NO_AUGMENT, "resolution": 1})
     assert not _augments({**NO_AUGMENT, "resolution": 2})
+
+
+def test_the_pixel_size_is_said_in_the_data_summary_and_reaches_the_config(
+        qtbot, tiny_csv: Path, tmp_path: Path):
+    """Issue 14 item 3 in the dialog: tiles without a pixel size are said to train at an unknown
+    scale; a Pixel size typed in is shown and recorded; tiles whose tags state one use it."""
+    from PIL import Image
+
+    dlg = make_dialog(qtbot, tiny_csv, tmp_path, 1)
+    assert "pixel size is unknown" in dlg.data_summary.toolTip()
+    assert "Scale:" not in dlg.data_summary.toolTip()
+    (run,) = dlg.make_plans()
+    assert run.config.mpp is None
+    dlg.mpp_spin.setFocus()
+    dlg.mpp_spin.lineEdit().selectAll()
+    qtbot.keyClicks(dlg.mpp_spin.lineEdit(), "0.5")
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=10000)
+    assert "Scale: 0.5 µm/px (as given)" in dlg.data_summary.toolTip()
+    assert "unknown" not in dlg.data_summary.toolTip()
+    (run,) = dlg.make_plans()
+    assert run.config.mpp == pytest.approx(0.5)
+    # tiles that state 0.25 µm/px in their PNG tags: used when the field says "from the data"
+    tagged = tmp_path / "tagged"
+    tagged.mkdir()
+    rows = list(csv.reader(open(tiny_csv)))
+    for r in rows[1:]:
+        dst = tagged / Path(r[0]).name
+        Image.open(r[0]).save(dst, dpi=(25400 / 0.25, 25400 / 0.25))
+        r[0] = str(dst)
+    with open(tagged / "tiles.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    dlg.mpp_spin.setValue(0)
+    dlg.dataset_combo.setCurrentText(str(tagged / "tiles.csv"))
+    qtbot.waitUntil(lambda: not dlg.summary_pending(), timeout=10000)
+    assert ("Scale: 0.25 µm/px (stated in the resolution tags of all 12 images)"
+            in dlg.data_summary.toolTip())
