@@ -25,6 +25,13 @@ Conditions (each keeps the tile's pixel count):
 * ``scale 0.75x``: the whole tile resampled to ``round(0.75 S)`` px (area average) and mirrored at
   its edges back to S px (``numpy.pad`` mode ``symmetric``, centred): structures 0.75 times the
   size, the border a mirror image.
+* ``20x tiles ...``: what a tile set scanned at 20x (0.5 µm/px) looks like to the model: the central
+  ``round(S / 2.6)`` px of a tile (at EBHI's nominal 1.3 µm/px, ``--tile-mpp``) magnified to S px,
+  as ``scale 1.5x`` does. ``scale in their tags``: saved with their pixel size (1.3 / 2.6 = 0.5
+  µm/px) in the PNG's pHYs, which evaluation reads (:mod:`crc_core.image_scale`) and resamples back
+  to the model's scale (the field is then smaller than the model's window, and mirrored to fill it);
+  ``scale not stated``: the same images without it, taken at the model's scale, 2.6 times magnified.
+  These two are not among issue 14's conditions; they show what stating the scale is worth.
 
     PYTHONPATH=. python benchmarks/stain_shift.py --checkpoint A/best.pt --checkpoint B/best.pt \
         --data ../shared/data/ebhi/labels.csv --slides ../shared/data/slides --out shift
@@ -56,6 +63,8 @@ HED_CONDITIONS: dict[str, tuple[float, float, float]] = {
     "HED measured (H x0.55, E x0.65, D +0.04)": (0.55, 0.65, 0.04),
 }
 SCALES = (0.75, 1.5)
+#: The 20x conditions: the tiles magnified this much (EBHI's nominal 1.3 µm/px to 0.5 µm/px).
+MAGNIFIED = 2.6
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -102,8 +111,10 @@ def slide_condition(path: Path, tiles: int, seed: int) -> tuple[Transform, dict[
     return apply, {"fitted_on": norm.reference, **norm.params}
 
 
-def conditions(slides: list[Path], slide_tiles: int, seed: int
-               ) -> tuple[dict[str, Transform], dict[str, Any]]:
+def conditions(slides: list[Path], slide_tiles: int, seed: int, tile_mpp: float = 1.3
+               ) -> tuple[dict[str, Transform], dict[str, Any], dict[str, float]]:
+    """The conditions by name, the slides' stain figures, and the pixel size written into the
+    saved images of the conditions that state one."""
     conds: dict[str, Transform] = {"none": lambda rgb: rgb}
     info: dict[str, Any] = {}
     for s in slides:
@@ -112,7 +123,10 @@ def conditions(slides: list[Path], slide_tiles: int, seed: int
         conds[name] = hed_shift(h, e, d)
     for z in SCALES:
         conds[f"scale {z:g}x"] = lambda rgb, z=z: rescale_tile(rgb, z)
-    return conds, info
+    tagged = f"20x tiles, scale in their tags ({tile_mpp / MAGNIFIED:.2g} µm/px)"
+    conds[tagged] = conds["20x tiles, scale not stated"] = (
+        lambda rgb: rescale_tile(rgb, MAGNIFIED))
+    return conds, info, {tagged: tile_mpp / MAGNIFIED}
 
 
 def test_images(checkpoint: Path, data: Path | None, part: str = "test"
@@ -138,8 +152,10 @@ def test_images(checkpoint: Path, data: Path | None, part: str = "test"
     return paths, labels, groups, f"{sub.name}: {sub.how}"
 
 
-def write_condition(folder: Path, paths: list[Path], labels: list[str], fn: Transform) -> Path:
-    """Transformed lossless copies and their labels.csv (written once; reused when complete)."""
+def write_condition(folder: Path, paths: list[Path], labels: list[str], fn: Transform,
+                    mpp: float | None = None) -> Path:
+    """Transformed lossless copies and their labels.csv (written once; reused when complete);
+    ``mpp``: the pixel size each PNG states (pHYs), else none."""
     done = folder / "labels.csv"
     if done.is_file():
         return done
@@ -149,7 +165,8 @@ def write_condition(folder: Path, paths: list[Path], labels: list[str], fn: Tran
         with Image.open(p) as im:
             rgb = np.asarray(im.convert("RGB"))
         name = f"{k:05d}.png"
-        Image.fromarray(fn(rgb)).save(folder / name)
+        Image.fromarray(fn(rgb)).save(folder / name, **(
+            {"dpi": (25400 / mpp, 25400 / mpp)} if mpp else {}))
         rows.append((name, lab))
     tmp = folder / "labels.tmp"
     with open(tmp, "w", newline="") as fh:
@@ -239,6 +256,9 @@ def main() -> None:
                     help="H&E slides to re-stain to (default: every .svs in --slides)")
     ap.add_argument("--slide-tiles", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tile-mpp", type=float, default=1.3,
+                    help="the tiles' µm/px, for the pixel size the 20x condition states "
+                    "(default: EBHI's nominal 1.3)")
     ap.add_argument("--subset", choices=("test", "val"), default="test",
                     help="which images of each checkpoint's split record to shift and score: "
                     "test (the figures to report) or val (to try changes on, so the test "
@@ -247,7 +267,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     slides = args.slide or sorted(args.slides.glob("*.svs"))
-    conds, info = conditions(slides, args.slide_tiles, args.seed)
+    conds, info, tags = conditions(slides, args.slide_tiles, args.seed, args.tile_mpp)
     names = args.name or [c.parent.name for c in args.checkpoint]
     results: dict[str, dict[str, dict[str, Any]]] = {}
     subsets: dict[str, str] = {}
@@ -258,7 +278,7 @@ def main() -> None:
         results[name] = {}
         for cname, fn in conds.items():
             folder = args.out / "conditions" / tag / cname.replace(" ", "_").replace("/", "-")
-            csv_path = write_condition(folder, paths, labels, fn)
+            csv_path = write_condition(folder, paths, labels, fn, tags.get(cname))
             r = results[name][cname] = score(ck, csv_path, args.out / "eval" / name / folder.name)
             if cname != "none":
                 r["interval"] = paired_intervals(results[name]["none"]["predictions"],
@@ -270,7 +290,8 @@ def main() -> None:
     (args.out / "stain_shift.md").write_text(table)
     (args.out / "stain_shift.json").write_text(json.dumps(
         {"results": results, "subsets": subsets, "slides": info,
-         "hed_conditions": HED_CONDITIONS, "scales": SCALES}, indent=2))
+         "hed_conditions": HED_CONDITIONS, "scales": SCALES,
+         "stated_pixel_size": tags}, indent=2))
     print(table)
 
 

@@ -38,6 +38,29 @@ def test_scales_keep_the_pixel_count_and_change_the_scale(tiles) -> None:
     assert np.array_equal(small[28, 28:196], small[27, 28:196])
 
 
+def test_the_20x_conditions_are_one_image_with_and_without_its_pixel_size(tiles,
+                                                                         tmp_path: Path) -> None:
+    from crc_core.image_scale import image_mpp
+
+    conds, _, tags = stain_shift.conditions([], 0, 0, tile_mpp=1.3)
+    (tagged,) = tags
+    assert tags[tagged] == pytest.approx(0.5)
+    paths = []
+    for i, t in enumerate(tiles):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(t).save(paths[-1])
+    labels = ["Adenoma"] * len(paths)
+    a = stain_shift.write_condition(tmp_path / "a", paths, labels, conds[tagged], tags[tagged])
+    b = stain_shift.write_condition(tmp_path / "b", paths, labels,
+                                    conds["20x tiles, scale not stated"])
+    for name in ("00000.png", "00001.png"):
+        pa, pb = a.parent / name, b.parent / name
+        assert image_mpp(pa) == pytest.approx(0.5, rel=1e-3) and image_mpp(pb) is None
+        assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
+        # the central 86 px (224 / 2.6) magnified to the tile's 224 px
+        assert Image.open(pa).size == (224, 224)
+
+
 def test_hed_conditions_move_the_stain_they_name(tiles) -> None:
     from stain_stats import hed_means
 
@@ -141,8 +164,10 @@ def test_benchmark_runs_every_condition_end_to_end(split_checkpoint, slides_dir:
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads((tmp_path / "out" / "stain_shift.json").read_text())
     conds = doc["results"]["tiny"]
+    tagged = "20x tiles, scale in their tags (0.5 µm/px)"
     assert list(conds) == ["none", "slide cmu-1-small-region.svs", *stain_shift.HED_CONDITIONS,
-                           "scale 0.75x", "scale 1.5x"]
+                           "scale 0.75x", "scale 1.5x", tagged, "20x tiles, scale not stated"]
+    assert doc["stated_pixel_size"] == {tagged: pytest.approx(0.5)}
     assert all(c["n"] == 3 for c in conds.values())
     assert "interval" not in conds["none"]
     assert all(set(c["interval"]) == {"accuracy", "map"} for k, c in conds.items() if k != "none")
