@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crc_core.evaluation import _eval_table, _scale, compute_metrics
+from crc_core.evaluation import _eval_table, compute_metrics
+from crc_core.image_scale import scale_to_model
 from crc_core.inference import load_model, make_scorer
 from crc_core.inference.calibration import ensure_static_model
 from crc_core.jobs import run_job
@@ -54,8 +55,8 @@ def _test_images(ckpt_path: Path, data: Path) -> tuple[np.ndarray, np.ndarray, i
     keys = run_job(content_keys(t, elig))
     rows = [i for i, k in zip(elig, keys, strict=True) if record.role(k) == "test"]
     size = int(ckpt["input_size"])
-    factor, _ = _scale({"input_size": size, "patch_size": ckpt.get("patch_size"),
-                        "mpp": ckpt.get("mpp")}, t, None)
+    factor, _, _ = scale_to_model({"input_size": size, "patch_size": ckpt.get("patch_size"),
+                                   "mpp": ckpt.get("mpp")}, t, None)
     stain = from_checkpoint(ckpt)
     wins = [decode_windows(t.samples[i].path, factor, size, stain) for i in rows]
     if any(len(w) != 1 for w in wins):

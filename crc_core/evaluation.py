@@ -31,7 +31,7 @@ import numpy as np
 from crc_core.atomic import atomic_write_bytes, atomic_write_text
 from crc_core.classes import ClassScheme
 from crc_core.errors import ConfigError, DatasetError
-from crc_core.image_scale import StatedScale, stated_mpp
+from crc_core.image_scale import images_scale, said_fields
 from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.runs import read_history, read_metrics
 from crc_core.splits import SplitRecord, choose_subset, content_keys
@@ -350,55 +350,25 @@ def _eval_table(ckpt: dict[str, Any], data: str | Path, opts: dict[str, Any]
     return ed
 
 
-def _scale(meta: dict[str, Any], table: TileTable, mpp: float | None,
-           stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
-    """Factor from an image's pixels to the network input's, the sentence saying so, and warnings.
-
-    The images' µm/px: ``--mpp``, else the dataset's, else the one ``stated`` in every image's
-    resolution tags (:mod:`crc_core.image_scale`)."""
-    size = int(meta["input_size"])
-    patch = meta.get("patch_size") if isinstance(meta.get("patch_size"), int) else size
-    model_mpp = meta.get("mpp") if isinstance(meta.get("mpp"), int | float) else None
-    tagged = stated.mpp if stated is not None else None
-    warnings = [stated.problem] if stated is not None and stated.problem else []
-    if mpp is not None:
-        image_mpp, source = float(mpp), "given (--mpp)"
-        if tagged is not None and abs(tagged / image_mpp - 1) > 0.02:
-            warnings.append(f"--mpp {image_mpp:g} used, though the images' resolution tags state "
-                            f"{tagged:g} µm/px")
-    elif table.mpp is not None:
-        image_mpp, source = table.mpp, "the dataset's"
-    elif tagged is not None:
-        assert stated is not None
-        image_mpp, source = tagged, stated.source
-    else:
-        image_mpp, source = None, ""
-    per_input = size / patch           # input pixels per patch pixel
-    if model_mpp and image_mpp:
-        factor = image_mpp / model_mpp * per_input
-        return factor, (f"images at {image_mpp:g} µm/px ({source}) resampled to the model's "
-                        f"{model_mpp:g} µm/px ({patch} px patches -> {size} px input)"), warnings
-    if model_mpp:
-        return per_input, (f"the images' pixel size is unknown: taken as the model's "
-                           f"{model_mpp:g} µm/px (give --mpp to resample them to it)"), warnings
-    return per_input, (f"the model's scale is unknown (trained without a pixel size): images "
-                       f"are taken at its patches' pixel scale ({patch} px patches -> {size} px "
-                       f"input)"), warnings
-
-
 def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float, size: int,
-           threads: int, transform: Any = None,
+           threads: int, transform: Any = None, fields: list[float] | None = None,
            ) -> Generator[Progress, None, tuple[np.ndarray, list[int], int]]:
     """Mean window probabilities of each image (one window for a tile of the patch size);
-    ``transform`` (stain normalisation) at each image's own resolution."""
+    ``transform`` (stain normalisation) at each image's own resolution. ``fields`` collects,
+    per image kept, the share of the model's window it covers at the model's scale
+    (:func:`crc_core.preprocess.window_coverage`; below 1 the rest was mirrored)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    from crc_core.preprocess import decode_windows
+    from crc_core.preprocess import decode_windows, window_coverage
+
+    cover: dict[int, float] = {}
 
     def load(i: int) -> np.ndarray | None:
         try:
+            with Image.open(table.samples[i].path) as im:
+                cover[i] = window_coverage(im.size, factor, size)
             return decode_windows(table.samples[i].path, factor, size, transform)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
@@ -418,7 +388,16 @@ def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float,
                 probs += [p[bounds[j]:bounds[j + 1]].mean(0) for j in range(len(good))]
                 kept += [i for i, _ in good]
             yield Progress(min(n, s + chunk), n, f"evaluating {n} images")
+    if fields is not None:
+        fields += [cover[i] for i in kept]
     return (np.stack(probs) if probs else np.zeros((0, 0))), kept, skipped
+
+
+def _check_arguments(subset: str, mpp: float | None) -> None:
+    if subset not in ("auto", "val", "test", "all"):
+        raise ConfigError(f"--subset {subset!r}: choose auto, val, test or all")
+    if mpp is not None and not (0 < float(mpp) < 1000):
+        raise ConfigError(f"--mpp {mpp}: give the images' µm per pixel, e.g. 0.5")
 
 
 def _write_outputs(outp: Path, metrics: dict[str, Any], table: TileTable, kept: Sequence[int],
@@ -579,10 +558,7 @@ def evaluate(
     from crc_core.runtime import describe, resolve_device
     from crc_core.stain import from_checkpoint
 
-    if subset not in ("auto", "val", "test", "all"):
-        raise ConfigError(f"--subset {subset!r}: choose auto, val, test or all")
-    if mpp is not None and not (0 < float(mpp) < 1000):
-        raise ConfigError(f"--mpp {mpp}: give the images' µm per pixel, e.g. 0.5")
+    _check_arguments(subset, mpp)
     ckpt = load_checkpoint(checkpoint, "cpu")
     opts = {"image_column": image_column, "label_column": label_column, "classes": classes,
             "map": mapping, "label": label}
@@ -596,18 +572,16 @@ def evaluate(
     indices = [eligible[j] for j in sub.indices]
     model, meta = model_from_checkpoint(ckpt, resolve_device(device))
     scheme: ClassScheme = meta["scheme"]
-    stated = None if table.mpp is not None else (
-        yield from stated_mpp([table.samples[i].path for i in indices], workers or 4))
-    factor, scale_note, scale_warnings = _scale(meta, table, mpp, stated)
-    for w in scale_warnings:
-        yield JobWarning(w)
+    factor, scale_note = yield from images_scale(meta, table, indices, mpp, workers or 4)
     stain = from_checkpoint(ckpt)       # the checkpoint's stain normalisation, applied likewise
     scorer = _scorer(model, meta, checkpoint, resolve_device(device), batch_size, tta,
                      {"backend": backend, "threads": threads, "quantize": quantize})
     if scorer.fallback:
         yield JobWarning(scorer.fallback)
+    fields: list[float] = []
     probs, kept, skipped = yield from _score(table, indices, scorer, factor,
-                                             int(meta["input_size"]), workers or 4, stain)
+                                             int(meta["input_size"]), workers or 4, stain, fields)
+    scale_note += yield from said_fields(fields)
     if skipped:
         yield JobWarning(f"{skipped} unreadable image(s) skipped")
     if not kept:

@@ -1,4 +1,6 @@
-"""The pixel size a set of tile images states itself, in their resolution tags.
+"""The scale of images scored by a model: the pixel size a tile set states in its resolution tags,
+the factor to the model's scale (:func:`scale_to_model`, with the sentence the report shows), and
+the note when images are smaller than the model's window (:func:`said_fields`).
 
 A tile folder from another lab often says its scale in the files: a TIFF's XResolution /
 YResolution / ResolutionUnit tags, a PNG's pHYs or a JPEG's JFIF density. When neither the dataset
@@ -19,13 +21,15 @@ from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-from crc_core.jobs import Progress
+from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.slide_backends import resolution_mpp
 
-__all__ = ["TILE_MPP_RANGE", "StatedScale", "image_mpp", "stated_mpp"]
+__all__ = ["TILE_MPP_RANGE", "StatedScale", "image_mpp", "images_scale", "said_fields",
+           "scale_to_model", "stated_mpp"]
 
 #: µm/px a tile's tag may state and still count (a 1x scan is about 10 µm/px; 0.05 is beyond any
 #: light microscope's resolution).
@@ -97,3 +101,65 @@ def stated_mpp(paths: Sequence[Path], threads: int = 4) -> Generator[Progress, N
             found += [m for m in pool.map(image_mpp, paths[s:s + chunk]) if m is not None]
             yield Progress(min(n, s + chunk), n, "reading pixel sizes")
     return StatedScale(tuple(found), n)
+
+
+def scale_to_model(meta: dict[str, Any], table: Any, mpp: float | None,
+           stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
+    """Factor from an image's pixels to the network input's, the sentence saying so, and warnings.
+
+    The images' µm/px: ``--mpp``, else the dataset's, else the one ``stated`` in every image's
+    resolution tags (:mod:`crc_core.image_scale`)."""
+    size = int(meta["input_size"])
+    patch = meta.get("patch_size") if isinstance(meta.get("patch_size"), int) else size
+    model_mpp = meta.get("mpp") if isinstance(meta.get("mpp"), int | float) else None
+    tagged = stated.mpp if stated is not None else None
+    warnings = [stated.problem] if stated is not None and stated.problem else []
+    if mpp is not None:
+        image_mpp, source = float(mpp), "given (--mpp)"
+        if tagged is not None and abs(tagged / image_mpp - 1) > 0.02:
+            warnings.append(f"--mpp {image_mpp:g} used, though the images' resolution tags state "
+                            f"{tagged:g} µm/px")
+    elif table.mpp is not None:
+        image_mpp, source = table.mpp, "the dataset's"
+    elif tagged is not None:
+        assert stated is not None
+        image_mpp, source = tagged, stated.source
+    else:
+        image_mpp, source = None, ""
+    per_input = size / patch           # input pixels per patch pixel
+    if model_mpp and image_mpp:
+        factor = image_mpp / model_mpp * per_input
+        return factor, (f"images at {image_mpp:g} µm/px ({source}) resampled to the model's "
+                        f"{model_mpp:g} µm/px ({patch} px patches -> {size} px input)"), warnings
+    if model_mpp:
+        return per_input, (f"the images' pixel size is unknown: taken as the model's "
+                           f"{model_mpp:g} µm/px (give --mpp to resample them to it)"), warnings
+    return per_input, (f"the model's scale is unknown (trained without a pixel size): images "
+                       f"are taken at its patches' pixel scale ({patch} px patches -> {size} px "
+                       f"input)"), warnings
+
+
+def images_scale(meta: dict[str, Any], table: Any, indices: Sequence[int],
+                  mpp: float | None, threads: int) -> Generator[Event, None, tuple[float, str]]:
+    """Job: :func:`scale_to_model` of the images scored, their resolution tags read unless the
+    dataset states the scale; its warnings yielded."""
+    stated = None if table.mpp is not None else (
+        yield from stated_mpp([table.samples[i].path for i in indices], threads))
+    factor, note, warnings = scale_to_model(meta, table, mpp, stated)
+    for w in warnings:
+        yield JobWarning(w)
+    return factor, note
+
+
+def said_fields(fields: Sequence[float]) -> Generator[Event, None, str]:
+    """Job: a warning when images were smaller than the model's window at its scale (mirrored
+    to fill it); returns it as a clause for the report's scale sentence, else ``""``."""
+    small = sorted(f for f in fields if f < 0.98)
+    if not small:
+        return ""
+    note = (f"{len(small)} of {len(fields)} images are smaller than the model's window at its "
+            f"scale (median {100 * small[len(small) // 2]:.0f} % of its area) and were mirrored "
+            f"at their edges to fill it: the model sees mirrored borders, so expect lower "
+            f"figures than on whole windows")
+    yield JobWarning(note)
+    return f"; {note}"

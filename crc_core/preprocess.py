@@ -32,7 +32,7 @@ from PIL import Image
 
 __all__ = [
     "RESAMPLING", "Transform", "decode_image", "decode_rgb", "decode_windows", "image_windows", "resample", "resample_by",
-    "to_float_input",
+    "to_float_input", "window_coverage",
 ]
 
 #: A uint8 ``(N, H, W, 3)`` -> same function (the checkpoint's stain normalisation).
@@ -105,6 +105,14 @@ def _starts(length: int, size: int) -> list[int]:
     if starts[-1] != length - size:
         starts.append(length - size)
     return starts
+
+
+def window_coverage(wh: tuple[int, int], factor: float, size: int) -> float:
+    """Share of one ``size`` px network window an image of ``wh`` (width, height) px covers once
+    scaled by ``factor`` (:func:`image_windows` mirrors the rest); 1 for an image of a window or
+    more."""
+    w, h = wh
+    return min(1.0, round(w * factor) / size) * min(1.0, round(h * factor) / size)
 
 
 def image_windows(rgb: np.ndarray, factor: float, size: int) -> np.ndarray:

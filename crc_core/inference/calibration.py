@@ -78,8 +78,7 @@ def calibrate(lm: Any, table: Any, rows: list[int], n: int = CALIBRATION_IMAGES,
               mpp: float | None = None) -> Generator[Event, None, str]:
     """Calibrate and cache the int8 model of ``lm`` on up to ``n`` of ``rows`` of ``table`` (the
     run's training images), drawn with ``seed``; returns the note of what calibrated it."""
-    from crc_core.evaluation import _scale
-    from crc_core.image_scale import stated_mpp
+    from crc_core.image_scale import scale_to_model, stated_mpp
     from crc_core.inference.backends import export_static
     from crc_core.preprocess import decode_windows
 
@@ -87,7 +86,7 @@ def calibrate(lm: Any, table: Any, rows: list[int], n: int = CALIBRATION_IMAGES,
     meta = {"input_size": lm.input_size, "patch_size": lm.patch_size, "mpp": lm.mpp}
     stated = None if table.mpp is not None else (
         yield from stated_mpp([table.samples[i].path for i in pick]))
-    factor, _, _ = _scale(meta, table, mpp, stated)
+    factor, _, _ = scale_to_model(meta, table, mpp, stated)
     windows = []
     for j, i in enumerate(pick):
         windows.append(decode_windows(table.samples[i].path, factor, lm.input_size, lm.stain))

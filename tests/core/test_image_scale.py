@@ -124,11 +124,15 @@ def test_a_20x_tile_set_stating_its_scale_is_resampled_to_the_model(ebhi_dir: Pa
         probs = np.array([[float(r[f"prob_{c}"]) for c in m["classes"]] for r in pr])
         return m, probs, [str(e) for e in events if isinstance(e, JobWarning)]
 
-    tagged, p_tagged, _ = scored(_write_set(tmp_path / "tagged", rows, magnified(0.5)))
+    tagged, p_tagged, warned = scored(_write_set(tmp_path / "tagged", rows, magnified(0.5)))
     assert ("images at 0.5 µm/px (stated in the resolution tags of all 12 images) resampled to "
             "the model's 1.3 µm/px" in tagged["scale"])
-    plain, p_plain, _ = scored(_write_set(tmp_path / "plain", rows, magnified(None)))
+    # at the model's scale each covers (86 / 224)^2 of its window: said, in the report too
+    said = "12 of 12 images are smaller than the model's window at its scale (median 15 %"
+    assert said in tagged["scale"] and any(said in w for w in warned)
+    plain, p_plain, warned = scored(_write_set(tmp_path / "plain", rows, magnified(None)))
     assert "pixel size is unknown" in plain["scale"]
+    assert "smaller than the model's window" not in plain["scale"] + "".join(warned)
     same, p_field, _ = scored(_write_set(tmp_path / "field", rows, field))
     # the tagged 20x tiles reach the model as the 86 px fields do (one resampling apart: 0.02
     # measured) ...
