@@ -91,7 +91,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", help="none (default), imagenet (from the local torch cache "
                    "only) or "
                    "a checkpoint/state_dict file whose backbone is loaded")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the model's initialisation, image order and augmentation, and "
+                   "(without --split-seed) of the split")
+    p.add_argument("--split-seed", type=int,
+                   help="seed of the split and of the stain reference tiles (default: --seed); "
+                   "runs with one --split-seed and different --seed are replicates on one split")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of groups held out for validation (default 0.2)")
     p.add_argument("--test-fraction", type=float,
@@ -218,6 +223,7 @@ def _config(args: argparse.Namespace, arch: str, say: Any) -> Any:
         milestones=milestones, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
         schedule=args.schedule, weight_decay=args.weight_decay, mpp=args.mpp,
         image_size=args.image_size, device=args.device, weights=weights, seed=args.seed,
+        split_seed=args.split_seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         workers=args.workers, compile=args.compile,
         cache=args.cache, half_checkpoint=args.half_checkpoint, augment=_augment(args),

@@ -79,7 +79,8 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     weights: str | None = None        # None | imagenet | path
     init: str | None = None           # fine-tuning from this checkpoint (crc_core.finetune)
-    seed: int = 0
+    seed: int = 0                     # the model side: initialisation, image order, augmentation
+    split_seed: int | None = None     # the data side (split, stain reference); None: ``seed``
     val_fraction: float = 0.2
     test_fraction: float = 0.0        # groups kept out of training and of model selection
     workers: int = -1                 # DataLoader workers when streaming; -1 = automatic

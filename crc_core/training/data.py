@@ -65,7 +65,7 @@ def load_data(cfg: TrainConfig, data: str | Path | TileTable, ckpt: dict[str, An
         from crc_core.finetune import match_checkpoint_classes
 
         table = match_checkpoint_classes(table, cfg.init)
-    split = split_by_group(table, cfg.val_fraction, cfg.seed, warn=warn,
+    split = split_by_group(table, cfg.val_fraction, data_seed(cfg), warn=warn,
                            test_fraction=cfg.test_fraction)
     if not split.val:
         warn("no validation set (" + "; ".join(split.notes) + "): best.pt is the last epoch, "
@@ -84,6 +84,12 @@ def record_split(run: TrainingRun) -> Generator[Progress, None, dict[str, Any]]:
         run.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.out / "split.csv", split_csv(run.table, keys, run.split))
     return SplitRecord.of(keys, run.split).to_json()
+
+
+def data_seed(cfg: TrainConfig) -> int:
+    """The seed of the data side of a run (its split and stain reference): ``--split-seed``, else
+    ``--seed``. Runs with one split seed and different seeds are replicates on the same split."""
+    return cfg.seed if cfg.split_seed is None else int(cfg.split_seed)
 
 
 def scale_of(given: float | None, table: TileTable, warn: Callable[[str], None],
@@ -188,7 +194,7 @@ def _fit_stain(run: TrainingRun) -> Generator[Progress, None, None]:
             run.stain.kept_from = Path(cfg.stain_from).name
     if run.stain is None and cfg.stain_norm != "none":
         run.stain = yield from fit_from_table(run.table, run.split.train, cfg.stain_norm, run.size,
-                                              cfg.stain_tiles, cfg.seed)
+                                              cfg.stain_tiles, data_seed(cfg))
     if run.stain is not None:
         cfg.notes.append(run.stain.describe() + ", applied when images are decoded")
 
