@@ -4,7 +4,8 @@
 # cases split 60/20/20 by case number (seed 0). The candidate shipped is the one with the best
 # *validation* balanced accuracy (history.csv); the test cases choose nothing and are scored once,
 # by `crc evaluate --subset auto`, for the model card.
-# Usage: benchmarks/demo_candidates.sh [RUNS_DIR] [ROUND] (default runs/demo, round 1). Each
+# Usage: benchmarks/demo_candidates.sh [RUNS_DIR] [ROUND] (default runs/demo, round 1; 1, 2, 3 or
+# replicates). Each
 # candidate runs on one thread so the two train side by side on a 2-core machine (about 1 h each).
 # Round 1 (2026-12-07): 30 epochs; 40 epochs with label smoothing (shipped then). Round 2
 # (2026-12-08): round 1's shipped options with wider random rescaling, 0.6-2.0x and 0.5-2.5x
@@ -32,6 +33,11 @@
 # against 9) and still missed the bound there (measured stain mAP -0.093, 0.75x mAP -0.043), so it
 # was NOT shipped: the 2026-12-07 model stays. Its test figures date from before this round, but
 # the test cases have now seen this decision (stated in models/README.md and RESULTS).
+# Replicates (ROUND=replicates, 2026-12-08, after --split-seed): NOT candidates, nothing is shipped
+# from them. The shipped recipe again with --seed 1 and --seed 2 on the same split (--split-seed 0:
+# same cases, same stain reference tiles), to measure how far one run of a recipe moves the
+# validation and test figures and the stain_shift.py changes (RESULTS, "Robustness to stain and
+# scale"): the spread against which the differences between the rounds' models must be read.
 set -u
 cd "$(dirname "$0")/.."
 R="${1:-runs/demo}"
@@ -59,6 +65,9 @@ if [ "$ROUND" = 1 ]; then
 elif [ "$ROUND" = 2 ]; then
     cand d121-rec40-ls-z06-20 --epochs 40 --label-smoothing 0.1 --zoom-range 0.6,2.0 &
     cand d121-rec40-ls-z05-25 --epochs 40 --label-smoothing 0.1 --zoom-range 0.5,2.5 &
+elif [ "$ROUND" = replicates ]; then
+    cand d121-rec40-ls-seed1 --epochs 40 --label-smoothing 0.1 --seed 1 --split-seed 0 &
+    cand d121-rec40-ls-seed2 --epochs 40 --label-smoothing 0.1 --seed 2 --split-seed 0 &
 else
     cand d121-rec40-ls-r2 --epochs 40 --label-smoothing 0.1 --augment-resolution 2 &
     cand d121-rec40-ls-r2-z06-20 --epochs 40 --label-smoothing 0.1 --zoom-range 0.6,2.0 \
