@@ -189,6 +189,19 @@ def _window_level(slide: Any, lm: LoadedModel, name: str, notes: list[str]
     return int(level), ds, mode
 
 
+def _too_small(name: str, w: int, h: int, window: int, slide: Any, lm: LoadedModel,
+               mode: str) -> str:
+    """The refusal of an image smaller than one window, in µm when the scale is known, with the
+    way to score such tiles."""
+    if mode == "mpp":
+        um = (slide.mpp[0] + slide.mpp[1]) / 2
+        return (f"{name} ({w}x{h} px, {w * um:.0f}x{h * um:.0f} µm) is smaller than one window "
+                f"({window} px, {window * um:.0f} µm at the model's {lm.mpp:g} µm/px); score "
+                f"tiles this small with crc evaluate (it mirrors them to fill the window and "
+                f"says so)")
+    return f"{name} ({w}x{h} px) is smaller than one window ({window} level-0 px)"
+
+
 def plan_grid(
     slide: Any,
     lm: LoadedModel,
@@ -223,7 +236,7 @@ def plan_grid(
     gcols = (W - window) // step + 1 if W >= window else 0
     grows = (H - window) // step + 1 if H >= window else 0
     if gcols <= 0 or grows <= 0:
-        raise SlideError(f"{name} ({W}x{H} px) is smaller than one window ({window} level-0 px)")
+        raise SlideError(_too_small(name, W, H, window, slide, lm, mode))
     c0, c1, r0, r1 = 0, gcols - 1, 0, grows - 1
     union = None
     if regions is not None:

@@ -191,3 +191,18 @@ def test_regions_must_come_one_per_slide(
         ]
     )
     assert rc == 2 and "one annotation file per slide" in capsys.readouterr().err
+
+
+def test_an_image_smaller_than_one_window_is_refused_in_micrometres(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 20x tile (0.25 µm/px in its tags) of 224 px covers 56 µm; the model's window is 224 px at
+    0.5 µm/px, 112 µm: one line that says both and where such tiles are scored."""
+    tile = tmp_path / "tile.png"
+    Image.new("RGB", (224, 224), (200, 120, 160)).save(tile, dpi=(25400 / 0.25, 25400 / 0.25))
+    rc = main(["predict", "--checkpoint", str(checkpoint), "--slide", str(tile), "--out",
+               str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "tile.png (224x224 px, 56x56 µm) is smaller than one window (448 px, 112 µm" in err[0]
+    assert "crc evaluate" in err[0]
