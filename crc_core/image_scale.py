@@ -104,11 +104,12 @@ def stated_mpp(paths: Sequence[Path], threads: int = 4) -> Generator[Progress, N
 
 
 def scale_to_model(meta: dict[str, Any], table: Any, mpp: float | None,
-           stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
+                   stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
     """Factor from an image's pixels to the network input's, the sentence saying so, and warnings.
 
-    The images' µm/px: ``--mpp``, else the dataset's, else the one ``stated`` in every image's
-    resolution tags (:mod:`crc_core.image_scale`)."""
+    ``meta``: the checkpoint's ``input_size``, ``patch_size`` and ``mpp``; ``table``: a
+    :class:`crc_core.tables.TileTable`. The images' µm/px: ``--mpp``, else the dataset's, else the
+    one ``stated`` in every image's resolution tags (:func:`stated_mpp`)."""
     size = int(meta["input_size"])
     patch = meta.get("patch_size") if isinstance(meta.get("patch_size"), int) else size
     model_mpp = meta.get("mpp") if isinstance(meta.get("mpp"), int | float) else None
@@ -140,7 +141,7 @@ def scale_to_model(meta: dict[str, Any], table: Any, mpp: float | None,
 
 
 def images_scale(meta: dict[str, Any], table: Any, indices: Sequence[int],
-                  mpp: float | None, threads: int) -> Generator[Event, None, tuple[float, str]]:
+                 mpp: float | None, threads: int) -> Generator[Event, None, tuple[float, str]]:
     """Job: :func:`scale_to_model` of the images scored, their resolution tags read unless the
     dataset states the scale; its warnings yielded."""
     stated = None if table.mpp is not None else (
