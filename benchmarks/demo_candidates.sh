@@ -61,7 +61,9 @@ COMMON=(--data "$DATA" --label-column ebhi_class --group-column case_id --group-
         --map "Low-grade IN=Adenoma,High-grade IN=Adenoma"
         --arch densenet121 --preset recommended --image-size 112 --mpp 1.3 --stain-norm macenko
         --ema 0.99 --val-fraction 0.2 --test-fraction 0.2 --seed 0 --device cpu
-        --half-checkpoint --quiet)
+        --half-checkpoint --quiet --zoom-range 0.75,1.5 --augment-resolution 1)
+# (--zoom-range 0.75,1.5 --augment-resolution 1: the recommended preset's augmentation when the
+# shipped model was trained; round 4 changed the preset, and a round's own options come after.)
 cand() {  # name [extra options...]
     local name=$1; shift
     echo "[$(date +%T)] train $name" >>"$R/runs.log"

@@ -147,11 +147,11 @@ def _add_augment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hed-jitter", type=float, help="HED stain jitter ±")
     p.add_argument("--zoom-range", type=_zoom_range, metavar="LOW,HIGH",
                    help="random rescaling about the training scale, drawn log-uniformly per "
-                   "image (recommended preset: 0.75,1.5; 1,1 = none)")
+                   "image (recommended preset: 0.6,2; 1,1 = none)")
     p.add_argument("--augment-resolution", type=int, choices=(1, 2, 3, 4), metavar="N",
                    help="augment the training images at N times the input size (when the files "
                    "have the pixels), then area-average them to it: a zoom magnifies real detail "
-                   "(default 1: at the input size)")
+                   "(recommended preset: 2; 1: at the input size)")
 
 
 def _augment(args: argparse.Namespace) -> dict[str, Any] | None:

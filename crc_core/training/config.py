@@ -44,7 +44,8 @@ DEFAULT_PRESET = "recommended"
 PRESET_HELP: dict[str, str] = {
     "recommended": "the strongest recipe measured on the CPU: 30 epochs, AdamW with a cosine "
                    "rate, balanced sampling when classes are >= 3x apart, best.pt by validation "
-                   "balanced accuracy, flips/rotations/colour/stain/scale augmentation",
+                   "balanced accuracy, flips/rotations/colour/stain jitter and zoom 0.6-2x at "
+                   "twice the input resolution",
     "paper": "the study exactly: 200 epochs, batch 32, lr 1e-3 lowered tenfold after epochs 80, "
              "120, 160, 180, no augmentation, no balancing, best.pt by validation accuracy",
     "quick": "5 epochs, batch 16, constant rate: for trying things",

@@ -147,13 +147,13 @@ def test_zoom_and_resolution_options_and_bad_ranges_exit_2(tmp_path: Path) -> No
     from crc_core.commands.train import _augment
     from crc_core.data import Augment
 
-    args = build_parser().parse_args(["train", "--data", "x.csv", "--zoom-range", "0.6,2",
-                                      "--augment-resolution", "2", "--out", str(tmp_path)])
+    args = build_parser().parse_args(["train", "--data", "x.csv", "--zoom-range", "0.75,1.5",
+                                      "--augment-resolution", "1", "--out", str(tmp_path)])
     aug = _augment(args)
-    assert aug["scale_range"] == [0.6, 2.0] and aug["resolution"] == 2
+    assert aug["scale_range"] == [0.75, 1.5] and aug["resolution"] == 1
     # Everything else is the preset's (recommended by default), not a reset augmentation.
     rec = Augment.recommended().to_json()
-    assert rec["resolution"] == 1
+    assert rec["scale_range"] == [0.6, 2.0] and rec["resolution"] == 2
     mine = ("scale_range", "resolution")
     assert {k: v for k, v in aug.items() if k not in mine} == {
         k: v for k, v in rec.items() if k not in mine}

@@ -259,7 +259,10 @@ def test_recommended_augmentation_covers_the_measured_stain_and_scale_spread() -
     # The real slides' median H is 0.42x-0.75x the EBHI median, E 0.55x-0.73x (RESULTS.md).
     assert rec.hed_range is not None and rec.hed_range[0] <= 0.42 and rec.hed_range[1] >= 1.3
     assert tuple(rec.hed_range) == MEASURED_HED_RANGE and rec.hed_shift >= 0.037
-    assert rec.scale_range == [0.75, 1.5] and rec.hed_prob == 0.5
+    assert rec.hed_prob == 0.5
+    # Zoom 0.6-2x at twice the input resolution: covers the benchmark's 0.75x and 1.5x with room
+    # (chosen on validation cases over three runs per recipe, RESULTS.md "Round 4").
+    assert rec.scale_range == [0.6, 2.0] and rec.resolution == 2
 
 
 def test_hed_range_draws_factors_across_the_range(ebhi_dir: Path) -> None:
