@@ -36,6 +36,9 @@ __all__ = ["TILE_MPP_RANGE", "StatedScale", "image_mpp", "images_scale", "said_f
 TILE_MPP_RANGE = (0.05, 10.0)
 #: Largest relative spread (max / min) of the stated sizes that still counts as one pixel size.
 AGREE = 1.02
+#: Images covering less than this share of the model's window are said to be mirrored to fill it
+#: (a few mirrored rows of a near-window tile are not worth a warning).
+MIRRORED_NOTE_BELOW = 0.9
 
 
 def image_mpp(path: Path) -> float | None:
@@ -155,7 +158,7 @@ def images_scale(meta: dict[str, Any], table: Any, indices: Sequence[int],
 def said_fields(fields: Sequence[float]) -> Generator[Event, None, str]:
     """Job: a warning when images were smaller than the model's window at its scale (mirrored
     to fill it); returns it as a clause for the report's scale sentence, else ``""``."""
-    small = sorted(f for f in fields if f < 0.98)
+    small = sorted(f for f in fields if f < MIRRORED_NOTE_BELOW)
     if not small:
         return ""
     note = (f"{len(small)} of {len(fields)} images are smaller than the model's window at its "

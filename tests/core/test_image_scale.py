@@ -189,3 +189,13 @@ def test_an_unreadable_set_still_fails_on_its_images_not_on_their_tags(tmp_path:
     with pytest.raises(DatasetError, match="no readable images"):
         run_job(evaluate(DEMO, tmp_path / "ds" / "labels.csv", tmp_path / "eval", subset="all",
                          label_column="label", device="cpu"))
+
+
+def test_only_images_well_short_of_the_window_are_said_to_be_mirrored() -> None:
+    from crc_core.image_scale import said_fields
+
+    said: list = []
+    assert run_job(said_fields([1.0, 0.95, 1.0]), said.append) == "" and said == []
+    note = run_job(said_fields([0.15, 0.2, 1.0, 0.5]), said.append)
+    assert note.startswith("; 3 of 4 images are smaller than the model's window")
+    assert "(median 20 % of its area)" in note and len(said) == 1
