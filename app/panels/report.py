@@ -254,7 +254,11 @@ class ReportPanel(QWidget):
             parts.append(f"{ck} of epoch {m['epoch']}")
         if m.get("skipped"):
             parts.append(f"{m['skipped']} unreadable skipped")
-        self.summary.setText(" · ".join(parts) + f"\n{res.folder}")
+        # What was scored and at which scale, as the report states them (never left unsaid).
+        said = [f"Scored: {m['subset_how']}." if m.get("subset_how") else "",
+                f"Scale: {m['scale']}." if m.get("scale") else ""]
+        self.summary.setText("\n".join([" · ".join(parts), *[s for s in said if s],
+                                        str(res.folder)]))
         if res.probs.size:
             self.roc.plot(res.y_true, res.probs, names, title=f"{res.name} ROC")
         else:

@@ -115,6 +115,11 @@ def test_evaluation_folder_opens_alone(panel: ReportPanel, run_dir: Path):
     panel.open_folder(run_dir / "eval")
     assert list(panel.evaluated()) == ["resnet50"]
     assert len(panel.curves.series("val_loss", "resnet50")) == 1   # history found next to it
+    # which images were scored and at which scale, said beside the figures as in report.html
+    m = _metrics(run_dir)
+    text = panel.summary.text()
+    assert f"Scored: {m['subset_how']}." in text and f"Scale: {m['scale']}." in text
+    assert "the model's scale is unknown" in text           # trained without --mpp
 
 
 def test_unevaluated_run_shows_curves_without_tables(panel: ReportPanel, run_dir: Path,
