@@ -29,7 +29,7 @@ from crc_core.jobs import Event, JobWarning, Progress
 from crc_core.slide_backends import resolution_mpp
 
 __all__ = ["TILE_MPP_RANGE", "StatedScale", "image_mpp", "images_scale", "said_fields",
-           "scale_to_model", "stated_mpp"]
+           "scale_to_model", "stated_mpp", "table_stated"]
 
 #: µm/px a tile's tag may state and still count (a 1x scan is about 10 µm/px; 0.05 is beyond any
 #: light microscope's resolution).
@@ -106,6 +106,16 @@ def stated_mpp(paths: Sequence[Path], threads: int = 4) -> Generator[Progress, N
     return StatedScale(tuple(found), n)
 
 
+def table_stated(table: Any, indices: Sequence[int] | None = None, threads: int = 4
+                 ) -> Generator[Progress, None, StatedScale | None]:
+    """Job: what the resolution tags of ``table``'s images (``indices``, default all) state, or
+    ``None`` without reading them when the dataset itself states its scale (``table.mpp``)."""
+    if table.mpp is not None:
+        return None
+    rows = range(len(table.samples)) if indices is None else indices
+    return (yield from stated_mpp([table.samples[i].path for i in rows], threads))
+
+
 def scale_to_model(meta: dict[str, Any], table: Any, mpp: float | None,
                    stated: StatedScale | None = None) -> tuple[float, str, list[str]]:
     """Factor from an image's pixels to the network input's, the sentence saying so, and warnings.
@@ -147,8 +157,7 @@ def images_scale(meta: dict[str, Any], table: Any, indices: Sequence[int],
                  mpp: float | None, threads: int) -> Generator[Event, None, tuple[float, str]]:
     """Job: :func:`scale_to_model` of the images scored, their resolution tags read unless the
     dataset states the scale; its warnings yielded."""
-    stated = None if table.mpp is not None else (
-        yield from stated_mpp([table.samples[i].path for i in indices], threads))
+    stated = yield from table_stated(table, indices, threads)
     factor, note, warnings = scale_to_model(meta, table, mpp, stated)
     for w in warnings:
         yield JobWarning(w)

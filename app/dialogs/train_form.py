@@ -110,7 +110,7 @@ def summary_job(data: str, options: dict[str, Any], mpp: float | None = None) ->
     (:func:`crc_core.training.data.scale_of`: the dataset's, ``mpp`` as given, or one every image
     states in its resolution tags); a ``CrcError`` when it cannot train."""
     from crc_core.data import load_table
-    from crc_core.image_scale import stated_mpp
+    from crc_core.image_scale import table_stated
     from crc_core.training.data import scale_of
 
     yield Progress(0, None, "checking the data")
@@ -123,8 +123,7 @@ def summary_job(data: str, options: dict[str, Any], mpp: float | None = None) ->
     groups = len({s.group for s in table.samples})
     counts = ", ".join(f"{k} {v}" for k, v in table.counts().items())
     text = f"{len(table)} images in {groups} groups, {len(table.scheme)} classes: {counts}"
-    stated = None if table.mpp is not None else (
-        yield from stated_mpp([smp.path for smp in table.samples]))
+    stated = yield from table_stated(table)
     scale, source = scale_of(mpp, table, notes.append, stated)
     if scale is not None:
         source = "as given" if source.startswith("given") else source

@@ -78,14 +78,13 @@ def calibrate(lm: Any, table: Any, rows: list[int], n: int = CALIBRATION_IMAGES,
               mpp: float | None = None) -> Generator[Event, None, str]:
     """Calibrate and cache the int8 model of ``lm`` on up to ``n`` of ``rows`` of ``table`` (the
     run's training images), drawn with ``seed``; returns the note of what calibrated it."""
-    from crc_core.image_scale import scale_to_model, stated_mpp
+    from crc_core.image_scale import scale_to_model, table_stated
     from crc_core.inference.backends import export_static
     from crc_core.preprocess import decode_windows
 
     pick = sorted(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
     meta = {"input_size": lm.input_size, "patch_size": lm.patch_size, "mpp": lm.mpp}
-    stated = None if table.mpp is not None else (
-        yield from stated_mpp([table.samples[i].path for i in pick]))
+    stated = yield from table_stated(table, pick)
     factor, _, _ = scale_to_model(meta, table, mpp, stated)
     windows = []
     for j, i in enumerate(pick):

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from crc_core.atomic import atomic_write_text
 from crc_core.data import TileTable
 from crc_core.distributed import DistInfo, init_distributed
-from crc_core.image_scale import stated_mpp
+from crc_core.image_scale import table_stated
 from crc_core.jobs import EpochEnded, Event, Progress, with_warnings
 from crc_core.models import get_spec
 from crc_core.preprocess import RESAMPLING
@@ -113,8 +113,7 @@ def _prepare(data: str | Path | TileTable, out: Path, cfg: TrainConfig,
     record = yield from record_split(run)
     yield from prepare_batches(run)
     resolve_balance(run)
-    stated = None if table.mpp is not None else (
-        yield from stated_mpp([smp.path for smp in table.samples]))
+    stated = yield from table_stated(table)
     mpp, mpp_source = scale_of(cfg.mpp, table, warn, stated)
     build_run_model(run, ckpt)
     if ckpt is not None:
