@@ -78,6 +78,15 @@ class StatedScale:
         """Where :attr:`mpp` comes from, for the report's scale sentence."""
         return f"stated in the resolution tags of all {self.total} images"
 
+    def overridden_by(self, given: float) -> str | None:
+        """One line when a pixel size ``given`` by the user (``--mpp``, the Train dialog) differs
+        by more than 2 % from the one the images state; it is used, and this says so."""
+        tagged = self.mpp
+        if tagged is None or abs(tagged / given - 1) <= AGREE - 1:
+            return None
+        return (f"the pixel size given ({given:g} µm/px, --mpp) is used, though the images' "
+                f"resolution tags state {tagged:g} µm/px")
+
     @property
     def problem(self) -> str | None:
         """One line when some images state a size but no single size can be used; else None."""
@@ -130,9 +139,8 @@ def scale_to_model(meta: dict[str, Any], table: Any, mpp: float | None,
     warnings = [stated.problem] if stated is not None and stated.problem else []
     if mpp is not None:
         image_mpp, source = float(mpp), "given (--mpp)"
-        if tagged is not None and abs(tagged / image_mpp - 1) > 0.02:
-            warnings.append(f"--mpp {image_mpp:g} used, though the images' resolution tags state "
-                            f"{tagged:g} µm/px")
+        if stated is not None and (said := stated.overridden_by(image_mpp)):
+            warnings.append(said)
     elif table.mpp is not None:
         image_mpp, source = table.mpp, "the dataset's"
     elif tagged is not None:

@@ -106,9 +106,8 @@ def scale_of(given: float | None, table: TileTable, warn: Callable[[str], None],
                  f"{table.mpp:g} µm/px")
         return table.mpp, "dataset"
     if given is not None:
-        if tagged is not None and abs(tagged / given - 1) > 0.02:
-            warn(f"the pixel size given ({given:g} µm/px) is used, though the images' resolution "
-                 f"tags state {tagged:g} µm/px")
+        if stated is not None and (said := stated.overridden_by(given)):
+            warn(said)
         return float(given), "given (--mpp)"
     if tagged is not None:
         assert stated is not None

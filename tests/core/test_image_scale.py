@@ -199,3 +199,22 @@ def test_only_images_well_short_of_the_window_are_said_to_be_mirrored() -> None:
     note = run_job(said_fields([0.15, 0.2, 1.0, 0.5]), said.append)
     assert note.startswith("; 3 of 4 images are smaller than the model's window")
     assert "(median 20 % of its area)" in note and len(said) == 1
+
+
+def test_a_given_pixel_size_that_differs_from_the_tags_is_used_and_said_once_alike() -> None:
+    from crc_core.image_scale import scale_to_model
+    from crc_core.training.data import scale_of
+
+    class _Table:
+        mpp = None
+
+    stated = StatedScale((0.5, 0.5), 2)
+    line = ("the pixel size given (0.9 µm/px, --mpp) is used, though the images' resolution "
+            "tags state 0.5 µm/px")
+    assert stated.overridden_by(0.9) == line and stated.overridden_by(0.505) is None
+    meta = {"input_size": 112, "patch_size": 224, "mpp": 1.3}
+    factor, note, warned = scale_to_model(meta, _Table(), 0.9, stated)
+    assert warned == [line] and factor == pytest.approx(0.9 / 1.3 * 0.5)
+    said: list[str] = []
+    assert scale_of(0.9, _Table(), said.append, stated) == (0.9, "given (--mpp)")
+    assert said == [line]
