@@ -361,17 +361,17 @@ def _score(table: TileTable, indices: Sequence[int], scorer: Any, factor: float,
 
     from PIL import Image
 
-    from crc_core.preprocess import decode_windows, window_coverage
+    from crc_core.preprocess import decode_windows_covering
 
     cover: dict[int, float] = {}
 
     def load(i: int) -> np.ndarray | None:
         try:
-            with Image.open(table.samples[i].path) as im:
-                cover[i] = window_coverage(im.size, factor, size)
-            return decode_windows(table.samples[i].path, factor, size, transform)
+            wins, cover[i] = decode_windows_covering(table.samples[i].path, factor, size,
+                                                     transform)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None
+        return wins
 
     n, probs, kept, skipped = len(indices), [], [], 0
     yield Progress(0, n, f"evaluating {n} images")

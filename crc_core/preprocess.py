@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 __all__ = [
-    "RESAMPLING", "Transform", "decode_image", "decode_rgb", "decode_windows", "image_windows", "resample", "resample_by",
-    "to_float_input", "window_coverage",
+    "RESAMPLING", "Transform", "decode_image", "decode_rgb", "decode_windows", "decode_windows_covering",
+    "image_windows", "resample", "resample_by", "to_float_input", "window_coverage",
 ]
 
 #: A uint8 ``(N, H, W, 3)`` -> same function (the checkpoint's stain normalisation).
@@ -141,4 +141,13 @@ def image_windows(rgb: np.ndarray, factor: float, size: int) -> np.ndarray:
 def decode_windows(path: Path, factor: float, size: int,
                    transform: Transform | None = None) -> np.ndarray:
     """:func:`image_windows` of an image file, ``transform`` applied at the file's resolution."""
-    return image_windows(_at_own_resolution(decode_rgb(path), transform), factor, size)
+    return decode_windows_covering(path, factor, size, transform)[0]
+
+
+def decode_windows_covering(path: Path, factor: float, size: int,
+                            transform: Transform | None = None) -> tuple[np.ndarray, float]:
+    """:func:`decode_windows` and the share of one window the image covers
+    (:func:`window_coverage`), from the one decode."""
+    rgb = decode_rgb(path)
+    return (image_windows(_at_own_resolution(rgb, transform), factor, size),
+            window_coverage((rgb.shape[1], rgb.shape[0]), factor, size))
